@@ -1,0 +1,116 @@
+"""RedBeat's settings, read from the Celery app's configuration.
+
+Every setting can be written in lower case (``redbeat_redis_url``) or in the
+old upper case (``REDBEAT_REDIS_URL``); lower case wins when both are set.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery
+from kombu.utils.url import maybe_sanitize_url
+
+logger = logging.getLogger("celery.beat")
+
+__all__ = ["RedBeatConfig", "ensure_conf", "ConfigurationError"]
+
+DEFAULT_KEY_PREFIX = "redbeat:"
+# Short enough that a standby takes over within seconds of a crash, long enough
+# that a holder renewing every third of it survives a few missed renewals.
+DEFAULT_LOCK_TIMEOUT = 10.0
+DEFAULT_LOCK_POLL_INTERVAL = 1.0
+DEFAULT_CLAIM_BATCH_SIZE = 500
+# redbeat_redis_options keys that are ours, not redis-py's.
+OWN_REDIS_OPTIONS = frozenset(
+    {"retry_period", "cluster", "sentinels", "service_name", "sentinel_kwargs", "startup_nodes"}
+)
+REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://", "redis+socket://", "redis-sentinel://",
+                     "rediss-sentinel://", "redis-cluster://", "rediss-cluster://")
+
+_UNSET = object()
+
+
+class ConfigurationError(RuntimeError):
+    """RedBeat cannot start with the configuration it was given."""
+
+
+class RedBeatConfig:
+    """The RedBeat settings of one Celery app, with their defaults applied."""
+
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+        self.key_prefix: str = self.either_or("redbeat_key_prefix", DEFAULT_KEY_PREFIX)
+        self.schedule_key = self.key_prefix + ":schedule"
+        self.statics_key = self.key_prefix + ":statics"
+        lock_key = self.either_or("redbeat_lock_key", self.key_prefix + ":lock")
+        if lock_key and not lock_key.startswith(self.key_prefix):
+            lock_key = self.key_prefix + lock_key
+        self.lock_key: str | None = lock_key or None
+        self.lock_timeout: float = float(
+            self.either_or("redbeat_lock_timeout", None) or DEFAULT_LOCK_TIMEOUT
+        )
+        self.lock_poll_interval: float = float(
+            self.either_or("redbeat_lock_poll_interval", None) or DEFAULT_LOCK_POLL_INTERVAL
+        )
+        self.claim_batch_size: int = int(
+            self.either_or("redbeat_claim_batch_size", None) or DEFAULT_CLAIM_BATCH_SIZE
+        )
+        self.redis_options: dict[str, Any] = dict(self.either_or("redbeat_redis_options", None) or {})
+        self.redis_url, self.redis_use_ssl = self._connection_settings()
+
+    def either_or(self, name: str, default: Any = None) -> Any:
+        """The value of setting ``name`` in lower or upper case, else ``default``.
+
+        A setting present with the value None counts as set: that is how
+        ``redbeat_lock_key = None`` disables the lock.
+        """
+        conf = self.app.conf
+        for candidate in (name, name.upper()):
+            value = conf.get(candidate, _UNSET)
+            if value is not _UNSET:
+                return value
+        return default
+
+    def _connection_settings(self) -> tuple[str | None, Any]:
+        url = self.either_or("redbeat_redis_url", None)
+        use_ssl = self.either_or("redbeat_redis_use_ssl", None)
+        if url:
+            return url, use_ssl
+        broker_url = self.app.conf.broker_url
+        if isinstance(broker_url, str) and broker_url.startswith(REDIS_URL_SCHEMES):
+            logger.warning(
+                "beat: redbeat_redis_url is not set; storing the schedule on the Redis broker %s. "
+                "Set redbeat_redis_url to make this explicit.",
+                maybe_sanitize_url(broker_url),
+            )
+            return broker_url, use_ssl if use_ssl is not None else self.app.conf.broker_use_ssl
+        return None, use_ssl
+
+    def require_redis_url(self) -> str:
+        if not self.redis_url:
+            raise ConfigurationError(
+                "RedBeat needs a Redis server: set redbeat_redis_url "
+                "(for example redbeat_redis_url = 'redis://localhost:6379/1') "
+                "or use a Redis broker_url."
+            )
+        return self.redis_url
+
+    @property
+    def schedule(self) -> dict:
+        """The app's ``beat_schedule``: the static entries."""
+        return self.app.conf.beat_schedule or {}
+
+    @schedule.setter
+    def schedule(self, value: dict) -> None:
+        self.app.conf.beat_schedule = value
+
+
+def ensure_conf(app: Celery) -> RedBeatConfig:
+    """The app's RedBeat configuration, read once and cached on the app."""
+    conf = getattr(app, "redbeat_conf", None)
+    if conf is None:
+        conf = RedBeatConfig(app)
+        app.redbeat_conf = conf
+    return conf

@@ -1,0 +1,237 @@
+"""The JSON codec of the data contract (docs/format.rst).
+
+Every typed value is a JSON object tagged with ``__type__``. What this module
+writes must stay readable by celery-redbeat 2.x, whose decoder passes the
+fields of ``datetime``, ``crontab`` and ``weekday`` objects straight to their
+constructors: an extra field there would break it, so new information goes
+into new tags (``solar``) or into objects it reads leniently (``rrule``).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone, tzinfo
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from celery.schedules import crontab, schedule, solar
+from dateutil.rrule import weekday
+
+from .schedules import rrule
+
+__all__ = [
+    "RedBeatJSONDecoder",
+    "RedBeatJSONEncoder",
+    "DecodeError",
+    "from_timestamp",
+    "get_utcoffset_minutes",
+    "to_timestamp",
+    "dumps",
+    "loads",
+]
+
+
+class DecodeError(ValueError):
+    """A tagged JSON object that cannot become the value it names."""
+
+
+def to_timestamp(dt: datetime) -> float:
+    """UNIX seconds of an aware datetime; a naive one is taken as UTC."""
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.timestamp()
+
+
+def from_timestamp(seconds: float, tz_minutes: float = 0) -> datetime:
+    """An aware datetime for UNIX seconds, in UTC or at a fixed offset."""
+    tz = timezone(timedelta(minutes=tz_minutes)) if tz_minutes else timezone.utc
+    return datetime.fromtimestamp(seconds, tz=tz)
+
+
+def get_utcoffset_minutes(dt: datetime) -> float:
+    """The UTC offset of ``dt`` in minutes (0 for naive and UTC datetimes)."""
+    offset = dt.utcoffset()
+    return offset.total_seconds() / 60 if offset else 0
+
+
+def zone_name(tz: tzinfo | None, dt: datetime) -> str | float:
+    """How a datetime's zone is written: a name when it has one, else offset seconds."""
+    if tz is None or tz is timezone.utc:
+        return "UTC"
+    key = getattr(tz, "key", None) or getattr(tz, "zone", None)  # zoneinfo, pytz
+    if key:
+        return key
+    offset = tz.utcoffset(dt)
+    if not offset:
+        return "UTC"
+    return offset.total_seconds()
+
+
+def zone_from_name(value: Any) -> tzinfo:
+    if value is None or value == "UTC":
+        return timezone.utc
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return timezone(timedelta(seconds=value)) if value else timezone.utc
+    if isinstance(value, str):
+        try:
+            return ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise DecodeError(f"unknown time zone {value!r}") from exc
+    raise DecodeError(f"time zone must be a name or offset seconds, not {value!r}")
+
+
+def _decode_datetime(d: dict) -> datetime:
+    fields = dict(d)
+    tz = zone_from_name(fields.pop("timezone", "UTC"))
+    try:
+        return datetime(tzinfo=tz, **fields)
+    except (TypeError, ValueError) as exc:
+        raise DecodeError(f"bad datetime {d!r}: {exc}") from exc
+
+
+def _decode_interval(d: dict) -> schedule:
+    every = d.get("every")
+    if isinstance(every, bool) or not isinstance(every, (int, float)) or every <= 0:
+        raise DecodeError(f"interval 'every' must be a positive number of seconds, not {every!r}")
+    return schedule(run_every=timedelta(seconds=every), relative=bool(d.get("relative", False)))
+
+
+_CRONTAB_FIELDS = ("minute", "hour", "day_of_week", "day_of_month", "month_of_year")
+
+
+def _decode_crontab(d: dict) -> crontab:
+    fields = {name: d[name] for name in _CRONTAB_FIELDS if d.get(name) is not None}
+    try:
+        return crontab(**fields)
+    except Exception as exc:  # celery raises ValueError, but also others on odd input
+        raise DecodeError(f"bad crontab {fields!r}: {exc}") from exc
+
+
+def _decode_weekday(d: dict) -> weekday:
+    try:
+        return weekday(d["wkday"], d.get("n"))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DecodeError(f"bad weekday {d!r}") from exc
+
+
+def _decode_rrule(d: dict) -> rrule:
+    fields = dict(d)
+    for name in ("dtstart", "until"):
+        seconds = fields.get(name)
+        offset = fields.pop(f"{name}_tz", 0) or 0
+        if seconds is not None and not isinstance(seconds, datetime):
+            fields[name] = from_timestamp(seconds, offset)
+    try:
+        return rrule(**fields)
+    except Exception as exc:
+        raise DecodeError(f"bad rrule {d!r}: {exc}") from exc
+
+
+def _decode_solar(d: dict) -> solar:
+    try:
+        return solar(d["event"], d["lat"], d["lon"])
+    except KeyError as exc:
+        raise DecodeError(f"solar needs 'event', 'lat' and 'lon': {d!r}") from exc
+    except Exception as exc:  # ImproperlyConfigured when ephem is missing, ValueError
+        raise DecodeError(f"bad solar schedule {d!r}: {exc}") from exc
+
+
+_DECODERS = {
+    "datetime": _decode_datetime,
+    "interval": _decode_interval,
+    "crontab": _decode_crontab,
+    "weekday": _decode_weekday,
+    "rrule": _decode_rrule,
+    "solar": _decode_solar,
+}
+
+
+class RedBeatJSONDecoder(json.JSONDecoder):
+    """Turns tagged objects back into datetimes, schedules and weekdays.
+
+    An object with an unknown ``__type__`` is returned as a plain dict, tag
+    included, so readers ignore what they do not know; whoever needs a
+    schedule checks the type of what came back.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("object_hook", self.dict_to_object)
+        super().__init__(*args, **kwargs)
+
+    @staticmethod
+    def dict_to_object(d: dict) -> Any:
+        decode = _DECODERS.get(d.get("__type__"))
+        if decode is None:
+            return d
+        fields = {k: v for k, v in d.items() if k != "__type__"}
+        return decode(fields)
+
+
+def _encode_datetime(dt: datetime) -> dict:
+    return {
+        "__type__": "datetime",
+        "year": dt.year,
+        "month": dt.month,
+        "day": dt.day,
+        "hour": dt.hour,
+        "minute": dt.minute,
+        "second": dt.second,
+        "microsecond": dt.microsecond,
+        "timezone": zone_name(dt.tzinfo, dt),
+    }
+
+
+def _encode_rrule(rule: rrule) -> dict:
+    encoded: dict[str, Any] = {"__type__": "rrule", "freq": rule.freq}
+    for name in rrule.RULE_FIELDS:
+        encoded[name] = getattr(rule, name)
+    for name in ("dtstart", "until"):
+        value = getattr(rule, name)
+        if value is not None:
+            encoded[name] = to_timestamp(value)
+            encoded[f"{name}_tz"] = get_utcoffset_minutes(value)
+    return encoded
+
+
+class RedBeatJSONEncoder(json.JSONEncoder):
+    """Writes datetimes, Celery schedules and rrule weekdays as tagged objects."""
+
+    def default(self, obj: Any) -> Any:
+        if isinstance(obj, datetime):
+            return _encode_datetime(obj)
+        if isinstance(obj, crontab):
+            return {
+                "__type__": "crontab",
+                "minute": obj._orig_minute,
+                "hour": obj._orig_hour,
+                "day_of_week": obj._orig_day_of_week,
+                "day_of_month": obj._orig_day_of_month,
+                "month_of_year": obj._orig_month_of_year,
+            }
+        if isinstance(obj, rrule):
+            return _encode_rrule(obj)
+        if isinstance(obj, solar):
+            return {"__type__": "solar", "event": obj.event, "lat": obj.lat, "lon": obj.lon}
+        if isinstance(obj, weekday):
+            # celery-redbeat 2.x writes only 'wkday' but reads 'n' too: keep FR(+2).
+            encoded = {"__type__": "weekday", "wkday": obj.weekday}
+            if obj.n is not None:
+                encoded["n"] = obj.n
+            return encoded
+        if isinstance(obj, schedule):
+            return {
+                "__type__": "interval",
+                "every": obj.run_every.total_seconds(),
+                "relative": bool(obj.relative),
+            }
+        if isinstance(obj, timedelta):
+            return obj.total_seconds()
+        return super().default(obj)
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, cls=RedBeatJSONEncoder)
+
+
+def loads(text: str | bytes) -> Any:
+    return json.loads(text, cls=RedBeatJSONDecoder)

@@ -1,0 +1,279 @@
+"""Where the schedule lives in Redis: the keys, and the scripts that change them.
+
+This is the only module that knows the data layout of docs/format.rst:
+
+- ``<prefix><name>``: hash with ``definition`` and ``meta`` (JSON), plus
+  ``parked`` (JSON) when beat set a malformed entry aside;
+- ``<prefix>:schedule``: sorted set of entry keys by next due time;
+- ``<prefix>:statics``: set of names of entries from ``beat_schedule``.
+
+The store moves bytes; it does not decode JSON (that is ``decoder``) nor decide
+when things run (that is the scheduler).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+from redis import Redis
+
+from .config import RedBeatConfig
+from .lock import FENCE_LUA, LOCK_LOST, BeatLock
+
+__all__ = ["ScheduleStore", "DueRecord", "Decision", "DueBatch", "NEVER"]
+
+# Score of an entry that will not run again (its schedule is over, or it is parked).
+NEVER = -1.0
+
+
+@dataclass(frozen=True)
+class DueRecord:
+    """An entry as read from Redis when it came due: raw bytes, not yet decoded."""
+
+    key: bytes  # as stored: a member need not be valid UTF-8
+    definition: bytes | None
+    meta: bytes | None
+
+    @property
+    def key_text(self) -> str:
+        return text(self.key)
+
+
+@dataclass(frozen=True)
+class DueBatch:
+    records: list[DueRecord]
+    next_key: bytes | None = None  # the first entry not yet due, if any
+    next_score: float | None = None
+    lock_lost: bool = False
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do with one due record; applied only if the record is unchanged.
+
+    ``action`` is one of:
+    - ``run``: write ``meta`` and ``score``; the caller dispatches it;
+    - ``move``: write ``score`` only (not due after all, or disabled);
+    - ``park``: record ``reason`` and take the entry out of the due range;
+    - ``drop``: remove an orphan member whose hash is gone.
+    """
+
+    record: DueRecord
+    action: str
+    score: float = NEVER
+    meta: str | None = None
+    reason: str | None = None
+    subject: Any = None  # whatever the caller needs to act on a claim; not stored
+
+
+class ScheduleStore:
+    """Reads and writes one app's schedule in Redis."""
+
+    # Renews the lock (FENCE_LUA), then returns what is due: a status, the key
+    # and score of the first entry not due yet, and (key, definition, meta) for up
+    # to ARGV[4] due entries. Reading in the script keeps the batch consistent
+    # with the fence check and costs one round trip however many are due.
+    # KEYS: schedule, [lock]   ARGV: token, ttl_ms, now, limit
+    READ_DUE_LUA = FENCE_LUA + """
+    local due = redis.call('ZRANGEBYSCORE', KEYS[1], 0, ARGV[3], 'LIMIT', 0, tonumber(ARGV[4]))
+    local after = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[3], '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+    local reply = {1, after[1] or false, after[2] or false}
+    for _, key in ipairs(due) do
+        local fields = redis.call('HMGET', key, 'definition', 'meta')
+        reply[#reply + 1] = key
+        reply[#reply + 1] = fields[1]
+        reply[#reply + 1] = fields[2]
+    end
+    return reply
+    """
+
+    # Applies the scheduler's decisions, fenced by the lock, each one only if
+    # the entry's definition and meta are still what was read: an edit made
+    # between reading and claiming (by a person, another program or a second
+    # beat) wins, and the entry is looked at again on the next tick. Returns
+    # the 1-based positions of the 'run' decisions that were applied: those,
+    # and only those, may be dispatched.
+    # KEYS: schedule, [lock]   ARGV: token, ttl_ms, now, then per decision:
+    #   key, action, expected definition, expected meta, new meta, score, reason
+    CLAIM_LUA = FENCE_LUA + """
+    local claimed = {}
+    local n = 0
+    for i = 4, #ARGV, 7 do
+        n = n + 1
+        local key, action = ARGV[i], ARGV[i + 1]
+        local fields = redis.call('HMGET', key, 'definition', 'meta')
+        if (fields[1] or '') == ARGV[i + 2] and (fields[2] or '') == ARGV[i + 3] then
+            if action == 'drop' then
+                if redis.call('EXISTS', key) == 0 then
+                    redis.call('ZREM', KEYS[1], key)
+                end
+            else
+                if action == 'run' then
+                    redis.call('HSET', key, 'meta', ARGV[i + 4])
+                    claimed[#claimed + 1] = n
+                elseif action == 'park' then
+                    redis.call('HSET', key, 'parked', ARGV[i + 6])
+                end
+                redis.call('ZADD', KEYS[1], 'XX', ARGV[i + 5], key)
+            end
+        end
+    end
+    return claimed
+    """
+
+    def __init__(self, client: Redis, conf: RedBeatConfig) -> None:
+        self.client = client
+        self.conf = conf
+        self._read_due = client.register_script(self.READ_DUE_LUA)
+        self._claim = client.register_script(self.CLAIM_LUA)
+
+    # -- keys ---------------------------------------------------------------
+
+    def key_for(self, name: str) -> str:
+        return self.conf.key_prefix + name
+
+    def name_for(self, key: str) -> str:
+        prefix = self.conf.key_prefix
+        return key[len(prefix):] if key.startswith(prefix) else key
+
+    def _fence(self, lock: BeatLock | None) -> tuple[list[str], list]:
+        keys = [self.conf.schedule_key]
+        if lock is None:
+            return keys, ["", 0]
+        return keys + [lock.key], [lock.token, lock.ttl_ms]
+
+    # -- the tick -----------------------------------------------------------
+
+    def read_due(self, now: float, limit: int, lock: BeatLock | None = None) -> DueBatch:
+        """Entries due at ``now`` (at most ``limit``), renewing and checking ``lock``."""
+        keys, args = self._fence(lock)
+        reply = self._read_due(keys=keys, args=args + [repr(now), limit])
+        if reply == LOCK_LOST:
+            return DueBatch([], lock_lost=True)
+        next_score = float(reply[2]) if reply[2] is not None else None
+        body = reply[3:]
+        records = [
+            DueRecord(body[i], body[i + 1], body[i + 2]) for i in range(0, len(body), 3)
+        ]
+        return DueBatch(records, reply[1], next_score)
+
+    def claim(self, decisions: Sequence[Decision], now: float, lock: BeatLock | None = None
+              ) -> list[Decision] | None:
+        """Apply ``decisions``; returns the applied 'run' ones, or None if the lock was lost."""
+        if not decisions:
+            return []
+        keys, args = self._fence(lock)
+        args.append(repr(now))
+        for d in decisions:
+            args += [
+                d.record.key,
+                d.action,
+                d.record.definition or b"",
+                d.record.meta or b"",
+                d.meta or "",
+                repr(d.score),
+                d.reason or "",
+            ]
+        reply = self._claim(keys=keys, args=args)
+        if reply == LOCK_LOST:
+            return None
+        return [decisions[position - 1] for position in reply]
+
+    def first_score(self) -> float | None:
+        """Score of the entry due first, or None when nothing is scheduled."""
+        first = self.client.zrangebyscore(self.conf.schedule_key, 0, "+inf", start=0, num=1,
+                                          withscores=True)
+        return first[0][1] if first else None
+
+    # -- single entries -----------------------------------------------------
+
+    def load(self, key: str) -> tuple[bytes | None, bytes | None]:
+        definition, meta = self.client.hmget(key, "definition", "meta")
+        return definition, meta
+
+    def save(self, key: str, definition: str, meta: str, score: float) -> None:
+        """Write an entry's definition and score; meta only if the entry has none.
+
+        Existing meta is kept so that re-saving a definition does not reset
+        when the entry last ran. Saving also clears a parked mark: a new
+        definition deserves a new chance.
+        """
+        pipe = self.client.pipeline()
+        pipe.hset(key, "definition", definition)
+        pipe.hsetnx(key, "meta", meta)
+        pipe.hdel(key, "parked")
+        pipe.zadd(self.conf.schedule_key, {key: score})
+        pipe.execute()
+
+    def save_meta(self, key: str, meta: str, score: float) -> None:
+        pipe = self.client.pipeline()
+        pipe.hset(key, "meta", meta)
+        pipe.zadd(self.conf.schedule_key, {key: score})
+        pipe.execute()
+
+    def delete(self, key: str) -> None:
+        pipe = self.client.pipeline()
+        pipe.zrem(self.conf.schedule_key, key)
+        pipe.delete(key)
+        pipe.execute()
+
+    def score_of(self, key: str) -> float | None:
+        return self.client.zscore(self.conf.schedule_key, key)
+
+    # -- static entries -----------------------------------------------------
+
+    def static_names(self) -> set[str]:
+        return {text(name) for name in self.client.smembers(self.conf.statics_key)}
+
+    def load_many(self, keys: Sequence[str]) -> list[tuple[bytes | None, bytes | None]]:
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.hmget(key, "definition", "meta")
+        return [tuple(fields) for fields in pipe.execute()]
+
+    def write_statics(
+        self,
+        changed: Iterable[tuple[str, str, str, float]],
+        unchanged: Iterable[tuple[str, float]],
+        removed: Iterable[str],
+        names: Iterable[str],
+    ) -> None:
+        """Bring the static entries in line with ``beat_schedule`` in one transaction.
+
+        ``changed`` holds (name, definition, meta, score) of new or edited
+        entries: their definition and score are written and their meta kept if
+        present. ``unchanged`` entries get their score back only if they had
+        none. ``removed`` names are deleted; ``names`` becomes the statics set.
+        """
+        pipe = self.client.pipeline()
+        schedule_key = self.conf.schedule_key
+        for name, definition, meta, score in changed:
+            key = self.key_for(name)
+            pipe.hset(key, "definition", definition)
+            pipe.hsetnx(key, "meta", meta)
+            pipe.hdel(key, "parked")
+            pipe.zadd(schedule_key, {key: score})
+        for name, score in unchanged:
+            pipe.zadd(schedule_key, {self.key_for(name): score}, nx=True)
+        removed = list(removed)
+        for name in removed:
+            pipe.zrem(schedule_key, self.key_for(name))
+            pipe.delete(self.key_for(name))
+        pipe.delete(self.conf.statics_key)
+        names = list(names)
+        if names:
+            pipe.sadd(self.conf.statics_key, *names)
+        pipe.execute()
+
+
+def parked_reason(reason: str, now: float | None = None) -> str:
+    """The JSON stored in an entry's ``parked`` field."""
+    return json.dumps({"reason": reason, "parked_at": time.time() if now is None else now})
+
+
+def text(value: bytes | str) -> str:
+    """Text of a Redis reply; bytes that are not UTF-8 show as replacement characters."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value

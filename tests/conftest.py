@@ -1,0 +1,154 @@
+"""Shared fixtures: a real redis-server per test session, apps, and waiting helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable
+
+import fakeredis
+import pytest
+import redis
+from celery import Celery
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 10.0, interval: float = 0.05,
+             message: str = "condition") -> object:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+class RedisServer:
+    """A redis-server process of our own on a free loopback port."""
+
+    def __init__(self, workdir: Path) -> None:
+        exe = shutil.which("redis-server")
+        if exe is None:
+            pytest.fail("redis-server is not installed: run the tests through ./run.sh test")
+        self.exe = exe
+        self.workdir = workdir
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.workdir), "--daemonize", "no"],
+            stdout=open(self.workdir / "redis.log", "ab"), stderr=subprocess.STDOUT,
+        )
+        wait_for(self._answers, timeout=10, message=f"redis-server on port {self.port}")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+    def _answers(self) -> bool:
+        try:
+            return redis.Redis(port=self.port, socket_timeout=1).ping()
+        except redis.ConnectionError:
+            return False
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def client(self, db: int = 0) -> redis.Redis:
+        return redis.Redis(port=self.port, db=db, decode_responses=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory):
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """A clean database 0 on the session's real redis-server (broker on db 1)."""
+    redis_server.client(0).flushall()
+    return redis_server.url(0)
+
+
+@pytest.fixture
+def schedule_redis(redis_server: RedisServer, redis_url: str) -> redis.Redis:
+    return redis_server.client(0)
+
+
+@pytest.fixture
+def broker_redis(redis_server: RedisServer, redis_url: str) -> redis.Redis:
+    return redis_server.client(1)
+
+
+def make_app(redis_url: str | None, broker_url: str = "memory://", **settings) -> Celery:
+    app = Celery("tests", set_as_current=False)
+    conf = {"broker_url": broker_url, "timezone": "UTC"}
+    if redis_url is not None:
+        conf["redbeat_redis_url"] = redis_url
+    conf.update(settings)
+    app.conf.update(conf)
+    return app
+
+
+@pytest.fixture
+def app(redis_server: RedisServer, redis_url: str) -> Celery:
+    """An app storing its schedule in the real redis-server and publishing to it (db 1)."""
+    return make_app(redis_url, broker_url=redis_server.url(1))
+
+
+@pytest.fixture
+def fake_app() -> Celery:
+    """An app whose schedule lives in fakeredis: for fast unit tests."""
+    app = make_app("redis://fake:6379/0")
+    server = fakeredis.FakeServer()
+    from redbeat.client import get_store
+    from redbeat.config import ensure_conf
+    from redbeat.store import ScheduleStore
+
+    conf = ensure_conf(app)
+    app.redbeat_redis = fakeredis.FakeRedis(server=server, decode_responses=True)
+    app.redbeat_store = ScheduleStore(fakeredis.FakeRedis(server=server), conf)
+    assert get_store(app) is app.redbeat_store
+    return app
+
+
+def published(broker: redis.Redis, queue: str = "celery") -> list[dict]:
+    """The task messages waiting in a queue of the Redis broker, oldest first."""
+    messages = []
+    for raw in reversed(broker.lrange(queue, 0, -1)):
+        message = json.loads(raw)
+        headers = message["headers"]
+        messages.append({"task": headers["task"], "id": headers["id"], "argsrepr": headers.get("argsrepr"),
+                         "headers": headers})
+    return messages
+
+
+@pytest.fixture
+def project_env() -> dict:
+    """Environment for subprocesses that import this checkout and its test tasks."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), str(ROOT / "tests"), env.get("PYTHONPATH")]))
+    env.pop("CELERY_CONFIG_MODULE", None)
+    return env
