@@ -474,7 +474,8 @@ class RedBeatScheduler(Scheduler):
 
     def _lock_lost(self) -> float:
         logger.warning(
-            "beat: lost lock %s (another beat holds it now); back to standby", self.lock.key
+            "beat: lost lock %s (it expired or another beat took it); back to standby, "
+            "dispatching nothing until this beat holds it again", self.lock.key
         )
         self.lock.held = False
         return self._standby_interval()
@@ -498,6 +499,8 @@ class RedBeatScheduler(Scheduler):
                 time.monotonic() - self._redis_down_since,
             )
             self._redis_down_since = None
+            # A Redis that restarted without its data lost the static entries too.
+            self._statics_synced = False
 
     # -- Celery's Scheduler API -------------------------------------------------
 

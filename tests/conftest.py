@@ -74,8 +74,8 @@ class RedisServer:
     def url(self, db: int = 0) -> str:
         return f"redis://127.0.0.1:{self.port}/{db}"
 
-    def client(self, db: int = 0) -> redis.Redis:
-        return redis.Redis(port=self.port, db=db, decode_responses=True)
+    def client(self, db: int = 0, decode: bool = True) -> redis.Redis:
+        return redis.Redis(port=self.port, db=db, decode_responses=decode)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,356 @@
+"""Integration tests of the scheduler against a real redis-server (schedule on db 0,
+Redis broker on db 1): ticks, static entries, raw Redis writes, bad input, the lock."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import pytest
+from celery.schedules import crontab, schedule
+from conftest import make_app, published, wait_for
+
+from redbeat import RedBeatScheduler, RedBeatSchedulerEntry
+
+RAW_DEFINITION = json.dumps({
+    "name": "raw", "task": "tasks.raw", "args": [7],
+    "schedule": {"__type__": "interval", "every": 3600},
+})
+
+
+def tick_until(scheduler, condition, timeout=10.0, message="condition"):
+    """Run beat's loop (tick, then sleep what it asks, at most 50 ms) until ``condition``."""
+    def step():
+        interval = scheduler.tick()
+        if condition():
+            return True
+        time.sleep(min(interval, 0.05))
+        return False
+    return wait_for(step, timeout=timeout, interval=0, message=message)
+
+
+def tasks_sent(broker):
+    return [message["task"] for message in published(broker)]
+
+
+@pytest.fixture
+def scheduler_for(app):
+    made = []
+
+    def build(schedule_=None, target_app=None, **settings):
+        target = target_app or app
+        target.conf.update(beat_schedule=schedule_ or {}, **settings)
+        scheduler = RedBeatScheduler(app=target)
+        made.append(scheduler)
+        return scheduler
+    yield build
+    for scheduler in made:
+        scheduler.close()
+
+
+# -- dispatch ---------------------------------------------------------------------
+
+def test_entry_written_with_raw_redis_commands_runs_at_the_next_tick(scheduler_for, schedule_redis, broker_redis):
+    scheduler = scheduler_for()
+    scheduler.tick()
+    schedule_redis.hset("redbeat:raw", "definition", RAW_DEFINITION)
+    schedule_redis.zadd("redbeat::schedule", {"redbeat:raw": 0})
+    scheduler.tick()
+    messages = published(broker_redis)
+    assert [m["task"] for m in messages] == ["tasks.raw"]
+    assert messages[0]["argsrepr"] == "[7]"
+    meta = RedBeatSchedulerEntry.load_meta("redbeat:raw", app=scheduler.app)
+    assert meta["total_run_count"] == 1
+    assert abs(meta["last_run_at"].timestamp() - time.time()) < 5
+    assert schedule_redis.zscore("redbeat::schedule", "redbeat:raw") == pytest.approx(
+        meta["last_run_at"].timestamp() + 3600, abs=0.01)
+
+
+def test_options_reach_the_broker(scheduler_for, schedule_redis, broker_redis):
+    scheduler = scheduler_for()
+    definition = json.loads(RAW_DEFINITION) | {"name": "q", "task": "tasks.q", "options": {"queue": "reports"}}
+    schedule_redis.hset("redbeat:q", "definition", json.dumps(definition))
+    schedule_redis.zadd("redbeat::schedule", {"redbeat:q": 0})
+    scheduler.tick()
+    assert tasks_sent(broker_redis) == []
+    assert [m["task"] for m in published(broker_redis, "reports")] == ["tasks.q"]
+
+
+def test_interval_entry_runs_repeatedly_on_time(scheduler_for, broker_redis):
+    scheduler = scheduler_for({"fast": {"task": "tasks.fast", "schedule": 0.5}})
+    tick_until(scheduler, lambda: len(tasks_sent(broker_redis)) >= 3, message="three runs")
+    entry = RedBeatSchedulerEntry.from_name("fast", app=scheduler.app)
+    assert entry.total_run_count >= 3
+
+
+def test_tick_sleeps_until_the_next_due_entry_but_never_past_max_interval(scheduler_for, schedule_redis):
+    scheduler = scheduler_for(beat_max_loop_interval=30, redbeat_lock_key=None)
+    assert scheduler.tick() == 30
+    RedBeatSchedulerEntry("later", "t", schedule(3600), app=scheduler.app).save()
+    schedule_redis.zadd("redbeat::schedule", {"redbeat:later": time.time() + 12})
+    assert 11 < scheduler.tick() <= 12
+
+
+def test_lock_holder_wakes_in_time_to_renew_its_lock(scheduler_for):
+    scheduler = scheduler_for(beat_max_loop_interval=300, redbeat_lock_timeout=9)
+    assert scheduler.tick() <= 3
+
+
+def test_disabled_entry_does_not_run_and_keeps_its_cadence(scheduler_for, schedule_redis, broker_redis):
+    scheduler = scheduler_for()
+    definition = json.loads(RAW_DEFINITION) | {"enabled": False, "schedule": {"__type__": "interval", "every": 60}}
+    schedule_redis.hset("redbeat:raw", "definition", json.dumps(definition))
+    schedule_redis.zadd("redbeat::schedule", {"redbeat:raw": 0})
+    scheduler.tick()
+    assert tasks_sent(broker_redis) == []
+    assert schedule_redis.zscore("redbeat::schedule", "redbeat:raw") == pytest.approx(time.time() + 60, abs=2)
+    assert schedule_redis.hget("redbeat:raw", "meta") is None
+
+
+def test_meta_edited_from_outside_is_honoured(scheduler_for, schedule_redis, broker_redis):
+    scheduler = scheduler_for()
+    entry = RedBeatSchedulerEntry("m", "tasks.m", schedule(600), app=scheduler.app).save()
+    # Another program records that the task really ran just now, and bumps the score.
+    entry.last_run_at = entry._default_now()
+    schedule_redis.hset("redbeat:m", "meta", entry.meta_json())
+    schedule_redis.zadd("redbeat::schedule", {"redbeat:m": 0})
+    scheduler.tick()
+    assert tasks_sent(broker_redis) == []
+    assert schedule_redis.zscore("redbeat::schedule", "redbeat:m") == pytest.approx(time.time() + 600, abs=2)
+
+
+def test_schedule_property_holds_only_due_and_next_entries(scheduler_for, schedule_redis):
+    scheduler = scheduler_for(redbeat_lock_key=None)
+    for name, score in (("due", 0), ("next", time.time() + 100), ("later", time.time() + 200)):
+        RedBeatSchedulerEntry(name, "t", schedule(3600), app=scheduler.app).save()
+        schedule_redis.zadd("redbeat::schedule", {f"redbeat:{name}": score})
+    assert sorted(scheduler.schedule) == ["due", "next"]
+
+
+def test_many_due_entries_are_drained_in_batches(scheduler_for, schedule_redis, broker_redis):
+    scheduler = scheduler_for(redbeat_claim_batch_size=7)
+    for i in range(30):
+        schedule_redis.hset(f"redbeat:n{i}", "definition", RAW_DEFINITION.replace('"raw"', f'"n{i}"'))
+        schedule_redis.zadd("redbeat::schedule", {f"redbeat:n{i}": 0})
+    scheduler.tick()
+    assert len(tasks_sent(broker_redis)) == 30
+
+
+# -- static entries -----------------------------------------------------------------
+
+STATICS = {
+    "every-hour": {"task": "tasks.hourly", "schedule": 3600.0, "args": (1,)},
+    "nightly": {"task": "tasks.nightly", "schedule": crontab(minute="5", hour="2")},
+}
+
+
+def test_static_entries_are_written_at_start(scheduler_for, schedule_redis):
+    scheduler_for(STATICS)
+    assert schedule_redis.smembers("redbeat::statics") >= {"every-hour", "nightly"}
+    definition = json.loads(schedule_redis.hget("redbeat:nightly", "definition"))
+    assert definition["schedule"] == {"__type__": "crontab", "minute": "5", "hour": "2", "day_of_week": "*",
+                                      "day_of_month": "*", "month_of_year": "*"}
+    assert schedule_redis.zscore("redbeat::schedule", "redbeat:every-hour") == pytest.approx(
+        time.time() + 3600, abs=5)
+
+
+def test_static_entries_keep_their_history_across_restarts(scheduler_for, app, schedule_redis):
+    scheduler_for(STATICS).close()
+    ran_at = RedBeatSchedulerEntry.from_name("every-hour", app=app)._default_now()
+    RedBeatSchedulerEntry.from_name("every-hour", app=app).reschedule(ran_at)
+    schedule_redis.hset("redbeat:every-hour", "meta", json.dumps(
+        {**json.loads(schedule_redis.hget("redbeat:every-hour", "meta")), "total_run_count": 41}))
+    score = schedule_redis.zscore("redbeat::schedule", "redbeat:every-hour")
+
+    restarted_app = make_app(app.conf.redbeat_redis_url, broker_url=app.conf.broker_url)
+    scheduler_for(STATICS, target_app=restarted_app)
+    entry = RedBeatSchedulerEntry.from_name("every-hour", app=restarted_app)
+    assert entry.total_run_count == 41
+    assert entry.last_run_at == ran_at
+    assert schedule_redis.zscore("redbeat::schedule", "redbeat:every-hour") == score
+
+
+def test_changed_static_definition_is_updated_and_rescheduled(scheduler_for, app, schedule_redis):
+    scheduler_for(STATICS).close()
+    changed = dict(STATICS, **{"every-hour": {"task": "tasks.hourly", "schedule": 60.0, "args": (2,)}})
+    restarted_app = make_app(app.conf.redbeat_redis_url, broker_url=app.conf.broker_url)
+    scheduler_for(changed, target_app=restarted_app)
+    entry = RedBeatSchedulerEntry.from_name("every-hour", app=restarted_app)
+    assert list(entry.args) == [2]
+    assert schedule_redis.zscore("redbeat::schedule", "redbeat:every-hour") == pytest.approx(
+        time.time() + 60, abs=5)
+
+
+def test_removed_static_entries_go_and_runtime_entries_stay(scheduler_for, app, schedule_redis):
+    scheduler_for(STATICS).close()
+    RedBeatSchedulerEntry("made-at-runtime", "t", schedule(60), app=app).save()
+    restarted_app = make_app(app.conf.redbeat_redis_url, broker_url=app.conf.broker_url)
+    scheduler_for({"nightly": STATICS["nightly"]}, target_app=restarted_app)
+    assert not schedule_redis.exists("redbeat:every-hour")
+    assert schedule_redis.zscore("redbeat::schedule", "redbeat:every-hour") is None
+    assert "every-hour" not in schedule_redis.smembers("redbeat::statics")
+    assert schedule_redis.exists("redbeat:made-at-runtime")
+    assert schedule_redis.exists("redbeat:nightly")
+
+
+# -- bad input ------------------------------------------------------------------------
+
+BAD_INPUT = {
+    "bad-json": {"definition": '{"name": "bad-json", "task": '},
+    "bad-type": {"definition": '{"name": "bad-type", "task": "t", "schedule": {"__type__": "lunar"}}'},
+    "no-task": {"definition": '{"name": "no-task", "schedule": {"__type__": "interval", "every": 1}}'},
+    "bad-cron": {"definition": '{"name": "bad-cron", "task": "t", "schedule": {"__type__": "crontab",'
+                               ' "minute": "99"}}'},
+    "not-utf8": {"definition": b'{"name": "\xff\xfe", "task": "t", "schedule": 5}'},
+    "no-definition": {"meta": '{"last_run_at": null}'},
+    "bad-meta": {"definition": RAW_DEFINITION, "meta": '{"last_run_at": 12}'},
+}
+
+
+def test_bad_entries_are_parked_and_the_good_ones_keep_running(scheduler_for, schedule_redis, broker_redis,
+                                                               redis_server, caplog):
+    scheduler = scheduler_for({"good": {"task": "tasks.good", "schedule": 0.3}})
+    raw = redis_server.client(0, decode=False)  # writes bytes as they are
+    for name, fields in BAD_INPUT.items():
+        raw.hset(f"redbeat:{name}", mapping=fields)
+        raw.zadd("redbeat::schedule", {f"redbeat:{name}": 0})
+    schedule_redis.zadd("redbeat::schedule", {"redbeat:orphan": 0})
+    with caplog.at_level(logging.WARNING, logger="celery.beat"):
+        tick_until(scheduler, lambda: tasks_sent(broker_redis).count("tasks.good") >= 3, message="good runs")
+    assert set(tasks_sent(broker_redis)) == {"tasks.good"}
+    for name in BAD_INPUT:
+        key = f"redbeat:{name}"
+        assert schedule_redis.zscore("redbeat::schedule", key) == -1, name
+        reason = json.loads(schedule_redis.hget(key, "parked"))["reason"]
+        assert reason, name
+        assert f"parked entry '{key}'" in caplog.text
+    assert schedule_redis.hget("redbeat:bad-json", "definition") == '{"name": "bad-json", "task": '
+    assert schedule_redis.zscore("redbeat::schedule", "redbeat:orphan") is None
+    assert "removing 'redbeat:orphan'" in caplog.text
+
+
+def test_saving_a_parked_entry_again_unparks_it(scheduler_for, schedule_redis):
+    scheduler = scheduler_for()
+    schedule_redis.hset("redbeat:p", "definition", '{"name": "p"}')
+    schedule_redis.zadd("redbeat::schedule", {"redbeat:p": 0})
+    scheduler.tick()
+    assert schedule_redis.hexists("redbeat:p", "parked")
+    RedBeatSchedulerEntry("p", "tasks.p", schedule(60), app=scheduler.app).save()
+    assert not schedule_redis.hexists("redbeat:p", "parked")
+    assert schedule_redis.zscore("redbeat::schedule", "redbeat:p") > 0
+
+
+# -- the lock --------------------------------------------------------------------------
+
+def second_app(app, **settings):
+    return make_app(app.conf.redbeat_redis_url, broker_url=app.conf.broker_url, **settings)
+
+
+def test_standby_dispatches_nothing_and_takes_over_on_clean_shutdown(scheduler_for, app, broker_redis):
+    statics = {"fast": {"task": "tasks.fast", "schedule": 0.2}}
+    active = scheduler_for(statics)
+    active.tick()
+    standby = scheduler_for(statics, target_app=second_app(app))
+    assert standby.tick() <= 1.0
+    assert not standby.lock.held
+    broker_redis.delete("celery")
+    time.sleep(0.3)
+    standby.tick()
+    assert tasks_sent(broker_redis) == []
+
+    active.close()
+    tick_until(standby, lambda: standby.lock.held, timeout=3, message="standby taking the lock")
+    tick_until(standby, lambda: "tasks.fast" in tasks_sent(broker_redis), timeout=3, message="standby dispatching")
+
+
+def test_standby_takes_over_after_a_crash_within_the_lock_timeout(scheduler_for, app, schedule_redis):
+    active = scheduler_for(redbeat_lock_timeout=1)
+    active.tick()
+    standby = scheduler_for(target_app=second_app(app, redbeat_lock_timeout=1))
+    standby.tick()
+    assert not standby.lock.held
+    started = time.monotonic()
+    # The active beat is "dead": it never ticks again, so its lock expires.
+    tick_until(standby, lambda: standby.lock.held, timeout=3, message="takeover")
+    assert time.monotonic() - started <= 1 + 1.0
+    active.lock.held = False  # it is dead: it must not release the new holder's lock at teardown
+
+
+def test_a_beat_that_lost_its_lock_goes_back_to_standby(scheduler_for, schedule_redis, broker_redis, caplog):
+    scheduler = scheduler_for({"fast": {"task": "tasks.fast", "schedule": 0.2}})
+    scheduler.tick()
+    assert scheduler.lock.held
+    schedule_redis.set("redbeat::lock", "someone-else", px=60_000)
+    broker_redis.delete("celery")
+    time.sleep(0.3)
+    with caplog.at_level(logging.WARNING, logger="celery.beat"):
+        interval = scheduler.tick()
+    assert "lost lock redbeat::lock" in caplog.text
+    assert not scheduler.lock.held
+    assert interval <= 1.0
+    assert tasks_sent(broker_redis) == []
+    scheduler.tick()
+    assert tasks_sent(broker_redis) == []
+    scheduler.close()
+    assert schedule_redis.get("redbeat::lock") == "someone-else"
+
+
+def test_lock_is_released_on_close(scheduler_for, schedule_redis):
+    scheduler = scheduler_for()
+    scheduler.tick()
+    token = schedule_redis.get("redbeat::lock")
+    assert token.startswith(scheduler.lock.token.split(":")[0])
+    scheduler.close()
+    scheduler.close()
+    assert schedule_redis.get("redbeat::lock") is None
+
+
+def test_without_a_lock_every_beat_dispatches(scheduler_for, schedule_redis, broker_redis):
+    scheduler = scheduler_for(redbeat_lock_key=None)
+    schedule_redis.hset("redbeat:raw", "definition", RAW_DEFINITION)
+    schedule_redis.zadd("redbeat::schedule", {"redbeat:raw": 0})
+    scheduler.tick()
+    assert scheduler.lock is None
+    assert schedule_redis.get("redbeat::lock") is None
+    assert tasks_sent(broker_redis) == ["tasks.raw"]
+
+
+# -- Redis outages ------------------------------------------------------------------------
+
+def test_beat_survives_redis_going_away_and_coming_back(tmp_path, caplog):
+    from conftest import RedisServer
+    server = RedisServer(tmp_path)
+    app = make_app(server.url(0), broker_url="memory://",
+                   beat_schedule={"s": {"task": "tasks.s", "schedule": 60.0}})
+    scheduler = RedBeatScheduler(app=app)
+    try:
+        scheduler.tick()
+        server.stop()
+        with caplog.at_level(logging.ERROR, logger="celery.beat"):
+            delays = [scheduler.tick() for _ in range(6)]
+        assert "is unavailable" in caplog.text
+        assert caplog.text.count("is unavailable") == 1
+        assert delays == sorted(delays) and delays[-1] <= 1.0
+        server.start()  # restarted without its data
+        scheduler.tick()
+        tick_until(scheduler, lambda: server.client().exists("redbeat:s"), timeout=5, message="beat back")
+    finally:
+        scheduler.close()
+        server.stop()
+
+
+def test_beat_starts_while_redis_is_down_and_writes_statics_when_it_answers(tmp_path):
+    from conftest import RedisServer
+    server = RedisServer(tmp_path)
+    server.stop()
+    app = make_app(server.url(0), beat_schedule={"s": {"task": "tasks.s", "schedule": 60.0}})
+    scheduler = RedBeatScheduler(app=app)
+    try:
+        assert scheduler.tick() <= 1.0
+        server.start()
+        tick_until(scheduler, lambda: server.client().sismember("redbeat::statics", "s"), timeout=5,
+                   message="statics written")
+    finally:
+        scheduler.close()
+        server.stop()
