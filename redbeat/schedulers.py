@@ -298,6 +298,7 @@ class RedBeatScheduler(Scheduler):
         self.lock_key = lock_key or self.conf.lock_key
         self.lock_timeout = float(lock_timeout or self.conf.lock_timeout)
         self._statics_synced = False
+        self._standing_by = False
         self._redis_down_since: float | None = None
         self._retry_delay = REDIS_RETRY_FIRST
         super().__init__(app, **kwargs)
@@ -393,7 +394,12 @@ class RedBeatScheduler(Scheduler):
         lock = self.lock
         if lock is not None and not lock.held:
             if not lock.acquire():
+                if not self._standing_by:
+                    self._standing_by = True
+                    logger.info("beat: lock %s is held by another beat; standing by, checking every %ss",
+                                lock.key, self._standby_interval())
                 return self._standby_interval()
+            self._standing_by = False
             logger.info("beat: Acquired lock %s; this beat is now active", lock.key)
         store, limit = self.store, self.conf.claim_batch_size
         for _ in range(MAX_BATCHES_PER_TICK):

@@ -1,0 +1,29 @@
+"""The Celery app that the end-to-end tests run as real beat and worker processes.
+
+Its URLs come from the environment the test sets; each task run is recorded
+in a Redis list so the test sees what the worker really executed.
+"""
+
+import os
+
+import redis
+from celery import Celery
+
+app = Celery("e2e_app")
+app.conf.update(
+    broker_url=os.environ["E2E_BROKER_URL"],
+    redbeat_redis_url=os.environ["E2E_REDBEAT_URL"],
+    redbeat_lock_timeout=3,
+    beat_max_loop_interval=1,
+    timezone="UTC",
+    worker_hijack_root_logger=False,
+    broker_connection_retry_on_startup=True,
+    beat_schedule={
+        "static-every-second": {"task": "e2e_app.record", "schedule": 1.0, "args": ["static"]},
+    },
+)
+
+
+@app.task
+def record(label: str) -> None:
+    redis.Redis.from_url(os.environ["E2E_RECORD_URL"]).rpush("e2e:ran", label)
