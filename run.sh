@@ -57,7 +57,7 @@ run_tests() {
     ensure_redis
     ensure_venv
     log "ruff"
-    .venv/bin/ruff check redbeat tests exampleconf.py demo bench
+    .venv/bin/ruff check redbeat tests exampleconf.py demo
     log "pytest"
     exec .venv/bin/python -m pytest "$@"
 }
