@@ -21,18 +21,18 @@ __all__ = ["BeatLock", "FENCE_LUA", "LOCK_LOST"]
 
 LOCK_LOST = -1
 
-# The fence, placed at the top of scripts that take KEYS[2] = lock key,
-# ARGV[1] = token and ARGV[2] = lock time-to-live in milliseconds. With no
-# KEYS[2] (lock disabled) it lets everything through. It renews the lock as it
-# checks it, so a beat that keeps ticking keeps its lock without a round trip
-# of its own; the renewal sets the expiry, never adds to it, so the lock can
-# never outlive a dead holder by more than one time-to-live.
+# The fence, placed at the top of scripts that take KEYS[1] = lock key,
+# ARGV[1] = token ('' when the lock is disabled) and ARGV[2] = lock
+# time-to-live in milliseconds. It renews the lock as it checks it, so a beat
+# that keeps ticking keeps its lock without a round trip of its own; the
+# renewal sets the expiry, never adds to it, so the lock can never outlive a
+# dead holder by more than one time-to-live.
 FENCE_LUA = """
-if KEYS[2] then
-    if redis.call('GET', KEYS[2]) ~= ARGV[1] then
+if ARGV[1] ~= '' then
+    if redis.call('GET', KEYS[1]) ~= ARGV[1] then
         return -1
     end
-    redis.call('PEXPIRE', KEYS[2], ARGV[2])
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 """
 

@@ -1,28 +1,31 @@
-"""The Celery-facing side of RedBeat: the schedule entry and the beat scheduler.
+"""The Celery-facing beat scheduler.
 
 A tick flows one way: read the clock, renew the lock and read what is due
 (one script), decide for each due entry, claim the decisions (one script,
-fenced by the lock), publish what was claimed. See docs/design.rst.
+fenced by the lock), publish what was claimed, forget what was published.
+See docs/design.rst.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from datetime import MINYEAR, datetime, timezone
+from datetime import datetime, timezone
 from typing import Any
 
-from celery import Celery, current_app
-from celery.beat import ScheduleEntry, Scheduler
-from celery.schedules import BaseSchedule, crontab, schedstate
+from celery import Celery
+from celery.beat import Scheduler
+from celery.schedules import crontab
 from celery.utils.log import get_logger
 from celery.utils.time import humanize_seconds
 from redis.exceptions import RedisError
 
 from .client import display_url, get_redis, get_store
 from .config import ConfigurationError, RedBeatConfig, ensure_conf
-from .decoder import DecodeError, dumps, loads, to_timestamp
+from .decoder import DecodeError, dumps, to_timestamp
+from .entry import RedBeatSchedulerEntry, next_due_at, score_of
 from .lock import BeatLock
+from .runs import InFlight, task_id_for
 from .store import NEVER, Decision, DueRecord, ScheduleStore, parked_reason
 
 __all__ = [
@@ -37,251 +40,14 @@ __all__ = [
 
 logger = get_logger("celery.beat")
 
-# Definition fields of the data format; other fields are ignored when reading.
-DEFINITION_FIELDS = ("name", "task", "args", "kwargs", "options", "schedule", "enabled")
 # A tick that keeps finding full batches hands back to the beat loop after
 # this many, so that shutdown and the remote-control health check stay responsive.
 MAX_BATCHES_PER_TICK = 20
 REDIS_RETRY_FIRST = 0.1
 REDIS_RETRY_MAX = 1.0
-
-
-def next_due_at(sched: BaseSchedule, last_run_at: datetime, now: datetime) -> datetime | None:
-    """When ``sched`` is next due after a run at ``last_run_at``, judged at ``now``.
-
-    None when the schedule has no further runs. Celery's schedules read the
-    clock themselves; pinning it to ``now`` makes one decision use one instant.
-    """
-    saved = sched.nowfun
-    sched.nowfun = lambda: now
-    try:
-        remaining = sched.remaining_estimate(last_run_at)
-    finally:
-        sched.nowfun = saved
-    if remaining is None:
-        return None
-    return now + remaining
-
-
-def score_of(due_at: datetime | None) -> float:
-    return NEVER if due_at is None else to_timestamp(due_at)
-
-
-class RedBeatSchedulerEntry(ScheduleEntry):
-    """One scheduled task, stored in Redis as a hash under ``<prefix><name>``."""
-
-    _meta = None
-
-    def __init__(
-        self,
-        name: str | None = None,
-        task: str | None = None,
-        schedule: Any = None,
-        args: Any = None,
-        kwargs: dict | None = None,
-        enabled: bool = True,
-        options: dict | None = None,
-        **clsargs: Any,
-    ) -> None:
-        super().__init__(
-            name=None if name is None else str(name),
-            task=task,
-            schedule=schedule,
-            args=() if args is None else args,
-            kwargs=kwargs,
-            options=options,
-            **clsargs,
-        )
-        self.enabled = enabled
-        ensure_conf(self.app)
-
-    # -- keys -----------------------------------------------------------------
-
-    @staticmethod
-    def generate_key(app: Celery, name: str) -> str:
-        return ensure_conf(app).key_prefix + name
-
-    @property
-    def key(self) -> str:
-        return self.generate_key(self.app, self.name)
-
-    # -- loading --------------------------------------------------------------
-
-    @classmethod
-    def from_key(cls, key: str, app: Celery | None = None) -> RedBeatSchedulerEntry:
-        """Load the entry stored under the full key ``key`` (``redbeat:<name>``).
-
-        Raises KeyError if there is no such entry, ValueError if it is malformed.
-        """
-        app = app or current_app._get_current_object()
-        definition, meta = get_store(app).load(key)
-        if not definition:
-            raise KeyError(key)
-        return cls.from_stored(definition, meta, app=app, key=key)
-
-    @classmethod
-    def from_name(cls, name: str, app: Celery | None = None) -> RedBeatSchedulerEntry:
-        """Load the entry called ``name``, without spelling out its key."""
-        app = app or current_app._get_current_object()
-        return cls.from_key(cls.generate_key(app, name), app=app)
-
-    @classmethod
-    def from_stored(
-        cls,
-        definition: bytes | str,
-        meta: bytes | str | None,
-        app: Celery,
-        key: str | None = None,
-    ) -> RedBeatSchedulerEntry:
-        """Build an entry from the raw ``definition`` and ``meta`` of its hash.
-
-        Raises ValueError (DecodeError) naming the field that is wrong.
-        """
-        fields = cls.decode_definition(definition)
-        state = cls.decode_meta(meta)
-        if not fields.get("name") and key is not None:
-            fields["name"] = key[len(ensure_conf(app).key_prefix):]
-        entry = cls(app=app, total_run_count=state["total_run_count"], **fields)
-        # Celery fills a missing last_run_at with "now"; stored None means never run.
-        entry.last_run_at = state["last_run_at"]
-        return entry
-
-    @staticmethod
-    def load_definition(key: str, app: Celery | None = None, definition: Any = None) -> dict:
-        app = app or current_app._get_current_object()
-        if definition is None:
-            definition, _ = get_store(app).load(key)
-        if not definition:
-            raise KeyError(key)
-        return RedBeatSchedulerEntry.decode_definition(definition)
-
-    @staticmethod
-    def decode_definition(definition: bytes | str) -> dict:
-        """The constructor arguments in a stored ``definition``, checked field by field."""
-        decoded = _decode_json(definition, "definition")
-        if not isinstance(decoded, dict):
-            raise DecodeError("definition must be a JSON object")
-        fields = {name: decoded[name] for name in DEFINITION_FIELDS if name in decoded}
-        task = fields.get("task")
-        if not isinstance(task, str) or not task:
-            raise DecodeError("definition field 'task' is missing or not a string")
-        sched = fields.get("schedule")
-        if isinstance(sched, dict) and "__type__" in sched:
-            raise DecodeError(f"definition field 'schedule' has unknown __type__ {sched['__type__']!r}")
-        if not isinstance(sched, (BaseSchedule, int, float)) or isinstance(sched, bool):
-            raise DecodeError("definition field 'schedule' is missing or not a schedule")
-        _expect(fields, "args", (list, tuple), "a list")
-        _expect(fields, "kwargs", dict, "an object")
-        _expect(fields, "options", dict, "an object")
-        _expect(fields, "enabled", bool, "true or false")
-        if "name" in fields and not isinstance(fields["name"], str):
-            raise DecodeError("definition field 'name' must be a string")
-        return fields
-
-    @staticmethod
-    def load_meta(key: str, app: Celery | None = None) -> dict:
-        app = app or current_app._get_current_object()
-        _, meta = get_store(app).load(key)
-        return RedBeatSchedulerEntry.decode_meta(meta)
-
-    @staticmethod
-    def decode_meta(meta: bytes | str | None, app: Celery | None = None) -> dict:
-        """``last_run_at`` (None if never run) and ``total_run_count`` from stored ``meta``."""
-        if not meta:
-            return {"last_run_at": None, "total_run_count": 0}
-        decoded = _decode_json(meta, "meta")
-        if not isinstance(decoded, dict):
-            raise DecodeError("meta must be a JSON object")
-        last_run_at = decoded.get("last_run_at")
-        if last_run_at is not None and not isinstance(last_run_at, datetime):
-            raise DecodeError("meta field 'last_run_at' must be a datetime object or null")
-        count = decoded.get("total_run_count") or 0
-        if not isinstance(count, int) or isinstance(count, bool):
-            raise DecodeError("meta field 'total_run_count' must be an integer")
-        return {"last_run_at": last_run_at, "total_run_count": count}
-
-    # -- timing ---------------------------------------------------------------
-
-    @property
-    def due_at(self) -> datetime | None:
-        """When the entry is next due (None: never again); an entry never run is due now."""
-        now = self._default_now()
-        if self.last_run_at is None:
-            return now
-        return next_due_at(self.schedule, self.last_run_at, now)
-
-    @property
-    def score(self) -> float:
-        """The entry's score in the schedule: UNIX seconds of ``due_at``, -1 for never."""
-        return score_of(self.due_at)
-
-    def is_due(self) -> schedstate:
-        if not self.enabled:
-            return schedstate(False, 5.0)
-        last_run_at = self.last_run_at or datetime(MINYEAR, 1, 2, tzinfo=timezone.utc)
-        return self.schedule.is_due(last_run_at)
-
-    # -- writing --------------------------------------------------------------
-
-    def to_definition(self) -> dict:
-        return {
-            "name": self.name,
-            "task": self.task,
-            "args": list(self.args) if self.args is not None else [],
-            "kwargs": self.kwargs,
-            "options": self.options,
-            "schedule": self.schedule,
-            "enabled": self.enabled,
-        }
-
-    def definition_json(self) -> str:
-        return dumps(self.to_definition())
-
-    def meta_json(self) -> str:
-        return dumps({"last_run_at": self.last_run_at, "total_run_count": self.total_run_count})
-
-    def save(self) -> RedBeatSchedulerEntry:
-        """Store the definition and schedule it; an existing entry keeps its meta."""
-        get_store(self.app).save(self.key, self.definition_json(), self.meta_json(), self.score)
-        return self
-
-    def delete(self) -> None:
-        get_store(self.app).delete(self.key)
-
-    def reschedule(self, last_run_at: datetime | None = None) -> RedBeatSchedulerEntry:
-        """Record a run at ``last_run_at`` (default now) and schedule the next one."""
-        self.last_run_at = last_run_at or self._default_now()
-        get_store(self.app).save_meta(self.key, self.meta_json(), self.score)
-        return self
-
-    def _next_instance(
-        self, last_run_at: datetime | None = None, only_update_last_run_at: bool = False
-    ) -> RedBeatSchedulerEntry:
-        entry = super()._next_instance(last_run_at=last_run_at)
-        if only_update_last_run_at:
-            entry.total_run_count = self.total_run_count
-        get_store(self.app).save_meta(entry.key, entry.meta_json(), entry.score)
-        return entry
-
-    __next__ = next = _next_instance
-
-    def __repr__(self) -> str:
-        return f"<RedBeatSchedulerEntry: {self.name} {self.task}({self.args!r}, {self.kwargs!r}) {self.schedule!r}>"
-
-
-def _decode_json(raw: bytes | str, field: str) -> Any:
-    try:
-        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-        return loads(text)
-    except UnicodeDecodeError as exc:
-        raise DecodeError(f"{field} is not valid UTF-8") from exc
-    except json.JSONDecodeError as exc:
-        raise DecodeError(f"{field} is not valid JSON: {exc}") from exc
-
-
-def _expect(fields: dict, name: str, kind: type | tuple, words: str) -> None:
-    if fields.get(name) is not None and not isinstance(fields[name], kind):
-        raise DecodeError(f"definition field {name!r} must be {words}")
+# Publishing stops when this fraction of the lock timeout has passed since the
+# claim: past it, the lock may have expired under us.
+PAUSE_FRACTION = 0.8
 
 
 class RedBeatScheduler(Scheduler):
@@ -310,13 +76,12 @@ class RedBeatScheduler(Scheduler):
     # -- start-up: static entries ---------------------------------------------
 
     def setup_schedule(self) -> None:
+        # Nothing is read or written here: the static entries are written by
+        # the first tick of the beat that holds the lock, so a standby started
+        # with another configuration never fights the active beat over them,
+        # and a Redis that is down at start delays them instead of failing beat.
         if self.lock_key:
             self.lock = BeatLock(self.store.client, self.lock_key, self.lock_timeout)
-        try:
-            self._sync_statics()
-        except RedisError as exc:
-            # Beat starts anyway and writes them at the first tick Redis answers.
-            self._redis_failed(exc)
 
     def static_schedule(self) -> dict:
         """``beat_schedule`` plus the entries Celery itself adds (backend_cleanup)."""
@@ -389,8 +154,6 @@ class RedBeatScheduler(Scheduler):
         return interval
 
     def _tick(self) -> float:
-        if not self._statics_synced:
-            self._sync_statics()
         lock = self.lock
         if lock is not None and not lock.held:
             if not lock.acquire():
@@ -401,20 +164,27 @@ class RedBeatScheduler(Scheduler):
                 return self._standby_interval()
             self._standing_by = False
             logger.info("beat: Acquired lock %s; this beat is now active", lock.key)
+            # Redis may have restarted without its data, or a beat with another
+            # configuration may have been active: write the statics again.
+            self._statics_synced = False
+        if not self._statics_synced:
+            self._sync_statics()
         store, limit = self.store, self.conf.claim_batch_size
-        for _ in range(MAX_BATCHES_PER_TICK):
+        for batch_number in range(MAX_BATCHES_PER_TICK):
             now = time.time()
             batch = store.read_due(now, limit, lock)
             if batch.lock_lost:
                 return self._lock_lost()
+            if batch_number == 0 and batch.in_flight:
+                self._resume_in_flight(now)
             if batch.records:
                 now_dt = datetime.fromtimestamp(now, timezone.utc)
                 decisions = [self._decide(record, now_dt) for record in batch.records]
-                claimed = store.claim(decisions, now, lock)
+                claimed_at = time.monotonic()
+                claimed = store.claim(decisions, lock)
                 if claimed is None:
                     return self._lock_lost()
-                for decision in claimed:
-                    self.apply_entry(decision.subject, producer=self.producer)
+                self._publish([(d.subject, d.in_flight) for d in claimed], claimed_at)
             if len(batch.records) < limit:
                 return self._sleep_until(batch.next_score)
         return 0.0
@@ -450,7 +220,93 @@ class RedBeatScheduler(Scheduler):
             score = score_of(next_due_at(entry.schedule, now, now))
         except Exception as exc:
             return self._park(record, f"cannot compute its next run: {exc}")
-        return Decision(record, "run", score=score, meta=meta, subject=entry)
+        claimed_at = now.timestamp()
+        scheduled = record.score if record.score > 0 else claimed_at
+        run = InFlight(
+            task_id=task_id_for(record.key_text, scheduled), key=record.key_text, scheduled=scheduled,
+            claimed_at=claimed_at, token=self.lock.token if self.lock else "",
+            retry_at=claimed_at + self.lock_timeout,
+        )
+        return Decision(record, "run", score=score, meta=meta, in_flight=run, subject=entry)
+
+    # -- publishing -------------------------------------------------------------
+
+    def _publish(self, runs: list[tuple[RedBeatSchedulerEntry, InFlight]], claimed_at: float) -> None:
+        """Publish claimed runs, then forget them; keep the ones that failed for a retry."""
+        published, failed = [], []
+        for entry, run in runs:
+            if self.lock is not None and time.monotonic() - claimed_at > self.lock_timeout * PAUSE_FRACTION:
+                # This process was paused after claiming (GC, a stopped VM): its
+                # lock may be gone and another beat may publish these runs.
+                # Leave them in flight for whoever holds the lock at their retry time.
+                logger.warning(
+                    "beat: %.1fs passed since these runs were claimed; leaving %d of them to the lock holder",
+                    time.monotonic() - claimed_at, len(runs) - len(published) - len(failed),
+                )
+                break
+            # After one broker error the rest of the batch waits for its retry
+            # rather than each one waiting out the broker's own retries.
+            if failed or not self._send(entry, run):
+                failed.append(run)
+            else:
+                published.append(run.task_id)
+        self.store.finish(published)
+        if failed:
+            self._publish_failed(failed)
+
+    def _send(self, entry: RedBeatSchedulerEntry, run: InFlight) -> bool:
+        entry.options = dict(entry.options or {})
+        entry.options.setdefault("task_id", run.task_id)
+        logger.info("Scheduler: Sending due task %s (%s)", entry.name, entry.task)
+        try:
+            self.apply_async(entry, producer=self.producer, advance=False)
+        except Exception as exc:
+            logger.error("beat: could not publish %s (task id %s): %s", entry.name, run.task_id, exc,
+                         exc_info=True)
+            return False
+        return True
+
+    def _publish_failed(self, runs: list[InFlight]) -> None:
+        now = time.time()
+        retry, given_up = [], []
+        for run in runs:
+            (given_up if run.failed_at(now) else retry).append(run)
+        self.store.retry_later(retry)
+        for run in given_up:
+            logger.error(
+                "beat: run of %s scheduled at %s failed to publish %d times; recorded as failed, not retried",
+                run.key, datetime.fromtimestamp(run.scheduled, timezone.utc).isoformat(), run.attempts,
+            )
+        self.store.finish([run.task_id for run in given_up])
+
+    def _resume_in_flight(self, now: float) -> None:
+        """Publish runs that were claimed but are not known to be published.
+
+        With the lock held, runs claimed under another token are taken over at
+        once (their beat lost the lock); others wait for their retry time.
+        """
+        runs, unreadable = self.store.in_flight()
+        for task_id in unreadable:
+            logger.error("beat: unreadable in-flight record %r in %s; ignoring it",
+                         task_id, self.store.inflight_key)
+        token = self.lock.token if self.lock is not None else None
+        ready = [run for run in runs
+                 if run.retry_at <= now or (token is not None and run.token != token)]
+        resumed, gone = [], []
+        for run in ready:
+            try:
+                entry = self.Entry.from_key(run.key, app=self.app)
+            except (KeyError, ValueError) as exc:
+                logger.warning("beat: dropping in-flight run of %s: the entry is gone or unreadable (%s)",
+                               run.key, exc)
+                gone.append(run.task_id)
+                continue
+            logger.info("beat: resuming run of %s claimed at %s (task id %s)", run.key,
+                        datetime.fromtimestamp(run.claimed_at, timezone.utc).isoformat(), run.task_id)
+            resumed.append((entry, run))
+        self.store.finish(gone)
+        if resumed:
+            self._publish(resumed, time.monotonic())
 
     def _next_slot_after(self, entry: RedBeatSchedulerEntry, now: datetime) -> float:
         due_at = next_due_at(entry.schedule, entry.last_run_at or now, now)

@@ -5,7 +5,8 @@ This is the only module that knows the data layout of docs/format.rst:
 - ``<prefix><name>``: hash with ``definition`` and ``meta`` (JSON), plus
   ``parked`` (JSON) when beat set a malformed entry aside;
 - ``<prefix>:schedule``: sorted set of entry keys by next due time;
-- ``<prefix>:statics``: set of names of entries from ``beat_schedule``.
+- ``<prefix>:statics``: set of names of entries from ``beat_schedule``;
+- ``<prefix>:inflight``: hash of runs claimed but not yet published.
 
 The store moves bytes; it does not decode JSON (that is ``decoder``) nor decide
 when things run (that is the scheduler).
@@ -23,6 +24,7 @@ from redis import Redis
 
 from .config import RedBeatConfig
 from .lock import FENCE_LUA, LOCK_LOST, BeatLock
+from .runs import InFlight
 
 __all__ = ["ScheduleStore", "DueRecord", "Decision", "DueBatch", "NEVER"]
 
@@ -35,6 +37,7 @@ class DueRecord:
     """An entry as read from Redis when it came due: raw bytes, not yet decoded."""
 
     key: bytes  # as stored: a member need not be valid UTF-8
+    score: float
     definition: bytes | None
     meta: bytes | None
 
@@ -48,6 +51,7 @@ class DueBatch:
     records: list[DueRecord]
     next_key: bytes | None = None  # the first entry not yet due, if any
     next_score: float | None = None
+    in_flight: int = 0  # runs claimed but not yet known to be published
     lock_lost: bool = False
 
 
@@ -56,7 +60,8 @@ class Decision:
     """What to do with one due record; applied only if the record is unchanged.
 
     ``action`` is one of:
-    - ``run``: write ``meta`` and ``score``; the caller dispatches it;
+    - ``run``: write ``meta`` and ``score`` and record ``in_flight``; the
+      caller publishes it, then calls ``finish``;
     - ``move``: write ``score`` only (not due after all, or disabled);
     - ``park``: record ``reason`` and take the entry out of the due range;
     - ``drop``: remove an orphan member whose hash is gone.
@@ -67,6 +72,7 @@ class Decision:
     score: float = NEVER
     meta: str | None = None
     reason: str | None = None
+    in_flight: InFlight | None = None
     subject: Any = None  # whatever the caller needs to act on a claim; not stored
 
 
@@ -74,17 +80,19 @@ class ScheduleStore:
     """Reads and writes one app's schedule in Redis."""
 
     # Renews the lock (FENCE_LUA), then returns what is due: a status, the key
-    # and score of the first entry not due yet, and (key, definition, meta) for up
-    # to ARGV[4] due entries. Reading in the script keeps the batch consistent
-    # with the fence check and costs one round trip however many are due.
-    # KEYS: schedule, [lock]   ARGV: token, ttl_ms, now, limit
+    # and score of the first entry not due yet, the number of runs in flight,
+    # and (key, score, definition, meta) for up to ARGV[4] due entries.
+    # Reading in the script keeps the batch consistent with the fence check
+    # and costs one round trip however many are due.
+    # KEYS: lock, schedule, inflight   ARGV: token, ttl_ms, now, limit
     READ_DUE_LUA = FENCE_LUA + """
-    local due = redis.call('ZRANGEBYSCORE', KEYS[1], 0, ARGV[3], 'LIMIT', 0, tonumber(ARGV[4]))
-    local after = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[3], '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
-    local reply = {1, after[1] or false, after[2] or false}
-    for _, key in ipairs(due) do
-        local fields = redis.call('HMGET', key, 'definition', 'meta')
-        reply[#reply + 1] = key
+    local due = redis.call('ZRANGEBYSCORE', KEYS[2], 0, ARGV[3], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[4]))
+    local after = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[3], '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+    local reply = {1, after[1] or false, after[2] or false, redis.call('HLEN', KEYS[3])}
+    for i = 1, #due, 2 do
+        local fields = redis.call('HMGET', due[i], 'definition', 'meta')
+        reply[#reply + 1] = due[i]
+        reply[#reply + 1] = due[i + 1]
         reply[#reply + 1] = fields[1]
         reply[#reply + 1] = fields[2]
     end
@@ -94,31 +102,35 @@ class ScheduleStore:
     # Applies the scheduler's decisions, fenced by the lock, each one only if
     # the entry's definition and meta are still what was read: an edit made
     # between reading and claiming (by a person, another program or a second
-    # beat) wins, and the entry is looked at again on the next tick. Returns
-    # the 1-based positions of the 'run' decisions that were applied: those,
-    # and only those, may be dispatched.
-    # KEYS: schedule, [lock]   ARGV: token, ttl_ms, now, then per decision:
-    #   key, action, expected definition, expected meta, new meta, score, reason
+    # beat) wins, and the entry is looked at again on the next tick. A run is
+    # recorded in flight in the same step as its new meta and score, so that
+    # no crash can leave it neither scheduled nor publishable. Returns the
+    # 1-based positions of the 'run' decisions that were applied: those, and
+    # only those, may be published.
+    # KEYS: lock, schedule, inflight   ARGV: token, ttl_ms, then per decision:
+    #   key, action, expected definition, expected meta, new meta, score,
+    #   and for 'park' the reason, for 'run' the task id and in-flight record
     CLAIM_LUA = FENCE_LUA + """
     local claimed = {}
     local n = 0
-    for i = 4, #ARGV, 7 do
+    for i = 3, #ARGV, 8 do
         n = n + 1
         local key, action = ARGV[i], ARGV[i + 1]
         local fields = redis.call('HMGET', key, 'definition', 'meta')
         if (fields[1] or '') == ARGV[i + 2] and (fields[2] or '') == ARGV[i + 3] then
             if action == 'drop' then
                 if redis.call('EXISTS', key) == 0 then
-                    redis.call('ZREM', KEYS[1], key)
+                    redis.call('ZREM', KEYS[2], key)
                 end
             else
                 if action == 'run' then
                     redis.call('HSET', key, 'meta', ARGV[i + 4])
+                    redis.call('HSET', KEYS[3], ARGV[i + 6], ARGV[i + 7])
                     claimed[#claimed + 1] = n
                 elseif action == 'park' then
                     redis.call('HSET', key, 'parked', ARGV[i + 6])
                 end
-                redis.call('ZADD', KEYS[1], 'XX', ARGV[i + 5], key)
+                redis.call('ZADD', KEYS[2], 'XX', ARGV[i + 5], key)
             end
         end
     end
@@ -128,6 +140,7 @@ class ScheduleStore:
     def __init__(self, client: Redis, conf: RedBeatConfig) -> None:
         self.client = client
         self.conf = conf
+        self.inflight_key = conf.key_prefix + ":inflight"
         self._read_due = client.register_script(self.READ_DUE_LUA)
         self._claim = client.register_script(self.CLAIM_LUA)
 
@@ -140,35 +153,40 @@ class ScheduleStore:
         prefix = self.conf.key_prefix
         return key[len(prefix):] if key.startswith(prefix) else key
 
-    def _fence(self, lock: BeatLock | None) -> tuple[list[str], list]:
-        keys = [self.conf.schedule_key]
+    def _fenced(self, lock: BeatLock | None) -> tuple[list[str], list]:
+        # The lock key is always declared (Redis Cluster routes by declared
+        # keys); an empty token tells the fence there is no lock to check.
+        lock_key = lock.key if lock is not None else self.conf.key_prefix + ":lock"
+        keys = [lock_key, self.conf.schedule_key, self.inflight_key]
         if lock is None:
             return keys, ["", 0]
-        return keys + [lock.key], [lock.token, lock.ttl_ms]
+        return keys, [lock.token, lock.ttl_ms]
 
     # -- the tick -----------------------------------------------------------
 
     def read_due(self, now: float, limit: int, lock: BeatLock | None = None) -> DueBatch:
         """Entries due at ``now`` (at most ``limit``), renewing and checking ``lock``."""
-        keys, args = self._fence(lock)
+        keys, args = self._fenced(lock)
         reply = self._read_due(keys=keys, args=args + [repr(now), limit])
         if reply == LOCK_LOST:
             return DueBatch([], lock_lost=True)
         next_score = float(reply[2]) if reply[2] is not None else None
-        body = reply[3:]
+        body = reply[4:]
         records = [
-            DueRecord(body[i], body[i + 1], body[i + 2]) for i in range(0, len(body), 3)
+            DueRecord(body[i], float(body[i + 1]), body[i + 2], body[i + 3]) for i in range(0, len(body), 4)
         ]
-        return DueBatch(records, reply[1], next_score)
+        return DueBatch(records, reply[1], next_score, in_flight=reply[3])
 
-    def claim(self, decisions: Sequence[Decision], now: float, lock: BeatLock | None = None
-              ) -> list[Decision] | None:
+    def claim(self, decisions: Sequence[Decision], lock: BeatLock | None = None) -> list[Decision] | None:
         """Apply ``decisions``; returns the applied 'run' ones, or None if the lock was lost."""
         if not decisions:
             return []
-        keys, args = self._fence(lock)
-        args.append(repr(now))
+        keys, args = self._fenced(lock)
         for d in decisions:
+            if d.action == "run":
+                extra = [d.in_flight.task_id, d.in_flight.to_json()]
+            else:
+                extra = [d.reason or "", ""]
             args += [
                 d.record.key,
                 d.action,
@@ -176,12 +194,31 @@ class ScheduleStore:
                 d.record.meta or b"",
                 d.meta or "",
                 repr(d.score),
-                d.reason or "",
+                *extra,
             ]
         reply = self._claim(keys=keys, args=args)
         if reply == LOCK_LOST:
             return None
         return [decisions[position - 1] for position in reply]
+
+    def finish(self, task_ids: Sequence[str]) -> None:
+        """Forget runs in flight: they were published (or given up)."""
+        if task_ids:
+            self.client.hdel(self.inflight_key, *task_ids)
+
+    def retry_later(self, runs: Sequence[InFlight]) -> None:
+        if runs:
+            self.client.hset(self.inflight_key, mapping={run.task_id: run.to_json() for run in runs})
+
+    def in_flight(self) -> tuple[list[InFlight], list[bytes]]:
+        """The runs in flight, and the ids of records that cannot be read."""
+        runs, unreadable = [], []
+        for task_id, raw in self.client.hgetall(self.inflight_key).items():
+            try:
+                runs.append(InFlight.from_json(raw))
+            except (ValueError, TypeError):
+                unreadable.append(task_id)
+        return runs, unreadable
 
     def first_score(self) -> float | None:
         """Score of the entry due first, or None when nothing is scheduled."""

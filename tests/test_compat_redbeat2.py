@@ -50,6 +50,7 @@ def test_celery_redbeat_2_loads_every_kind_of_entry_we_write(redbeat2_python, ap
     app.conf.beat_schedule = {"static": {"task": "tasks.s", "schedule": 0.1}}
     scheduler = RedBeatScheduler(app=app)
     try:
+        scheduler.tick()
         deadline = time.monotonic() + 10
         while RedBeatSchedulerEntry.from_name("static", app=app).total_run_count < 1:
             assert time.monotonic() < deadline, "our scheduler never dispatched"

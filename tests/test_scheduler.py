@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import logging
 import time
+from datetime import datetime, timezone
 
 import pytest
 from celery.schedules import crontab, schedule
 from conftest import make_app, published, wait_for
 
 from redbeat import RedBeatScheduler, RedBeatSchedulerEntry
+from redbeat.runs import task_id_for
 
 RAW_DEFINITION = json.dumps({
     "name": "raw", "task": "tasks.raw", "args": [7],
@@ -145,8 +147,10 @@ STATICS = {
 }
 
 
-def test_static_entries_are_written_at_start(scheduler_for, schedule_redis):
-    scheduler_for(STATICS)
+def test_static_entries_are_written_at_the_first_tick(scheduler_for, schedule_redis):
+    scheduler = scheduler_for(STATICS)
+    assert not schedule_redis.exists("redbeat:nightly")
+    scheduler.tick()
     assert schedule_redis.smembers("redbeat::statics") >= {"every-hour", "nightly"}
     definition = json.loads(schedule_redis.hget("redbeat:nightly", "definition"))
     assert definition["schedule"] == {"__type__": "crontab", "minute": "5", "hour": "2", "day_of_week": "*",
@@ -155,8 +159,13 @@ def test_static_entries_are_written_at_start(scheduler_for, schedule_redis):
         time.time() + 3600, abs=5)
 
 
+def start_and_stop(scheduler):
+    scheduler.tick()
+    scheduler.close()
+
+
 def test_static_entries_keep_their_history_across_restarts(scheduler_for, app, schedule_redis):
-    scheduler_for(STATICS).close()
+    start_and_stop(scheduler_for(STATICS))
     ran_at = RedBeatSchedulerEntry.from_name("every-hour", app=app)._default_now()
     RedBeatSchedulerEntry.from_name("every-hour", app=app).reschedule(ran_at)
     schedule_redis.hset("redbeat:every-hour", "meta", json.dumps(
@@ -164,7 +173,7 @@ def test_static_entries_keep_their_history_across_restarts(scheduler_for, app, s
     score = schedule_redis.zscore("redbeat::schedule", "redbeat:every-hour")
 
     restarted_app = make_app(app.conf.redbeat_redis_url, broker_url=app.conf.broker_url)
-    scheduler_for(STATICS, target_app=restarted_app)
+    scheduler_for(STATICS, target_app=restarted_app).tick()
     entry = RedBeatSchedulerEntry.from_name("every-hour", app=restarted_app)
     assert entry.total_run_count == 41
     assert entry.last_run_at == ran_at
@@ -172,10 +181,10 @@ def test_static_entries_keep_their_history_across_restarts(scheduler_for, app, s
 
 
 def test_changed_static_definition_is_updated_and_rescheduled(scheduler_for, app, schedule_redis):
-    scheduler_for(STATICS).close()
+    start_and_stop(scheduler_for(STATICS))
     changed = dict(STATICS, **{"every-hour": {"task": "tasks.hourly", "schedule": 60.0, "args": (2,)}})
     restarted_app = make_app(app.conf.redbeat_redis_url, broker_url=app.conf.broker_url)
-    scheduler_for(changed, target_app=restarted_app)
+    scheduler_for(changed, target_app=restarted_app).tick()
     entry = RedBeatSchedulerEntry.from_name("every-hour", app=restarted_app)
     assert list(entry.args) == [2]
     assert schedule_redis.zscore("redbeat::schedule", "redbeat:every-hour") == pytest.approx(
@@ -183,10 +192,10 @@ def test_changed_static_definition_is_updated_and_rescheduled(scheduler_for, app
 
 
 def test_removed_static_entries_go_and_runtime_entries_stay(scheduler_for, app, schedule_redis):
-    scheduler_for(STATICS).close()
+    start_and_stop(scheduler_for(STATICS))
     RedBeatSchedulerEntry("made-at-runtime", "t", schedule(60), app=app).save()
     restarted_app = make_app(app.conf.redbeat_redis_url, broker_url=app.conf.broker_url)
-    scheduler_for({"nightly": STATICS["nightly"]}, target_app=restarted_app)
+    scheduler_for({"nightly": STATICS["nightly"]}, target_app=restarted_app).tick()
     assert not schedule_redis.exists("redbeat:every-hour")
     assert schedule_redis.zscore("redbeat::schedule", "redbeat:every-hour") is None
     assert "every-hour" not in schedule_redis.smembers("redbeat::statics")
@@ -354,3 +363,88 @@ def test_beat_starts_while_redis_is_down_and_writes_statics_when_it_answers(tmp_
     finally:
         scheduler.close()
         server.stop()
+
+
+# -- runs in flight ---------------------------------------------------------------------
+
+def raw_entry(schedule_redis, name="raw", every=3600, score=0):
+    definition = json.loads(RAW_DEFINITION) | {"name": name, "schedule": {"__type__": "interval", "every": every}}
+    schedule_redis.hset(f"redbeat:{name}", "definition", json.dumps(definition))
+    schedule_redis.zadd("redbeat::schedule", {f"redbeat:{name}": score})
+
+
+def test_each_run_has_a_task_id_derived_from_entry_and_scheduled_time(scheduler_for, schedule_redis, broker_redis):
+    scheduler = scheduler_for()
+    scheduled = time.time() - 1.5
+    raw_entry(schedule_redis, score=scheduled)
+    scheduler.tick()
+    [message] = published(broker_redis)
+    assert message["id"] == task_id_for("redbeat:raw", scheduled)
+    assert schedule_redis.hlen("redbeat::inflight") == 0
+
+
+class DiesAfterClaiming(RedBeatScheduler):
+    """A beat that is killed between claiming its runs and publishing them."""
+
+    def _publish(self, runs, claimed_at):
+        self.lock.held = False  # and never ticks again
+
+
+def test_runs_claimed_by_a_beat_that_died_are_published_by_the_next_holder(
+        scheduler_for, app, schedule_redis, broker_redis):
+    app.conf.update(redbeat_lock_timeout=1)
+    dead = DiesAfterClaiming(app=app)
+    raw_entry(schedule_redis)
+    dead.tick()
+    assert tasks_sent(broker_redis) == []
+    [record] = schedule_redis.hvals("redbeat::inflight")
+    task_id = json.loads(record)["task_id"]
+
+    successor = scheduler_for(target_app=second_app(app, redbeat_lock_timeout=1))
+    tick_until(successor, lambda: tasks_sent(broker_redis), timeout=5, message="the claimed run published")
+    assert [m["id"] for m in published(broker_redis)] == [task_id]
+    assert schedule_redis.hlen("redbeat::inflight") == 0
+    assert RedBeatSchedulerEntry.from_name("raw", app=app).total_run_count == 1
+
+
+class BrokerDownFor(RedBeatScheduler):
+    failures = 2
+
+    def apply_async(self, entry, producer=None, advance=True, **kwargs):
+        if BrokerDownFor.failures:
+            BrokerDownFor.failures -= 1
+            raise ConnectionError("broker unreachable")
+        return super().apply_async(entry, producer=producer, advance=advance, **kwargs)
+
+
+def test_a_run_that_failed_to_publish_is_retried_with_the_same_task_id(app, schedule_redis, broker_redis, caplog):
+    scheduler = BrokerDownFor(app=app)
+    try:
+        raw_entry(schedule_redis, "one")
+        raw_entry(schedule_redis, "two")
+        with caplog.at_level(logging.ERROR, logger="celery.beat"):
+            scheduler.tick()
+        assert "could not publish" in caplog.text
+        assert tasks_sent(broker_redis) == []
+        assert schedule_redis.hlen("redbeat::inflight") == 2
+        ids = {json.loads(r)["task_id"] for r in schedule_redis.hvals("redbeat::inflight")}
+        tick_until(scheduler, lambda: len(tasks_sent(broker_redis)) == 2, timeout=10, message="retries")
+        assert {m["id"] for m in published(broker_redis)} == ids
+        assert schedule_redis.hlen("redbeat::inflight") == 0
+    finally:
+        scheduler.close()
+
+
+def test_a_beat_paused_after_claiming_leaves_its_runs_to_the_lock_holder(scheduler_for, schedule_redis,
+                                                                          broker_redis, caplog):
+    scheduler = scheduler_for()
+    scheduler.tick()
+    raw_entry(schedule_redis)
+    batch = scheduler.store.read_due(time.time(), 10, scheduler.lock)
+    decisions = [scheduler._decide(r, datetime.now(timezone.utc)) for r in batch.records]
+    claimed = scheduler.store.claim(decisions, scheduler.lock)
+    with caplog.at_level(logging.WARNING, logger="celery.beat"):
+        scheduler._publish([(d.subject, d.in_flight) for d in claimed], time.monotonic() - 60)
+    assert "leaving 1 of them to the lock holder" in caplog.text
+    assert tasks_sent(broker_redis) == []
+    assert schedule_redis.hlen("redbeat::inflight") == 1

@@ -1,0 +1,59 @@
+"""Runs: one dispatch of an entry for one scheduled time.
+
+A run gets a task id derived from its entry and its scheduled time, so that
+if a crash makes beat publish the same run twice, both messages carry the same
+id and workers (or a result backend) can recognise the duplicate.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import asdict, dataclass
+
+__all__ = ["InFlight", "task_id_for", "RUN_NAMESPACE", "MAX_PUBLISH_ATTEMPTS"]
+
+# Fixed forever: changing it would change every task id RedBeat derives.
+RUN_NAMESPACE = uuid.UUID("6f1d7a0e-4b1c-5c3e-9a57-2d0c8e3b9f41")
+# A run whose publishing keeps failing (the broker is down) is retried this
+# many times, backing off from 1 s to 30 s, then given up with an error log.
+MAX_PUBLISH_ATTEMPTS = 10
+RETRY_BACKOFF_MAX = 30.0
+
+
+def task_id_for(key: str, scheduled: float) -> str:
+    """The task id of the run of entry ``key`` scheduled at ``scheduled`` (UNIX seconds).
+
+    ``uuid5(RUN_NAMESPACE, "<key>@<scheduled time in whole milliseconds>")``.
+    """
+    return str(uuid.uuid5(RUN_NAMESPACE, f"{key}@{round(scheduled * 1000)}"))
+
+
+@dataclass
+class InFlight:
+    """A run claimed for publishing, kept in ``<prefix>:inflight`` until published.
+
+    Whoever holds the lock publishes a run whose record is still there at
+    ``retry_at``: the beat that claimed it died, paused, or met a broker error.
+    """
+
+    task_id: str
+    key: str
+    scheduled: float
+    claimed_at: float
+    token: str
+    retry_at: float
+    attempts: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> InFlight:
+        return cls(**json.loads(raw))
+
+    def failed_at(self, now: float) -> bool:
+        """Count a failed publish; True if the run has had all its attempts."""
+        self.attempts += 1
+        self.retry_at = now + min(2.0 ** (self.attempts - 1), RETRY_BACKOFF_MAX)
+        return self.attempts >= MAX_PUBLISH_ATTEMPTS
