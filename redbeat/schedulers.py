@@ -130,9 +130,18 @@ class RedBeatScheduler(Scheduler):
         removed = store.static_names() - set(wanted)
         store.write_statics(changed, unchanged, removed, names)
         self._statics_synced = True
+        self._warn_if_redis_evicts()
         for name in removed:
             logger.info("beat: removed static entry %r (no longer in beat_schedule)", name)
         logger.debug("beat: static entries: %d written, %d unchanged", len(changed), len(unchanged))
+
+    def _warn_if_redis_evicts(self) -> None:
+        policy = self.store.eviction_policy()
+        if policy and policy.startswith("allkeys"):
+            logger.warning(
+                "beat: Redis is configured to evict any key under memory pressure (maxmemory-policy %s): "
+                "it may silently delete schedule entries. Use noeviction or a volatile-* policy.", policy,
+            )
 
     def update_from_dict(self, dict_: dict) -> None:
         """Save each entry of ``dict_`` to Redis (as celery-redbeat 2.x did)."""
@@ -255,8 +264,12 @@ class RedBeatScheduler(Scheduler):
             self._publish_failed(failed)
 
     def _send(self, entry: RedBeatSchedulerEntry, run: InFlight) -> bool:
-        entry.options = dict(entry.options or {})
-        entry.options.setdefault("task_id", run.task_id)
+        options = dict(entry.options or {})
+        options.setdefault("task_id", run.task_id)
+        # Which run this is, for workers that want to recognise a duplicate.
+        options["headers"] = {**(options.get("headers") or {}),
+                              "redbeat_key": run.key, "redbeat_scheduled": run.scheduled}
+        entry.options = options
         logger.info("Scheduler: Sending due task %s (%s)", entry.name, entry.task)
         try:
             self.apply_async(entry, producer=self.producer, advance=False)

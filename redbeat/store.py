@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import ResponseError
 
 from .config import RedBeatConfig
 from .lock import FENCE_LUA, LOCK_LOST, BeatLock
@@ -225,6 +226,15 @@ class ScheduleStore:
         first = self.client.zrangebyscore(self.conf.schedule_key, 0, "+inf", start=0, num=1,
                                           withscores=True)
         return first[0][1] if first else None
+
+    def eviction_policy(self) -> str | None:
+        """Redis's ``maxmemory-policy``, or None if the server will not say (managed Redis)."""
+        try:
+            reply = self.client.config_get("maxmemory-policy")
+        except ResponseError:
+            return None
+        policy = reply.get(b"maxmemory-policy", reply.get("maxmemory-policy"))
+        return text(policy) if policy is not None else None
 
     # -- single entries -----------------------------------------------------
 

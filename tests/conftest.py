@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -76,6 +78,46 @@ class RedisServer:
 
     def client(self, db: int = 0, decode: bool = True) -> redis.Redis:
         return redis.Redis(port=self.port, db=db, decode_responses=decode)
+
+
+class Processes:
+    """Celery processes started by a test, each logging to its own file, stopped by PID."""
+
+    def __init__(self, tmp_path: Path, env: dict) -> None:
+        self.tmp_path = tmp_path
+        self.env = env
+        self.started: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str, *args: str) -> subprocess.Popen:
+        log = open(self.tmp_path / f"{name}.log", "wb")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "e2e_app", *args],
+            cwd=self.tmp_path, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+        self.started[name] = process
+        return process
+
+    def log(self, name: str) -> str:
+        return (self.tmp_path / f"{name}.log").read_text(errors="replace")
+
+    def stop(self, name: str, sig: int = signal.SIGTERM) -> None:
+        process = self.started[name]
+        if process.poll() is None:
+            process.send_signal(sig)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+
+    def __enter__(self) -> Processes:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for name in list(self.started):
+            self.stop(name)
+        for name in self.started:
+            print(f"----- {name} log -----\n{self.log(name)[-4000:]}")
 
 
 @pytest.fixture(scope="session")

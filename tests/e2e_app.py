@@ -13,7 +13,7 @@ app = Celery("e2e_app")
 app.conf.update(
     broker_url=os.environ["E2E_BROKER_URL"],
     redbeat_redis_url=os.environ["E2E_REDBEAT_URL"],
-    redbeat_lock_timeout=3,
+    redbeat_lock_timeout=float(os.environ.get("E2E_LOCK_TIMEOUT", 3)),
     beat_max_loop_interval=1,
     timezone="UTC",
     worker_hijack_root_logger=False,

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from conftest import ROOT, wait_for
+from conftest import ROOT, Processes, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -22,41 +20,6 @@ DISABLED = {"name": "disabled", "task": "e2e_app.record", "args": ["disabled"], 
             "schedule": {"__type__": "interval", "every": 1}}
 
 
-class Processes:
-    """Celery processes started by a test, each logging to its own file, stopped by PID."""
-
-    def __init__(self, tmp_path: Path, env: dict) -> None:
-        self.tmp_path = tmp_path
-        self.env = env
-        self.started: dict[str, subprocess.Popen] = {}
-
-    def start(self, name: str, *args: str) -> subprocess.Popen:
-        log = open(self.tmp_path / f"{name}.log", "wb")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "e2e_app", *args],
-            cwd=self.tmp_path, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )
-        self.started[name] = process
-        return process
-
-    def log(self, name: str) -> str:
-        return (self.tmp_path / f"{name}.log").read_text(errors="replace")
-
-    def stop(self, name: str, sig: int = signal.SIGTERM) -> None:
-        process = self.started[name]
-        if process.poll() is None:
-            process.send_signal(sig)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-
-    def stop_all(self) -> None:
-        for name in list(self.started):
-            self.stop(name)
-
-
 @pytest.fixture
 def celery_processes(tmp_path, redis_server, redis_url, project_env):
     env = dict(project_env,
@@ -64,11 +27,8 @@ def celery_processes(tmp_path, redis_server, redis_url, project_env):
                E2E_BROKER_URL=redis_server.url(1),
                E2E_RECORD_URL=redis_server.url(2),
                PYTHONUNBUFFERED="1")
-    processes = Processes(tmp_path, env)
-    yield processes
-    processes.stop_all()
-    for name in processes.started:
-        print(f"----- {name} log -----\n{processes.log(name)[-4000:]}")
+    with Processes(tmp_path, env) as processes:
+        yield processes
 
 
 def redis_cli(redis_server, *args: str) -> None:

@@ -448,3 +448,29 @@ def test_a_beat_paused_after_claiming_leaves_its_runs_to_the_lock_holder(schedul
     assert "leaving 1 of them to the lock holder" in caplog.text
     assert tasks_sent(broker_redis) == []
     assert schedule_redis.hlen("redbeat::inflight") == 1
+
+
+def test_beat_warns_when_redis_may_evict_schedule_keys(scheduler_for, schedule_redis, caplog):
+    schedule_redis.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        with caplog.at_level(logging.WARNING, logger="celery.beat"):
+            scheduler_for().tick()
+    finally:
+        schedule_redis.config_set("maxmemory-policy", "noeviction")
+    assert "maxmemory-policy allkeys-lru" in caplog.text
+
+
+def test_acl_user_and_password_work_and_never_show(redis_server, schedule_redis, caplog):
+    schedule_redis.acl_setuser("beat", enabled=True, passwords=["+s3cret-pw"], keys=["redbeat:*"],
+                               commands=["+@all"], reset=True)
+    url = f"redis://beat:s3cret-pw@127.0.0.1:{redis_server.port}/0"
+    app = make_app(url, beat_schedule={"s": {"task": "tasks.s", "schedule": 60.0}})
+    scheduler = RedBeatScheduler(app=app)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="celery.beat"):
+            scheduler.tick()
+        assert schedule_redis.sismember("redbeat::statics", "s")
+        assert "s3cret-pw" not in scheduler.info and "s3cret-pw" not in caplog.text
+    finally:
+        scheduler.close()
+        schedule_redis.acl_deluser("beat")
