@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import redis
 from celery import Celery
 from kombu.utils.url import maybe_sanitize_url
+from redis.cluster import ClusterNode, RedisCluster
+from redis.sentinel import Sentinel
 
 from .config import OWN_REDIS_OPTIONS, RedBeatConfig, ensure_conf
 from .store import ScheduleStore
@@ -23,17 +26,61 @@ DEFAULT_SOCKET_OPTIONS = {
 
 
 def build_client(conf: RedBeatConfig, decode_responses: bool) -> redis.Redis:
-    """A redis-py client for ``redbeat_redis_url`` and ``redbeat_redis_options``."""
+    """A redis-py client for ``redbeat_redis_url`` and ``redbeat_redis_options``.
+
+    ``redis-sentinel://`` URLs (with ``sentinels`` and ``service_name`` options)
+    give a client that follows the master through fail-overs;
+    ``redis-cluster://`` URLs, or the ``cluster`` option, a Redis Cluster client.
+    """
     url = conf.require_redis_url()
+    own = conf.redis_options
     options: dict[str, Any] = dict(DEFAULT_SOCKET_OPTIONS)
-    options.update((k, v) for k, v in conf.redis_options.items() if k not in OWN_REDIS_OPTIONS)
+    options.update((k, v) for k, v in own.items() if k not in OWN_REDIS_OPTIONS)
+    options["decode_responses"] = decode_responses
     use_ssl = conf.redis_use_ssl
     if use_ssl:
-        if url.startswith("redis://"):
+        if url.startswith(("redis://", "redis-sentinel://", "redis-cluster://")):
             options["ssl"] = True
         if isinstance(use_ssl, dict):
             options.update(use_ssl)
-    return redis.Redis.from_url(url, decode_responses=decode_responses, **options)
+    if url.startswith(("redis-sentinel://", "rediss-sentinel://")):
+        return _sentinel_client(url, own, options)
+    if url.startswith(("redis-cluster://", "rediss-cluster://")) or own.get("cluster"):
+        return _cluster_client(url, own, options)
+    return redis.Redis.from_url(url, **options)
+
+
+def _sentinel_client(url: str, own: dict, options: dict) -> redis.Redis:
+    parsed = urlparse(url)
+    if url.startswith("rediss-"):
+        options["ssl"] = True
+    sentinels = own.get("sentinels") or [(parsed.hostname or "localhost", parsed.port or 26379)]
+    db = parsed.path.strip("/") or options.pop("db", 0)
+    if parsed.password and "password" not in options:
+        options["password"] = unquote(parsed.password)
+    if parsed.username and "username" not in options:
+        options["username"] = unquote(parsed.username)
+    sentinel_kwargs = dict(DEFAULT_SOCKET_OPTIONS)
+    sentinel_kwargs.pop("health_check_interval")
+    sentinel_kwargs.update(own.get("sentinel_kwargs") or {})
+    sentinel = Sentinel([tuple(node) for node in sentinels], sentinel_kwargs=sentinel_kwargs)
+    return sentinel.master_for(own.get("service_name", "master"), db=int(db), **options)
+
+
+def _cluster_client(url: str, own: dict, options: dict) -> redis.Redis:
+    url = url.replace("redis-cluster://", "redis://", 1).replace("rediss-cluster://", "rediss://", 1)
+    options.pop("db", None)
+    nodes = own.get("startup_nodes")
+    if nodes:
+        options["startup_nodes"] = [
+            ClusterNode(node["host"], int(node["port"])) if isinstance(node, dict) else ClusterNode(*node)
+            for node in nodes
+        ]
+    return RedisCluster.from_url(url, **options)
+
+
+def is_cluster(client: redis.Redis) -> bool:
+    return isinstance(client, RedisCluster)
 
 
 def get_redis(app: Celery) -> redis.Redis:

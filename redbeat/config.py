@@ -7,6 +7,7 @@ old upper case (``REDBEAT_REDIS_URL``); lower case wins when both are set.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from celery import Celery
@@ -30,6 +31,7 @@ REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://", "redis+socket://", "red
                      "rediss-sentinel://", "redis-cluster://", "rediss-cluster://")
 
 _UNSET = object()
+HASH_TAG = re.compile(r"\{[^{}]+\}")
 
 
 class ConfigurationError(RuntimeError):
@@ -59,6 +61,16 @@ class RedBeatConfig:
         )
         self.redis_options: dict[str, Any] = dict(self.either_or("redbeat_redis_options", None) or {})
         self.redis_url, self.redis_use_ssl = self._connection_settings()
+        if self.uses_cluster and not HASH_TAG.search(self.key_prefix):
+            raise ConfigurationError(
+                f"Redis Cluster needs every RedBeat key in one hash slot: set redbeat_key_prefix to a "
+                f"hash-tag prefix such as '{{redbeat}}:' (it is {self.key_prefix!r})"
+            )
+
+    @property
+    def uses_cluster(self) -> bool:
+        return bool(self.redis_options.get("cluster")) or str(self.redis_url or "").startswith(
+            ("redis-cluster://", "rediss-cluster://"))
 
     def either_or(self, name: str, default: Any = None) -> Any:
         """The value of setting ``name`` in lower or upper case, else ``default``.

@@ -186,6 +186,9 @@ class RedBeatScheduler(Scheduler):
                 return self._lock_lost()
             if batch_number == 0 and batch.in_flight:
                 self._resume_in_flight(now)
+            # The next wake-up is the first entry not yet due, or one this
+            # batch reschedules sooner than that.
+            next_scores = [batch.next_score] if batch.next_score is not None else []
             if batch.records:
                 now_dt = datetime.fromtimestamp(now, timezone.utc)
                 decisions = [self._decide(record, now_dt) for record in batch.records]
@@ -194,8 +197,9 @@ class RedBeatScheduler(Scheduler):
                 if claimed is None:
                     return self._lock_lost()
                 self._publish([(d.subject, d.in_flight) for d in claimed], claimed_at)
+                next_scores += [d.score for d in decisions if d.score >= 0]
             if len(batch.records) < limit:
-                return self._sleep_until(batch.next_score)
+                return self._sleep_until(min(next_scores, default=None))
         return 0.0
 
     def _decide(self, record: DueRecord, now: datetime) -> Decision:

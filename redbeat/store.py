@@ -150,10 +150,6 @@ class ScheduleStore:
     def key_for(self, name: str) -> str:
         return self.conf.key_prefix + name
 
-    def name_for(self, key: str) -> str:
-        prefix = self.conf.key_prefix
-        return key[len(prefix):] if key.startswith(prefix) else key
-
     def _fenced(self, lock: BeatLock | None) -> tuple[list[str], list]:
         # The lock key is always declared (Redis Cluster routes by declared
         # keys); an empty token tells the fence there is no lock to check.
@@ -221,12 +217,6 @@ class ScheduleStore:
                 unreadable.append(task_id)
         return runs, unreadable
 
-    def first_score(self) -> float | None:
-        """Score of the entry due first, or None when nothing is scheduled."""
-        first = self.client.zrangebyscore(self.conf.schedule_key, 0, "+inf", start=0, num=1,
-                                          withscores=True)
-        return first[0][1] if first else None
-
     def eviction_policy(self) -> str | None:
         """Redis's ``maxmemory-policy``, or None if the server will not say (managed Redis)."""
         try:
@@ -267,9 +257,6 @@ class ScheduleStore:
         pipe.zrem(self.conf.schedule_key, key)
         pipe.delete(key)
         pipe.execute()
-
-    def score_of(self, key: str) -> float | None:
-        return self.client.zscore(self.conf.schedule_key, key)
 
     # -- static entries -----------------------------------------------------
 

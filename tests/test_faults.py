@@ -118,11 +118,11 @@ def test_beat_survives_five_redis_restarts_and_dispatches_after_each(beats, sche
     wait_for(lambda: len(messages(broker_redis)) >= 1, timeout=30, message="first run")
     for restart in range(5):
         schedule_server.stop()
-        wait_for(lambda: beats.log("beat").count("is unavailable") > restart, timeout=10,
+        wait_for(lambda restart=restart: beats.log("beat").count("is unavailable") > restart, timeout=10,
                  message=f"beat noticing outage {restart + 1}")
         schedule_server.start()  # empty: the data is gone, the static entry comes back from beat
         count = len(messages(broker_redis))
-        wait_for(lambda: len(messages(broker_redis)) > count, timeout=10,
+        wait_for(lambda count=count: len(messages(broker_redis)) > count, timeout=10,
                  message=f"a run after restart {restart + 1}")
     assert beat.poll() is None
     assert beats.log("beat").count("Redis answers again") >= 5

@@ -92,6 +92,8 @@ def test_tick_sleeps_until_the_next_due_entry_but_never_past_max_interval(schedu
     RedBeatSchedulerEntry("later", "t", schedule(3600), app=scheduler.app).save()
     schedule_redis.zadd("redbeat::schedule", {"redbeat:later": time.time() + 12})
     assert 11 < scheduler.tick() <= 12
+    raw_entry(schedule_redis, "every-5s", every=5)
+    assert 4.5 < scheduler.tick() <= 5  # it ran, and is next due in 5 s: sooner than "later"
 
 
 def test_lock_holder_wakes_in_time_to_renew_its_lock(scheduler_for):
