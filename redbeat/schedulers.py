@@ -278,8 +278,8 @@ class RedBeatScheduler(Scheduler):
         try:
             self.apply_async(entry, producer=self.producer, advance=False)
         except Exception as exc:
-            logger.error("beat: could not publish %s (task id %s): %s", entry.name, run.task_id, exc,
-                         exc_info=True)
+            logger.error("beat: could not publish %s (task id %s): %s; it stays in flight for a retry",
+                         entry.name, run.task_id, exc)
             return False
         return True
 

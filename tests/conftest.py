@@ -49,6 +49,7 @@ class RedisServer:
             pytest.fail("redis-server is not installed: run the tests through ./run.sh test")
         self.exe = exe
         self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.process: subprocess.Popen | None = None
         self.start()

@@ -174,3 +174,31 @@ def test_bad_input_written_into_a_live_schedule_costs_only_the_bad_entries(beats
     scheduled = assert_each_slot_once(broker_redis)
     gaps = [b - a for a, b in zip(scheduled, scheduled[1:])]
     assert max(gaps) < 1.5, f"the good entry lost its timing: {gaps}"
+
+
+def test_broker_outage_is_retried_with_the_same_task_ids_and_never_crashes_beat(
+        tmp_path, schedule_server, project_env):
+    broker = RedisServer(tmp_path / "broker-data")
+    env = dict(project_env, E2E_REDBEAT_URL=schedule_server.url(0), E2E_BROKER_URL=broker.url(0),
+               E2E_RECORD_URL=broker.url(2), E2E_LOCK_TIMEOUT=str(LOCK_TIMEOUT), PYTHONUNBUFFERED="1")
+    try:
+        with Processes(tmp_path, env) as processes:
+            beat = start_beat(processes, "beat")
+            client = broker.client(0)
+            wait_for(lambda: len(published(client)) >= 2, timeout=30, message="runs before the outage")
+            broker.stop()
+            wait_for(lambda: "could not publish" in processes.log("beat"), timeout=15,
+                     message="beat noticing the broker is down")
+            wait_for(lambda: schedule_server.client().hlen("redbeat::inflight") >= 2, timeout=15,
+                     message="runs kept in flight for a retry")
+            waiting = {json.loads(r)["task_id"] for r in schedule_server.client().hvals("redbeat::inflight")}
+            broker.start()  # empty: what was queued before the outage is gone with it
+            client = broker.client(0)
+            wait_for(lambda: schedule_server.client().hlen("redbeat::inflight") == 0, timeout=40,
+                     message="the runs in flight published after the outage")
+            wait_for(lambda: waiting <= {m["id"] for m in published(client)}, timeout=10,
+                     message="the retried runs in the queue with their task ids")
+            assert beat.poll() is None
+            assert_each_slot_once(client)
+    finally:
+        broker.stop()

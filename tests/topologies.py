@@ -37,7 +37,6 @@ class ExtraServer(RedisServer):
         self.extra = list(extra)
         self.config = config
         self.fixed_port = port
-        workdir.mkdir(parents=True, exist_ok=True)
         super().__init__(workdir)
 
     def start(self) -> None:
