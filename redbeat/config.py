@@ -59,6 +59,10 @@ class RedBeatConfig:
         self.claim_batch_size: int = int(
             self.either_or("redbeat_claim_batch_size", None) or DEFAULT_CLAIM_BATCH_SIZE
         )
+        self.catch_up: str = self.either_or("redbeat_catch_up", None) or "once"
+        self.catch_up_max: int = int(self.either_or("redbeat_catch_up_max", None) or 100)
+        deadline = self.either_or("redbeat_starting_deadline", None)
+        self.starting_deadline: float | None = None if deadline is None else float(deadline)
         self.redis_options: dict[str, Any] = dict(self.either_or("redbeat_redis_options", None) or {})
         self.redis_url, self.redis_use_ssl = self._connection_settings()
         if self.uses_cluster and not HASH_TAG.search(self.key_prefix):

@@ -17,7 +17,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from celery.schedules import crontab, schedule, solar
 from dateutil.rrule import weekday
 
-from .schedules import rrule
+from . import schedules
+from .schedules import clocked, rrule
 
 __all__ = [
     "RedBeatJSONDecoder",
@@ -101,10 +102,27 @@ _CRONTAB_FIELDS = ("minute", "hour", "day_of_week", "day_of_month", "month_of_ye
 
 def _decode_crontab(d: dict) -> crontab:
     fields = {name: d[name] for name in _CRONTAB_FIELDS if d.get(name) is not None}
+    zone = d.get("timezone")
     try:
+        if zone:
+            return schedules.crontab(timezone=_checked_zone(zone), **fields)
         return crontab(**fields)
     except Exception as exc:  # celery raises ValueError, but also others on odd input
         raise DecodeError(f"bad crontab {fields!r}: {exc}") from exc
+
+
+def _checked_zone(name: Any) -> str:
+    if not isinstance(name, str):
+        raise DecodeError(f"schedule 'timezone' must be an IANA zone name, not {name!r}")
+    zone_from_name(name)
+    return name
+
+
+def _decode_clocked(d: dict) -> clocked:
+    at = d.get("at")
+    if not isinstance(at, datetime):
+        raise DecodeError(f"clocked 'at' must be a datetime object, not {at!r}")
+    return clocked(at)
 
 
 def _decode_weekday(d: dict) -> weekday:
@@ -121,6 +139,8 @@ def _decode_rrule(d: dict) -> rrule:
         offset = fields.pop(f"{name}_tz", 0) or 0
         if seconds is not None and not isinstance(seconds, datetime):
             fields[name] = from_timestamp(seconds, offset)
+    if fields.get("timezone") is not None:
+        _checked_zone(fields["timezone"])
     try:
         return rrule(**fields)
     except Exception as exc:
@@ -143,6 +163,7 @@ _DECODERS = {
     "weekday": _decode_weekday,
     "rrule": _decode_rrule,
     "solar": _decode_solar,
+    "clocked": _decode_clocked,
 }
 
 
@@ -190,6 +211,8 @@ def _encode_rrule(rule: rrule) -> dict:
         if value is not None:
             encoded[name] = to_timestamp(value)
             encoded[f"{name}_tz"] = get_utcoffset_minutes(value)
+    if rule.timezone:  # only when set: celery-redbeat 2.x cannot read it
+        encoded["timezone"] = rule.timezone
     return encoded
 
 
@@ -200,7 +223,7 @@ class RedBeatJSONEncoder(json.JSONEncoder):
         if isinstance(obj, datetime):
             return _encode_datetime(obj)
         if isinstance(obj, crontab):
-            return {
+            encoded = {
                 "__type__": "crontab",
                 "minute": obj._orig_minute,
                 "hour": obj._orig_hour,
@@ -208,6 +231,12 @@ class RedBeatJSONEncoder(json.JSONEncoder):
                 "day_of_month": obj._orig_day_of_month,
                 "month_of_year": obj._orig_month_of_year,
             }
+            # Only when set: celery-redbeat 2.x cannot read a crontab with it.
+            if getattr(obj, "timezone", None):
+                encoded["timezone"] = obj.timezone
+            return encoded
+        if isinstance(obj, clocked):
+            return {"__type__": "clocked", "at": _encode_datetime(obj.at)}
         if isinstance(obj, rrule):
             return _encode_rrule(obj)
         if isinstance(obj, solar):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass
 from datetime import MINYEAR, datetime, timezone
 from typing import Any
 
@@ -13,33 +14,23 @@ from celery.schedules import BaseSchedule, schedstate
 from .client import get_store
 from .config import ensure_conf
 from .decoder import DecodeError, dumps, loads, to_timestamp
+from .planning import CATCH_UP_POLICIES, ON_FINISH_ACTIONS, Plan, Policy, plan_runs, upcoming
+from .schedules import clocked
+from .slots import zone_of
 from .store import NEVER
 
-__all__ = ["RedBeatSchedulerEntry", "next_due_at", "score_of", "DEFINITION_FIELDS"]
+__all__ = ["RedBeatSchedulerEntry", "score_of", "DEFINITION_FIELDS", "OPTION_FIELDS"]
 
+# Scheduling options (RedBeat 3): optional definition fields, written only when
+# set, because celery-redbeat 2.x refuses definitions with fields it does not know.
+OPTION_FIELDS = ("catch_up", "catch_up_max", "starting_deadline", "start_at", "end_at", "max_runs",
+                 "on_finish", "jitter")
 # Definition fields of the data format; other fields are ignored when reading.
-DEFINITION_FIELDS = ("name", "task", "args", "kwargs", "options", "schedule", "enabled")
+DEFINITION_FIELDS = ("name", "task", "args", "kwargs", "options", "schedule", "enabled") + OPTION_FIELDS
 
 
-def next_due_at(sched: BaseSchedule, last_run_at: datetime, now: datetime) -> datetime | None:
-    """When ``sched`` is next due after a run at ``last_run_at``, judged at ``now``.
-
-    None when the schedule has no further runs. Celery's schedules read the
-    clock themselves; pinning it to ``now`` makes one decision use one instant.
-    """
-    saved = sched.nowfun
-    sched.nowfun = lambda: now
-    try:
-        remaining = sched.remaining_estimate(last_run_at)
-    finally:
-        sched.nowfun = saved
-    if remaining is None:
-        return None
-    return now + remaining
-
-
-def score_of(due_at: datetime | None) -> float:
-    return NEVER if due_at is None else to_timestamp(due_at)
+def score_of(moment: datetime | None) -> float:
+    return NEVER if moment is None else to_timestamp(moment)
 
 
 class RedBeatSchedulerEntry(ScheduleEntry):
@@ -56,6 +47,15 @@ class RedBeatSchedulerEntry(ScheduleEntry):
         kwargs: dict | None = None,
         enabled: bool = True,
         options: dict | None = None,
+        catch_up: str | None = None,
+        catch_up_max: int | None = None,
+        starting_deadline: float | None = None,
+        start_at: datetime | None = None,
+        end_at: datetime | None = None,
+        max_runs: int | None = None,
+        on_finish: str | None = None,
+        jitter: float | None = None,
+        next_slot: datetime | None = None,
         **clsargs: Any,
     ) -> None:
         super().__init__(
@@ -67,7 +67,19 @@ class RedBeatSchedulerEntry(ScheduleEntry):
             options=options,
             **clsargs,
         )
+        if isinstance(self.schedule, clocked) and clsargs.get("last_run_at") is None:
+            self.last_run_at = None  # a one-off has not run just because it was created
         self.enabled = enabled
+        self.catch_up = catch_up
+        self.catch_up_max = catch_up_max
+        self.starting_deadline = starting_deadline
+        self.start_at = start_at
+        self.end_at = end_at
+        self.max_runs = max_runs
+        self.on_finish = on_finish
+        self.jitter = jitter
+        # The slot beat recorded as next (``status``), so skipped slots stay skipped.
+        self.next_slot = next_slot
         ensure_conf(self.app)
 
     # -- keys -----------------------------------------------------------------
@@ -89,10 +101,10 @@ class RedBeatSchedulerEntry(ScheduleEntry):
         Raises KeyError if there is no such entry, ValueError if it is malformed.
         """
         app = app or current_app._get_current_object()
-        definition, meta = get_store(app).load(key)
+        definition, meta, status = get_store(app).load(key)
         if not definition:
             raise KeyError(key)
-        return cls.from_stored(definition, meta, app=app, key=key)
+        return cls.from_stored(definition, meta, app=app, key=key, status=status)
 
     @classmethod
     def from_name(cls, name: str, app: Celery | None = None) -> RedBeatSchedulerEntry:
@@ -107,8 +119,9 @@ class RedBeatSchedulerEntry(ScheduleEntry):
         meta: bytes | str | None,
         app: Celery,
         key: str | None = None,
+        status: bytes | str | None = None,
     ) -> RedBeatSchedulerEntry:
-        """Build an entry from the raw ``definition`` and ``meta`` of its hash.
+        """Build an entry from the raw ``definition``, ``meta`` and ``status`` of its hash.
 
         Raises ValueError (DecodeError) naming the field that is wrong.
         """
@@ -116,7 +129,8 @@ class RedBeatSchedulerEntry(ScheduleEntry):
         state = cls.decode_meta(meta)
         if not fields.get("name") and key is not None:
             fields["name"] = key[len(ensure_conf(app).key_prefix):]
-        entry = cls(app=app, total_run_count=state["total_run_count"], **fields)
+        entry = cls(app=app, total_run_count=state["total_run_count"],
+                    next_slot=decode_status(status).next_slot, **fields)
         # Celery fills a missing last_run_at with "now"; stored None means never run.
         entry.last_run_at = state["last_run_at"]
         return entry
@@ -125,7 +139,7 @@ class RedBeatSchedulerEntry(ScheduleEntry):
     def load_definition(key: str, app: Celery | None = None, definition: Any = None) -> dict:
         app = app or current_app._get_current_object()
         if definition is None:
-            definition, _ = get_store(app).load(key)
+            definition, _, _ = get_store(app).load(key)
         if not definition:
             raise KeyError(key)
         return RedBeatSchedulerEntry.decode_definition(definition)
@@ -151,12 +165,13 @@ class RedBeatSchedulerEntry(ScheduleEntry):
         _expect(fields, "enabled", bool, "true or false")
         if "name" in fields and not isinstance(fields["name"], str):
             raise DecodeError("definition field 'name' must be a string")
+        check_options(fields)
         return fields
 
     @staticmethod
     def load_meta(key: str, app: Celery | None = None) -> dict:
         app = app or current_app._get_current_object()
-        _, meta = get_store(app).load(key)
+        _, meta, _ = get_store(app).load(key)
         return RedBeatSchedulerEntry.decode_meta(meta)
 
     @staticmethod
@@ -177,13 +192,50 @@ class RedBeatSchedulerEntry(ScheduleEntry):
 
     # -- timing ---------------------------------------------------------------
 
+    def policy(self) -> Policy:
+        """How this entry treats its slots: its own options, else the global settings."""
+        conf = ensure_conf(self.app)
+
+        def either(value: Any, default: Any) -> Any:
+            return default if value is None else value
+
+        return Policy(
+            catch_up=either(self.catch_up, conf.catch_up),
+            catch_up_max=either(self.catch_up_max, conf.catch_up_max),
+            starting_deadline=either(self.starting_deadline, conf.starting_deadline),
+            start_at=self.start_at,
+            end_at=self.end_at,
+            max_runs=self.max_runs,
+            on_finish=either(self.on_finish, "disable"),
+            jitter=either(self.jitter, 0.0),
+        )
+
+    def plan(self, now: datetime) -> Plan:
+        """Which slots run if beat looks at this entry at ``now``."""
+        return plan_runs(self.key, self.schedule, self.policy(), self.last_run_at, self.next_slot,
+                         self.total_run_count, now)
+
+    def preview(self, count: int = 5, now: datetime | None = None) -> list[dict]:
+        """The next ``count`` runs, exactly as beat will dispatch them.
+
+        Each is ``{"slot", "fire_at", "local"}``: the scheduled instant (UTC),
+        when beat dispatches it (UTC, jitter included) and the slot in the
+        entry's time zone.
+        """
+        now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+        zone = zone_of(self.schedule) if self.schedule is not None else timezone.utc
+        runs = upcoming(self.key, self.schedule, self.policy(), self.last_run_at, self.next_slot,
+                        self.total_run_count, now, count)
+        return [{"slot": slot, "fire_at": fire, "local": slot.astimezone(zone)} for slot, fire in runs]
+
     @property
     def due_at(self) -> datetime | None:
-        """When the entry is next due (None: never again); an entry never run is due now."""
-        now = self._default_now()
-        if self.last_run_at is None:
+        """When beat next looks at the entry (None: never again); never run means now."""
+        now = self._default_now().astimezone(timezone.utc)
+        plan = self.plan(now)
+        if plan.runs:
             return now
-        return next_due_at(self.schedule, self.last_run_at, now)
+        return plan.fire_at
 
     @property
     def score(self) -> float:
@@ -199,7 +251,7 @@ class RedBeatSchedulerEntry(ScheduleEntry):
     # -- writing --------------------------------------------------------------
 
     def to_definition(self) -> dict:
-        return {
+        definition = {
             "name": self.name,
             "task": self.task,
             "args": list(self.args) if self.args is not None else [],
@@ -208,6 +260,8 @@ class RedBeatSchedulerEntry(ScheduleEntry):
             "schedule": self.schedule,
             "enabled": self.enabled,
         }
+        definition.update((name, getattr(self, name)) for name in OPTION_FIELDS if getattr(self, name) is not None)
+        return definition
 
     def definition_json(self) -> str:
         return dumps(self.to_definition())
@@ -222,6 +276,10 @@ class RedBeatSchedulerEntry(ScheduleEntry):
 
     def delete(self) -> None:
         get_store(self.app).delete(self.key)
+
+    def run_now(self) -> None:
+        """Dispatch once at beat's next tick, leaving the regular schedule as it is."""
+        get_store(self.app).request_run_now(self.key)
 
     def reschedule(self, last_run_at: datetime | None = None) -> RedBeatSchedulerEntry:
         """Record a run at ``last_run_at`` (default now) and schedule the next one."""
@@ -255,5 +313,60 @@ def _decode_json(raw: bytes | str, field: str) -> Any:
 
 
 def _expect(fields: dict, name: str, kind: type | tuple, words: str) -> None:
-    if fields.get(name) is not None and not isinstance(fields[name], kind):
+    value = fields.get(name)
+    if value is None:
+        return
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    # JSON true is a Python int too: only a field meant to be boolean takes it.
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
         raise DecodeError(f"definition field {name!r} must be {words}")
+
+
+def check_options(fields: dict) -> None:
+    """Raise DecodeError naming the first scheduling option that is not valid."""
+    if fields.get("catch_up") is not None and fields["catch_up"] not in CATCH_UP_POLICIES:
+        raise DecodeError(f"definition field 'catch_up' must be one of {', '.join(CATCH_UP_POLICIES)}")
+    if fields.get("on_finish") is not None and fields["on_finish"] not in ON_FINISH_ACTIONS:
+        raise DecodeError(f"definition field 'on_finish' must be one of {', '.join(ON_FINISH_ACTIONS)}")
+    _expect(fields, "catch_up_max", int, "a whole number")
+    _expect(fields, "max_runs", int, "a whole number")
+    _expect(fields, "starting_deadline", (int, float), "a number of seconds")
+    _expect(fields, "jitter", (int, float), "a number of seconds")
+    _expect(fields, "start_at", datetime, "a datetime object")
+    _expect(fields, "end_at", datetime, "a datetime object")
+    for name in ("catch_up_max", "max_runs", "starting_deadline", "jitter"):
+        if fields.get(name) is not None and fields[name] < 0:
+            raise DecodeError(f"definition field {name!r} must not be negative")
+
+
+@dataclass(frozen=True)
+class Status:
+    """What beat records about an entry besides ``meta`` (the ``status`` field)."""
+
+    next_slot: datetime | None = None
+    last_dispatched_at: float | None = None
+    missed: int = 0
+    last_missed_at: float | None = None
+
+    def to_json(self, **changes: Any) -> str:
+        fields = {**asdict(self), **changes}
+        slot = fields["next_slot"]
+        fields["next_slot"] = None if slot is None else to_timestamp(slot)
+        return json.dumps({k: v for k, v in fields.items() if v is not None})
+
+
+def decode_status(raw: bytes | str | None) -> Status:
+    """The ``status`` field; an unreadable one counts as empty (beat rewrites it)."""
+    if not raw:
+        return Status()
+    try:
+        fields = json.loads(raw)
+        slot = fields.get("next_slot")
+        return Status(
+            next_slot=None if slot is None else datetime.fromtimestamp(float(slot), timezone.utc),
+            last_dispatched_at=fields.get("last_dispatched_at"),
+            missed=int(fields.get("missed") or 0),
+            last_missed_at=fields.get("last_missed_at"),
+        )
+    except (ValueError, TypeError, AttributeError):
+        return Status()

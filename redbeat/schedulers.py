@@ -22,10 +22,11 @@ from redis.exceptions import RedisError
 
 from .client import display_url, get_redis, get_store
 from .config import ConfigurationError, RedBeatConfig, ensure_conf
-from .decoder import DecodeError, dumps, to_timestamp
-from .entry import RedBeatSchedulerEntry, next_due_at, score_of
+from .decoder import DecodeError, dumps
+from .entry import RedBeatSchedulerEntry, decode_status, score_of
 from .lock import BeatLock
 from .runs import InFlight, task_id_for
+from .schedules import clocked
 from .store import NEVER, Decision, DueRecord, ScheduleStore, parked_reason
 
 __all__ = [
@@ -35,7 +36,6 @@ __all__ = [
     "ConfigurationError",
     "ensure_conf",
     "get_redis",
-    "next_due_at",
 ]
 
 logger = get_logger("celery.beat")
@@ -196,7 +196,7 @@ class RedBeatScheduler(Scheduler):
                 claimed = store.claim(decisions, lock)
                 if claimed is None:
                     return self._lock_lost()
-                self._publish([(d.subject, d.in_flight) for d in claimed], claimed_at)
+                self._publish_claimed(claimed, claimed_at)
                 next_scores += [d.score for d in decisions if d.score >= 0]
             if len(batch.records) < limit:
                 return self._sleep_until(min(next_scores, default=None))
@@ -215,37 +215,68 @@ class RedBeatScheduler(Scheduler):
             return self._park(record, "hash has no 'definition' field")
         try:
             entry = self.Entry.from_stored(record.definition, record.meta, app=self.app,
-                                           key=record.key_text)
+                                           key=record.key_text, status=record.status)
+            if entry.last_run_at is None and entry.next_slot is None and record.score > 0:
+                # Never run: due at the score its writer gave it (0 means now).
+                entry.next_slot = datetime.fromtimestamp(record.score, timezone.utc)
+            plan = entry.plan(now)
         except Exception as exc:  # any bad input must cost one entry, never the beat
             return self._park(record, str(exc) or type(exc).__name__)
-        try:
-            if not entry.enabled:
-                # Keep its place in the cadence without running it, so that
-                # re-enabling it resumes at its next regular slot.
-                return Decision(record, "move", score=self._next_slot_after(entry, now))
-            due_at = now if entry.last_run_at is None else next_due_at(
-                entry.schedule, entry.last_run_at, now)
-            if due_at is None:
-                return Decision(record, "move", score=NEVER)
-            if due_at > now:  # meta was edited to a later run: not due after all
-                return Decision(record, "move", score=to_timestamp(due_at))
-            meta = dumps({"last_run_at": now, "total_run_count": entry.total_run_count + 1})
-            score = score_of(next_due_at(entry.schedule, now, now))
-        except Exception as exc:
-            return self._park(record, f"cannot compute its next run: {exc}")
-        claimed_at = now.timestamp()
-        scheduled = record.score if record.score > 0 else claimed_at
-        run = InFlight(
-            task_id=task_id_for(record.key_text, scheduled), key=record.key_text, scheduled=scheduled,
-            claimed_at=claimed_at, token=self.lock.token if self.lock else "",
-            retry_at=claimed_at + self.lock_timeout,
+        if not entry.enabled:
+            # Paused: it wakes at its regular slots and runs nothing, so that
+            # resuming it keeps its cadence (missed slots follow its catch-up policy).
+            return Decision(record, "move", score=score_of(plan.fire_at))
+        slots = [slot.timestamp() for slot in plan.runs]
+        if record.run_now is not None:
+            slots.append(_requested_at(record.run_now, now))
+        if not slots and not plan.missed:
+            return Decision(record, "move", score=score_of(plan.fire_at))
+
+        now_ts = now.timestamp()
+        runs = tuple(
+            InFlight(task_id=task_id_for(record.key_text, slot), key=record.key_text, scheduled=slot,
+                     claimed_at=now_ts, token=self.lock.token if self.lock else "",
+                     retry_at=now_ts + self.lock_timeout)
+            for slot in slots
         )
-        return Decision(record, "run", score=score, meta=meta, in_flight=run, subject=entry)
+        old = decode_status(record.status)
+        status = old.to_json(
+            next_slot=plan.next_slot,
+            last_dispatched_at=now_ts if runs else old.last_dispatched_at,
+            missed=old.missed + plan.missed,
+            last_missed_at=plan.last_missed.timestamp() if plan.last_missed else old.last_missed_at,
+        )
+        if plan.missed:
+            logger.warning("beat: %s missed %d slot(s) (catch-up %s)", entry.name, plan.missed,
+                           entry.policy().catch_up)
+        meta = dumps({"last_run_at": plan.runs[-1] if plan.runs else entry.last_run_at,
+                      "total_run_count": entry.total_run_count + len(runs)})
+        definition = None
+        if plan.finished and _bounded(entry):
+            if entry.policy().on_finish == "delete" and not runs:
+                return Decision(record, "delete")
+            if entry.policy().on_finish == "disable":
+                entry.enabled = False  # done: kept, with its history, for people to see
+                definition = entry.definition_json()
+        return Decision(record, "run" if runs else "move", score=score_of(plan.fire_at), meta=meta,
+                        status=status, definition=definition, runs=runs, subject=entry)
 
     # -- publishing -------------------------------------------------------------
 
-    def _publish(self, runs: list[tuple[RedBeatSchedulerEntry, InFlight]], claimed_at: float) -> None:
-        """Publish claimed runs, then forget them; keep the ones that failed for a retry."""
+    def _publish_claimed(self, claimed: list[Decision], claimed_at: float) -> None:
+        published = self._publish([(d.subject, run) for d in claimed for run in d.runs], claimed_at)
+        for d in claimed:
+            finished_for_good = d.runs and d.score == NEVER and _bounded(d.subject) \
+                and d.subject.policy().on_finish == "delete"
+            if finished_for_good and all(run.task_id in published for run in d.runs):
+                self.store.delete(d.record.key_text)
+                logger.info("beat: deleted %s after its last run (on_finish: delete)", d.subject.name)
+
+    def _publish(self, runs: list[tuple[RedBeatSchedulerEntry, InFlight]], claimed_at: float) -> set[str]:
+        """Publish claimed runs, then forget them; keep the ones that failed for a retry.
+
+        Returns the task ids published.
+        """
         published, failed = [], []
         for entry, run in runs:
             if self.lock is not None and time.monotonic() - claimed_at > self.lock_timeout * PAUSE_FRACTION:
@@ -266,6 +297,7 @@ class RedBeatScheduler(Scheduler):
         self.store.finish(published)
         if failed:
             self._publish_failed(failed)
+        return set(published)
 
     def _send(self, entry: RedBeatSchedulerEntry, run: InFlight) -> bool:
         options = dict(entry.options or {})
@@ -324,12 +356,6 @@ class RedBeatScheduler(Scheduler):
         self.store.finish(gone)
         if resumed:
             self._publish(resumed, time.monotonic())
-
-    def _next_slot_after(self, entry: RedBeatSchedulerEntry, now: datetime) -> float:
-        due_at = next_due_at(entry.schedule, entry.last_run_at or now, now)
-        if due_at is not None and due_at <= now:
-            due_at = next_due_at(entry.schedule, now, now)
-        return score_of(due_at)
 
     def _park(self, record: DueRecord, reason: str) -> Decision:
         logger.error(
@@ -423,6 +449,24 @@ class RedBeatScheduler(Scheduler):
         else:
             lines.append("       . lock -> disabled")
         return "\n".join(lines)
+
+
+def _bounded(entry: RedBeatSchedulerEntry) -> bool:
+    """Whether the entry asked to end (one-off, run limit, end date): then ``on_finish`` applies.
+
+    Other entries whose schedule is over (an rrule past its ``until``) just
+    stop, with a score of -1, as they did in celery-redbeat 2.x.
+    """
+    return (isinstance(entry.schedule, clocked) or entry.max_runs is not None or entry.end_at is not None
+            or entry.on_finish is not None)
+
+
+def _requested_at(raw: bytes, now: datetime) -> float:
+    """When a run-now request was made (its task id derives from it)."""
+    try:
+        return float(raw)
+    except ValueError:
+        return now.timestamp()
 
 
 def _same_json(stored: bytes, written: str) -> bool:

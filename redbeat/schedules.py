@@ -1,7 +1,10 @@
-"""Schedule types that Celery itself does not ship.
+"""Schedule types that Celery itself does not ship, usable wherever a Celery
+schedule is (in ``beat_schedule`` and in RedBeat entries):
 
-``rrule`` is an RFC 5545 recurrence rule (python-dateutil) usable wherever a
-Celery schedule is: in ``beat_schedule`` and in RedBeat entries.
+- ``rrule``: an RFC 5545 recurrence rule (python-dateutil), optionally in a
+  time zone of its own;
+- ``crontab``: Celery's crontab with a time zone of its own;
+- ``clocked``: one run at a given instant.
 """
 
 from __future__ import annotations
@@ -9,11 +12,15 @@ from __future__ import annotations
 import functools
 from datetime import datetime, timedelta, timezone
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import dateutil.rrule
+from celery import schedules as celery_schedules
 from celery.schedules import BaseSchedule, schedstate
 
-__all__ = ["rrule"]
+from .slots import resolve_wall_time
+
+__all__ = ["rrule", "crontab", "clocked"]
 
 
 class rrule(BaseSchedule):  # noqa: N801 - the name is part of the public import path
@@ -57,9 +64,12 @@ class rrule(BaseSchedule):  # noqa: N801 - the name is part of the public import
         byhour: Any = None,
         byminute: Any = None,
         bysecond: Any = None,
+        timezone: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.timezone = timezone
+        self.zone = ZoneInfo(timezone) if timezone else None
         if isinstance(freq, str):
             try:
                 freq = self.FREQ_MAP[freq.upper()]
@@ -83,16 +93,38 @@ class rrule(BaseSchedule):  # noqa: N801 - the name is part of the public import
         self.byhour = byhour
         self.byminute = byminute
         self.bysecond = bysecond
+        if self.zone is None:
+            # As in celery-redbeat 2.x: occurrences at dtstart's own UTC offset.
+            start, until = self.dtstart, self.until
+        else:
+            # In the zone's wall clock; slots.py turns wall times into instants.
+            start = self.dtstart.astimezone(self.zone).replace(tzinfo=None)
+            until = self.until.astimezone(self.zone).replace(tzinfo=None) if self.until else None
         self.rrule = dateutil.rrule.rrule(
-            freq,
-            dtstart=self.dtstart,
-            until=self.until,
-            **{name: getattr(self, name) for name in self.RULE_FIELDS},
+            freq, dtstart=start, until=until, **{name: getattr(self, name) for name in self.RULE_FIELDS},
         )
+
+    @property
+    def every_hour(self) -> bool:
+        """Whether the rule runs every hour, so follows elapsed time across DST changes."""
+        return self.freq >= dateutil.rrule.HOURLY and self.byhour is None
 
     def next_after(self, moment: datetime) -> datetime | None:
         """The first occurrence strictly after ``moment``, or None when the rule is over."""
-        return self.rrule.after(_aware(moment))
+        moment = _aware(moment)
+        if self.zone is None:
+            return self.rrule.after(moment)
+        # A DST shift moves wall times by at most a few hours: start early enough.
+        wall = moment.astimezone(self.zone).replace(tzinfo=None) - timedelta(hours=3)
+        while True:
+            wall = self.rrule.after(wall)
+            if wall is None:
+                return None
+            later = [i for i in resolve_wall_time(wall, self.zone, self.every_hour) if i > moment]
+            if later:
+                return min(later)
+
+    next_slot_after = next_after
 
     def remaining_estimate(self, last_run_at: datetime) -> timedelta | None:
         next_run = self.next_after(last_run_at)
@@ -122,11 +154,75 @@ class rrule(BaseSchedule):  # noqa: N801 - the name is part of the public import
         return (functools.partial(rrule, **self._arguments()), ())
 
     def _arguments(self) -> dict:
-        return {"freq": self.freq, "dtstart": self.dtstart, "until": self.until,
+        return {"freq": self.freq, "dtstart": self.dtstart, "until": self.until, "timezone": self.timezone,
                 **{name: getattr(self, name) for name in self.RULE_FIELDS}}
 
     def __repr__(self) -> str:
         return f"<rrule: {self.rrule!s}>".replace("\n", " ")
+
+
+class crontab(celery_schedules.crontab):  # noqa: N801 - a drop-in for Celery's crontab
+    """Celery's crontab, evaluated in ``timezone`` rather than Celery's ``timezone`` setting."""
+
+    def __init__(self, *args: Any, timezone: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.timezone = timezone
+        self.zone = ZoneInfo(timezone) if timezone else None
+
+    @property
+    def tz(self) -> Any:  # what Celery's own crontab code evaluates in
+        return self.zone or super().tz
+
+    def __reduce__(self) -> tuple:
+        return (functools.partial(crontab, timezone=self.timezone),
+                (self._orig_minute, self._orig_hour, self._orig_day_of_week, self._orig_day_of_month,
+                 self._orig_month_of_year), self._orig_kwargs)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, celery_schedules.crontab):
+            return super().__eq__(other) and getattr(other, "timezone", None) == self.timezone
+        return NotImplemented
+
+    __hash__ = celery_schedules.crontab.__hash__
+
+    def __repr__(self) -> str:
+        zone = f" in {self.timezone}" if self.timezone else ""
+        return super().__repr__()[:-1] + zone + ">"
+
+
+class clocked(BaseSchedule):  # noqa: N801 - named like Celery's schedules
+    """One run at the instant ``at`` (a naive datetime is taken as UTC)."""
+
+    def __init__(self, at: datetime, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.at = _aware(at)
+
+    def next_slot_after(self, moment: datetime) -> datetime | None:
+        return self.at if _aware(moment) < self.at else None
+
+    def remaining_estimate(self, last_run_at: datetime | None) -> timedelta | None:
+        if last_run_at is not None and _aware(last_run_at) >= self.at:
+            return None
+        return self.at - _aware(self.now())
+
+    def is_due(self, last_run_at: datetime | None) -> schedstate:
+        remaining = self.remaining_estimate(last_run_at)
+        if remaining is None:
+            return schedstate(False, None)
+        seconds = remaining.total_seconds()
+        return schedstate(True, None) if seconds <= 0 else schedstate(False, seconds)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, clocked) and other.at == self.at
+
+    def __hash__(self) -> int:
+        return hash(self.at)
+
+    def __reduce__(self) -> tuple:
+        return (clocked, (self.at,))
+
+    def __repr__(self) -> str:
+        return f"<clocked: {self.at.isoformat()}>"
 
 
 def _aware(moment: datetime) -> datetime:

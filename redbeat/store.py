@@ -41,6 +41,8 @@ class DueRecord:
     score: float
     definition: bytes | None
     meta: bytes | None
+    status: bytes | None = None
+    run_now: bytes | None = None
 
     @property
     def key_text(self) -> str:
@@ -61,19 +63,23 @@ class Decision:
     """What to do with one due record; applied only if the record is unchanged.
 
     ``action`` is one of:
-    - ``run``: write ``meta`` and ``score`` and record ``in_flight``; the
-      caller publishes it, then calls ``finish``;
-    - ``move``: write ``score`` only (not due after all, or disabled);
+    - ``run``: write ``score`` and whichever of ``meta``, ``status`` and
+      ``definition`` are given, record ``runs`` in flight and clear a
+      run-now request; the caller publishes the runs, then calls ``finish``;
+    - ``move``: the same without runs (not due yet, disabled, slots skipped);
     - ``park``: record ``reason`` and take the entry out of the due range;
-    - ``drop``: remove an orphan member whose hash is gone.
+    - ``drop``: remove an orphan member whose hash is gone;
+    - ``delete``: remove the entry (its last run is done and it asked for that).
     """
 
     record: DueRecord
     action: str
     score: float = NEVER
     meta: str | None = None
+    status: str | None = None
+    definition: str | None = None
     reason: str | None = None
-    in_flight: InFlight | None = None
+    runs: tuple[InFlight, ...] = ()
     subject: Any = None  # whatever the caller needs to act on a claim; not stored
 
 
@@ -82,7 +88,8 @@ class ScheduleStore:
 
     # Renews the lock (FENCE_LUA), then returns what is due: a status, the key
     # and score of the first entry not due yet, the number of runs in flight,
-    # and (key, score, definition, meta) for up to ARGV[4] due entries.
+    # and (key, score, definition, meta, status, run_now) for up to ARGV[4]
+    # due entries.
     # Reading in the script keeps the batch consistent with the fence check
     # and costs one round trip however many are due.
     # KEYS: lock, schedule, inflight   ARGV: token, ttl_ms, now, limit
@@ -91,51 +98,66 @@ class ScheduleStore:
     local after = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[3], '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
     local reply = {1, after[1] or false, after[2] or false, redis.call('HLEN', KEYS[3])}
     for i = 1, #due, 2 do
-        local fields = redis.call('HMGET', due[i], 'definition', 'meta')
+        local fields = redis.call('HMGET', due[i], 'definition', 'meta', 'status', 'run_now')
         reply[#reply + 1] = due[i]
         reply[#reply + 1] = due[i + 1]
-        reply[#reply + 1] = fields[1]
-        reply[#reply + 1] = fields[2]
+        for f = 1, 4 do
+            reply[#reply + 1] = fields[f]
+        end
     end
     return reply
     """
 
     # Applies the scheduler's decisions, fenced by the lock, each one only if
-    # the entry's definition and meta are still what was read: an edit made
-    # between reading and claiming (by a person, another program or a second
-    # beat) wins, and the entry is looked at again on the next tick. A run is
-    # recorded in flight in the same step as its new meta and score, so that
-    # no crash can leave it neither scheduled nor publishable. Returns the
-    # 1-based positions of the 'run' decisions that were applied: those, and
-    # only those, may be published.
+    # the entry's definition, meta and run-now request are still what was
+    # read: an edit made between reading and claiming (by a person, another
+    # program or a second beat) wins, and the entry is looked at again on the
+    # next tick. Runs are recorded in flight in the same step as the new meta
+    # and score, so that no crash can leave a run neither scheduled nor
+    # publishable. Returns the 1-based positions of the decisions applied;
+    # only the runs of those may be published.
     # KEYS: lock, schedule, inflight   ARGV: token, ttl_ms, then per decision:
-    #   key, action, expected definition, expected meta, new meta, score,
-    #   and for 'park' the reason, for 'run' the task id and in-flight record
+    #   key, action, expected definition, expected meta, expected run_now,
+    #   new meta, new status, new definition ('' = keep), score, reason,
+    #   number of runs, then task id and in-flight record for each run
     CLAIM_LUA = FENCE_LUA + """
-    local claimed = {}
+    local applied = {}
     local n = 0
-    for i = 3, #ARGV, 8 do
+    local i = 3
+    while i <= #ARGV do
         n = n + 1
         local key, action = ARGV[i], ARGV[i + 1]
-        local fields = redis.call('HMGET', key, 'definition', 'meta')
-        if (fields[1] or '') == ARGV[i + 2] and (fields[2] or '') == ARGV[i + 3] then
+        local runs = tonumber(ARGV[i + 10])
+        local fields = redis.call('HMGET', key, 'definition', 'meta', 'run_now')
+        if (fields[1] or '') == ARGV[i + 2] and (fields[2] or '') == ARGV[i + 3]
+                and (fields[3] or '') == ARGV[i + 4] then
+            applied[#applied + 1] = n
             if action == 'drop' then
                 if redis.call('EXISTS', key) == 0 then
                     redis.call('ZREM', KEYS[2], key)
                 end
+            elseif action == 'delete' then
+                redis.call('DEL', key)
+                redis.call('ZREM', KEYS[2], key)
             else
-                if action == 'run' then
-                    redis.call('HSET', key, 'meta', ARGV[i + 4])
-                    redis.call('HSET', KEYS[3], ARGV[i + 6], ARGV[i + 7])
-                    claimed[#claimed + 1] = n
-                elseif action == 'park' then
-                    redis.call('HSET', key, 'parked', ARGV[i + 6])
+                if action == 'park' then
+                    redis.call('HSET', key, 'parked', ARGV[i + 9])
                 end
-                redis.call('ZADD', KEYS[2], 'XX', ARGV[i + 5], key)
+                if ARGV[i + 5] ~= '' then redis.call('HSET', key, 'meta', ARGV[i + 5]) end
+                if ARGV[i + 6] ~= '' then redis.call('HSET', key, 'status', ARGV[i + 6]) end
+                if ARGV[i + 7] ~= '' then redis.call('HSET', key, 'definition', ARGV[i + 7]) end
+                if action == 'run' then
+                    redis.call('HDEL', key, 'run_now')
+                    for r = 0, runs - 1 do
+                        redis.call('HSET', KEYS[3], ARGV[i + 11 + 2 * r], ARGV[i + 12 + 2 * r])
+                    end
+                end
+                redis.call('ZADD', KEYS[2], 'XX', ARGV[i + 8], key)
             end
         end
+        i = i + 11 + 2 * runs
     end
-    return claimed
+    return applied
     """
 
     def __init__(self, client: Redis, conf: RedBeatConfig) -> None:
@@ -170,29 +192,31 @@ class ScheduleStore:
         next_score = float(reply[2]) if reply[2] is not None else None
         body = reply[4:]
         records = [
-            DueRecord(body[i], float(body[i + 1]), body[i + 2], body[i + 3]) for i in range(0, len(body), 4)
+            DueRecord(body[i], float(body[i + 1]), *body[i + 2:i + 6]) for i in range(0, len(body), 6)
         ]
         return DueBatch(records, reply[1], next_score, in_flight=reply[3])
 
     def claim(self, decisions: Sequence[Decision], lock: BeatLock | None = None) -> list[Decision] | None:
-        """Apply ``decisions``; returns the applied 'run' ones, or None if the lock was lost."""
+        """Apply ``decisions``; returns the applied ones, or None if the lock was lost."""
         if not decisions:
             return []
         keys, args = self._fenced(lock)
         for d in decisions:
-            if d.action == "run":
-                extra = [d.in_flight.task_id, d.in_flight.to_json()]
-            else:
-                extra = [d.reason or "", ""]
             args += [
                 d.record.key,
                 d.action,
                 d.record.definition or b"",
                 d.record.meta or b"",
+                d.record.run_now or b"",
                 d.meta or "",
+                d.status or "",
+                d.definition or "",
                 repr(d.score),
-                *extra,
+                d.reason or "",
+                len(d.runs),
             ]
+            for run in d.runs:
+                args += [run.task_id, run.to_json()]
         reply = self._claim(keys=keys, args=args)
         if reply == LOCK_LOST:
             return None
@@ -228,9 +252,17 @@ class ScheduleStore:
 
     # -- single entries -----------------------------------------------------
 
-    def load(self, key: str) -> tuple[bytes | None, bytes | None]:
-        definition, meta = self.client.hmget(key, "definition", "meta")
-        return definition, meta
+    def load(self, key: str) -> tuple[bytes | None, bytes | None, bytes | None]:
+        """An entry's ``definition``, ``meta`` and ``status``."""
+        definition, meta, status = self.client.hmget(key, "definition", "meta", "status")
+        return definition, meta, status
+
+    def request_run_now(self, key: str) -> None:
+        """Ask beat to dispatch the entry once at its next tick, off its regular schedule."""
+        pipe = self.client.pipeline()
+        pipe.hset(key, "run_now", repr(time.time()))
+        pipe.zadd(self.conf.schedule_key, {key: 0})
+        pipe.execute()
 
     def save(self, key: str, definition: str, meta: str, score: float) -> None:
         """Write an entry's definition and score; meta only if the entry has none.

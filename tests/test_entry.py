@@ -10,7 +10,7 @@ from celery.schedules import crontab, schedule
 
 from redbeat import RedBeatSchedulerEntry
 from redbeat.decoder import DecodeError, to_timestamp
-from redbeat.schedulers import next_due_at
+from redbeat.slots import next_slot
 from redbeat.schedules import rrule
 
 UTC = timezone.utc
@@ -150,11 +150,10 @@ def test_disabled_entry_is_never_due(fake_app):
     assert entry.is_due() == (False, 5.0)
 
 
-def test_next_due_at_uses_the_given_instant():
-    now = datetime(2026, 3, 1, 12, 0, 30, tzinfo=UTC)
+def test_next_slot_depends_only_on_the_given_instant():
     last = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
-    assert next_due_at(schedule(60), last, now) == datetime(2026, 3, 1, 12, 1, tzinfo=UTC)
-    assert next_due_at(crontab(minute="*/15"), last, now) == datetime(2026, 3, 1, 12, 15, tzinfo=UTC)
+    assert next_slot(schedule(60), last) == datetime(2026, 3, 1, 12, 1, tzinfo=UTC)
+    assert next_slot(crontab(minute="*/15"), last) == datetime(2026, 3, 1, 12, 15, tzinfo=UTC)
     rule = rrule("HOURLY", dtstart=datetime(2026, 3, 1, tzinfo=UTC), count=13)
-    assert next_due_at(rule, last, now) is None
-    assert next_due_at(rule, last - timedelta(hours=1), now) == last
+    assert next_slot(rule, last) is None
+    assert next_slot(rule, last - timedelta(hours=1)) == last

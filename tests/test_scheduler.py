@@ -446,7 +446,7 @@ def test_a_beat_paused_after_claiming_leaves_its_runs_to_the_lock_holder(schedul
     decisions = [scheduler._decide(r, datetime.now(timezone.utc)) for r in batch.records]
     claimed = scheduler.store.claim(decisions, scheduler.lock)
     with caplog.at_level(logging.WARNING, logger="celery.beat"):
-        scheduler._publish([(d.subject, d.in_flight) for d in claimed], time.monotonic() - 60)
+        scheduler._publish_claimed(claimed, time.monotonic() - 60)
     assert "leaving 1 of them to the lock holder" in caplog.text
     assert tasks_sent(broker_redis) == []
     assert schedule_redis.hlen("redbeat::inflight") == 1
