@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from celery.schedules import BaseSchedule
+from celery.schedules import BaseSchedule, schedule
 
 from .schedules import clocked
 from .slots import next_slot
@@ -72,7 +72,10 @@ def fire_time(key: str, slot: datetime, jitter: float) -> datetime:
 
 def _within_window(sched: BaseSchedule, slot: datetime | None, policy: Policy) -> datetime | None:
     if slot is not None and policy.start_at is not None and slot < policy.start_at:
-        slot = next_slot(sched, policy.start_at - timedelta(microseconds=1))
+        if isinstance(sched, schedule) and not sched.relative:
+            slot = policy.start_at  # an interval has no phase of its own: it starts with the window
+        else:
+            slot = next_slot(sched, policy.start_at - timedelta(microseconds=1))
     if slot is not None and policy.end_at is not None and slot > policy.end_at:
         return None
     return slot

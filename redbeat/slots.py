@@ -18,6 +18,7 @@ Every instant is a UTC datetime.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
 from itertools import product
@@ -62,17 +63,47 @@ def _gap_end(wall: datetime, zone: tzinfo, low: datetime, high: datetime) -> dat
 def next_cron_slot(cron: crontab, after: datetime, zone: tzinfo) -> datetime | None:
     """The first slot of ``cron`` strictly after the instant ``after``, in ``zone``."""
     every_hour = len(cron.hour) == 24
-    local_start = after.astimezone(zone).date() - timedelta(days=1)
+    reference = after.astimezone(zone).replace(tzinfo=None)
+    local_start = reference.date() - timedelta(days=1)
     hours, minutes = sorted(cron.hour), sorted(cron.minute)
     for offset in range(MAX_SEARCH_DAYS):
         day = local_start + timedelta(days=offset)
         if not _cron_matches_day(cron, day):
             continue
         walls = (datetime.combine(day, time(hour, minute)) for hour, minute in product(hours, minutes))
-        slot = _first_after(walls, after, zone, every_hour)
+        offsets = _offsets_around(zone, day)
+        if offsets[0] == offsets[1]:
+            # No DST change near this day: local time maps one to one onto instants.
+            wall = _first_wall_after(day, hours, minutes, reference)
+            if wall is not None:
+                return wall.replace(tzinfo=zone).astimezone(UTC)
+            continue
+        slot = _first_after(walls, after, zone, every_hour, offsets)
         if slot is not None:
             return slot
     return None
+
+
+def _first_wall_after(day: date, hours: list[int], minutes: list[int], reference: datetime) -> datetime | None:
+    """The first of ``day``'s wall times (hours x minutes, sorted) later than ``reference``."""
+    if day > reference.date():
+        return datetime.combine(day, time(hours[0], minutes[0]))
+    if day < reference.date():
+        return None
+    for hour in hours[bisect_left(hours, reference.hour):]:
+        if hour > reference.hour:
+            return datetime.combine(day, time(hour, minutes[0]))
+        later = bisect_right(minutes, reference.minute)
+        if later < len(minutes):
+            return datetime.combine(day, time(hour, minutes[later]))
+    return None
+
+
+def _offsets_around(zone: tzinfo, day: date) -> tuple[timedelta, timedelta]:
+    """``zone``'s UTC offsets 3 hours before ``day`` starts and 3 hours after it ends."""
+    start = datetime.combine(day, time()) - timedelta(hours=3)
+    end = datetime.combine(day, time()) + timedelta(hours=27)
+    return start.replace(tzinfo=zone).utcoffset(), end.replace(tzinfo=zone).utcoffset()
 
 
 def _cron_matches_day(cron: crontab, day: date) -> bool:
@@ -81,18 +112,24 @@ def _cron_matches_day(cron: crontab, day: date) -> bool:
             and (day.weekday() + 1) % 7 in cron.day_of_week)
 
 
-def _first_after(walls: Iterable[datetime], after: datetime, zone: tzinfo, every_hour: bool) -> datetime | None:
-    """The earliest instant of these local times (in order) that is after ``after``."""
+def _first_after(walls: Iterable[datetime], after: datetime, zone: tzinfo, every_hour: bool,
+                 offsets: tuple[timedelta, timedelta]) -> datetime | None:
+    """The earliest instant of these local times (in order) that is after ``after``.
+
+    ``offsets`` are the zone's UTC offsets around the change: a wall time
+    ``w`` runs between ``w - max(offsets)`` and ``w - min(offsets)`` (UTC).
+    """
+    low, high = min(offsets), max(offsets)
+    after_naive = after.replace(tzinfo=None)
     found = None
-    reference = after.astimezone(zone).replace(tzinfo=None) - timedelta(hours=3)
     for wall in walls:
-        if wall < reference:  # well before: no DST shift can bring it after
+        if wall - low <= after_naive:  # every instant of it is at or before ``after``
             continue
+        if found is not None and wall - high > found.replace(tzinfo=None):
+            break  # this and later walls run after what we have
         for instant in resolve_wall_time(wall, zone, every_hour):
             if instant > after and (found is None or instant < found):
                 found = instant
-        if found is not None and wall > found.astimezone(zone).replace(tzinfo=None) + timedelta(hours=3):
-            break  # later walls cannot resolve earlier than what we have
     return found
 
 
@@ -108,7 +145,8 @@ def next_slot(sched: BaseSchedule, after: datetime) -> datetime | None:
         return next_cron_slot(sched, after, zone_of(sched))
     wall_clock_next = getattr(sched, "next_slot_after", None)
     if wall_clock_next is not None:
-        return wall_clock_next(after)
+        slot = wall_clock_next(after)
+        return None if slot is None else slot.astimezone(UTC)
     if isinstance(sched, schedule) and not sched.relative:
         return after + sched.run_every
     return _estimated_slot(sched, after)

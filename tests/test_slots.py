@@ -1,0 +1,169 @@
+"""Unit tests of wall-clock slots across real daylight-saving transitions
+(America/New_York, Europe/London, Australia/Lord_Howe with its 30-minute
+shift), for the years 2025 to 2027."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from redbeat.schedules import crontab, rrule
+from redbeat.slots import next_slot, resolve_wall_time
+
+UTC = timezone.utc
+ZONES = ["America/New_York", "Europe/London", "Australia/Lord_Howe"]
+YEARS = [2025, 2026, 2027]
+
+
+def transitions(zone_name: str, year: int) -> list[tuple[datetime, timedelta]]:
+    """(UTC instant, offset change) of each DST transition of the year, found by scanning."""
+    zone = ZoneInfo(zone_name)
+    found = []
+    instant = datetime(year, 1, 1, tzinfo=UTC)
+    step = timedelta(minutes=15)
+    while instant.year == year:
+        before, after = instant.astimezone(zone).utcoffset(), (instant + step).astimezone(zone).utcoffset()
+        if before != after:
+            found.append((instant + step, after - before))
+        instant += step
+    return found
+
+
+def slots_between(sched, start: datetime, end: datetime) -> list[datetime]:
+    result, slot = [], start
+    while True:
+        slot = next_slot(sched, slot)
+        if slot is None or slot > end:
+            return result
+        result.append(slot)
+
+
+def exists(instant: datetime, zone: ZoneInfo) -> bool:
+    local = instant.astimezone(zone).replace(tzinfo=None)
+    return local.replace(tzinfo=zone).astimezone(UTC) == instant
+
+
+CASES = [(zone, year) for zone in ZONES for year in YEARS]
+
+
+@pytest.mark.parametrize("zone_name, year", CASES)
+def test_every_year_has_a_spring_and_a_fall_transition(zone_name, year):
+    changes = sorted(change for _, change in transitions(zone_name, year))
+    shift = timedelta(minutes=30) if zone_name == "Australia/Lord_Howe" else timedelta(hours=1)
+    assert changes == [-shift, shift]
+
+
+@pytest.mark.parametrize("zone_name, year", CASES)
+def test_a_time_skipped_by_spring_forward_runs_once_at_the_end_of_the_gap(zone_name, year):
+    zone = ZoneInfo(zone_name)
+    [(at, shift)] = [(at, change) for at, change in transitions(zone_name, year) if change > timedelta(0)]
+    gap_start = (at - timedelta(seconds=1)).astimezone(zone).replace(tzinfo=None) + timedelta(seconds=1)
+    missing = gap_start + shift / 2  # a wall time inside the gap
+    cron = crontab(minute=str(missing.minute), hour=str(missing.hour), timezone=zone_name)
+    day_runs = slots_between(cron, at - timedelta(hours=12), at + timedelta(hours=12))
+    assert day_runs == [at]  # once, at the first valid instant: the transition
+    assert exists(at, zone)
+
+
+@pytest.mark.parametrize("zone_name, year", CASES)
+def test_a_time_repeated_by_fall_back_runs_once_at_its_first_occurrence(zone_name, year):
+    zone = ZoneInfo(zone_name)
+    [(at, shift)] = [(at, change) for at, change in transitions(zone_name, year) if change < timedelta(0)]
+    repeated = (at + timedelta(minutes=1)).astimezone(zone).replace(tzinfo=None)  # happens twice
+    cron = crontab(minute=str(repeated.minute), hour=str(repeated.hour), timezone=zone_name)
+    day_runs = slots_between(cron, at - timedelta(hours=12), at + timedelta(hours=12))
+    first = repeated.replace(tzinfo=zone, fold=0).astimezone(UTC)
+    assert day_runs == [first]
+    assert first < at
+
+
+@pytest.mark.parametrize("zone_name, year", CASES)
+@pytest.mark.parametrize("expression, period", [("0 * * * *", 3600), ("* * * * *", 60), ("*/15 * * * *", 900)])
+def test_hourly_and_finer_expressions_neither_skip_nor_double_an_hour(zone_name, year, expression, period):
+    minute, hour, dom, month, dow = expression.split()
+    cron = crontab(minute=minute, hour=hour, day_of_month=dom, month_of_year=month, day_of_week=dow,
+                   timezone=zone_name)
+    for at, _ in transitions(zone_name, year):
+        runs = slots_between(cron, at - timedelta(hours=4), at + timedelta(hours=4))
+        gaps = {(b - a).total_seconds() for a, b in zip(runs, runs[1:])}
+        if zone_name == "Australia/Lord_Howe" and period == 3600:
+            # On the hour while the clock moves by 30 minutes: 1 or 1.5 real hours apart.
+            assert gaps <= {3600, 5400}
+        else:
+            assert gaps == {period}, (at, sorted(gaps))
+
+
+@pytest.mark.parametrize("zone_name, year", CASES)
+def test_a_daily_time_runs_exactly_once_every_local_day(zone_name, year):
+    zone = ZoneInfo(zone_name)
+    cron = crontab(minute="30", hour="2", timezone=zone_name)
+    start = datetime(year, 1, 1, tzinfo=zone).astimezone(UTC)
+    runs = slots_between(cron, start, datetime(year, 12, 31, 12, tzinfo=zone).astimezone(UTC))
+    days = [run.astimezone(zone).date() for run in runs]
+    assert len(days) == len(set(days)) == (date(year, 12, 31) - date(year, 1, 1)).days + 1
+    assert all(exists(run, zone) for run in runs)
+
+
+def test_crontab_without_its_own_zone_follows_celerys_timezone_setting():
+    from celery import Celery
+    from celery.schedules import crontab as celery_crontab
+
+    app = Celery(set_as_current=False)
+    app.conf.timezone = "Europe/Paris"
+    cron = celery_crontab(minute="0", hour="9", app=app)
+    slot = next_slot(cron, datetime(2026, 7, 1, tzinfo=UTC))
+    assert slot == datetime(2026, 7, 1, 7, tzinfo=UTC)  # 09:00 CEST
+
+
+def test_rrule_in_a_zone_keeps_its_wall_time_across_dst():
+    rule = rrule("DAILY", dtstart=datetime(2026, 3, 1, 14, 0, tzinfo=UTC), byhour=[9], byminute=[0],
+                 bysecond=[0], timezone="America/New_York")
+    before = next_slot(rule, datetime(2026, 3, 5, tzinfo=UTC))
+    after = next_slot(rule, datetime(2026, 3, 10, tzinfo=UTC))
+    assert before.astimezone(ZoneInfo("America/New_York")).hour == 9
+    assert after.astimezone(ZoneInfo("America/New_York")).hour == 9
+    assert (before.hour, after.hour) == (14, 13)  # EST, then EDT
+
+
+def test_rrule_without_a_zone_keeps_celery_redbeat_2_behaviour():
+    start = datetime(2026, 3, 1, 9, tzinfo=timezone(timedelta(hours=-5)))
+    rule = rrule("DAILY", dtstart=start)
+    assert next_slot(rule, datetime(2026, 3, 20, tzinfo=UTC)).hour == 14  # the fixed offset holds
+
+
+def test_resolving_wall_times():
+    zone = ZoneInfo("America/New_York")
+    assert resolve_wall_time(datetime(2026, 3, 8, 2, 30), zone, every_hour=True) == []
+    assert resolve_wall_time(datetime(2026, 3, 8, 2, 30), zone, every_hour=False) == [
+        datetime(2026, 3, 8, 7, tzinfo=UTC)]
+    assert resolve_wall_time(datetime(2026, 11, 1, 1, 30), zone, every_hour=True) == [
+        datetime(2026, 11, 1, 5, 30, tzinfo=UTC), datetime(2026, 11, 1, 6, 30, tzinfo=UTC)]
+    assert resolve_wall_time(datetime(2026, 11, 1, 1, 30), zone, every_hour=False) == [
+        datetime(2026, 11, 1, 5, 30, tzinfo=UTC)]
+
+
+FIELDS = {
+    "minute": st.sampled_from(["*", "0", "30", "*/15", "5,35", "59", "0-10/5"]),
+    "hour": st.sampled_from(["*", "0", "1", "2", "3", "*/2", "1-3", "23"]),
+    "day_of_week": st.sampled_from(["*", "0", "1-5", "6"]),
+}
+
+
+@settings(max_examples=60, deadline=None)
+@given(minute=FIELDS["minute"], hour=FIELDS["hour"], day_of_week=FIELDS["day_of_week"],
+       zone_name=st.sampled_from(ZONES), year=st.sampled_from(YEARS), which=st.sampled_from([0, 1]))
+def test_preview_never_yields_a_missing_or_repeated_time_and_always_increases(
+        minute, hour, day_of_week, zone_name, year, which):
+    zone = ZoneInfo(zone_name)
+    at, _ = transitions(zone_name, year)[which]
+    cron = crontab(minute=minute, hour=hour, day_of_week=day_of_week, timezone=zone_name)
+    runs = slots_between(cron, at - timedelta(days=2), at + timedelta(days=2))
+    assert all(b > a for a, b in zip(runs, runs[1:]))
+    assert all(exists(run, zone) for run in runs)
+    if hour != "*":  # a fixed wall time runs at most once a local day and hour
+        locals_ = [run.astimezone(zone).replace(tzinfo=None) for run in runs]
+        assert len(locals_) == len(set(locals_))
