@@ -233,8 +233,8 @@ class RedBeatSchedulerEntry(ScheduleEntry):
         """When beat next looks at the entry (None: never again); never run means now."""
         now = self._default_now().astimezone(timezone.utc)
         plan = self.plan(now)
-        if plan.runs:
-            return now
+        if plan.runs or plan.missed:
+            return now  # beat dispatches or records them at its next tick
         return plan.fire_at
 
     @property

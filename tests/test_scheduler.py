@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from celery.schedules import crontab, schedule
@@ -476,3 +476,108 @@ def test_acl_user_and_password_work_and_never_show(redis_server, schedule_redis,
     finally:
         scheduler.close()
         schedule_redis.acl_deluser("beat")
+
+
+# -- scheduling options, end to end through the scheduler -------------------------------
+
+def meta_of(schedule_redis, name):
+    return json.loads(schedule_redis.hget(f"redbeat:{name}", "meta"))
+
+
+def test_run_now_dispatches_once_without_moving_the_regular_schedule(scheduler_for, schedule_redis, broker_redis):
+    scheduler = scheduler_for()
+    scheduler.tick()
+    entry = RedBeatSchedulerEntry("daily", "tasks.daily", crontab(minute="0", hour="3"), app=scheduler.app).save()
+    regular = schedule_redis.zscore("redbeat::schedule", "redbeat:daily")
+    before = meta_of(schedule_redis, "daily")
+    entry.run_now()
+    scheduler.tick()
+    assert tasks_sent(broker_redis) == ["tasks.daily"]
+    assert schedule_redis.zscore("redbeat::schedule", "redbeat:daily") == regular
+    after = meta_of(schedule_redis, "daily")
+    assert after["last_run_at"] == before["last_run_at"]
+    assert after["total_run_count"] == 1
+    assert not schedule_redis.hexists("redbeat:daily", "run_now")
+    scheduler.tick()
+    assert tasks_sent(broker_redis) == ["tasks.daily"]
+
+
+def test_a_paused_entry_resumes_at_its_next_regular_slot(scheduler_for, schedule_redis, broker_redis):
+    scheduler = scheduler_for(redbeat_catch_up="skip")
+    scheduler.tick()
+    entry = RedBeatSchedulerEntry("cadence", "tasks.c", schedule(1.0), app=scheduler.app)
+    entry.last_run_at = entry._default_now()
+    entry.save()
+    entry.enabled = False
+    entry.save()
+    tick_until(scheduler, lambda: schedule_redis.zscore("redbeat::schedule", "redbeat:cadence") > time.time() + 0.5,
+               timeout=5, message="the paused entry moved along its slots")
+    assert tasks_sent(broker_redis) == []
+    entry.enabled = True
+    entry.save()
+    tick_until(scheduler, lambda: tasks_sent(broker_redis), timeout=5, message="resumed")
+    sent = published(broker_redis)[0]
+    # The first run after resuming is on a regular slot: a whole number of seconds after the last run.
+    offset = (sent["headers"]["redbeat_scheduled"] - entry.last_run_at.timestamp()) % 1.0
+    assert min(offset, 1 - offset) < 0.01
+
+
+def test_catch_up_skip_records_missed_slots_and_dispatches_nothing(scheduler_for, schedule_redis, broker_redis):
+    scheduler = scheduler_for()
+    scheduler.tick()
+    entry = RedBeatSchedulerEntry("late", "tasks.late", schedule(1.0), catch_up="skip", app=scheduler.app)
+    entry.last_run_at = entry._default_now() - timedelta(seconds=10)
+    entry.save()
+    scheduler.tick()
+    assert tasks_sent(broker_redis) == []
+    status = json.loads(schedule_redis.hget("redbeat:late", "status"))
+    assert status["missed"] >= 9
+    assert status["next_slot"] > time.time()
+
+
+def test_catch_up_once_dispatches_one_run(scheduler_for, schedule_redis, broker_redis):
+    scheduler = scheduler_for()
+    scheduler.tick()
+    entry = RedBeatSchedulerEntry("late", "tasks.late", schedule(1.0), app=scheduler.app)
+    entry.last_run_at = entry._default_now() - timedelta(seconds=10)
+    entry.save()
+    scheduler.tick()
+    assert tasks_sent(broker_redis) == ["tasks.late"]
+    assert json.loads(schedule_redis.hget("redbeat:late", "status"))["last_dispatched_at"] > time.time() - 5
+
+
+@pytest.mark.parametrize("on_finish", ["disable", "delete"])
+def test_after_max_runs_the_entry_is_disabled_or_deleted(scheduler_for, schedule_redis, broker_redis, on_finish):
+    scheduler = scheduler_for()
+    scheduler.tick()
+    RedBeatSchedulerEntry("twice", "tasks.twice", schedule(0.2), max_runs=2, on_finish=on_finish,
+                          app=scheduler.app).save()
+    tick_until(scheduler, lambda: len(tasks_sent(broker_redis)) >= 2, timeout=5, message="two runs")
+    time.sleep(0.5)
+    scheduler.tick()
+    assert tasks_sent(broker_redis) == ["tasks.twice", "tasks.twice"]
+    if on_finish == "disable":
+        assert json.loads(schedule_redis.hget("redbeat:twice", "definition"))["enabled"] is False
+        assert schedule_redis.zscore("redbeat::schedule", "redbeat:twice") == -1
+        assert meta_of(schedule_redis, "twice")["total_run_count"] == 2
+    else:
+        assert not schedule_redis.exists("redbeat:twice")
+        assert schedule_redis.zscore("redbeat::schedule", "redbeat:twice") is None
+
+
+def test_a_clocked_entry_written_with_redis_commands_runs_once(scheduler_for, schedule_redis, broker_redis):
+    scheduler = scheduler_for()
+    scheduler.tick()
+    at = datetime.now(timezone.utc) + timedelta(seconds=0.5)
+    definition = {"name": "once", "task": "tasks.once", "schedule": {"__type__": "clocked", "at": {
+        "__type__": "datetime", "year": at.year, "month": at.month, "day": at.day, "hour": at.hour,
+        "minute": at.minute, "second": at.second, "microsecond": at.microsecond, "timezone": "UTC"}}}
+    schedule_redis.hset("redbeat:once", "definition", json.dumps(definition))
+    schedule_redis.zadd("redbeat::schedule", {"redbeat:once": 0})
+    scheduler.tick()
+    assert tasks_sent(broker_redis) == []
+    tick_until(scheduler, lambda: tasks_sent(broker_redis), timeout=5, message="the one-off run")
+    time.sleep(0.3)
+    scheduler.tick()
+    assert tasks_sent(broker_redis) == ["tasks.once"]
+    assert json.loads(schedule_redis.hget("redbeat:once", "definition"))["enabled"] is False
