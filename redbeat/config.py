@@ -60,6 +60,8 @@ class RedBeatConfig:
             self.either_or("redbeat_claim_batch_size", None) or DEFAULT_CLAIM_BATCH_SIZE
         )
         self.catch_up: str = self.either_or("redbeat_catch_up", None) or "once"
+        if self.catch_up not in ("skip", "once", "all"):
+            raise ConfigurationError(f"redbeat_catch_up must be 'skip', 'once' or 'all', not {self.catch_up!r}")
         self.catch_up_max: int = int(self.either_or("redbeat_catch_up_max", None) or 100)
         deadline = self.either_or("redbeat_starting_deadline", None)
         self.starting_deadline: float | None = None if deadline is None else float(deadline)

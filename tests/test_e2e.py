@@ -4,13 +4,18 @@ redis-server, and entries written with the real redis-cli."""
 from __future__ import annotations
 
 import json
+import os
+import zoneinfo
+import time
+from datetime import datetime, timedelta, timezone
 import shutil
 import socket
 import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, Processes, wait_for
+from conftest import ROOT, Processes, published, wait_for
+from tzfile import write_zone
 
 pytestmark = pytest.mark.e2e
 
@@ -91,3 +96,34 @@ def test_the_short_alias_and_the_package_are_installed():
     names = {ep.name: ep.value for ep in entry_points(group="celery.beat_schedulers")}
     assert names.get("redbeat") == "redbeat.schedulers:RedBeatScheduler"
     assert (ROOT / "redbeat" / "__init__.py").exists()
+
+
+def test_beat_lives_through_a_spring_forward_in_a_zone_of_its_own(celery_processes, redis_server, tmp_path):
+    """A made-up zone springs forward an hour a few seconds from now: an entry at a wall
+    time inside the skipped hour runs once, at the first valid instant (the change)."""
+    change = int(time.time()) + 10
+    write_zone(tmp_path / "zones" / "Test" / "Shift", [(change, 3600), (change + 7 * 86400, 0)])
+    celery_processes.env["PYTHONTZPATH"] = os.pathsep.join([str(tmp_path / "zones"), *zoneinfo.TZPATH])
+    in_gap = datetime.fromtimestamp(change, timezone.utc) + timedelta(minutes=30)  # wall time that never happens
+    now = datetime.now(timezone.utc)
+    definition = {"name": "in-gap", "task": "e2e_app.record", "args": ["in-gap"], "schedule": {
+        "__type__": "crontab", "minute": str(in_gap.minute), "hour": str(in_gap.hour), "timezone": "Test/Shift"}}
+    meta = {"last_run_at": {"__type__": "datetime", "year": now.year, "month": now.month, "day": now.day,
+                            "hour": now.hour, "minute": now.minute, "second": now.second, "timezone": "UTC"},
+            "total_run_count": 0}
+    redis_cli(redis_server, "HSET", "redbeat:in-gap", "definition", json.dumps(definition), "meta", json.dumps(meta))
+    redis_cli(redis_server, "ZADD", "redbeat::schedule", "0", "redbeat:in-gap")
+    celery_processes.start("beat", "beat", "-S", "redbeat", "-l", "info")
+    broker = redis_server.client(1)
+
+    def runs():
+        return [m for m in published(broker) if m["task"] == "e2e_app.record"
+                and m["headers"]["redbeat_key"] == "redbeat:in-gap"]
+    wait_for(runs, timeout=30, message="the run at the spring-forward change")
+    [run] = runs()
+    assert run["headers"]["redbeat_scheduled"] == change
+    score = redis_server.client(0).zscore("redbeat::schedule", "redbeat:in-gap")
+    # Tomorrow, when that wall time exists (an hour earlier in UTC: the zone is an hour ahead now).
+    assert score == in_gap.replace(second=0).timestamp() + 86400 - 3600
+    assert time.time() < change + 5
+    assert len(runs()) == 1
