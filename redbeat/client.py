@@ -6,7 +6,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 import redis
-from celery import Celery
+from celery import Celery, current_app
 from kombu.utils.url import maybe_sanitize_url
 from redis.cluster import ClusterNode, RedisCluster
 from redis.sentinel import Sentinel
@@ -55,7 +55,8 @@ def _sentinel_client(url: str, own: dict, options: dict) -> redis.Redis:
     if url.startswith("rediss-"):
         options["ssl"] = True
     sentinels = own.get("sentinels") or [(parsed.hostname or "localhost", parsed.port or 26379)]
-    db = parsed.path.strip("/") or options.pop("db", 0)
+    option_db = options.pop("db", None)
+    db = parsed.path.strip("/") or option_db or 0
     if parsed.password and "password" not in options:
         options["password"] = unquote(parsed.password)
     if parsed.username and "username" not in options:
@@ -79,15 +80,11 @@ def _cluster_client(url: str, own: dict, options: dict) -> redis.Redis:
     return RedisCluster.from_url(url, **options)
 
 
-def is_cluster(client: redis.Redis) -> bool:
-    return isinstance(client, RedisCluster)
-
-
-def get_redis(app: Celery) -> redis.Redis:
-    """The app's Redis client for the schedule, answering in ``str`` (as in 2.x).
-
-    Created on first use and kept on the app.
+def get_redis(app: Celery | None = None) -> redis.Redis:
+    """The app's (default: the current app's) Redis client for the schedule,
+    answering in ``str`` as in celery-redbeat 2.x. Created on first use and kept on the app.
     """
+    app = app or current_app._get_current_object()
     client = getattr(app, "redbeat_redis", None)
     if client is None:
         client = build_client(ensure_conf(app), decode_responses=True)

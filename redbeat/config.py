@@ -46,7 +46,8 @@ class RedBeatConfig:
         self.key_prefix: str = self.either_or("redbeat_key_prefix", DEFAULT_KEY_PREFIX)
         self.schedule_key = self.key_prefix + ":schedule"
         self.statics_key = self.key_prefix + ":statics"
-        lock_key = self.either_or("redbeat_lock_key", self.key_prefix + ":lock")
+        self.default_lock_key = self.key_prefix + ":lock"
+        lock_key = self.either_or("redbeat_lock_key", self.default_lock_key)
         if lock_key and not lock_key.startswith(self.key_prefix):
             lock_key = self.key_prefix + lock_key
         self.lock_key: str | None = lock_key or None
@@ -65,8 +66,8 @@ class RedBeatConfig:
         self.catch_up_max: int = int(self.either_or("redbeat_catch_up_max", None) or 100)
         deadline = self.either_or("redbeat_starting_deadline", None)
         self.starting_deadline: float | None = None if deadline is None else float(deadline)
-        self.redis_options: dict[str, Any] = dict(self.either_or("redbeat_redis_options", None) or {})
         self.redis_url, self.redis_use_ssl = self._connection_settings()
+        self.redis_options: dict[str, Any] = self._redis_options()
         if self.uses_cluster and not HASH_TAG.search(self.key_prefix):
             raise ConfigurationError(
                 f"Redis Cluster needs every RedBeat key in one hash slot: set redbeat_key_prefix to a "
@@ -105,6 +106,21 @@ class RedBeatConfig:
             )
             return broker_url, use_ssl if use_ssl is not None else self.app.conf.broker_use_ssl
         return None, use_ssl
+
+    def _redis_options(self) -> dict[str, Any]:
+        options = self.either_or("redbeat_redis_options", None)
+        if options is not None:
+            return dict(options)
+        # celery-redbeat 2.x read Sentinel and Cluster settings from the broker's
+        # transport options when it shared the broker's URL: keep such set-ups working.
+        if self.redis_url and self.redis_url == self.app.conf.broker_url:
+            transport = self.app.conf.broker_transport_options or {}
+            own = {key: value for key, value in transport.items() if key in OWN_REDIS_OPTIONS}
+            if own:
+                logger.warning("beat: using %s from broker_transport_options; "
+                               "set redbeat_redis_options instead", ", ".join(sorted(own)))
+            return own
+        return {}
 
     def require_redis_url(self) -> str:
         if not self.redis_url:

@@ -185,7 +185,12 @@ class RedBeatJSONDecoder(json.JSONDecoder):
         if decode is None:
             return d
         fields = {k: v for k, v in d.items() if k != "__type__"}
-        return decode(fields)
+        try:
+            return decode(fields)
+        except DecodeError:
+            raise
+        except Exception as exc:  # out-of-range numbers and the like: still bad input
+            raise DecodeError(f"bad {d['__type__']} {d!r}: {type(exc).__name__}: {exc}") from exc
 
 
 def _encode_datetime(dt: datetime) -> dict:

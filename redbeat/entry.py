@@ -29,14 +29,16 @@ OPTION_FIELDS = ("catch_up", "catch_up_max", "starting_deadline", "start_at", "e
 DEFINITION_FIELDS = ("name", "task", "args", "kwargs", "options", "schedule", "enabled") + OPTION_FIELDS
 
 
+# A plain-number schedule past this (about 30,000 years) is a mistake, not a plan.
+MAX_INTERVAL = 1e12
+
+
 def score_of(moment: datetime | None) -> float:
     return NEVER if moment is None else to_timestamp(moment)
 
 
 class RedBeatSchedulerEntry(ScheduleEntry):
     """One scheduled task, stored in Redis as a hash under ``<prefix><name>``."""
-
-    _meta = None
 
     def __init__(
         self,
@@ -159,6 +161,8 @@ class RedBeatSchedulerEntry(ScheduleEntry):
             raise DecodeError(f"definition field 'schedule' has unknown __type__ {sched['__type__']!r}")
         if not isinstance(sched, (BaseSchedule, int, float)) or isinstance(sched, bool):
             raise DecodeError("definition field 'schedule' is missing or not a schedule")
+        if not isinstance(sched, BaseSchedule) and not 0 < sched < MAX_INTERVAL:
+            raise DecodeError("definition field 'schedule' must be a positive number of seconds")
         _expect(fields, "args", (list, tuple), "a list")
         _expect(fields, "kwargs", dict, "an object")
         _expect(fields, "options", dict, "an object")
@@ -276,6 +280,11 @@ class RedBeatSchedulerEntry(ScheduleEntry):
 
     def delete(self) -> None:
         get_store(self.app).delete(self.key)
+
+    @property
+    def rank(self) -> int | None:
+        """The entry's position in the schedule (0 = due first), as in celery-redbeat 2.x."""
+        return get_store(self.app).client.zrank(ensure_conf(self.app).schedule_key, self.key)
 
     def run_now(self) -> None:
         """Dispatch once at beat's next tick, leaving the regular schedule as it is."""

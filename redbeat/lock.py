@@ -17,7 +17,7 @@ import uuid
 
 from redis import Redis
 
-__all__ = ["BeatLock", "FENCE_LUA", "LOCK_LOST"]
+__all__ = ["BeatLock", "FENCE_LUA", "LOCK_LOST", "make_token"]
 
 LOCK_LOST = -1
 
@@ -37,6 +37,11 @@ end
 """
 
 
+def make_token() -> str:
+    """A beat's token: which host and process hold the lock, readable in ``redis-cli GET``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
+
+
 class BeatLock:
     """One beat's claim on the lock: its token, and taking and giving back the lock."""
 
@@ -49,12 +54,11 @@ class BeatLock:
     return 0
     """
 
-    def __init__(self, client: Redis, key: str, timeout: float) -> None:
+    def __init__(self, client: Redis, key: str, timeout: float, token: str | None = None) -> None:
         self.client = client
         self.key = key
         self.timeout = timeout
-        # Readable in `redis-cli GET`: which host and process hold the lock.
-        self.token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
+        self.token = token or make_token()
         self.held = False
         self._release = client.register_script(self.RELEASE_LUA)
 

@@ -19,6 +19,7 @@ RUN_NAMESPACE = uuid.UUID("6f1d7a0e-4b1c-5c3e-9a57-2d0c8e3b9f41")
 # many times, backing off from 1 s to 30 s, then given up with an error log.
 MAX_PUBLISH_ATTEMPTS = 10
 RETRY_BACKOFF_MAX = 30.0
+MAX_TIMESTAMP = 253402300800.0  # 10000-01-01: past it, datetime cannot follow
 
 
 def task_id_for(key: str, scheduled: float) -> str:
@@ -50,7 +51,16 @@ class InFlight:
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> InFlight:
-        return cls(**json.loads(raw))
+        """Read a record; unknown fields are ignored, wrong types raise ValueError or TypeError."""
+        fields = json.loads(raw)
+        run = cls(
+            task_id=str(fields["task_id"]), key=str(fields["key"]), scheduled=float(fields["scheduled"]),
+            claimed_at=float(fields["claimed_at"]), token=str(fields.get("token", "")),
+            retry_at=float(fields["retry_at"]), attempts=int(fields.get("attempts", 0)),
+        )
+        if not all(0 <= moment < MAX_TIMESTAMP for moment in (run.scheduled, run.claimed_at, run.retry_at)):
+            raise ValueError("times in an in-flight record must be UNIX seconds")
+        return run
 
     def failed_at(self, now: float) -> bool:
         """Count a failed publish; True if the run has had all its attempts."""

@@ -18,16 +18,19 @@ from celery.beat import Scheduler
 from celery.schedules import crontab
 from celery.utils.log import get_logger
 from celery.utils.time import humanize_seconds
+from kombu.exceptions import OperationalError as KombuOperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .client import display_url, get_redis, get_store
 from .config import ConfigurationError, RedBeatConfig, ensure_conf
-from .decoder import DecodeError, dumps
+from .decoder import dumps
 from .entry import RedBeatSchedulerEntry, decode_status, score_of
-from .lock import BeatLock
+from .lock import BeatLock, make_token
 from .runs import InFlight, task_id_for
 from .schedules import clocked
-from .store import NEVER, Decision, DueRecord, ScheduleStore, parked_reason
+from .store import NEVER, Decision, DueRecord, ScheduleStore, parked_reason, text
 
 __all__ = [
     "RedBeatScheduler",
@@ -43,11 +46,15 @@ logger = get_logger("celery.beat")
 # A tick that keeps finding full batches hands back to the beat loop after
 # this many, so that shutdown and the remote-control health check stay responsive.
 MAX_BATCHES_PER_TICK = 20
-REDIS_RETRY_FIRST = 0.1
-REDIS_RETRY_MAX = 1.0
+RETRY_FIRST = 0.1
+RETRY_MAX = 1.0
 # Publishing stops when this fraction of the lock timeout has passed since the
 # claim: past it, the lock may have expired under us.
 PAUSE_FRACTION = 0.8
+# Published runs are forgotten (their in-flight records removed) every this
+# many runs or seconds: the most a crash in the middle can republish.
+FORGET_EVERY = 50
+FORGET_AFTER = 0.5
 
 
 class RedBeatScheduler(Scheduler):
@@ -65,8 +72,9 @@ class RedBeatScheduler(Scheduler):
         self.lock_timeout = float(lock_timeout or self.conf.lock_timeout)
         self._statics_synced = False
         self._standing_by = False
-        self._redis_down_since: float | None = None
-        self._retry_delay = REDIS_RETRY_FIRST
+        self._failing_since: float | None = None
+        self._retry_delay = RETRY_FIRST
+        self._token = make_token()  # names this beat in the lock and in its runs in flight
         super().__init__(app, **kwargs)
 
     @property
@@ -81,7 +89,7 @@ class RedBeatScheduler(Scheduler):
         # with another configuration never fights the active beat over them,
         # and a Redis that is down at start delays them instead of failing beat.
         if self.lock_key:
-            self.lock = BeatLock(self.store.client, self.lock_key, self.lock_timeout)
+            self.lock = BeatLock(self.store.client, self.lock_key, self.lock_timeout, self._token)
 
     def static_schedule(self) -> dict:
         """``beat_schedule`` plus the entries Celery itself adds (backend_cleanup)."""
@@ -103,37 +111,48 @@ class RedBeatScheduler(Scheduler):
         at run time (not in the statics set) are never touched.
         """
         wanted = self.static_schedule()
-        entries = {}
-        for name, spec in wanted.items():
-            try:
-                entries[name] = self._maybe_entry(name, spec)
-            except Exception as exc:
-                logger.error("beat: cannot use beat_schedule entry %r: %s", name, exc)
-        store = self.store
-        names = list(entries)
-        stored = store.load_many([store.key_for(name) for name in names])
-        changed, unchanged = [], []
-        for name, (definition, meta) in zip(names, stored):
-            entry = entries[name]
-            if meta:
-                try:
-                    state = entry.decode_meta(meta)
-                    entry.last_run_at = state["last_run_at"]
-                    entry.total_run_count = state["total_run_count"]
-                except DecodeError as exc:
-                    logger.warning("beat: static entry %r has unreadable meta (%s); keeping it", name, exc)
-            new_definition = entry.definition_json()
-            if definition is not None and _same_json(definition, new_definition):
-                unchanged.append((name, entry.score))
-            else:
-                changed.append((name, new_definition, entry.meta_json(), entry.score))
-        removed = store.static_names() - set(wanted)
-        store.write_statics(changed, unchanged, removed, names)
+        changed, unchanged = self._prepare_writes(wanted)
+        removed = self.store.static_names() - set(wanted)
+        # Names that failed to build stay in the set: their stored version
+        # keeps running, and is deleted if the name leaves the configuration.
+        self.store.write_entries(changed, unchanged, removed, statics=list(wanted))
         self._statics_synced = True
         self._warn_if_redis_evicts()
         for name in removed:
             logger.info("beat: removed static entry %r (no longer in beat_schedule)", name)
         logger.debug("beat: static entries: %d written, %d unchanged", len(changed), len(unchanged))
+
+    def _prepare_writes(self, specs: dict) -> tuple[list, list]:
+        """The (name, definition, meta, score) of entries new or changed, and (name, score)
+        of the others: stored run history is kept, so a rewritten entry does not lose its place."""
+        store = self.store
+        names = list(specs)
+        stored = store.load_many([store.key_for(name) for name in names])
+        changed, unchanged = [], []
+        for name, (definition, meta) in zip(names, stored):
+            try:
+                entry = self._maybe_entry(name, specs[name])
+                new_definition = entry.definition_json()
+            except Exception as exc:
+                logger.error("beat: cannot use schedule entry %r: %s", name, exc)
+                continue
+            if meta:
+                try:
+                    state = entry.decode_meta(meta)
+                    entry.last_run_at = state["last_run_at"]
+                    entry.total_run_count = state["total_run_count"]
+                except Exception as exc:
+                    logger.warning("beat: entry %r has unreadable meta (%s); keeping it", name, exc)
+            try:
+                score = entry.score
+            except Exception as exc:
+                logger.error("beat: cannot schedule entry %r: %s", name, exc)
+                continue
+            if definition is not None and _same_json(definition, new_definition):
+                unchanged.append((name, score))
+            else:
+                changed.append((name, new_definition, entry.meta_json(), score))
+        return changed, unchanged
 
     def _warn_if_redis_evicts(self) -> None:
         policy = self.store.eviction_policy()
@@ -144,22 +163,22 @@ class RedBeatScheduler(Scheduler):
             )
 
     def update_from_dict(self, dict_: dict) -> None:
-        """Save each entry of ``dict_`` to Redis (as celery-redbeat 2.x did)."""
-        for name, spec in dict_.items():
-            try:
-                self._maybe_entry(name, spec).save()
-            except Exception as exc:
-                logger.error("beat: cannot add entry %r: %s", name, exc)
+        """Save each entry of ``dict_`` to Redis, keeping the history of those that exist."""
+        self.store.write_entries(*self._prepare_writes(dict_))
 
     # -- the tick ---------------------------------------------------------------
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
-        """Dispatch what is due; return the seconds to sleep before the next tick."""
+        """Dispatch what is due; return the seconds to sleep before the next tick.
+
+        Never raises: Celery's beat loop would exit, and restart into the
+        same data. Anything unexpected is logged and retried with a backoff.
+        """
         try:
             interval = self._tick()
-        except RedisError as exc:
-            return self._redis_failed(exc)
-        self._redis_answered()
+        except Exception as exc:
+            return self._tick_failed(exc)
+        self._tick_succeeded()
         return interval
 
     def _tick(self) -> float:
@@ -176,27 +195,29 @@ class RedBeatScheduler(Scheduler):
             # Redis may have restarted without its data, or a beat with another
             # configuration may have been active: write the statics again.
             self._statics_synced = False
-        if not self._statics_synced:
-            self._sync_statics()
         store, limit = self.store, self.conf.claim_batch_size
         for batch_number in range(MAX_BATCHES_PER_TICK):
             now = time.time()
+            renewed_at = time.monotonic()
             batch = store.read_due(now, limit, lock)
             if batch.lock_lost:
                 return self._lock_lost()
+            if not self._statics_synced:
+                # Only now, with the lock just checked and renewed: a beat
+                # that lost it must not write an old configuration back.
+                self._sync_statics()
             if batch_number == 0 and batch.in_flight:
-                self._resume_in_flight(now)
+                self._resume_in_flight(now, renewed_at)
             # The next wake-up is the first entry not yet due, or one this
             # batch reschedules sooner than that.
             next_scores = [batch.next_score] if batch.next_score is not None else []
             if batch.records:
                 now_dt = datetime.fromtimestamp(now, timezone.utc)
                 decisions = [self._decide(record, now_dt) for record in batch.records]
-                claimed_at = time.monotonic()
                 claimed = store.claim(decisions, lock)
                 if claimed is None:
                     return self._lock_lost()
-                self._publish_claimed(claimed, claimed_at)
+                self._publish_claimed(claimed, renewed_at)
                 next_scores += [d.score for d in decisions if d.score >= 0]
             if len(batch.records) < limit:
                 return self._sleep_until(min(next_scores, default=None))
@@ -204,14 +225,15 @@ class RedBeatScheduler(Scheduler):
 
     def _decide(self, record: DueRecord, now: datetime) -> Decision:
         """What to do with one due entry, from its stored state alone."""
+        if record.kind != "hash":
+            what = "no key" if record.kind == "none" else f"a {record.kind}, not an entry hash,"
+            logger.warning(
+                "beat: removing %r from the schedule: there is %s under that key "
+                "(members must be full keys such as %r; the key itself is left alone)",
+                record.key_text, what, self.store.key_for("<name>"),
+            )
+            return Decision(record, "drop")
         if record.definition is None:
-            if record.meta is None:
-                logger.warning(
-                    "beat: removing %r from the schedule: no entry hash under that key "
-                    "(members must be full keys such as %r)",
-                    record.key_text, self.store.key_for("<name>"),
-                )
-                return Decision(record, "drop")
             return self._park(record, "hash has no 'definition' field")
         try:
             entry = self.Entry.from_stored(record.definition, record.meta, app=self.app,
@@ -235,8 +257,7 @@ class RedBeatScheduler(Scheduler):
         now_ts = now.timestamp()
         runs = tuple(
             InFlight(task_id=task_id_for(record.key_text, slot), key=record.key_text, scheduled=slot,
-                     claimed_at=now_ts, token=self.lock.token if self.lock else "",
-                     retry_at=now_ts + self.lock_timeout)
+                     claimed_at=now_ts, token=self._token, retry_at=now_ts + self.lock_timeout)
             for slot in slots
         )
         old = decode_status(record.status)
@@ -259,47 +280,62 @@ class RedBeatScheduler(Scheduler):
                 entry.enabled = False  # done: kept, with its history, for people to see
                 definition = entry.definition_json()
         return Decision(record, "run" if runs else "move", score=score_of(plan.fire_at), meta=meta,
-                        status=status, definition=definition, runs=runs, subject=entry)
+                        status=status, definition=definition, runs=runs, entry=entry)
 
     # -- publishing -------------------------------------------------------------
 
-    def _publish_claimed(self, claimed: list[Decision], claimed_at: float) -> None:
-        published = self._publish([(d.subject, run) for d in claimed for run in d.runs], claimed_at)
+    def _publish_claimed(self, claimed: list[Decision], renewed_at: float) -> None:
+        published = self._publish([(d.entry, run) for d in claimed for run in d.runs], renewed_at)
         for d in claimed:
-            finished_for_good = d.runs and d.score == NEVER and _bounded(d.subject) \
-                and d.subject.policy().on_finish == "delete"
+            finished_for_good = d.runs and d.score == NEVER and _bounded(d.entry) \
+                and d.entry.policy().on_finish == "delete"
             if finished_for_good and all(run.task_id in published for run in d.runs):
                 self.store.delete(d.record.key_text)
-                logger.info("beat: deleted %s after its last run (on_finish: delete)", d.subject.name)
+                logger.info("beat: deleted %s after its last run (on_finish: delete)", d.entry.name)
 
-    def _publish(self, runs: list[tuple[RedBeatSchedulerEntry, InFlight]], claimed_at: float) -> set[str]:
-        """Publish claimed runs, then forget them; keep the ones that failed for a retry.
+    def _publish(self, runs: list[tuple[RedBeatSchedulerEntry, InFlight]], renewed_at: float) -> set[str]:
+        """Publish runs in flight, forgetting them as they go; keep those that failed for a retry.
 
+        ``renewed_at`` (monotonic) is when the lock was last confirmed.
         Returns the task ids published.
         """
-        published, failed = [], []
-        for entry, run in runs:
-            if self.lock is not None and time.monotonic() - claimed_at > self.lock_timeout * PAUSE_FRACTION:
-                # This process was paused after claiming (GC, a stopped VM): its
-                # lock may be gone and another beat may publish these runs.
-                # Leave them in flight for whoever holds the lock at their retry time.
-                logger.warning(
-                    "beat: %.1fs passed since these runs were claimed; leaving %d of them to the lock holder",
-                    time.monotonic() - claimed_at, len(runs) - len(published) - len(failed),
-                )
+        published: list[str] = []
+        unrecorded: list[str] = []
+        failed: list[InFlight] = []
+        broker_down = False
+        last_record = time.monotonic()
+        for position, (entry, run) in enumerate(runs):
+            if self.lock is not None and time.monotonic() - renewed_at > self.lock_timeout * PAUSE_FRACTION:
+                # This process was paused (GC, a stopped VM) or publishing is
+                # slow: its lock may be gone and another beat may publish these
+                # runs. Leave them in flight for whoever holds the lock then.
+                logger.warning("beat: %.1fs since the lock was renewed; leaving %d runs to the lock holder",
+                               time.monotonic() - renewed_at, len(runs) - position)
                 break
-            # After one broker error the rest of the batch waits for its retry
-            # rather than each one waiting out the broker's own retries.
-            if failed or not self._send(entry, run):
+            # After a connection error the rest of the batch waits for its
+            # retry rather than each run waiting out the broker's own retries.
+            if broker_down:
                 failed.append(run)
-            else:
+                continue
+            outcome = self._send(entry, run)
+            if outcome is None:
                 published.append(run.task_id)
-        self.store.finish(published)
+                unrecorded.append(run.task_id)
+            else:
+                failed.append(run)
+                broker_down = _broker_unreachable(outcome)
+            # Forget published runs in small groups: a crash between publishing
+            # and forgetting republishes at most one group (same task ids).
+            if len(unrecorded) >= FORGET_EVERY or time.monotonic() - last_record > FORGET_AFTER:
+                self.store.finish(unrecorded)
+                unrecorded, last_record = [], time.monotonic()
+        self.store.finish(unrecorded)
         if failed:
             self._publish_failed(failed)
         return set(published)
 
-    def _send(self, entry: RedBeatSchedulerEntry, run: InFlight) -> bool:
+    def _send(self, entry: RedBeatSchedulerEntry, run: InFlight) -> Exception | None:
+        """Publish one run; the error if it failed."""
         options = dict(entry.options or {})
         options.setdefault("task_id", run.task_id)
         # Which run this is, for workers that want to recognise a duplicate.
@@ -310,17 +346,17 @@ class RedBeatScheduler(Scheduler):
         try:
             self.apply_async(entry, producer=self.producer, advance=False)
         except Exception as exc:
-            logger.error("beat: could not publish %s (task id %s): %s; it stays in flight for a retry",
-                         entry.name, run.task_id, exc)
-            return False
-        return True
+            logger.error("beat: could not publish %s (task id %s): %s", entry.name, run.task_id, exc)
+            return exc
+        return None
 
     def _publish_failed(self, runs: list[InFlight]) -> None:
         now = time.time()
         retry, given_up = [], []
         for run in runs:
+            run.token = self._token  # ours now: its backoff is ours to keep
             (given_up if run.failed_at(now) else retry).append(run)
-        self.store.retry_later(retry)
+        self.store.retry_later(retry, self.lock)
         for run in given_up:
             logger.error(
                 "beat: run of %s scheduled at %s failed to publish %d times; recorded as failed, not retried",
@@ -328,24 +364,39 @@ class RedBeatScheduler(Scheduler):
             )
         self.store.finish([run.task_id for run in given_up])
 
-    def _resume_in_flight(self, now: float) -> None:
+    def _resume_in_flight(self, now: float, renewed_at: float) -> None:
         """Publish runs that were claimed but are not known to be published.
 
-        With the lock held, runs claimed under another token are taken over at
-        once (their beat lost the lock); others wait for their retry time.
+        A run is taken over atomically before it is published, so no two
+        beats republish it. With the lock held, runs claimed under another
+        token are taken at once (their beat lost the lock); others wait for
+        their retry time. At most one batch is resumed per tick.
         """
-        runs, unreadable = self.store.in_flight()
-        for task_id in unreadable:
-            logger.error("beat: unreadable in-flight record %r in %s; ignoring it",
-                         task_id, self.store.inflight_key)
-        token = self.lock.token if self.lock is not None else None
-        ready = [run for run in runs
-                 if run.retry_at <= now or (token is not None and run.token != token)]
-        resumed, gone = [], []
+        raw, runs, unreadable = self.store.in_flight()
+        if unreadable:
+            logger.error("beat: removing %d unreadable in-flight records from %s: %s",
+                         len(unreadable), self.store.inflight_key, [raw[task_id][:200] for task_id in unreadable])
+            self.store.finish([text(task_id) for task_id in unreadable])
+        foreign_ok = self.lock is not None
+        ready = [run for run in runs if run.retry_at <= now or (foreign_ok and run.token != self._token)]
+        ready = ready[:self.conf.claim_batch_size]
+        if not ready:
+            return
+        originals = [raw[run.task_id.encode()] for run in ready]
         for run in ready:
+            run.token, run.retry_at = self._token, now + self.lock_timeout
+        taken = self.store.take_over(list(zip(originals, ready)), self.lock)
+        if not taken:
+            return
+        ready = [run for run in ready if run.task_id in taken]
+        stored = self.store.load_many([run.key for run in ready])
+        resumed, gone = [], []
+        for run, (definition, meta) in zip(ready, stored):
             try:
-                entry = self.Entry.from_key(run.key, app=self.app)
-            except (KeyError, ValueError) as exc:
+                if not definition:
+                    raise KeyError(run.key)
+                entry = self.Entry.from_stored(definition, meta, app=self.app, key=run.key)
+            except Exception as exc:
                 logger.warning("beat: dropping in-flight run of %s: the entry is gone or unreadable (%s)",
                                run.key, exc)
                 gone.append(run.task_id)
@@ -355,7 +406,7 @@ class RedBeatScheduler(Scheduler):
             resumed.append((entry, run))
         self.store.finish(gone)
         if resumed:
-            self._publish(resumed, time.monotonic())
+            self._publish(resumed, renewed_at)
 
     def _park(self, record: DueRecord, reason: str) -> Decision:
         logger.error(
@@ -385,25 +436,26 @@ class RedBeatScheduler(Scheduler):
         self.lock.held = False
         return self._standby_interval()
 
-    def _redis_failed(self, exc: RedisError) -> float:
-        if self._redis_down_since is None:
-            self._redis_down_since = time.monotonic()
-            self._retry_delay = REDIS_RETRY_FIRST
-            logger.error(
-                "beat: Redis at %s is unavailable (%s: %s); retrying until it answers",
-                display_url(self.conf.redis_url), type(exc).__name__, exc,
-            )
+    def _tick_failed(self, exc: Exception) -> float:
+        """Log the first failure of a run of them, and back off: 0.1 s doubling to 1 s."""
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+            self._retry_delay = RETRY_FIRST
+            if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
+                logger.error("beat: Redis at %s is unavailable (%s: %s); retrying until it answers",
+                             display_url(self.conf.redis_url), type(exc).__name__, exc)
+            else:
+                logger.exception("beat: tick failed (%s: %s); retrying, dispatching nothing meanwhile",
+                                 type(exc).__name__, exc)
         else:
-            self._retry_delay = min(self._retry_delay * 2, REDIS_RETRY_MAX)
+            self._retry_delay = min(self._retry_delay * 2, RETRY_MAX)
         return self._retry_delay
 
-    def _redis_answered(self) -> None:
-        if self._redis_down_since is not None:
-            logger.info(
-                "beat: Redis answers again after %.1fs",
-                time.monotonic() - self._redis_down_since,
-            )
-            self._redis_down_since = None
+    def _tick_succeeded(self) -> None:
+        if self._failing_since is not None:
+            logger.info("beat: Redis answers again after %.1fs; ticking normally",
+                        time.monotonic() - self._failing_since)
+            self._failing_since = None
             # A Redis that restarted without its data lost the static entries too.
             self._statics_synced = False
 
@@ -449,6 +501,15 @@ class RedBeatScheduler(Scheduler):
         else:
             lines.append("       . lock -> disabled")
         return "\n".join(lines)
+
+
+def _broker_unreachable(exc: BaseException) -> bool:
+    """Whether a publish failed for want of a broker (then the rest of the batch would too)."""
+    while exc is not None:
+        if isinstance(exc, (OSError, KombuOperationalError, ConnectionError, TimeoutError)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _bounded(entry: RedBeatSchedulerEntry) -> bool:

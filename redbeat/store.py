@@ -8,8 +8,8 @@ This is the only module that knows the data layout of docs/format.rst:
 - ``<prefix>:statics``: set of names of entries from ``beat_schedule``;
 - ``<prefix>:inflight``: hash of runs claimed but not yet published.
 
-The store moves bytes; it does not decode JSON (that is ``decoder``) nor decide
-when things run (that is the scheduler).
+The store moves bytes; it does not decode entries (that is ``decoder`` and
+``entry``) nor decide when things run (that is the scheduler).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ class DueRecord:
     meta: bytes | None
     status: bytes | None = None
     run_now: bytes | None = None
+    kind: str = "hash"  # the Redis type of the key: 'none' when it is gone
 
     @property
     def key_text(self) -> str:
@@ -68,7 +69,7 @@ class Decision:
       run-now request; the caller publishes the runs, then calls ``finish``;
     - ``move``: the same without runs (not due yet, disabled, slots skipped);
     - ``park``: record ``reason`` and take the entry out of the due range;
-    - ``drop``: remove an orphan member whose hash is gone;
+    - ``drop``: remove a member whose key is gone or is no hash (the key stays);
     - ``delete``: remove the entry (its last run is done and it asked for that).
     """
 
@@ -80,7 +81,7 @@ class Decision:
     definition: str | None = None
     reason: str | None = None
     runs: tuple[InFlight, ...] = ()
-    subject: Any = None  # whatever the caller needs to act on a claim; not stored
+    entry: Any = None  # the decoded entry, for publishing its runs; not stored
 
 
 class ScheduleStore:
@@ -88,8 +89,8 @@ class ScheduleStore:
 
     # Renews the lock (FENCE_LUA), then returns what is due: a status, the key
     # and score of the first entry not due yet, the number of runs in flight,
-    # and (key, score, definition, meta, status, run_now) for up to ARGV[4]
-    # due entries.
+    # and (key, score, key type, definition, meta, status, run_now) for up to
+    # ARGV[4] due entries.
     # Reading in the script keeps the batch consistent with the fence check
     # and costs one round trip however many are due.
     # KEYS: lock, schedule, inflight   ARGV: token, ttl_ms, now, limit
@@ -98,9 +99,16 @@ class ScheduleStore:
     local after = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[3], '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
     local reply = {1, after[1] or false, after[2] or false, redis.call('HLEN', KEYS[3])}
     for i = 1, #due, 2 do
-        local fields = redis.call('HMGET', due[i], 'definition', 'meta', 'status', 'run_now')
+        -- A member may name a key that is no hash at all (a bare name that
+        -- collides with a string): say so rather than fail the whole batch.
+        local kind = redis.call('TYPE', due[i])['ok']
+        local fields = {false, false, false, false}
+        if kind == 'hash' then
+            fields = redis.call('HMGET', due[i], 'definition', 'meta', 'status', 'run_now')
+        end
         reply[#reply + 1] = due[i]
         reply[#reply + 1] = due[i + 1]
+        reply[#reply + 1] = kind
         for f = 1, 4 do
             reply[#reply + 1] = fields[f]
         end
@@ -128,12 +136,17 @@ class ScheduleStore:
         n = n + 1
         local key, action = ARGV[i], ARGV[i + 1]
         local runs = tonumber(ARGV[i + 10])
-        local fields = redis.call('HMGET', key, 'definition', 'meta', 'run_now')
+        local is_hash = redis.call('TYPE', key)['ok'] == 'hash'
+        local fields = {false, false, false}
+        if is_hash then
+            fields = redis.call('HMGET', key, 'definition', 'meta', 'run_now')
+        end
         if (fields[1] or '') == ARGV[i + 2] and (fields[2] or '') == ARGV[i + 3]
                 and (fields[3] or '') == ARGV[i + 4] then
             applied[#applied + 1] = n
             if action == 'drop' then
-                if redis.call('EXISTS', key) == 0 then
+                -- only the member: a key of another type is someone else's data
+                if not is_hash then
                     redis.call('ZREM', KEYS[2], key)
                 end
             elseif action == 'delete' then
@@ -160,12 +173,43 @@ class ScheduleStore:
     return applied
     """
 
+    # Takes over runs in flight for the caller, each only if its record is
+    # still what the caller read: two beats (or one that lost the lock and
+    # the one that has it) can never both republish the same run.
+    # KEYS: lock, schedule, inflight   ARGV: token, ttl_ms, then per run:
+    #   task id, record as read, record as taken over
+    TAKE_OVER_LUA = FENCE_LUA + """
+    local taken = {}
+    for i = 3, #ARGV, 3 do
+        if redis.call('HGET', KEYS[3], ARGV[i]) == ARGV[i + 1] then
+            redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 2])
+            taken[#taken + 1] = ARGV[i]
+        end
+    end
+    return taken
+    """
+
+    # Records failed runs for a later retry, but only those still in flight:
+    # a beat that lost the lock must not bring back a run the new holder has
+    # published and forgotten.
+    # KEYS: lock, schedule, inflight   ARGV: token, ttl_ms, then task id, record
+    RETRY_LATER_LUA = FENCE_LUA + """
+    for i = 3, #ARGV, 2 do
+        if redis.call('HEXISTS', KEYS[3], ARGV[i]) == 1 then
+            redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
+        end
+    end
+    return 1
+    """
+
     def __init__(self, client: Redis, conf: RedBeatConfig) -> None:
         self.client = client
         self.conf = conf
         self.inflight_key = conf.key_prefix + ":inflight"
         self._read_due = client.register_script(self.READ_DUE_LUA)
         self._claim = client.register_script(self.CLAIM_LUA)
+        self._take_over = client.register_script(self.TAKE_OVER_LUA)
+        self._retry_later = client.register_script(self.RETRY_LATER_LUA)
 
     # -- keys ---------------------------------------------------------------
 
@@ -175,7 +219,7 @@ class ScheduleStore:
     def _fenced(self, lock: BeatLock | None) -> tuple[list[str], list]:
         # The lock key is always declared (Redis Cluster routes by declared
         # keys); an empty token tells the fence there is no lock to check.
-        lock_key = lock.key if lock is not None else self.conf.key_prefix + ":lock"
+        lock_key = lock.key if lock is not None else self.conf.default_lock_key
         keys = [lock_key, self.conf.schedule_key, self.inflight_key]
         if lock is None:
             return keys, ["", 0]
@@ -192,7 +236,8 @@ class ScheduleStore:
         next_score = float(reply[2]) if reply[2] is not None else None
         body = reply[4:]
         records = [
-            DueRecord(body[i], float(body[i + 1]), *body[i + 2:i + 6]) for i in range(0, len(body), 6)
+            DueRecord(body[i], float(body[i + 1]), *body[i + 3:i + 7], kind=text(body[i + 2]))
+            for i in range(0, len(body), 7)
         ]
         return DueBatch(records, reply[1], next_score, in_flight=reply[3])
 
@@ -227,19 +272,35 @@ class ScheduleStore:
         if task_ids:
             self.client.hdel(self.inflight_key, *task_ids)
 
-    def retry_later(self, runs: Sequence[InFlight]) -> None:
+    def retry_later(self, runs: Sequence[InFlight], lock: BeatLock | None = None) -> None:
         if runs:
-            self.client.hset(self.inflight_key, mapping={run.task_id: run.to_json() for run in runs})
+            keys, args = self._fenced(lock)
+            for run in runs:
+                args += [run.task_id, run.to_json()]
+            self._retry_later(keys=keys, args=args)
 
-    def in_flight(self) -> tuple[list[InFlight], list[bytes]]:
-        """The runs in flight, and the ids of records that cannot be read."""
+    def in_flight(self) -> tuple[dict[bytes, bytes], list[InFlight], list[bytes]]:
+        """The runs in flight: raw records by task id, those readable, and the ids of the others."""
+        raw = self.client.hgetall(self.inflight_key)
         runs, unreadable = [], []
-        for task_id, raw in self.client.hgetall(self.inflight_key).items():
+        for task_id, record in raw.items():
             try:
-                runs.append(InFlight.from_json(raw))
-            except (ValueError, TypeError):
+                runs.append(InFlight.from_json(record))
+            except (ValueError, TypeError, KeyError):
                 unreadable.append(task_id)
-        return runs, unreadable
+        return raw, runs, unreadable
+
+    def take_over(self, runs: Sequence[tuple[bytes, InFlight]], lock: BeatLock | None = None) -> set[str] | None:
+        """Take over (record as read, run as it will be) pairs; the task ids taken, None if the lock was lost."""
+        if not runs:
+            return set()
+        keys, args = self._fenced(lock)
+        for raw, run in runs:
+            args += [run.task_id, raw, run.to_json()]
+        reply = self._take_over(keys=keys, args=args)
+        if reply == LOCK_LOST:
+            return None
+        return {text(task_id) for task_id in reply}
 
     def eviction_policy(self) -> str | None:
         """Redis's ``maxmemory-policy``, or None if the server will not say (managed Redis)."""
@@ -272,11 +333,14 @@ class ScheduleStore:
         definition deserves a new chance.
         """
         pipe = self.client.pipeline()
+        self._queue_save(pipe, key, definition, meta, score)
+        pipe.execute()
+
+    def _queue_save(self, pipe: Any, key: str, definition: str, meta: str, score: float) -> None:
         pipe.hset(key, "definition", definition)
         pipe.hsetnx(key, "meta", meta)
         pipe.hdel(key, "parked")
         pipe.zadd(self.conf.schedule_key, {key: score})
-        pipe.execute()
 
     def save_meta(self, key: str, meta: str, score: float) -> None:
         pipe = self.client.pipeline()
@@ -301,38 +365,34 @@ class ScheduleStore:
             pipe.hmget(key, "definition", "meta")
         return [tuple(fields) for fields in pipe.execute()]
 
-    def write_statics(
+    def write_entries(
         self,
         changed: Iterable[tuple[str, str, str, float]],
         unchanged: Iterable[tuple[str, float]],
-        removed: Iterable[str],
-        names: Iterable[str],
+        removed: Iterable[str] = (),
+        statics: Iterable[str] | None = None,
     ) -> None:
-        """Bring the static entries in line with ``beat_schedule`` in one transaction.
+        """Write entries by name in one transaction.
 
         ``changed`` holds (name, definition, meta, score) of new or edited
         entries: their definition and score are written and their meta kept if
         present. ``unchanged`` entries get their score back only if they had
-        none. ``removed`` names are deleted; ``names`` becomes the statics set.
+        none. ``removed`` names are deleted. ``statics``, when given, becomes
+        the set of static names.
         """
         pipe = self.client.pipeline()
-        schedule_key = self.conf.schedule_key
         for name, definition, meta, score in changed:
-            key = self.key_for(name)
-            pipe.hset(key, "definition", definition)
-            pipe.hsetnx(key, "meta", meta)
-            pipe.hdel(key, "parked")
-            pipe.zadd(schedule_key, {key: score})
+            self._queue_save(pipe, self.key_for(name), definition, meta, score)
         for name, score in unchanged:
-            pipe.zadd(schedule_key, {self.key_for(name): score}, nx=True)
-        removed = list(removed)
+            pipe.zadd(self.conf.schedule_key, {self.key_for(name): score}, nx=True)
         for name in removed:
-            pipe.zrem(schedule_key, self.key_for(name))
+            pipe.zrem(self.conf.schedule_key, self.key_for(name))
             pipe.delete(self.key_for(name))
-        pipe.delete(self.conf.statics_key)
-        names = list(names)
-        if names:
-            pipe.sadd(self.conf.statics_key, *names)
+        if statics is not None:
+            pipe.delete(self.conf.statics_key)
+            statics = list(statics)
+            if statics:
+                pipe.sadd(self.conf.statics_key, *statics)
         pipe.execute()
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import zoneinfo
-import time
-from datetime import datetime, timedelta, timezone
 import shutil
 import socket
 import subprocess
 import sys
+import time
+import zoneinfo
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from conftest import ROOT, Processes, published, wait_for

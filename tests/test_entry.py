@@ -10,8 +10,8 @@ from celery.schedules import crontab, schedule
 
 from redbeat import RedBeatSchedulerEntry
 from redbeat.decoder import DecodeError, to_timestamp
-from redbeat.slots import next_slot
 from redbeat.schedules import rrule
+from redbeat.slots import next_slot
 
 UTC = timezone.utc
 

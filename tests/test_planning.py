@@ -18,7 +18,10 @@ MINUTE = timedelta(minutes=1)
 EVERY_MINUTE = schedule(timedelta(minutes=1))
 
 
-def plan(policy=Policy(), last_run_at=T0, pointer=None, count=0, now=T0, sched=EVERY_MINUTE, key="redbeat:k"):
+DEFAULT_POLICY = Policy()
+
+
+def plan(policy=DEFAULT_POLICY, last_run_at=T0, pointer=None, count=0, now=T0, sched=EVERY_MINUTE, key="redbeat:k"):
     return plan_runs(key, sched, policy, last_run_at, pointer, count, now)
 
 

@@ -447,7 +447,7 @@ def test_a_beat_paused_after_claiming_leaves_its_runs_to_the_lock_holder(schedul
     claimed = scheduler.store.claim(decisions, scheduler.lock)
     with caplog.at_level(logging.WARNING, logger="celery.beat"):
         scheduler._publish_claimed(claimed, time.monotonic() - 60)
-    assert "leaving 1 of them to the lock holder" in caplog.text
+    assert "leaving 1 runs to the lock holder" in caplog.text
     assert tasks_sent(broker_redis) == []
     assert schedule_redis.hlen("redbeat::inflight") == 1
 
