@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .client import display_url, get_redis, get_store
-from .config import ConfigurationError, RedBeatConfig, ensure_conf
+from .config import DEFAULT_LOCK_TIMEOUT, ConfigurationError, RedBeatConfig, ensure_conf
 from .decoder import dumps
 from .entry import RedBeatSchedulerEntry, decode_status, score_of
 from .lock import BeatLock, make_token
@@ -39,7 +39,12 @@ __all__ = [
     "ConfigurationError",
     "ensure_conf",
     "get_redis",
+    "acquire_distributed_beat_lock",
+    "REDBEAT_REDIS_KEY",
 ]
+
+# The app attribute holding the client of get_redis(), as named in 2.x.
+REDBEAT_REDIS_KEY = "redbeat_redis"
 
 logger = get_logger("celery.beat")
 
@@ -62,6 +67,7 @@ class RedBeatScheduler(Scheduler):
 
     Entry = RedBeatSchedulerEntry
     lock: BeatLock | None = None
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT  # the instance's comes from the settings
 
     def __init__(self, app: Celery, lock_key: str | None = None, lock_timeout: float | None = None,
                  **kwargs: Any) -> None:
@@ -501,6 +507,12 @@ class RedBeatScheduler(Scheduler):
         else:
             lines.append("       . lock -> disabled")
         return "\n".join(lines)
+
+
+def acquire_distributed_beat_lock(sender: Any = None, *args: Any, **kwargs: Any) -> None:
+    """Kept so that code which connects or disconnects it (celery-redbeat 2.x took
+    the lock in a ``beat_init`` handler of this name) still imports. It does
+    nothing: the lock is taken and kept by the scheduler's tick."""
 
 
 def _broker_unreachable(exc: BaseException) -> bool:

@@ -111,3 +111,20 @@ def test_passwords_never_show_in_the_banner():
 def test_banner_says_when_the_lock_is_disabled():
     info = RedBeatScheduler(app=make_app("redis://localhost/1", redbeat_lock_key=None), lazy=True).info
     assert ". lock -> disabled" in info
+
+
+def test_sentinel_settings_in_broker_transport_options_still_count_when_sharing_the_broker(caplog):
+    app = make_app(None, broker_url="redis-sentinel://sentinel:26379/0",
+                   broker_transport_options={"sentinels": [("s1", 26379)], "service_name": "mymaster",
+                                             "visibility_timeout": 3600})
+    with caplog.at_level(logging.WARNING, logger="celery.beat"):
+        conf = ensure_conf(app)
+    assert conf.redis_options == {"sentinels": [("s1", 26379)], "service_name": "mymaster"}
+    assert "broker_transport_options" in caplog.text
+
+
+def test_sentinel_url_db_and_db_option_together():
+    app = make_app("redis-sentinel://127.0.0.1:26379/2",
+                   redbeat_redis_options={"sentinels": [("127.0.0.1", 26379)], "db": 5})
+    client = build_client(ensure_conf(app), decode_responses=True)
+    assert client.connection_pool.connection_kwargs["db"] == 2

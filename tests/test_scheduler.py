@@ -581,3 +581,132 @@ def test_a_clocked_entry_written_with_redis_commands_runs_once(scheduler_for, sc
     scheduler.tick()
     assert tasks_sent(broker_redis) == ["tasks.once"]
     assert json.loads(schedule_redis.hget("redbeat:once", "definition"))["enabled"] is False
+
+
+# -- regressions from review ------------------------------------------------------------
+
+def test_a_member_naming_a_string_key_costs_only_itself(scheduler_for, schedule_redis, broker_redis, caplog):
+    scheduler = scheduler_for()
+    scheduler.tick()
+    schedule_redis.set("nightly", "someone else's data")
+    schedule_redis.zadd("redbeat::schedule", {"nightly": 0})
+    raw_entry(schedule_redis)
+    with caplog.at_level(logging.WARNING, logger="celery.beat"):
+        scheduler.tick()
+    assert tasks_sent(broker_redis) == ["tasks.raw"]
+    assert schedule_redis.zscore("redbeat::schedule", "nightly") is None
+    assert schedule_redis.get("nightly") == "someone else's data"
+    assert "a string, not an entry hash" in caplog.text
+
+
+def test_a_hash_with_neither_definition_nor_meta_is_parked(scheduler_for, schedule_redis):
+    scheduler = scheduler_for()
+    scheduler.tick()
+    schedule_redis.hset("redbeat:half", "status", "{}")
+    schedule_redis.zadd("redbeat::schedule", {"redbeat:half": 0})
+    scheduler.tick()
+    assert schedule_redis.zscore("redbeat::schedule", "redbeat:half") == -1
+    assert "definition" in json.loads(schedule_redis.hget("redbeat:half", "parked"))["reason"]
+
+
+@pytest.mark.parametrize("schedule_value", [0, -5])
+def test_a_plain_number_schedule_must_be_positive(scheduler_for, schedule_redis, broker_redis, schedule_value):
+    scheduler = scheduler_for()
+    scheduler.tick()
+    schedule_redis.hset("redbeat:flood", "definition", json.dumps({"name": "flood", "task": "t",
+                                                                   "schedule": schedule_value}))
+    schedule_redis.zadd("redbeat::schedule", {"redbeat:flood": 0})
+    scheduler.tick()
+    assert tasks_sent(broker_redis) == []
+    assert "positive number" in json.loads(schedule_redis.hget("redbeat:flood", "parked"))["reason"]
+
+
+def test_bad_data_never_makes_tick_raise(scheduler_for, app, schedule_redis, caplog):
+    app.conf.beat_schedule = {"s": {"task": "tasks.s", "schedule": 60.0}}
+    scheduler = scheduler_for({"s": {"task": "tasks.s", "schedule": 60.0}})
+    scheduler.tick()
+    bad_meta = {"last_run_at": {"__type__": "datetime", "year": 2026, "month": 1, "day": 1, "timezone": 90000}}
+    schedule_redis.hset("redbeat:s", "meta", json.dumps(bad_meta))
+    schedule_redis.hset("redbeat::inflight", "x", json.dumps({"task_id": "x", "key": "redbeat:s", "scheduled": 1,
+                                                             "claimed_at": 1e20, "token": "t", "retry_at": "soon"}))
+    raw_entry(schedule_redis, "huge", every=1e300)
+    scheduler._statics_synced = False
+    with caplog.at_level(logging.WARNING, logger="celery.beat"):
+        for _ in range(3):
+            assert scheduler.tick() >= 0
+    assert not schedule_redis.hexists("redbeat::inflight", "x")
+    assert "unreadable in-flight records" in caplog.text
+
+
+class RejectsOneMessage(RedBeatScheduler):
+    def apply_async(self, entry, producer=None, advance=True, **kwargs):
+        if entry.name == "bad":
+            raise ValueError("countdown must be a number")
+        return super().apply_async(entry, producer=producer, advance=advance, **kwargs)
+
+
+def test_a_message_the_broker_rejects_does_not_hold_back_the_others(app, schedule_redis, broker_redis):
+    scheduler = RejectsOneMessage(app=app)
+    try:
+        raw_entry(schedule_redis, "bad", score=1)
+        raw_entry(schedule_redis, "good", score=2)
+        scheduler.tick()
+        assert [m["argsrepr"] for m in published(broker_redis)] == ["[7]"]
+        records = [json.loads(r) for r in schedule_redis.hvals("redbeat::inflight")]
+        assert [(r["key"], r["attempts"]) for r in records] == [("redbeat:bad", 1)]
+    finally:
+        scheduler.close()
+
+
+def test_without_a_lock_two_beats_never_resume_the_same_run_twice(app, schedule_redis, broker_redis):
+    app.conf.update(redbeat_lock_key=None)
+    first = DiesAfterClaiming(app=app)
+    first.lock = None
+    first._publish = lambda runs, renewed_at: set()
+    raw_entry(schedule_redis)
+    first.tick()
+    record = json.loads(schedule_redis.hvals("redbeat::inflight")[0])
+    record["retry_at"] = 0
+    schedule_redis.hset("redbeat::inflight", record["task_id"], json.dumps(record))
+    beats = [RedBeatScheduler(app=second_app(app, redbeat_lock_key=None)) for _ in range(2)]
+    try:
+        for beat in beats:
+            beat.tick()
+        assert [m["id"] for m in published(broker_redis)] == [record["task_id"]]
+    finally:
+        for beat in beats:
+            beat.close()
+
+
+def test_update_from_dict_keeps_the_history_of_existing_entries(scheduler_for, schedule_redis):
+    scheduler = scheduler_for()
+    entry = RedBeatSchedulerEntry("hist", "tasks.h", schedule(600), app=scheduler.app)
+    entry.last_run_at = entry._default_now() - timedelta(seconds=300)
+    entry.save()
+    score = schedule_redis.zscore("redbeat::schedule", "redbeat:hist")
+    scheduler.update_from_dict({"hist": {"task": "tasks.h2", "schedule": 600.0}})
+    assert json.loads(schedule_redis.hget("redbeat:hist", "definition"))["task"] == "tasks.h2"
+    assert schedule_redis.zscore("redbeat::schedule", "redbeat:hist") == pytest.approx(score, abs=1)
+
+
+def test_celery_redbeat_2_names_still_import():
+    from redbeat.schedulers import REDBEAT_REDIS_KEY, acquire_distributed_beat_lock, ensure_conf, get_redis  # noqa
+
+    assert RedBeatScheduler.lock_timeout == 10
+    assert acquire_distributed_beat_lock(sender=None) is None
+    assert REDBEAT_REDIS_KEY == "redbeat_redis"
+
+
+def test_get_redis_defaults_to_the_current_app(app):
+    from redbeat.schedulers import get_redis
+
+    with app.connection_for_write():
+        app.set_current()
+        assert get_redis().connection_pool.connection_kwargs["db"] == 0
+
+
+def test_entry_rank(scheduler_for, schedule_redis):
+    scheduler = scheduler_for()
+    raw_entry(schedule_redis, "first", score=1)
+    raw_entry(schedule_redis, "second", score=2)
+    assert RedBeatSchedulerEntry.from_name("second", app=scheduler.app).rank == 1
