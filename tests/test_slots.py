@@ -167,3 +167,21 @@ def test_preview_never_yields_a_missing_or_repeated_time_and_always_increases(
     if hour != "*":  # a fixed wall time runs at most once a local day and hour
         locals_ = [run.astimezone(zone).replace(tzinfo=None) for run in runs]
         assert len(locals_) == len(set(locals_))
+
+
+def test_relative_interval_rounds_to_its_resolution_as_celery_documents():
+    from celery.schedules import schedule
+
+    hourly = schedule(timedelta(hours=1), relative=True)
+    slot = next_slot(hourly, datetime(2026, 6, 1, 10, 17, 42, tzinfo=UTC))
+    assert slot == datetime(2026, 6, 1, 11, 0, tzinfo=UTC)
+
+
+def test_solar_slots_are_celerys_solar_events():
+    from celery.schedules import solar
+
+    sunrise = solar("sunrise", 51.5, -0.12)
+    after = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+    slot = next_slot(sunrise, after)
+    assert datetime(2026, 6, 2, 3, 30, tzinfo=UTC) < slot < datetime(2026, 6, 2, 4, 0, tzinfo=UTC)  # ~04:43 BST
+    assert next_slot(sunrise, slot) > slot + timedelta(hours=23)
