@@ -1,6 +1,7 @@
 """RedBeat: a Celery beat scheduler that keeps its schedule in Redis."""
 
-from .schedulers import RedBeatScheduler, RedBeatSchedulerEntry
+__version__ = "3.0.0.dev0"
+
+from .schedulers import RedBeatScheduler, RedBeatSchedulerEntry  # noqa: E402 - needs __version__
 
 __all__ = ["RedBeatScheduler", "RedBeatSchedulerEntry", "__version__"]
-__version__ = "3.0.0.dev0"

@@ -66,6 +66,8 @@ class RedBeatConfig:
         self.catch_up_max: int = int(self.either_or("redbeat_catch_up_max", None) or 100)
         deadline = self.either_or("redbeat_starting_deadline", None)
         self.starting_deadline: float | None = None if deadline is None else float(deadline)
+        history = self.either_or("redbeat_history_size", None)
+        self.history_size: int = 20 if history is None else int(history)
         self.redis_url, self.redis_use_ssl = self._connection_settings()
         self.redis_options: dict[str, Any] = self._redis_options()
         if self.uses_cluster and not HASH_TAG.search(self.key_prefix):

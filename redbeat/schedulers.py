@@ -9,6 +9,8 @@ See docs/design.rst.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import time
 from datetime import datetime, timezone
 from typing import Any
@@ -23,6 +25,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from . import __version__
 from .client import display_url, get_redis, get_store
 from .config import DEFAULT_LOCK_TIMEOUT, ConfigurationError, RedBeatConfig, ensure_conf
 from .decoder import dumps
@@ -80,6 +83,7 @@ class RedBeatScheduler(Scheduler):
         self._standing_by = False
         self._failing_since: float | None = None
         self._retry_delay = RETRY_FIRST
+        self._active_since: float | None = None
         self._token = make_token()  # names this beat in the lock and in its runs in flight
         super().__init__(app, **kwargs)
 
@@ -197,6 +201,7 @@ class RedBeatScheduler(Scheduler):
                                 lock.key, self._standby_interval())
                 return self._standby_interval()
             self._standing_by = False
+            self._active_since = None
             logger.info("beat: Acquired lock %s; this beat is now active", lock.key)
             # Redis may have restarted without its data, or a beat with another
             # configuration may have been active: write the statics again.
@@ -205,7 +210,7 @@ class RedBeatScheduler(Scheduler):
         for batch_number in range(MAX_BATCHES_PER_TICK):
             now = time.time()
             renewed_at = time.monotonic()
-            batch = store.read_due(now, limit, lock)
+            batch = store.read_due(now, limit, lock, self._heartbeat(now) if batch_number == 0 else "")
             if batch.lock_lost:
                 return self._lock_lost()
             if not self._statics_synced:
@@ -228,6 +233,14 @@ class RedBeatScheduler(Scheduler):
             if len(batch.records) < limit:
                 return self._sleep_until(min(next_scores, default=None))
         return 0.0
+
+    def _heartbeat(self, now: float) -> str:
+        """Who ticks, and when: read by ``redbeat status``."""
+        if self._active_since is None:
+            self._active_since = now
+        return json.dumps({"token": self._token, "host": socket.gethostname(), "pid": os.getpid(),
+                           "version": __version__, "last_tick": now, "active_since": self._active_since,
+                           "lock_timeout": self.lock_timeout, "max_interval": self.max_interval})
 
     def _decide(self, record: DueRecord, now: datetime) -> Decision:
         """What to do with one due entry, from its stored state alone."""
@@ -306,7 +319,7 @@ class RedBeatScheduler(Scheduler):
         Returns the task ids published.
         """
         published: list[str] = []
-        unrecorded: list[str] = []
+        unrecorded: list[tuple[InFlight, str, float]] = []
         failed: list[InFlight] = []
         broker_down = False
         last_record = time.monotonic()
@@ -326,16 +339,16 @@ class RedBeatScheduler(Scheduler):
             outcome = self._send(entry, run)
             if outcome is None:
                 published.append(run.task_id)
-                unrecorded.append(run.task_id)
+                unrecorded.append((run, "published", time.time()))
             else:
                 failed.append(run)
                 broker_down = _broker_unreachable(outcome)
-            # Forget published runs in small groups: a crash between publishing
-            # and forgetting republishes at most one group (same task ids).
+            # Record published runs in small groups: a crash between publishing
+            # and recording republishes at most one group (same task ids).
             if len(unrecorded) >= FORGET_EVERY or time.monotonic() - last_record > FORGET_AFTER:
-                self.store.finish(unrecorded)
+                self.store.record(unrecorded)
                 unrecorded, last_record = [], time.monotonic()
-        self.store.finish(unrecorded)
+        self.store.record(unrecorded)
         if failed:
             self._publish_failed(failed)
         return set(published)
@@ -368,7 +381,7 @@ class RedBeatScheduler(Scheduler):
                 "beat: run of %s scheduled at %s failed to publish %d times; recorded as failed, not retried",
                 run.key, datetime.fromtimestamp(run.scheduled, timezone.utc).isoformat(), run.attempts,
             )
-        self.store.finish([run.task_id for run in given_up])
+        self.store.record([(run, "given-up", now) for run in given_up])
 
     def _resume_in_flight(self, now: float, renewed_at: float) -> None:
         """Publish runs that were claimed but are not known to be published.

@@ -6,7 +6,9 @@ This is the only module that knows the data layout of docs/format.rst:
   ``parked`` (JSON) when beat set a malformed entry aside;
 - ``<prefix>:schedule``: sorted set of entry keys by next due time;
 - ``<prefix>:statics``: set of names of entries from ``beat_schedule``;
-- ``<prefix>:inflight``: hash of runs claimed but not yet published.
+- ``<prefix>:inflight``: hash of runs claimed but not yet published;
+- ``<prefix>:history:<name>``: list of an entry's recent runs, newest first;
+- ``<prefix>:heartbeat``: the active beat's last tick.
 
 The store moves bytes; it does not decode entries (that is ``decoder`` and
 ``entry``) nor decide when things run (that is the scheduler).
@@ -93,8 +95,13 @@ class ScheduleStore:
     # ARGV[4] due entries.
     # Reading in the script keeps the batch consistent with the fence check
     # and costs one round trip however many are due.
-    # KEYS: lock, schedule, inflight   ARGV: token, ttl_ms, now, limit
+    # It also stores the beat's heartbeat (ARGV[5], when given), so that
+    # status tools know who ticks and when, at no extra round trip.
+    # KEYS: lock, schedule, inflight, heartbeat   ARGV: token, ttl_ms, now, limit, heartbeat
     READ_DUE_LUA = FENCE_LUA + """
+    if ARGV[5] ~= '' then
+        redis.call('SET', KEYS[4], ARGV[5], 'EX', 86400)
+    end
     local due = redis.call('ZRANGEBYSCORE', KEYS[2], 0, ARGV[3], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[4]))
     local after = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[3], '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
     local reply = {1, after[1] or false, after[2] or false, redis.call('HLEN', KEYS[3])}
@@ -206,6 +213,7 @@ class ScheduleStore:
         self.client = client
         self.conf = conf
         self.inflight_key = conf.key_prefix + ":inflight"
+        self.heartbeat_key = conf.key_prefix + ":heartbeat"
         self._read_due = client.register_script(self.READ_DUE_LUA)
         self._claim = client.register_script(self.CLAIM_LUA)
         self._take_over = client.register_script(self.TAKE_OVER_LUA)
@@ -227,10 +235,10 @@ class ScheduleStore:
 
     # -- the tick -----------------------------------------------------------
 
-    def read_due(self, now: float, limit: int, lock: BeatLock | None = None) -> DueBatch:
+    def read_due(self, now: float, limit: int, lock: BeatLock | None = None, heartbeat: str = "") -> DueBatch:
         """Entries due at ``now`` (at most ``limit``), renewing and checking ``lock``."""
         keys, args = self._fenced(lock)
-        reply = self._read_due(keys=keys, args=args + [repr(now), limit])
+        reply = self._read_due(keys=keys + [self.heartbeat_key], args=args + [repr(now), limit, heartbeat])
         if reply == LOCK_LOST:
             return DueBatch([], lock_lost=True)
         next_score = float(reply[2]) if reply[2] is not None else None
@@ -268,9 +276,40 @@ class ScheduleStore:
         return [decisions[position - 1] for position in reply]
 
     def finish(self, task_ids: Sequence[str]) -> None:
-        """Forget runs in flight: they were published (or given up)."""
+        """Forget runs in flight without a trace in the history (unreadable, entry gone)."""
         if task_ids:
             self.client.hdel(self.inflight_key, *task_ids)
+
+    def record(self, outcomes: Sequence[tuple[InFlight, str, float]]) -> None:
+        """Forget runs in flight and add each, as (run, outcome, when), to its entry's
+        history, capped at ``redbeat_history_size``; one round trip."""
+        if not outcomes:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hdel(self.inflight_key, *(run.task_id for run, _, _ in outcomes))
+        size = self.conf.history_size
+        if size:
+            for run, outcome, when in outcomes:
+                history = self.history_key(run.key)
+                pipe.lpush(history, json.dumps({
+                    "task_id": run.task_id, "scheduled": run.scheduled, "dispatched": when,
+                    "lateness": round(when - run.scheduled, 6), "outcome": outcome,
+                }))
+                pipe.ltrim(history, 0, size - 1)
+        pipe.execute()
+
+    def history_key(self, key: str) -> str:
+        return f"{self.conf.key_prefix}:history:{key[len(self.conf.key_prefix):]}"
+
+    def history(self, key: str) -> list[dict]:
+        """The entry's recent runs, newest first."""
+        records = []
+        for raw in self.client.lrange(self.history_key(key), 0, -1):
+            try:
+                records.append(json.loads(raw))
+            except ValueError:
+                continue
+        return records
 
     def retry_later(self, runs: Sequence[InFlight], lock: BeatLock | None = None) -> None:
         if runs:

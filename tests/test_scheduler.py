@@ -710,3 +710,25 @@ def test_entry_rank(scheduler_for, schedule_redis):
     raw_entry(schedule_redis, "first", score=1)
     raw_entry(schedule_redis, "second", score=2)
     assert RedBeatSchedulerEntry.from_name("second", app=scheduler.app).rank == 1
+
+
+def test_each_dispatch_is_recorded_in_a_capped_history(scheduler_for, schedule_redis):
+    scheduler = scheduler_for({"fast": {"task": "tasks.fast", "schedule": 0.1}}, redbeat_history_size=3)
+    tick_until(scheduler, lambda: RedBeatSchedulerEntry.from_name("fast", app=scheduler.app).total_run_count >= 5,
+               message="five runs")
+    history = scheduler.store.history("redbeat:fast")
+    assert len(history) == 3
+    newest = history[0]
+    assert newest["outcome"] == "published"
+    assert newest["dispatched"] >= newest["scheduled"]
+    assert newest["lateness"] == pytest.approx(newest["dispatched"] - newest["scheduled"], abs=1e-5)
+    assert newest["task_id"] == task_id_for("redbeat:fast", newest["scheduled"])
+
+
+def test_the_active_beat_keeps_a_heartbeat(scheduler_for, schedule_redis):
+    scheduler = scheduler_for()
+    scheduler.tick()
+    heartbeat = json.loads(schedule_redis.get("redbeat::heartbeat"))
+    assert heartbeat["token"] == scheduler.lock.token
+    assert heartbeat["last_tick"] == pytest.approx(time.time(), abs=5)
+    assert heartbeat["pid"] > 0 and heartbeat["version"]
