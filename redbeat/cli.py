@@ -1,0 +1,515 @@
+"""The ``redbeat`` command line: ``celery -A proj redbeat <command>`` (with the
+app's configuration) or the standalone ``redbeat --redis-url ... <command>``."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import time
+from datetime import datetime, timezone
+from importlib import resources
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import click
+from celery import Celery
+
+from . import __version__, admin
+from .client import get_store
+from .config import ensure_conf
+from .decoder import DecodeError, dumps
+from .entry import RedBeatSchedulerEntry
+
+UTC = timezone.utc
+
+
+class Tool:
+    """What every command needs: the app and how to print."""
+
+    def __init__(self, app: Celery, as_json: bool = False) -> None:
+        self.app = app
+        self.as_json = as_json
+
+    def entry(self, name: str) -> RedBeatSchedulerEntry:
+        try:
+            return RedBeatSchedulerEntry.from_name(name, app=self.app)
+        except KeyError:
+            raise click.ClickException(f"no entry named {name!r}") from None
+        except ValueError as exc:
+            raise click.ClickException(f"entry {name!r} cannot be read: {exc}") from None
+
+
+pass_tool = click.make_pass_decorator(Tool)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for programs.")
+
+
+@click.group(name="redbeat")
+@click.option("--redis-url", envvar="REDBEAT_REDIS_URL", help="Redis URL of the schedule (standalone use).")
+@click.option("--prefix", envvar="REDBEAT_KEY_PREFIX", help="Key prefix (default redbeat:).")
+@click.version_option(__version__, prog_name="redbeat")
+@click.pass_context
+def redbeat(ctx: click.Context, redis_url: str | None, prefix: str | None) -> None:
+    """Inspect and manage the RedBeat schedule."""
+    app = getattr(ctx.obj, "app", None)  # set when run as `celery -A proj redbeat`
+    if app is None or redis_url:
+        app = Celery("redbeat-cli", set_as_current=False)
+        app.conf.redbeat_redis_url = redis_url or "redis://localhost:6379/0"
+    if prefix:
+        app.conf.redbeat_key_prefix = prefix
+    ctx.obj = Tool(app)
+
+
+def emit(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def table(rows: list[list[str]], header: list[str]) -> None:
+    """Aligned columns; the header in bold when the terminal shows colour."""
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(str(cell).ljust(width) for cell, width in zip(cells, widths)).rstrip()
+    click.secho(line(header), bold=True)
+    for row in rows:
+        click.echo(line(row))
+
+
+def relative(moment: datetime | None, now: float) -> str:
+    if moment is None:
+        return "never"
+    seconds = moment.timestamp() - now
+    amount = abs(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if amount >= size or unit == "s":
+            words = f"{int(amount // size)}{unit}"
+            break
+    return f"in {words}" if seconds >= 0 else f"{words} ago"
+
+
+# -- reading ------------------------------------------------------------------------------
+
+@redbeat.command(name="list")
+@json_option
+@click.option("--match", "pattern", help="Only names matching this glob pattern (fnmatch).")
+@click.option("--task", help="Only entries of this task.")
+@click.option("--sort", type=click.Choice(["next", "name", "task", "last"]), default="next", show_default=True)
+@pass_tool
+def list_entries(tool: Tool, as_json: bool, pattern: str | None, task: str | None, sort: str) -> None:
+    """A table of entries: schedule, next and last run, run count, parked reason."""
+    from fnmatch import fnmatch
+
+    views = [v for v in admin.entries(tool.app)
+             if (pattern is None or fnmatch(v.name, pattern)) and (task is None or (v.entry and v.entry.task == task))]
+    summaries = [v.summary() for v in views]
+    sort_key = {"next": lambda s: (s["next_run"] is None, s["next_run"] or ""), "name": lambda s: s["name"],
+                "task": lambda s: s["task"] or "", "last": lambda s: s["last_run"] or ""}[sort]
+    order = sorted(range(len(views)), key=lambda i: sort_key(summaries[i]))
+    if as_json:
+        emit([summaries[i] for i in order])
+        return
+    now = time.time()
+    rows = []
+    for i in order:
+        view, summary = views[i], summaries[i]
+        last = _last_dispatch(view)
+        rows.append([
+            view.name,
+            summary["task"] or "-",
+            summary["schedule"] or "-",
+            {True: "yes", False: "no", None: "-"}[summary["enabled"]],
+            _next_run_words(view, now),
+            relative(last, now) if last else "never",
+            str(summary["total_run_count"] if summary["total_run_count"] is not None else "-"),
+            summary["parked"] or summary["error"] or "",
+        ])
+    table(rows, ["NAME", "TASK", "SCHEDULE", "ENABLED", "NEXT RUN", "LAST RUN", "RUNS", "PARKED"])
+
+
+@redbeat.command()
+@click.argument("name")
+@json_option
+@pass_tool
+def show(tool: Tool, name: str, as_json: bool) -> None:
+    """The full definition and meta, the next 5 runs and the recent history."""
+    [view] = list(admin.entries(tool.app, [RedBeatSchedulerEntry.generate_key(tool.app, name)]))
+    if not view.fields:
+        raise click.ClickException(f"no entry named {name!r}")
+    fields = {k: _json_or_text(v) for k, v in view.fields.items()}
+    preview = [{"slot": run["slot"].isoformat(), "fire_at": run["fire_at"].isoformat(),
+                "local": run["local"].isoformat()} for run in view.entry.preview(5)] if view.entry else []
+    history = get_store(tool.app).history(view.key)
+    if as_json:
+        emit({**view.summary(), "fields": fields, "next_runs": preview, "history": history})
+        return
+    summary = view.summary()
+    for label in ("name", "key", "task", "schedule", "enabled", "next_run", "last_run", "last_dispatched",
+                  "total_run_count", "missed", "parked", "error"):
+        if summary[label] is not None:
+            click.echo(f"{label:>16}: {summary[label]}")
+    for field_name, value in fields.items():
+        click.echo(f"\n{field_name}:\n{json.dumps(value, indent=2) if not isinstance(value, str) else value}")
+    if preview:
+        click.secho("\nnext runs:", bold=True)
+        table([[run["local"], run["slot"], run["fire_at"]] for run in preview], ["LOCAL", "UTC", "DISPATCH AT"])
+    if history:
+        click.secho("\nrecent runs:", bold=True)
+        table([[_iso(h.get("scheduled")), _iso(h.get("dispatched")), f"{h.get('lateness', 0):.3f}s",
+                h.get("outcome", ""), h.get("task_id", "")] for h in history],
+              ["SCHEDULED", "DISPATCHED", "LATE", "OUTCOME", "TASK ID"])
+
+
+def _next_run_words(view: admin.EntryView, now: float) -> str:
+    if view.score == 0:
+        return "now (score 0)"
+    if view.next_run is None:
+        return "never"
+    return f"{relative(view.next_run, now)} ({view.next_run:%Y-%m-%d %H:%M:%S} UTC)"
+
+
+def _last_dispatch(view: admin.EntryView) -> datetime | None:
+    """When beat last sent it: ``status``, else (data from celery-redbeat 2.x) ``last_run_at`` of a run."""
+    summary_time = view.summary()["last_dispatched"]
+    if summary_time:
+        return datetime.fromisoformat(summary_time)
+    if view.entry and view.entry.total_run_count and view.entry.last_run_at:
+        return view.entry.last_run_at
+    return None
+
+
+def _iso(seconds: float | None) -> str:
+    return "-" if seconds is None else datetime.fromtimestamp(seconds, UTC).isoformat()
+
+
+def _json_or_text(raw: bytes) -> Any:
+    text = raw.decode("utf-8", "replace")
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+# -- changing -----------------------------------------------------------------------------
+
+def parse_json(value: str | None, what: str) -> Any:
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{what} must be JSON: {exc}") from None
+
+
+def rrule_from_text(text: str, timezone_name: str | None) -> dict:
+    """An rrule schedule object from an RFC 5545 rule ('FREQ=DAILY;BYHOUR=9', optionally 'RRULE:'...)."""
+    from dateutil.rrule import rrulestr
+
+    body = text.split("RRULE:", 1)[-1]
+    # Start at midnight: the rule's unset minutes and seconds come from dtstart.
+    zone = ZoneInfo(timezone_name) if timezone_name else UTC
+    midnight = datetime.now(zone).replace(hour=0, minute=0, second=0, microsecond=0)
+    rule = rrulestr(body, dtstart=midnight)
+    weekdays = [{"__type__": "weekday", "wkday": w} for w in (rule._byweekday or ())]
+    weekdays += [{"__type__": "weekday", "wkday": w, "n": n} for w, n in (rule._bynweekday or ())]
+    schedule: dict[str, Any] = {
+        "__type__": "rrule", "freq": rule._freq, "interval": rule._interval, "count": rule._count,
+        "dtstart": midnight.timestamp(), "dtstart_tz": (midnight.utcoffset().total_seconds() // 60) or 0,
+        "bymonth": _listed(rule._bymonth), "bymonthday": _listed(rule._bymonthday),
+        "byweekday": weekdays or None, "byhour": _listed(rule._byhour) if "BYHOUR" in body.upper() else None,
+        "byminute": _listed(rule._byminute) if "BYMINUTE" in body.upper() else None,
+        "bysecond": _listed(rule._bysecond) if "BYSECOND" in body.upper() else None,
+    }
+    if rule._until:
+        schedule["until"] = rule._until.timestamp()
+    if timezone_name:
+        schedule["timezone"] = timezone_name
+    return {k: v for k, v in schedule.items() if v is not None}
+
+
+def _listed(values: Any) -> list | None:
+    return sorted(values) if values else None
+
+
+SCHEDULE_OPTIONS = ("every", "cron", "rrule", "at")
+
+
+@redbeat.command()
+@click.argument("name", required=False)
+@click.option("--task", help="Task name, e.g. proj.tasks.report.")
+@click.option("--every", type=float, help="Run every this many seconds.")
+@click.option("--cron", help='Crontab "minute hour day-of-month month day-of-week", e.g. "5 2 * * 1".')
+@click.option("--rrule", "rrule_text", help='RFC 5545 rule, e.g. "FREQ=WEEKLY;BYDAY=MO;BYHOUR=9".')
+@click.option("--at", "at", help="Run once at this ISO 8601 time.")
+@click.option("--timezone", "timezone_name", help="IANA zone of --cron and --rrule.")
+@click.option("--args", "args_json", help="Positional arguments as a JSON list.")
+@click.option("--kwargs", "kwargs_json", help="Keyword arguments as a JSON object.")
+@click.option("--queue", help="Queue to send the task to.")
+@click.option("--option", "extra_options", multiple=True, metavar="FIELD=JSON",
+              help="A scheduling option of the data format, e.g. catch_up='\"skip\"' or jitter=30.")
+@click.option("--disabled", is_flag=True, help="Create it paused.")
+@click.option("--file", "file", type=click.File(), help="A definition as a JSON file instead of options.")
+@pass_tool
+def add(tool: Tool, name: str | None, task: str | None, every: float | None, cron: str | None,
+        rrule_text: str | None, at: str | None, timezone_name: str | None, args_json: str | None,
+        kwargs_json: str | None, queue: str | None, extra_options: tuple, disabled: bool, file: Any) -> None:
+    """Create an entry from options or from a JSON definition file."""
+    if file is not None:
+        definition = parse_json(file.read(), "the file")
+        if not isinstance(definition, dict):
+            raise click.BadParameter("the file must hold one JSON definition object")
+        name = name or definition.get("name")
+    else:
+        chosen = [opt for opt, value in zip(SCHEDULE_OPTIONS, (every, cron, rrule_text, at)) if value is not None]
+        if len(chosen) != 1:
+            raise click.UsageError("give exactly one of --every, --cron, --rrule, --at (or --file)")
+        definition = {"task": task, "schedule": _schedule_object(every, cron, rrule_text, at, timezone_name)}
+        if args_json is not None:
+            definition["args"] = parse_json(args_json, "--args")
+        if kwargs_json is not None:
+            definition["kwargs"] = parse_json(kwargs_json, "--kwargs")
+        if queue:
+            definition["options"] = {"queue": queue}
+        if disabled:
+            definition["enabled"] = False
+        for option in extra_options:
+            field, _, value = option.partition("=")
+            definition[field] = parse_json(value, f"--option {field}")
+    if not name:
+        raise click.UsageError("give the entry a NAME")
+    definition["name"] = name
+    entry = _checked_entry(tool, definition)
+    key = entry.key
+    if get_store(tool.app).load(key)[0] is not None:
+        raise click.ClickException(f"an entry named {name!r} exists already (use edit, or remove it first)")
+    entry.save()
+    click.echo(f"added {name}: {admin.describe_schedule(entry.schedule)}, next run "
+               f"{datetime.fromtimestamp(entry.score, UTC):%Y-%m-%d %H:%M:%S} UTC" if entry.score >= 0
+               else f"added {name}")
+
+
+def _schedule_object(every: float | None, cron: str | None, rrule_text: str | None, at: str | None,
+                     timezone_name: str | None) -> dict:
+    if every is not None:
+        return {"__type__": "interval", "every": every, "relative": False}
+    if cron is not None:
+        parts = cron.split()
+        if len(parts) != 5:
+            raise click.BadParameter("--cron takes five fields: minute hour day-of-month month day-of-week")
+        names = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
+        schedule = {"__type__": "crontab", **dict(zip(names, parts))}
+        if timezone_name:
+            schedule["timezone"] = timezone_name
+        return schedule
+    if rrule_text is not None:
+        try:
+            return rrule_from_text(rrule_text, timezone_name)
+        except (ValueError, TypeError) as exc:
+            raise click.BadParameter(f"--rrule: {exc}") from None
+    moment = datetime.fromisoformat(at)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return {"__type__": "clocked", "at": json.loads(dumps(moment))}
+
+
+def _checked_entry(tool: Tool, definition: dict) -> RedBeatSchedulerEntry:
+    """The entry for ``definition``, refused with a message naming the field that is wrong."""
+    try:
+        fields = RedBeatSchedulerEntry.decode_definition(json.dumps(definition))
+        return RedBeatSchedulerEntry(app=tool.app, **fields)
+    except (DecodeError, ValueError, TypeError) as exc:
+        raise click.ClickException(f"invalid entry: {exc}") from None
+
+
+@redbeat.command()
+@click.argument("name")
+@pass_tool
+def remove(tool: Tool, name: str) -> None:
+    """Delete an entry and take it out of the schedule."""
+    tool.entry(name).delete()
+    click.echo(f"removed {name}")
+
+
+@redbeat.command()
+@click.argument("name")
+@pass_tool
+def pause(tool: Tool, name: str) -> None:
+    """Stop an entry from running, keeping it and its place in the cadence."""
+    _set_enabled(tool, name, False)
+
+
+@redbeat.command()
+@click.argument("name")
+@pass_tool
+def resume(tool: Tool, name: str) -> None:
+    """Let a paused entry run again from its next regular slot."""
+    _set_enabled(tool, name, True)
+
+
+def _set_enabled(tool: Tool, name: str, enabled: bool) -> None:
+    entry = tool.entry(name)
+    entry.enabled = enabled
+    _rewrite(tool, entry)
+    click.echo(f"{'resumed' if enabled else 'paused'} {name}")
+
+
+def _rewrite(tool: Tool, entry: RedBeatSchedulerEntry) -> None:
+    """Write a changed definition and let beat look at the entry at its next tick."""
+    store = get_store(tool.app)
+    pipe = store.client.pipeline()
+    pipe.hset(entry.key, "definition", entry.definition_json())
+    pipe.hdel(entry.key, "parked")
+    pipe.zadd(ensure_conf(tool.app).schedule_key, {entry.key: 0})
+    pipe.execute()
+
+
+@redbeat.command(name="run-now")
+@click.argument("name")
+@pass_tool
+def run_now(tool: Tool, name: str) -> None:
+    """Dispatch once at beat's next tick, leaving the regular schedule as it is."""
+    tool.entry(name).run_now()
+    click.echo(f"{name} will run at beat's next tick")
+
+
+@redbeat.command()
+@click.argument("name")
+@click.argument("field")
+@click.argument("value")
+@pass_tool
+def edit(tool: Tool, name: str, field: str, value: str) -> None:
+    """Change one definition field to a JSON VALUE, e.g.: edit report args '[1, 2]'."""
+    store = get_store(tool.app)
+    raw, _, _ = store.load(RedBeatSchedulerEntry.generate_key(tool.app, name))
+    if raw is None:
+        raise click.ClickException(f"no entry named {name!r}")
+    definition = _json_or_text(raw)
+    if not isinstance(definition, dict):
+        raise click.ClickException(f"entry {name!r} has a definition that is not a JSON object")
+    definition[field] = parse_json(value, "VALUE")
+    entry = _checked_entry(tool, definition)
+    _rewrite(tool, entry)
+    click.echo(f"{name}: {field} = {value}")
+
+
+# -- export and import ----------------------------------------------------------------------
+
+@redbeat.command(name="export")
+@click.option("--output", "-o", type=click.File("w"), default="-", help="File to write (default: stdout).")
+@pass_tool
+def export_command(tool: Tool, output: Any) -> None:
+    """The whole schedule as JSON (for backups and moves); `import` reads it back exactly."""
+    output.write(json.dumps(admin.export_schedule(tool.app), indent=2) + "\n")
+
+
+@redbeat.command(name="import")
+@click.argument("source", type=click.File(), required=False)
+@click.option("--beat-schedule", "beat_schedule", metavar="MODULE:NAME",
+              help="Import a beat_schedule dict from Python, e.g. proj.celeryconfig:beat_schedule.")
+@click.option("--apply", "apply_changes", is_flag=True, help="Write the changes (default: only report them).")
+@json_option
+@pass_tool
+def import_command(tool: Tool, source: Any, beat_schedule: str | None, apply_changes: bool, as_json: bool) -> None:
+    """Import an export, or a JSON {name: spec} file. Dry run unless --apply."""
+    if beat_schedule:
+        module, _, attribute = beat_schedule.partition(":")
+        specs = getattr(importlib.import_module(module), attribute or "beat_schedule")
+        data = {name: json.loads(dumps(spec)) for name, spec in specs.items()}
+    elif source is not None:
+        data = parse_json(source.read(), "the import file")
+    else:
+        raise click.UsageError("give a file to import, or --beat-schedule MODULE:NAME")
+    plan = admin.plan_import(tool.app, data)
+    statics = data.get("statics") if isinstance(data, dict) and data.get("format") == admin.EXPORT_FORMAT else None
+    if apply_changes and not plan.invalid:
+        admin.apply_import(tool.app, plan, statics)
+    if as_json:
+        emit({**plan.as_dict(), "applied": apply_changes and not plan.invalid})
+    else:
+        for label in ("create", "update", "unchanged"):
+            names = getattr(plan, label)
+            click.echo(f"{label:>9}: {len(names)}" + (f"  ({', '.join(names[:10])}{' ...' if len(names) > 10 else ''})"
+                                                      if names else ""))
+        for name, reason in plan.invalid.items():
+            click.secho(f"  invalid: {name}: {reason}", fg="red")
+        for name, reason in plan.unrunnable.items():
+            click.secho(f"  warning: {name} is copied as it is, but beat will park it: {reason}", fg="yellow")
+        if plan.invalid:
+            click.echo("nothing written: fix the invalid entries first")
+        elif apply_changes:
+            click.echo("written")
+        else:
+            click.echo("dry run: nothing written (add --apply to write)")
+    if plan.invalid:
+        sys.exit(1)
+
+
+# -- beat's health ----------------------------------------------------------------------------
+
+@redbeat.command()
+@click.option("--max-age", type=float, default=60.0, show_default=True,
+              help="Exit 1 when beat last ticked longer ago than this many seconds.")
+@json_option
+@pass_tool
+def status(tool: Tool, max_age: float, as_json: bool) -> None:
+    """Who holds the lock, when beat last ticked, how late the schedule runs.
+
+    Exits non-zero when no beat ticked within --max-age seconds: usable as a health check.
+    """
+    report = admin.beat_status(tool.app)
+    healthy = report["last_tick_age"] is not None and report["last_tick_age"] <= max_age
+    report["healthy"] = healthy
+    if as_json:
+        emit(report)
+    else:
+        holder = report["lock_holder"]
+        beat = report["beat"] or {}
+        lines = [
+            ("lock", f"{report['lock_key']} held by {holder['host']} pid {holder['pid']}"
+                     + (f" since {holder['since']}" if holder.get("since") else "")
+             if holder else f"{report['lock_key'] or '(disabled)'}: free"),
+            ("last tick", f"{report['last_tick']} ({report['last_tick_age']:.1f}s ago) by "
+                          f"{beat.get('host')} pid {beat.get('pid')}, RedBeat {beat.get('version')}"
+             if beat else "never (no heartbeat: no beat is active)"),
+            ("entries", f"{report['entries']} total, {report['due']} due, {report['parked']} parked, "
+                        f"{report['never_due']} never due, {report['in_flight']} in flight"),
+            ("most overdue", f"{report['most_overdue_seconds']:.3f}s"),
+            ("eviction", f"maxmemory-policy {report['eviction_policy']}"
+                         + (" — Redis may delete schedule entries!" if report["eviction_warning"] else "")),
+        ]
+        for label, value in lines:
+            click.echo(f"{label:>13}: {value}")
+        click.secho("healthy" if healthy else f"UNHEALTHY: no tick within {max_age:g}s",
+                    fg="green" if healthy else "red", bold=True)
+    if not healthy:
+        sys.exit(1)
+
+
+@redbeat.command()
+@pass_tool
+def schema(tool: Tool) -> None:
+    """The JSON Schema of `definition` and `meta`, for programs in other languages."""
+    click.echo(resources.files("redbeat").joinpath("schema.json").read_text())
+
+
+@redbeat.command()
+@json_option
+@pass_tool
+def doctor(tool: Tool, as_json: bool) -> None:
+    """Find orphans, malformed, parked, never-due and stale static entries, and explain each."""
+    configured = set(tool.app.conf.beat_schedule or {}) or None
+    findings = admin.doctor(tool.app, configured)
+    if as_json:
+        emit([finding.as_dict() for finding in findings])
+    elif not findings:
+        click.secho("nothing wrong found", fg="green")
+    else:
+        table([[f.kind, f.key, f.explanation] for f in findings], ["KIND", "KEY", "WHAT IT MEANS"])
+    if findings:
+        sys.exit(1)
+
+
+def main() -> None:
+    redbeat(prog_name="redbeat")
+
+
+__all__ = ["redbeat", "main"]
