@@ -136,8 +136,9 @@ def show(tool: Tool, name: str, as_json: bool) -> None:
     if not view.fields:
         raise click.ClickException(f"no entry named {name!r}")
     fields = {k: _json_or_text(v) for k, v in view.fields.items()}
+    runs = view.entry.preview(5) if view.entry else []
     preview = [{"slot": run["slot"].isoformat(), "fire_at": run["fire_at"].isoformat(),
-                "local": run["local"].isoformat()} for run in view.entry.preview(5)] if view.entry else []
+                "local": run["local"].isoformat()} for run in runs]
     history = get_store(tool.app).history(view.key)
     if as_json:
         emit({**view.summary(), "fields": fields, "next_runs": preview, "history": history})
@@ -151,7 +152,9 @@ def show(tool: Tool, name: str, as_json: bool) -> None:
         click.echo(f"\n{field_name}:\n{json.dumps(value, indent=2) if not isinstance(value, str) else value}")
     if preview:
         click.secho("\nnext runs:", bold=True)
-        table([[run["local"], run["slot"], run["fire_at"]] for run in preview], ["LOCAL", "UTC", "DISPATCH AT"])
+        table([[f"{run['local']:%a %Y-%m-%d %H:%M:%S %Z}", f"{run['slot']:%Y-%m-%d %H:%M:%S} UTC",
+                f"{run['fire_at']:%H:%M:%S.%f}"[:-3]] for run in runs],
+              ["LOCAL TIME", "UTC", "DISPATCH AT (UTC)"])
     if history:
         click.secho("\nrecent runs:", bold=True)
         table([[_iso(h.get("scheduled")), _iso(h.get("dispatched")), f"{h.get('lateness', 0):.3f}s",

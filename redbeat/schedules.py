@@ -22,6 +22,8 @@ from .slots import resolve_wall_time
 
 __all__ = ["rrule", "crontab", "clocked"]
 
+UTC = timezone.utc  # the rrule and crontab arguments named "timezone" shadow the module name
+
 
 class rrule(BaseSchedule):  # noqa: N801 - the name is part of the public import path
     """Runs at the occurrences of a dateutil recurrence rule.
@@ -78,7 +80,7 @@ class rrule(BaseSchedule):  # noqa: N801 - the name is part of the public import
         if freq not in self.FREQ_MAP.values():
             raise ValueError(f"unknown rrule freq {freq!r}")
         self.freq = freq
-        self.dtstart = _aware(dtstart) if dtstart is not None else datetime.now(timezone.utc)
+        self.dtstart = _aware(dtstart) if dtstart is not None else datetime.now(UTC)
         self.until = _aware(until) if until is not None else None
         self.interval = interval
         self.wkst = wkst
@@ -226,4 +228,4 @@ class clocked(BaseSchedule):  # noqa: N801 - named like Celery's schedules
 
 
 def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

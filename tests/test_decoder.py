@@ -173,3 +173,8 @@ def test_timestamp_helpers():
     assert from_timestamp(1767225600, 60) == moment
     assert get_utcoffset_minutes(moment) == 60
     assert get_utcoffset_minutes(datetime(2026, 1, 1)) == 0
+
+
+def test_rrule_without_dtstart_starts_now():
+    rule = loads('{"__type__": "rrule", "freq": "DAILY"}')
+    assert abs((rule.dtstart - datetime.now(timezone.utc)).total_seconds()) < 5

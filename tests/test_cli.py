@@ -1,0 +1,224 @@
+"""The command line against a real redis-server: entries written by raw Redis
+commands and by the commands themselves, and a real beat for status and history."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import jsonschema
+import pytest
+from click.testing import CliRunner
+from conftest import Processes, wait_for
+
+from redbeat.cli import redbeat
+
+RAW = {"name": "raw", "task": "tasks.raw", "schedule": {"__type__": "interval", "every": 30}, "args": [1]}
+
+
+@pytest.fixture
+def cli(redis_url):
+    runner = CliRunner()
+
+    def run(*args, code=0):
+        result = runner.invoke(redbeat, ["--redis-url", redis_url, *args], catch_exceptions=False)
+        assert result.exit_code == code, result.output
+        return result.output
+    return run
+
+
+def test_list_shows_entries_written_with_raw_redis_commands(cli, schedule_redis):
+    schedule_redis.hset("redbeat:raw", "definition", json.dumps(RAW))
+    schedule_redis.zadd("redbeat::schedule", {"redbeat:raw": 0})
+    schedule_redis.hset("redbeat:broken", "definition", '{"name":')
+    schedule_redis.zadd("redbeat::schedule", {"redbeat:broken": 0})
+    output = cli("list")
+    assert output.splitlines()[0].split() == ["NAME", "TASK", "SCHEDULE", "ENABLED", "NEXT", "RUN", "LAST", "RUN",
+                                              "RUNS", "PARKED"]
+    assert "every 30s" in output and "now (score 0)" in output and "not valid JSON" in output
+    listed = json.loads(cli("list", "--json"))
+    assert {item["name"] for item in listed} == {"raw", "broken"}
+    assert [item["name"] for item in json.loads(cli("list", "--json", "--task", "tasks.raw"))] == ["raw"]
+    assert [item["name"] for item in json.loads(cli("list", "--json", "--match", "br*"))] == ["broken"]
+
+
+def test_add_from_options_and_show(cli, schedule_redis):
+    cli("add", "report", "--task", "reports.weekly", "--cron", "5 2 * * 1", "--timezone", "Europe/Paris",
+        "--args", "[1, 2]", "--queue", "reports", "--option", "jitter=30")
+    definition = json.loads(schedule_redis.hget("redbeat:report", "definition"))
+    assert definition["schedule"] == {"__type__": "crontab", "minute": "5", "hour": "2", "day_of_month": "*",
+                                      "month_of_year": "*", "day_of_week": "1", "timezone": "Europe/Paris"}
+    assert definition["options"] == {"queue": "reports"} and definition["jitter"] == 30
+    shown = json.loads(cli("show", "report", "--json"))
+    assert shown["schedule"] == "at 02:05 Mon in Europe/Paris"
+    assert len(shown["next_runs"]) == 5
+    assert all("+01:00" in run["local"] for run in shown["next_runs"])
+    text = cli("show", "report")
+    assert "next runs:" in text and "CET" in text
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--task", "t", "--every", "10", "--cron", "* * * * *"], "exactly one of"),
+    (["--task", "t", "--cron", "61 * * * *"], "bad crontab"),
+    (["--every", "10"], "'task' is missing"),
+    (["--task", "t", "--every", "10", "--args", "{oops"], "--args must be JSON"),
+    (["--task", "t", "--every", "10", "--option", 'catch_up="maybe"'], "'catch_up' must be one of"),
+    (["--task", "t", "--cron", "* * *"], "five fields"),
+])
+def test_add_refuses_invalid_input_naming_the_field(cli, args, words):
+    output = cli("add", "x", *args, code=2 if "five" in words or "JSON" in words or "exactly" in words else 1)
+    assert words in output
+
+
+def test_add_from_a_file_and_refuse_duplicates(cli, tmp_path, schedule_redis):
+    path = tmp_path / "entry.json"
+    path.write_text(json.dumps({**RAW, "name": "from-file"}))
+    cli("add", "--file", str(path))
+    assert schedule_redis.exists("redbeat:from-file")
+    assert "exists already" in cli("add", "--file", str(path), code=1)
+
+
+def test_rrule_and_one_off_entries(cli, schedule_redis):
+    cli("add", "weekly", "--task", "t", "--rrule", "FREQ=WEEKLY;BYDAY=MO;BYHOUR=9", "--timezone", "Asia/Tokyo")
+    runs = json.loads(cli("show", "weekly", "--json"))["next_runs"]
+    assert all(run["local"].endswith("09:00:00+09:00") for run in runs)
+    cli("add", "launch", "--task", "t", "--at", "2030-01-01T10:00:00+01:00")
+    assert json.loads(cli("show", "launch", "--json"))["next_run"] == "2030-01-01T09:00:00+00:00"
+
+
+def test_pause_resume_run_now_edit_remove(cli, schedule_redis):
+    schedule_redis.hset("redbeat:raw", "definition", json.dumps(RAW))
+    schedule_redis.zadd("redbeat::schedule", {"redbeat:raw": 100})
+    cli("pause", "raw")
+    assert json.loads(schedule_redis.hget("redbeat:raw", "definition"))["enabled"] is False
+    cli("resume", "raw")
+    assert json.loads(schedule_redis.hget("redbeat:raw", "definition"))["enabled"] is True
+    cli("run-now", "raw")
+    assert schedule_redis.hexists("redbeat:raw", "run_now")
+    assert schedule_redis.zscore("redbeat::schedule", "redbeat:raw") == 0
+    cli("edit", "raw", "args", "[5, 6]")
+    assert json.loads(schedule_redis.hget("redbeat:raw", "definition"))["args"] == [5, 6]
+    assert "must be a list" in cli("edit", "raw", "args", '"five"', code=1)
+    cli("remove", "raw")
+    assert not schedule_redis.exists("redbeat:raw")
+    assert "no entry named 'raw'" in cli("remove", "raw", code=1)
+
+
+def test_export_import_round_trips_exactly_and_import_is_a_dry_run_first(cli, schedule_redis, tmp_path,
+                                                                         redis_server):
+    schedule_redis.hset("redbeat:raw", mapping={"definition": json.dumps(RAW), "meta": '{"total_run_count": 3}'})
+    schedule_redis.zadd("redbeat::schedule", {"redbeat:raw": 1234.5})
+    raw_bytes = redis_server.client(0, decode=False)
+    raw_bytes.hset("redbeat:odd", "definition", b'{"name": "\xff"}')
+    raw_bytes.zadd("redbeat::schedule", {"redbeat:odd": 7})
+    schedule_redis.sadd("redbeat::statics", "raw")
+    dump = tmp_path / "schedule.json"
+    dump.write_text(cli("export"))
+    before = {key: raw_bytes.hgetall(key) for key in (b"redbeat:raw", b"redbeat:odd")}
+    schedule_redis.flushdb()
+
+    report = json.loads(cli("import", str(dump), "--json"))
+    assert sorted(report["create"]) == ["odd", "raw"] and report["applied"] is False
+    assert not schedule_redis.exists("redbeat:raw")
+    cli("import", str(dump), "--apply")
+    assert {key: raw_bytes.hgetall(key) for key in before} == before
+    assert schedule_redis.zscore("redbeat::schedule", "redbeat:raw") == 1234.5
+    assert schedule_redis.smembers("redbeat::statics") == {"raw"}
+    again = json.loads(cli("import", str(dump), "--json"))
+    assert sorted(again["unchanged"]) == ["odd", "raw"]
+
+
+def test_import_a_beat_schedule_dict_and_refuse_invalid_specs(cli, tmp_path, schedule_redis):
+    specs = tmp_path / "specs.json"
+    specs.write_text(json.dumps({"nightly": {"task": "reports.nightly", "schedule": {"__type__": "crontab",
+                                                                                      "minute": "0", "hour": "3"}},
+                                 "every-minute": {"task": "tasks.tick", "schedule": 60}}))
+    assert sorted(json.loads(cli("import", str(specs), "--json", "--apply"))["create"]) == ["every-minute", "nightly"]
+    assert json.loads(schedule_redis.hget("redbeat:nightly", "definition"))["task"] == "reports.nightly"
+    specs.write_text(json.dumps({"bad": {"task": "t", "schedule": {"__type__": "crontab", "hour": "99"}}}))
+    output = cli("import", str(specs), "--apply", code=1)
+    assert "invalid: bad" in output and not schedule_redis.exists("redbeat:bad")
+
+
+def test_import_from_a_python_beat_schedule(cli, tmp_path, schedule_redis, monkeypatch):
+    (tmp_path / "someconf.py").write_text(
+        "from celery.schedules import crontab\n"
+        "beat_schedule = {'nightly': {'task': 'reports.nightly', 'schedule': crontab(minute=0, hour=3)}}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cli("import", "--beat-schedule", "someconf:beat_schedule", "--apply")
+    assert schedule_redis.exists("redbeat:nightly")
+
+
+def test_schema_describes_what_beat_accepts(cli):
+    from redbeat.decoder import DecodeError
+    from redbeat.entry import RedBeatSchedulerEntry
+
+    schema = json.loads(cli("schema"))
+    validator = jsonschema.Draft202012Validator(
+        {**schema, "$ref": "#/$defs/definition"}, format_checker=None)
+    good = [RAW, {"task": "t", "schedule": 5},
+            {"task": "t", "schedule": {"__type__": "crontab", "minute": "*/5", "timezone": "Europe/Paris"}},
+            {"task": "t", "schedule": {"__type__": "rrule", "freq": "DAILY", "byweekday": [
+                {"__type__": "weekday", "wkday": 0, "n": 1}]}, "catch_up": "skip", "max_runs": 3},
+            {"task": "t", "schedule": {"__type__": "clocked", "at": {"__type__": "datetime", "year": 2027,
+                                                                      "month": 1, "day": 1}}}]
+    bad = [{"schedule": 5}, {"task": "t", "schedule": 0}, {"task": "t", "schedule": 5, "catch_up": "maybe"},
+           {"task": "t", "schedule": 5, "args": {}}, {"task": "t", "schedule": 5, "enabled": "yes"},
+           {"task": "t", "schedule": {"__type__": "interval", "every": -1}}]
+    for definition in good:
+        validator.validate(definition)
+        RedBeatSchedulerEntry.decode_definition(json.dumps(definition))
+    for definition in bad:
+        assert not validator.is_valid(definition), definition
+        with pytest.raises(DecodeError):
+            RedBeatSchedulerEntry.decode_definition(json.dumps(definition))
+
+
+def test_doctor_explains_what_is_wrong(cli, schedule_redis):
+    schedule_redis.zadd("redbeat::schedule", {"redbeat:gone": 5})
+    schedule_redis.hset("redbeat:unscheduled", "definition", json.dumps(RAW))
+    schedule_redis.hset("redbeat:bad", "definition", "{")
+    schedule_redis.zadd("redbeat::schedule", {"redbeat:bad": 5})
+    schedule_redis.hset("redbeat:parked", mapping={"definition": "{", "parked": '{"reason": "broken JSON"}'})
+    schedule_redis.zadd("redbeat::schedule", {"redbeat:parked": -1})
+    schedule_redis.hset("redbeat:done", "definition", json.dumps({**RAW, "enabled": False}))
+    schedule_redis.zadd("redbeat::schedule", {"redbeat:done": -1})
+    findings = {f["key"]: f["kind"] for f in json.loads(cli("doctor", "--json", code=1))}
+    assert findings == {"redbeat:gone": "orphan", "redbeat:unscheduled": "unscheduled", "redbeat:bad": "malformed",
+                        "redbeat:parked": "parked", "redbeat:done": "never-due"}
+    assert "broken JSON" in cli("doctor", code=1)
+
+
+def test_status_without_beat_is_unhealthy(cli):
+    report = json.loads(cli("status", "--json", code=1))
+    assert report["healthy"] is False and report["lock_holder"] is None
+
+
+@pytest.mark.e2e
+def test_status_and_history_with_a_real_beat(tmp_path, redis_server, redis_url, project_env):
+    env = dict(project_env, E2E_REDBEAT_URL=redis_server.url(0), E2E_BROKER_URL=redis_server.url(1),
+               E2E_RECORD_URL=redis_server.url(2), PYTHONUNBUFFERED="1")
+    with Processes(tmp_path, env) as processes:
+        beat = processes.start("beat", "beat", "-S", "redbeat", "-l", "info")
+        client = redis_server.client(0)
+        wait_for(lambda: client.llen("redbeat::history:static-every-second") >= 2, timeout=30,
+                 message="two runs in the history")
+
+        def celery_redbeat(*args):
+            return subprocess.run([sys.executable, "-m", "celery", "-A", "e2e_app", "redbeat", *args],
+                                  cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        status = celery_redbeat("status", "--json")
+        assert status.returncode == 0, status.stdout + status.stderr
+        report = json.loads(status.stdout)
+        assert report["lock_holder"]["pid"] == beat.pid and report["healthy"] is True
+        assert report["last_tick_age"] < 5
+        shown = json.loads(celery_redbeat("show", "static-every-second", "--json").stdout)
+        assert shown["history"][0]["outcome"] == "published"
+        assert shown["history"][0]["lateness"] < 1
+        listing = celery_redbeat("list")
+        assert "static-every-second" in listing.stdout and "every 1s" in listing.stdout
+        processes.stop("beat")
+    report = json.loads(CliRunner().invoke(redbeat, ["--redis-url", redis_server.url(0), "status", "--json",
+                                                     "--max-age", "0.5"]).output)
+    assert report["lock_holder"] is None and report["healthy"] is False
