@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import MINYEAR, datetime, timezone
 from typing import Any
@@ -277,6 +278,13 @@ class RedBeatSchedulerEntry(ScheduleEntry):
         """Store the definition and schedule it; an existing entry keeps its meta."""
         get_store(self.app).save(self.key, self.definition_json(), self.meta_json(), self.score)
         return self
+
+    @classmethod
+    def save_many(cls, entries: Iterable[RedBeatSchedulerEntry], app: Celery | None = None) -> int:
+        """``save`` many entries with a round trip per thousand, not per entry; returns how many."""
+        app = app or current_app._get_current_object()
+        return get_store(app).save_many(
+            (entry.key, entry.definition_json(), entry.meta_json(), entry.score) for entry in entries)
 
     def delete(self) -> None:
         get_store(self.app).delete(self.key)

@@ -375,6 +375,18 @@ class ScheduleStore:
         self._queue_save(pipe, key, definition, meta, score)
         pipe.execute()
 
+    def save_many(self, items: Iterable[tuple[str, str, str, float]], chunk: int = 1000) -> int:
+        """``save`` for many (key, definition, meta, score) at once: one round trip per ``chunk``."""
+        count = 0
+        pipe = self.client.pipeline(transaction=False)
+        for key, definition, meta, score in items:
+            self._queue_save(pipe, key, definition, meta, score)
+            count += 1
+            if count % chunk == 0:
+                pipe.execute()
+        pipe.execute()
+        return count
+
     def _queue_save(self, pipe: Any, key: str, definition: str, meta: str, score: float) -> None:
         pipe.hset(key, "definition", definition)
         pipe.hsetnx(key, "meta", meta)

@@ -157,3 +157,11 @@ def test_next_slot_depends_only_on_the_given_instant():
     rule = rrule("HOURLY", dtstart=datetime(2026, 3, 1, tzinfo=UTC), count=13)
     assert next_slot(rule, last) is None
     assert next_slot(rule, last - timedelta(hours=1)) == last
+
+
+def test_save_many_writes_like_save(fake_app):
+    entries = [RedBeatSchedulerEntry(f"bulk-{i}", "t", schedule(60), args=[i], app=fake_app) for i in range(2500)]
+    assert RedBeatSchedulerEntry.save_many(entries, app=fake_app) == 2500
+    assert fake_app.redbeat_redis.zcard("redbeat::schedule") == 2500
+    loaded = RedBeatSchedulerEntry.from_name("bulk-1234", app=fake_app)
+    assert list(loaded.args) == [1234]
