@@ -4,6 +4,7 @@
 #   ./run.sh demo          RedBeat dispatching real tasks to a real worker, on a
 #                          throwaway redis-server it starts and stops itself
 #   ./run.sh test [ARGS]   the whole test suite (ARGS go to pytest)
+#   ./run.sh bench [ARGS]  the benchmark (bench/run.py --help), written to docs/benchmarks.md
 #
 # Each installs what it needs: a virtualenv in .venv with the package and its
 # test tools, and redis-server through apt-get when it is missing and we are root.
@@ -57,9 +58,15 @@ run_tests() {
     ensure_redis
     ensure_venv
     log "ruff"
-    .venv/bin/ruff check redbeat tests exampleconf.py demo
+    .venv/bin/ruff check redbeat tests exampleconf.py demo bench
     log "pytest"
     exec .venv/bin/python -m pytest "$@"
+}
+
+run_bench() {
+    ensure_redis
+    ensure_venv
+    exec .venv/bin/python bench/run.py "$@"
 }
 
 run_demo() {
@@ -71,5 +78,6 @@ run_demo() {
 case "${1:-}" in
     test) shift; run_tests "$@" ;;
     demo) shift; run_demo "$@" ;;
-    *) echo "usage: $0 demo | test [pytest arguments]" >&2; exit 2 ;;
+    bench) shift; run_bench "$@" ;;
+    *) echo "usage: $0 demo | test [pytest arguments] | bench [--compare] [--quick]" >&2; exit 2 ;;
 esac

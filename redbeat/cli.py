@@ -516,3 +516,7 @@ def main() -> None:
 
 
 __all__ = ["redbeat", "main"]
+
+
+if __name__ == "__main__":
+    main()

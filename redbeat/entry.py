@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import MINYEAR, datetime, timezone
 from typing import Any
 
@@ -132,7 +132,7 @@ class RedBeatSchedulerEntry(ScheduleEntry):
         state = cls.decode_meta(meta)
         if not fields.get("name") and key is not None:
             fields["name"] = key[len(ensure_conf(app).key_prefix):]
-        entry = cls(app=app, total_run_count=state["total_run_count"],
+        entry = cls(app=app, total_run_count=state["total_run_count"], last_run_at=state["last_run_at"],
                     next_slot=decode_status(status).next_slot, **fields)
         # Celery fills a missing last_run_at with "now"; stored None means never run.
         entry.last_run_at = state["last_run_at"]
@@ -366,7 +366,8 @@ class Status:
     last_missed_at: float | None = None
 
     def to_json(self, **changes: Any) -> str:
-        fields = {**asdict(self), **changes}
+        fields = {"next_slot": self.next_slot, "last_dispatched_at": self.last_dispatched_at,
+                  "missed": self.missed, "last_missed_at": self.last_missed_at, **changes}
         slot = fields["next_slot"]
         fields["next_slot"] = None if slot is None else to_timestamp(slot)
         return json.dumps({k: v for k, v in fields.items() if v is not None})

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 __all__ = ["InFlight", "task_id_for", "RUN_NAMESPACE", "MAX_PUBLISH_ATTEMPTS"]
 
@@ -47,7 +47,9 @@ class InFlight:
     attempts: int = 0
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        return json.dumps({"task_id": self.task_id, "key": self.key, "scheduled": self.scheduled,
+                           "claimed_at": self.claimed_at, "token": self.token, "retry_at": self.retry_at,
+                           "attempts": self.attempts})
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> InFlight:

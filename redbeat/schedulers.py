@@ -59,10 +59,11 @@ RETRY_MAX = 1.0
 # Publishing stops when this fraction of the lock timeout has passed since the
 # claim: past it, the lock may have expired under us.
 PAUSE_FRACTION = 0.8
-# Published runs are forgotten (their in-flight records removed) every this
-# many runs or seconds: the most a crash in the middle can republish.
-FORGET_EVERY = 50
-FORGET_AFTER = 0.5
+# Published runs are recorded (history written, in-flight records removed)
+# once per batch, or every this many seconds while a slow batch publishes:
+# one round trip per batch, and at most that much can be republished (with
+# the same task ids) after a crash in the middle of a batch.
+RECORD_AFTER = 0.5
 
 
 class RedBeatScheduler(Scheduler):
@@ -343,9 +344,7 @@ class RedBeatScheduler(Scheduler):
             else:
                 failed.append(run)
                 broker_down = _broker_unreachable(outcome)
-            # Record published runs in small groups: a crash between publishing
-            # and recording republishes at most one group (same task ids).
-            if len(unrecorded) >= FORGET_EVERY or time.monotonic() - last_record > FORGET_AFTER:
+            if time.monotonic() - last_record > RECORD_AFTER:
                 self.store.record(unrecorded)
                 unrecorded, last_record = [], time.monotonic()
         self.store.record(unrecorded)

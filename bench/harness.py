@@ -1,0 +1,305 @@
+"""One benchmark measurement, run inside a virtualenv holding the scheduler to
+measure: this checkout's RedBeat, celery-redbeat 2.4.2, or Celery's own
+PersistentScheduler. Prints one JSON object. ``bench/run.py`` drives it.
+
+Only APIs both RedBeat versions share are used (entries are written as raw
+hashes in the common data format; ticks are driven by Celery's own beat
+service or by calling ``tick``), so the same code measures both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+
+import redis
+from celery import Celery
+
+INTERVAL_ENTRY = '{{"name": "{name}", "task": "bench.noop", "args": [], "kwargs": {{}}, "options": {{}}, ' \
+                 '"schedule": {{"__type__": "interval", "every": {every}, "relative": false}}, "enabled": true}}'
+
+
+def meta_json(last_run_at: float) -> str:
+    moment = time.gmtime(last_run_at)
+    micro = int(round((last_run_at % 1) * 1e6)) % 1000000
+    return json.dumps({"last_run_at": {"__type__": "datetime", "year": moment.tm_year, "month": moment.tm_mon,
+                                       "day": moment.tm_mday, "hour": moment.tm_hour, "minute": moment.tm_min,
+                                       "second": moment.tm_sec, "microsecond": micro, "timezone": "UTC"},
+                       "total_run_count": 0})
+
+
+def make_app(args: argparse.Namespace, **settings) -> Celery:
+    app = Celery("bench", set_as_current=True)
+    app.conf.update({"broker_url": args.broker_url, "redbeat_redis_url": args.schedule_url,
+                     "redbeat_lock_key": None, "timezone": "UTC", "beat_max_loop_interval": 1, **settings})
+    return app
+
+
+def scheduler_class(args: argparse.Namespace):
+    if args.scheduler == "persistent":
+        from celery.beat import PersistentScheduler
+        return PersistentScheduler
+    from redbeat import RedBeatScheduler
+    return RedBeatScheduler
+
+
+def make_scheduler(args: argparse.Namespace, app: Celery, schedule: dict | None = None):
+    cls = scheduler_class(args)
+    if args.scheduler == "persistent":
+        app.conf.beat_schedule = schedule or {}
+        return cls(app=app, schedule_filename=os.path.join(tempfile.mkdtemp(), "beat-schedule"))
+    return cls(app=app)
+
+
+def populate(args: argparse.Namespace, count: int, every: float, first_slot, name="e") -> dict:
+    """Write ``count`` interval entries; ``first_slot(i)`` is entry i's first due time (None: due now,
+    no meta). For the PersistentScheduler, returns the equivalent beat_schedule instead."""
+    if args.scheduler == "persistent":
+        from celery.schedules import schedule
+        return {f"{name}{i}": {"task": "bench.noop", "schedule": schedule(every)} for i in range(count)}
+    client = redis.Redis.from_url(args.schedule_url)
+    pipe = client.pipeline(transaction=False)
+    for i in range(count):
+        key = f"redbeat:{name}{i}"
+        slot = first_slot(i)
+        fields = {"definition": INTERVAL_ENTRY.format(name=f"{name}{i}", every=every)}
+        if slot is not None:
+            fields["meta"] = meta_json(slot - every)
+        pipe.hset(key, mapping=fields)
+        pipe.zadd("redbeat::schedule", {key: slot or 0})
+        if i % 2000 == 1999:
+            pipe.execute()
+    pipe.execute()
+    return {}
+
+
+class RoundTrips:
+    """Counts what redis-py sends to the schedule server: one send is one round trip."""
+
+    def __init__(self, port: int) -> None:
+        from redis.connection import AbstractConnection
+        self.count = 0
+        self.port = port
+        original = AbstractConnection.send_packed_command
+        counter = self
+
+        def counting(conn, command, check_health=True):
+            if getattr(conn, "port", None) == counter.port:
+                counter.count += 1
+            return original(conn, command, check_health)
+        AbstractConnection.send_packed_command = counting
+
+
+def broker_count(args: argparse.Namespace) -> int:
+    return redis.Redis.from_url(args.broker_url).llen("celery")
+
+
+# -- measurements --------------------------------------------------------------------------
+
+def measure_sendtask(args: argparse.Namespace) -> dict:
+    """Celery's own publishing rate on one producer: the ceiling for any scheduler."""
+    app = make_app(args)
+    with app.producer_or_acquire() as producer:
+        app.send_task("bench.noop", producer=producer)
+        started = time.perf_counter()
+        for _ in range(args.n):
+            app.send_task("bench.noop", producer=producer)
+        elapsed = time.perf_counter() - started
+    return {"messages": args.n, "seconds": elapsed, "per_second": args.n / elapsed}
+
+
+def measure_drain(args: argparse.Namespace) -> dict:
+    """Time to dispatch ``n`` entries that are all due at once."""
+    app = make_app(args)
+    schedule = populate(args, args.n, 3600, lambda i: None)
+    scheduler = make_scheduler(args, app, schedule)
+    if args.scheduler == "persistent":
+        for entry in scheduler.schedule.values():
+            entry.last_run_at = entry.last_run_at.replace(year=2000)
+        scheduler._heap = None
+    started = time.perf_counter()
+    deadline = started + args.timeout
+    while broker_count(args) < args.n and time.perf_counter() < deadline:
+        scheduler.tick()
+    elapsed = time.perf_counter() - started
+    sent = broker_count(args)
+    scheduler.close()
+    return {"entries": args.n, "dispatched": sent, "seconds": elapsed, "per_second": sent / elapsed}
+
+
+def measure_roundtrips(args: argparse.Namespace) -> dict:
+    """Round trips to the schedule server for one tick with 1, 100 and 1,000 entries due."""
+    counter = RoundTrips(int(args.schedule_url.rsplit(":", 1)[1].split("/")[0]))
+    app = make_app(args)
+    client = redis.Redis.from_url(args.schedule_url)
+    results = {}
+    for due in (1, 100, 1000):
+        client.flushdb()
+        populate(args, due, 3600, lambda i: None, name=f"d{due}-")
+        scheduler = make_scheduler(args, app)
+        scheduler.tick()  # the first tick of ours writes statics and takes the lock: not a steady tick
+        populate(args, due, 3600, lambda i: None, name=f"r{due}-")
+        before = counter.count
+        scheduler.tick()
+        results[str(due)] = counter.count - before
+        idle_before = counter.count
+        scheduler.tick()
+        results.setdefault("idle", counter.count - idle_before)
+        scheduler.close()
+    return {"round_trips_per_tick": results}
+
+
+def measure_timeliness(args: argparse.Namespace) -> dict:
+    """``n`` entries every second for ``seconds``: share of slots dispatched, lateness, drift."""
+    from celery.beat import Service
+
+    app = make_app(args)
+    start = time.time() + 3.0
+    phase = (lambda i: start + i / args.n) if args.spread else (lambda i: start)
+    schedule = populate(args, args.n, 1.0, phase)
+    dispatched: list[tuple[str, float]] = []
+    cls = scheduler_class(args)
+    original = cls.apply_async
+
+    def recording(self, entry, producer=None, advance=True, **kwargs):
+        result = original(self, entry, producer=producer, advance=advance, **kwargs)
+        dispatched.append((entry.name, time.time()))
+        return result
+    cls.apply_async = recording
+    if args.scheduler == "persistent":
+        app.conf.beat_schedule = schedule
+    service = Service(app, max_interval=1, scheduler_cls=cls,
+                      schedule_filename=os.path.join(tempfile.mkdtemp(), "beat-schedule"))
+    thread = threading.Thread(target=service.start, daemon=True)
+    thread.start()
+    end = start + args.seconds
+    time.sleep(max(end - time.time(), 0) + 1.5)
+    service.stop()
+    thread.join(timeout=10)
+    window = [(name, at) for name, at in dispatched if start - 0.5 <= at < end + 1.0]
+    per_entry: dict[str, list[float]] = {}
+    for name, at in window:
+        per_entry.setdefault(name, []).append(at)
+    lateness = []
+    for i in range(args.n):
+        first = phase(i) if args.scheduler != "persistent" else None
+        for at in per_entry.get(f"e{i}", []):
+            if first is not None:
+                lateness.append((at - first) % 1.0 if (at - first) % 1.0 < 0.9 else 0.0)
+    expected = args.n * args.seconds
+    counts = [len(per_entry.get(f"e{i}", [])) for i in range(args.n)]
+    firsts_to_sixtieth = [times[args.seconds - 1] - times[0] for times in per_entry.values()
+                          if len(times) >= args.seconds]
+    lateness.sort()
+    return {
+        "entries": args.n, "seconds": args.seconds, "spread": args.spread,
+        "slots_expected": expected, "slots_dispatched": sum(min(c, args.seconds) for c in counts),
+        "share_dispatched": sum(min(c, args.seconds) for c in counts) / expected,
+        "lateness_p50_ms": 1000 * statistics.median(lateness) if lateness else None,
+        "lateness_p99_ms": 1000 * lateness[int(len(lateness) * 0.99) - 1] if lateness else None,
+        "lateness_max_ms": 1000 * lateness[-1] if lateness else None,
+        "sixtieth_after_first_s_median": statistics.median(firsts_to_sixtieth) if firsts_to_sixtieth else None,
+    }
+
+
+def rss_kb() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def measure_startup(args: argparse.Namespace) -> dict:
+    """Time from creating the scheduler to the end of its first tick, and the memory it took.
+    The schedule was filled beforehand (``populate`` command) with entries due far ahead."""
+    app = make_app(args)
+    if args.scheduler == "persistent":
+        from celery.schedules import schedule as interval
+        app.conf.beat_schedule = {f"e{i}": {"task": "bench.noop", "schedule": interval(86400)} for i in range(args.n)}
+    import redbeat  # noqa: F401 - imports are not start-up
+    before = rss_kb()
+    started = time.perf_counter()
+    scheduler = make_scheduler(args, app, app.conf.beat_schedule)
+    scheduler.tick()
+    elapsed = time.perf_counter() - started
+    after = rss_kb()
+    scheduler.close()
+    return {"entries": args.n, "seconds": elapsed, "rss_growth_mb": (after - before) / 1024, "rss_mb": after / 1024}
+
+
+def measure_fill(args: argparse.Namespace) -> dict:
+    """Fill the schedule with ``n`` entries due in a day; report Redis memory per entry."""
+    client = redis.Redis.from_url(args.schedule_url)
+    client.flushdb()
+    base = client.info("memory")["used_memory"]
+    populate(args, args.n, 86400, lambda i: time.time() + 86400 + i % 3600)
+    used = client.info("memory")["used_memory"]
+    return {"entries": args.n, "redis_bytes_per_entry": (used - base) / max(args.n, 1)}
+
+
+def measure_save(args: argparse.Namespace) -> dict:
+    """Saving ``n`` entries from Python: the batched API where there is one, else one by one."""
+    from celery.schedules import schedule
+
+    from redbeat import RedBeatSchedulerEntry
+    app = make_app(args)
+    redis.Redis.from_url(args.schedule_url).flushdb()
+    entries = [RedBeatSchedulerEntry(f"s{i}", "bench.noop", schedule(60), args=[i], app=app) for i in range(args.n)]
+    started = time.perf_counter()
+    if hasattr(RedBeatSchedulerEntry, "save_many"):
+        RedBeatSchedulerEntry.save_many(entries, app=app)
+        how = "save_many"
+    else:
+        for entry in entries:
+            entry.save()
+        how = "save"
+    elapsed = time.perf_counter() - started
+    return {"entries": args.n, "api": how, "seconds": elapsed, "per_second": args.n / elapsed}
+
+
+def measure_list(args: argparse.Namespace) -> dict:
+    """Listing every entry with the command line (``redbeat list --json``)."""
+    import subprocess
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "redbeat.cli", "--redis-url", args.schedule_url, "list", "--json"],
+                            capture_output=True, timeout=600)
+    elapsed = time.perf_counter() - started
+    listed = len(json.loads(result.stdout)) if result.returncode == 0 else 0
+    return {"entries": listed, "seconds": elapsed, "per_second": listed / elapsed if elapsed else None}
+
+
+MEASUREMENTS = {
+    "sendtask": measure_sendtask, "drain": measure_drain, "roundtrips": measure_roundtrips,
+    "timeliness": measure_timeliness, "startup": measure_startup, "fill": measure_fill,
+    "save": measure_save, "list": measure_list,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("measurement", choices=sorted(MEASUREMENTS))
+    parser.add_argument("--schedule-url", required=True)
+    parser.add_argument("--broker-url", required=True)
+    parser.add_argument("--scheduler", choices=["redbeat", "persistent"], default="redbeat")
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--seconds", type=int, default=60)
+    parser.add_argument("--spread", action="store_true")
+    parser.add_argument("--timeout", type=float, default=300)
+    args = parser.parse_args()
+    import logging
+    logging.basicConfig(level=logging.ERROR)
+    result = MEASUREMENTS[args.measurement](args)
+    import redbeat
+    result["version"] = getattr(redbeat, "__version__", "2.x")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
