@@ -17,7 +17,6 @@ from celery import Celery
 
 from . import __version__, admin
 from .client import get_store
-from .config import ensure_conf
 from .decoder import DecodeError, dumps
 from .entry import RedBeatSchedulerEntry
 
@@ -356,13 +355,7 @@ def _set_enabled(tool: Tool, name: str, enabled: bool) -> None:
 
 
 def _rewrite(tool: Tool, entry: RedBeatSchedulerEntry) -> None:
-    """Write a changed definition and let beat look at the entry at its next tick."""
-    store = get_store(tool.app)
-    pipe = store.client.pipeline()
-    pipe.hset(entry.key, "definition", entry.definition_json())
-    pipe.hdel(entry.key, "parked")
-    pipe.zadd(ensure_conf(tool.app).schedule_key, {entry.key: 0})
-    pipe.execute()
+    get_store(tool.app).rewrite_definition(entry.key, entry.definition_json())
 
 
 @redbeat.command(name="run-now")

@@ -357,6 +357,14 @@ class ScheduleStore:
         definition, meta, status = self.client.hmget(key, "definition", "meta", "status")
         return definition, meta, status
 
+    def rewrite_definition(self, key: str, definition: str) -> None:
+        """Replace an entry's definition (meta kept) and have beat look at it at its next tick."""
+        pipe = self.client.pipeline()
+        pipe.hset(key, "definition", definition)
+        pipe.hdel(key, "parked")
+        pipe.zadd(self.conf.schedule_key, {key: 0})
+        pipe.execute()
+
     def request_run_now(self, key: str) -> None:
         """Ask beat to dispatch the entry once at its next tick, off its regular schedule."""
         pipe = self.client.pipeline()
