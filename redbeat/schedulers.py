@@ -223,6 +223,8 @@ class RedBeatScheduler(Scheduler):
             # The next wake-up is the first entry not yet due, or one this
             # batch reschedules sooner than that.
             next_scores = [batch.next_score] if batch.next_score is not None else []
+            if batch.in_flight:
+                next_scores.append(now + 1.0)  # runs waiting for a retry: look again soon
             if batch.records:
                 now_dt = datetime.fromtimestamp(now, timezone.utc)
                 decisions = [self._decide(record, now_dt) for record in batch.records]
