@@ -187,13 +187,22 @@ def machine() -> str:
             f"redis-server {server}")
 
 
+PROFILE_NOTES = """Profiled with pyinstrument and cProfile while draining 10,000 entries: about 270 µs of each
+dispatch is Celery and kombu publishing the message (the same path as raw `send_task`; kombu's Redis
+transport builds a new redis-py client for every message, about 120 µs of it). RedBeat's own share is
+about 85-100 µs per entry: deciding (decoding the definition, building the Celery entry, planning the
+slot: ~38 µs), the claim script (~21 µs), recording history and forgetting the in-flight record
+(~15 µs) and reading the batch (~8 µs). The PersistentScheduler column has no lateness figures: its
+entries' phases are not known to the harness; its share of slots is measured the same way."""
+
+
 def write_report(results: dict, options: argparse.Namespace, drain_n: int, seconds: int, sizes: list[int],
                  manage_n: int, repeat: int, took: float) -> None:
     def med(impl: str, key: str, field: str) -> float | None:
         return median_of(results.get(impl, {}).get(key, []), field)
 
-    def fmt(value: float | None, spec: str = ".0f") -> str:
-        return "n/a" if value is None else format(value, spec)
+    def fmt(value: float | None, spec: str = ".0f", unit: str = "") -> str:
+        return "n/a" if value is None else format(value, spec) + unit
 
     impls = [impl for impl in ("redbeat", "2.4.2", "persistent") if impl in results]
     names = {"redbeat": "RedBeat (this checkout)", "2.4.2": "celery-redbeat 2.4.2",
@@ -242,8 +251,8 @@ def write_report(results: dict, options: argparse.Namespace, drain_n: int, secon
         share = med(impl, key, "share_dispatched")
         p50, p99, worst = (med(impl, key, f"lateness_{q}_ms") for q in ("p50", "p99", "max"))
         sixtieth = med(impl, key, "sixtieth_after_first_s_median")
-        lines.append(f"| {names[impl]} | {fmt(share and 100 * share, '.2f')}% | {fmt(p50, '.1f')} ms | "
-                     f"{fmt(p99, '.1f')} ms | {fmt(worst, '.1f')} ms | {fmt(sixtieth, '.3f')} s |")
+        lines.append(f"| {names[impl]} | {fmt(share and 100 * share, '.2f', '%')} | {fmt(p50, '.1f', ' ms')} | "
+                     f"{fmt(p99, '.1f', ' ms')} | {fmt(worst, '.1f', ' ms')} | {fmt(sixtieth, '.3f', ' s')} |")
     lines += ["", "## Scale: start-up and memory", "",
               "Time from creating the scheduler to the end of its first tick, and how much the process grew, with the "
               "schedule already holding that many entries (due in a day).", "",
@@ -269,6 +278,7 @@ def write_report(results: dict, options: argparse.Namespace, drain_n: int, secon
         lines.append(f"| {names[impl]} | {fmt(median_of(save, 'per_second'))} entries/s (`{api}`, {manage_n:,}) | "
                      + (f"{fmt(median_of(listing, 'per_second'))} entries/s" if listing else "no command line")
                      + " |")
+    lines += ["", "## Where the time goes", "", PROFILE_NOTES]
     lines += ["", "## Raw results", "", "```json", json.dumps(results, indent=1)[:200000], "```", ""]
     Path(options.output).write_text("\n".join(lines))
     print(f"written {options.output}")
