@@ -92,8 +92,8 @@ def _decode_datetime(d: dict) -> datetime:
 
 def _decode_interval(d: dict) -> schedule:
     every = d.get("every")
-    if isinstance(every, bool) or not isinstance(every, (int, float)) or every <= 0:
-        raise DecodeError(f"interval 'every' must be a positive number of seconds, not {every!r}")
+    if isinstance(every, bool) or not isinstance(every, (int, float)) or not every >= 0.001:
+        raise DecodeError(f"interval 'every' must be at least 0.001 seconds, not {every!r}")
     return schedule(run_every=timedelta(seconds=every), relative=bool(d.get("relative", False)))
 
 

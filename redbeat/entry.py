@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ DEFINITION_FIELDS = ("name", "task", "args", "kwargs", "options", "schedule", "e
 
 # A plain-number schedule past this (about 30,000 years) is a mistake, not a plan.
 MAX_INTERVAL = 1e12
+# Shorter intervals are mistakes (and below a microsecond Python's timedelta is 0).
+MIN_INTERVAL = 0.001
 
 
 def score_of(moment: datetime | None) -> float:
@@ -132,8 +135,11 @@ class RedBeatSchedulerEntry(ScheduleEntry):
         state = cls.decode_meta(meta)
         if not fields.get("name") and key is not None:
             fields["name"] = key[len(ensure_conf(app).key_prefix):]
+        pointer = decode_status(status)
+        # The recorded next slot holds only for the definition it was computed from.
+        next_slot = pointer.next_slot if pointer.definition == definition_digest(definition) else None
         entry = cls(app=app, total_run_count=state["total_run_count"], last_run_at=state["last_run_at"],
-                    next_slot=decode_status(status).next_slot, **fields)
+                    next_slot=next_slot, **fields)
         # Celery fills a missing last_run_at with "now"; stored None means never run.
         entry.last_run_at = state["last_run_at"]
         return entry
@@ -162,8 +168,8 @@ class RedBeatSchedulerEntry(ScheduleEntry):
             raise DecodeError(f"definition field 'schedule' has unknown __type__ {sched['__type__']!r}")
         if not isinstance(sched, (BaseSchedule, int, float)) or isinstance(sched, bool):
             raise DecodeError("definition field 'schedule' is missing or not a schedule")
-        if not isinstance(sched, BaseSchedule) and not 0 < sched < MAX_INTERVAL:
-            raise DecodeError("definition field 'schedule' must be a positive number of seconds")
+        if not isinstance(sched, BaseSchedule) and not MIN_INTERVAL <= sched < MAX_INTERVAL:
+            raise DecodeError(f"definition field 'schedule' must be at least {MIN_INTERVAL} seconds")
         _expect(fields, "args", (list, tuple), "a list")
         _expect(fields, "kwargs", dict, "an object")
         _expect(fields, "options", dict, "an object")
@@ -364,10 +370,12 @@ class Status:
     last_dispatched_at: float | None = None
     missed: int = 0
     last_missed_at: float | None = None
+    definition: str | None = None  # digest of the definition next_slot was computed from
 
     def to_json(self, **changes: Any) -> str:
         fields = {"next_slot": self.next_slot, "last_dispatched_at": self.last_dispatched_at,
-                  "missed": self.missed, "last_missed_at": self.last_missed_at, **changes}
+                  "missed": self.missed, "last_missed_at": self.last_missed_at, "definition": self.definition,
+                  **changes}
         slot = fields["next_slot"]
         fields["next_slot"] = None if slot is None else to_timestamp(slot)
         return json.dumps({k: v for k, v in fields.items() if v is not None})
@@ -382,9 +390,25 @@ def decode_status(raw: bytes | str | None) -> Status:
         slot = fields.get("next_slot")
         return Status(
             next_slot=None if slot is None else datetime.fromtimestamp(float(slot), timezone.utc),
-            last_dispatched_at=fields.get("last_dispatched_at"),
+            last_dispatched_at=_seconds(fields.get("last_dispatched_at")),
             missed=int(fields.get("missed") or 0),
-            last_missed_at=fields.get("last_missed_at"),
+            last_missed_at=_seconds(fields.get("last_missed_at")),
+            definition=fields.get("definition") if isinstance(fields.get("definition"), str) else None,
         )
-    except (ValueError, TypeError, AttributeError):
+    except (ValueError, TypeError, AttributeError, OverflowError, OSError):
         return Status()
+
+
+def _seconds(value: Any) -> float | None:
+    if value is None:
+        return None
+    seconds = float(value)
+    if not 0 <= seconds < 253402300800:
+        raise ValueError("not UNIX seconds")
+    return seconds
+
+
+def definition_digest(definition: bytes | str) -> str:
+    """A short fingerprint of a stored definition, to tell whether it changed."""
+    raw = definition.encode("utf-8", "surrogateescape") if isinstance(definition, str) else definition
+    return hashlib.sha1(raw).hexdigest()[:16]

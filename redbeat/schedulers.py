@@ -29,9 +29,9 @@ from . import __version__
 from .client import display_url, get_redis, get_store
 from .config import DEFAULT_LOCK_TIMEOUT, ConfigurationError, RedBeatConfig, ensure_conf
 from .decoder import dumps
-from .entry import RedBeatSchedulerEntry, decode_status, score_of
+from .entry import RedBeatSchedulerEntry, decode_status, definition_digest, score_of
 from .lock import BeatLock, make_token
-from .runs import InFlight, task_id_for
+from .runs import MAX_TIMESTAMP, InFlight, task_id_for
 from .schedules import clocked
 from .store import NEVER, Decision, DueRecord, ScheduleStore, parked_reason, text
 
@@ -59,6 +59,9 @@ RETRY_MAX = 1.0
 # Publishing stops when this fraction of the lock timeout has passed since the
 # claim: past it, the lock may have expired under us.
 PAUSE_FRACTION = 0.8
+# Deciding a batch stops after this fraction of the lock timeout, so the claim
+# that follows still holds the lock.
+DECIDE_FRACTION = 0.25
 # Published runs are recorded (history written, in-flight records removed)
 # once per batch, or every this many seconds while a slow batch publishes:
 # one round trip per batch, and at most that much can be republished (with
@@ -225,17 +228,27 @@ class RedBeatScheduler(Scheduler):
             next_scores = [batch.next_score] if batch.next_score is not None else []
             if batch.in_flight:
                 next_scores.append(now + 1.0)  # runs waiting for a retry: look again soon
-            if batch.records:
-                now_dt = datetime.fromtimestamp(now, timezone.utc)
-                decisions = [self._decide(record, now_dt) for record in batch.records]
+            decisions = self._decide_batch(batch.records, now, renewed_at)
+            if decisions:
                 claimed = store.claim(decisions, lock)
                 if claimed is None:
                     return self._lock_lost()
                 self._publish_claimed(claimed, renewed_at)
                 next_scores += [d.score for d in decisions if d.score >= 0]
-            if len(batch.records) < limit:
+            if len(batch.records) < limit and len(decisions) == len(batch.records):
                 return self._sleep_until(min(next_scores, default=None))
         return 0.0
+
+    def _decide_batch(self, records: list[DueRecord], now: float, renewed_at: float) -> list[Decision]:
+        """Decisions for a batch, within a time budget: an entry whose schedule is slow to
+        compute must not hold the claim past the lock's expiry. The rest wait for the next batch."""
+        now_dt = datetime.fromtimestamp(now, timezone.utc)
+        decisions = []
+        for record in records:
+            if decisions and time.monotonic() - renewed_at > self.lock_timeout * DECIDE_FRACTION:
+                break
+            decisions.append(self._decide(record, now_dt))
+        return decisions
 
     def _heartbeat(self, now: float) -> str:
         """Who ticks, and when: read by ``redbeat status``."""
@@ -273,8 +286,15 @@ class RedBeatScheduler(Scheduler):
         slots = [slot.timestamp() for slot in plan.runs]
         if record.run_now is not None:
             slots.append(_requested_at(record.run_now, now))
+        old = decode_status(record.status)
+        digest = definition_digest(record.definition)
         if not slots and not plan.missed:
-            return Decision(record, "move", score=score_of(plan.fire_at))
+            # Not due yet. Record the slot it waits for: the score is a fire
+            # time (jitter included), and must not be taken for a slot again.
+            status = None
+            if plan.next_slot is not None and plan.next_slot != entry.next_slot:
+                status = old.to_json(next_slot=plan.next_slot, definition=digest)
+            return Decision(record, "move", score=score_of(plan.fire_at), status=status)
 
         now_ts = now.timestamp()
         runs = tuple(
@@ -282,9 +302,9 @@ class RedBeatScheduler(Scheduler):
                      claimed_at=now_ts, token=self._token, retry_at=now_ts + self.lock_timeout)
             for slot in slots
         )
-        old = decode_status(record.status)
         status = old.to_json(
             next_slot=plan.next_slot,
+            definition=digest,
             last_dispatched_at=now_ts if runs else old.last_dispatched_at,
             missed=old.missed + plan.missed,
             last_missed_at=plan.last_missed.timestamp() if plan.last_missed else old.last_missed_at,
@@ -356,15 +376,18 @@ class RedBeatScheduler(Scheduler):
 
     def _send(self, entry: RedBeatSchedulerEntry, run: InFlight) -> Exception | None:
         """Publish one run; the error if it failed."""
-        options = dict(entry.options or {})
-        options.setdefault("task_id", run.task_id)
-        # Which run this is, for workers that want to recognise a duplicate.
-        options["headers"] = {**(options.get("headers") or {}),
-                              "redbeat_key": run.key, "redbeat_scheduled": run.scheduled}
-        entry.options = options
         logger.info("Scheduler: Sending due task %s (%s)", entry.name, entry.task)
         try:
-            self.apply_async(entry, producer=self.producer, advance=False)
+            options = dict(entry.options or {})
+            options.setdefault("task_id", run.task_id)
+            # Which run this is, for workers that want to recognise a duplicate.
+            options["headers"] = {**(options.get("headers") or {}),
+                                  "redbeat_key": run.key, "redbeat_scheduled": run.scheduled}
+            # One entry may send several runs, each with its own id: publish a copy.
+            # (copy.copy would go through ScheduleEntry.__reduce__, which drops the app.)
+            message = object.__new__(type(entry))
+            message.__dict__.update(entry.__dict__, options=options)
+            self.apply_async(message, producer=self.producer, advance=False)
         except Exception as exc:
             logger.error("beat: could not publish %s (task id %s): %s", entry.name, run.task_id, exc)
             return exc
@@ -549,11 +572,13 @@ def _bounded(entry: RedBeatSchedulerEntry) -> bool:
 
 
 def _requested_at(raw: bytes, now: datetime) -> float:
-    """When a run-now request was made (its task id derives from it)."""
+    """When a run-now request was made (its task id derives from it): the field's
+    value if it is UNIX seconds, else now (``HSET key run_now 1`` is fine)."""
     try:
-        return float(raw)
+        requested = float(raw)
     except ValueError:
         return now.timestamp()
+    return requested if 1e9 <= requested < MAX_TIMESTAMP else now.timestamp()
 
 
 def _same_json(stored: bytes, written: str) -> bool:

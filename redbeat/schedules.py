@@ -79,6 +79,8 @@ class rrule(BaseSchedule):  # noqa: N801 - the name is part of the public import
                 raise ValueError(f"unknown rrule freq {freq!r}") from None
         if freq not in self.FREQ_MAP.values():
             raise ValueError(f"unknown rrule freq {freq!r}")
+        if interval is not None and (not isinstance(interval, int) or interval < 1):
+            raise ValueError(f"rrule interval must be a whole number of at least 1, not {interval!r}")
         self.freq = freq
         self.dtstart = _aware(dtstart) if dtstart is not None else datetime.now(UTC)
         self.until = _aware(until) if until is not None else None

@@ -162,6 +162,8 @@ class ScheduleStore:
             else
                 if action == 'park' then
                     redis.call('HSET', key, 'parked', ARGV[i + 9])
+                else
+                    redis.call('HDEL', key, 'parked')  -- it reads well again
                 end
                 if ARGV[i + 5] ~= '' then redis.call('HSET', key, 'meta', ARGV[i + 5]) end
                 if ARGV[i + 6] ~= '' then redis.call('HSET', key, 'status', ARGV[i + 6]) end

@@ -92,8 +92,10 @@ def test_unknown_type_stays_a_dict():
 
 
 @pytest.mark.parametrize("text, words", [
-    ('{"__type__": "interval", "every": "soon"}', "positive number"),
-    ('{"__type__": "interval", "every": 0}', "positive number"),
+    ('{"__type__": "interval", "every": "soon"}', "at least 0.001 seconds"),
+    ('{"__type__": "interval", "every": 0}', "at least 0.001 seconds"),
+    ('{"__type__": "interval", "every": 1e-7}', "at least 0.001 seconds"),
+    ('{"__type__": "rrule", "freq": "DAILY", "interval": 0}', "interval must be a whole number"),
     ('{"__type__": "crontab", "minute": "61"}', "bad crontab"),
     ('{"__type__": "datetime", "year": 2026, "month": 13, "day": 1}', "bad datetime"),
     ('{"__type__": "datetime", "year": 2026, "month": 1, "day": 1, "timezone": "Mars/Olympus"}',

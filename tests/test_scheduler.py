@@ -618,7 +618,7 @@ def test_a_plain_number_schedule_must_be_positive(scheduler_for, schedule_redis,
     schedule_redis.zadd("redbeat::schedule", {"redbeat:flood": 0})
     scheduler.tick()
     assert tasks_sent(broker_redis) == []
-    assert "positive number" in json.loads(schedule_redis.hget("redbeat:flood", "parked"))["reason"]
+    assert "at least 0.001 seconds" in json.loads(schedule_redis.hget("redbeat:flood", "parked"))["reason"]
 
 
 def test_bad_data_never_makes_tick_raise(scheduler_for, app, schedule_redis, caplog):
