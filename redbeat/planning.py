@@ -118,6 +118,13 @@ def plan_runs(key: str, sched: BaseSchedule, policy: Policy, last_run_at: dateti
     due: deque[datetime] = deque(maxlen=max(keep, 1))
     dropped = 0
     scanned = 0
+    if isinstance(sched, schedule) and not sched.relative and policy.jitter == 0 and policy.end_at is None:
+        # An interval far behind: step straight to the last slots before now.
+        period = sched.run_every.total_seconds()
+        behind = int((now - slot).total_seconds() // period) - keep
+        if behind > 0:
+            slot += timedelta(seconds=behind * period)
+            dropped = behind
     while slot is not None and fire_time(key, slot, policy.jitter) <= now:
         if len(due) == due.maxlen:
             dropped += 1

@@ -150,6 +150,9 @@ class RedBeatScheduler(Scheduler):
             except Exception as exc:
                 logger.error("beat: cannot use schedule entry %r: %s", name, exc)
                 continue
+            if definition is not None and _paused(definition) and "enabled" not in _spec_fields(specs[name]):
+                entry.enabled = False  # paused at run time (redbeat pause): a re-sync keeps it paused
+                new_definition = entry.definition_json()
             if meta:
                 try:
                     state = entry.decode_meta(meta)
@@ -579,6 +582,17 @@ def _requested_at(raw: bytes, now: datetime) -> float:
     except ValueError:
         return now.timestamp()
     return requested if 1e9 <= requested < MAX_TIMESTAMP else now.timestamp()
+
+
+def _paused(definition: bytes) -> bool:
+    try:
+        return json.loads(definition).get("enabled") is False
+    except (ValueError, AttributeError):
+        return False
+
+
+def _spec_fields(spec: Any) -> Any:
+    return spec if isinstance(spec, dict) else vars(spec)
 
 
 def _same_json(stored: bytes, written: str) -> bool:

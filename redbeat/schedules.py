@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 from datetime import datetime, timedelta, timezone
+from itertools import islice
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -18,11 +19,12 @@ import dateutil.rrule
 from celery import schedules as celery_schedules
 from celery.schedules import BaseSchedule, schedstate
 
-from .slots import resolve_wall_time
+from .slots import first_instant_after
 
 __all__ = ["rrule", "crontab", "clocked"]
 
 UTC = timezone.utc  # the rrule and crontab arguments named "timezone" shadow the module name
+MAX_WALLS = 100_000  # occurrences looked at for one next slot, so no rule can loop for ever
 
 
 class rrule(BaseSchedule):  # noqa: N801 - the name is part of the public import path
@@ -118,15 +120,11 @@ class rrule(BaseSchedule):  # noqa: N801 - the name is part of the public import
         moment = _aware(moment)
         if self.zone is None:
             return self.rrule.after(moment)
-        # A DST shift moves wall times by at most a few hours: start early enough.
+        # A DST shift moves wall times by at most a few hours: start early enough,
+        # and let slots.py pick the earliest instant among the walls around it.
         wall = moment.astimezone(self.zone).replace(tzinfo=None) - timedelta(hours=3)
-        while True:
-            wall = self.rrule.after(wall)
-            if wall is None:
-                return None
-            later = [i for i in resolve_wall_time(wall, self.zone, self.every_hour) if i > moment]
-            if later:
-                return min(later)
+        walls = islice(self.rrule.xafter(wall), MAX_WALLS)
+        return first_instant_after(walls, moment, self.zone, self.every_hour)
 
     next_slot_after = next_after
 

@@ -30,7 +30,7 @@ UTC = timezone.utc
 # crontab like "Feb 29 on a Monday" recurs within 28 years.
 MAX_SEARCH_DAYS = 366 * 29
 
-__all__ = ["next_slot", "resolve_wall_time", "next_cron_slot", "zone_of"]
+__all__ = ["next_slot", "resolve_wall_time", "next_cron_slot", "zone_of", "first_instant_after"]
 
 
 def zone_of(sched: BaseSchedule) -> tzinfo:
@@ -97,6 +97,15 @@ def _first_wall_after(day: date, hours: list[int], minutes: list[int], reference
         if later < len(minutes):
             return datetime.combine(day, time(hour, minutes[later]))
     return None
+
+
+def first_instant_after(walls: Iterable[datetime], after: datetime, zone: tzinfo,
+                        every_hour: bool) -> datetime | None:
+    """The earliest instant after ``after`` among local times ``walls`` (in order)."""
+    day = after.astimezone(zone).date()
+    start, end = _offsets_around(zone, day - timedelta(days=1)), _offsets_around(zone, day + timedelta(days=1))
+    offsets = (min(start + end), max(start + end))
+    return _first_after(walls, after, zone, every_hour, offsets)
 
 
 def _offsets_around(zone: tzinfo, day: date) -> tuple[timedelta, timedelta]:

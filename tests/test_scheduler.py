@@ -732,3 +732,84 @@ def test_the_active_beat_keeps_a_heartbeat(scheduler_for, schedule_redis):
     assert heartbeat["token"] == scheduler.lock.token
     assert heartbeat["last_tick"] == pytest.approx(time.time(), abs=5)
     assert heartbeat["pid"] > 0 and heartbeat["version"]
+
+
+# -- regressions from the second review ------------------------------------------------
+
+def test_a_never_run_entry_with_jitter_runs(scheduler_for, schedule_redis, broker_redis):
+    scheduler = scheduler_for()
+    scheduler.tick()
+    definition = json.loads(RAW_DEFINITION) | {"schedule": {"__type__": "interval", "every": 1}, "jitter": 0.5}
+    schedule_redis.hset("redbeat:raw", "definition", json.dumps(definition))
+    schedule_redis.zadd("redbeat::schedule", {"redbeat:raw": 0})
+    tick_until(scheduler, lambda: len(tasks_sent(broker_redis)) >= 2, timeout=6, message="jittered runs")
+
+
+def test_an_edited_schedule_is_not_held_back_by_the_old_next_slot(scheduler_for, schedule_redis, broker_redis):
+    scheduler = scheduler_for()
+    scheduler.tick()
+    raw_entry(schedule_redis, "edited", every=3600)
+    scheduler.tick()  # runs once; next slot in an hour
+    assert len(tasks_sent(broker_redis)) == 1
+    definition = json.loads(schedule_redis.hget("redbeat:edited", "definition"))
+    definition["schedule"]["every"] = 0.3
+    schedule_redis.hset("redbeat:edited", "definition", json.dumps(definition))
+    schedule_redis.zadd("redbeat::schedule", {"redbeat:edited": 0})
+    tick_until(scheduler, lambda: len(tasks_sent(broker_redis)) >= 2, timeout=5, message="the edited entry")
+
+
+def test_catch_up_all_sends_each_run_with_its_own_task_id(scheduler_for, schedule_redis, broker_redis):
+    scheduler = scheduler_for()
+    scheduler.tick()
+    entry = RedBeatSchedulerEntry("all", "tasks.all", schedule(1.0), catch_up="all", app=scheduler.app)
+    entry.last_run_at = entry._default_now() - timedelta(seconds=3.5)
+    entry.save()
+    scheduler.tick()
+    messages = published(broker_redis)
+    assert len(messages) == 3
+    assert len({m["id"] for m in messages}) == 3
+    assert {m["id"] for m in messages} == {task_id_for("redbeat:all", m["headers"]["redbeat_scheduled"])
+                                          for m in messages}
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "1e400", "1"])
+def test_any_run_now_value_gives_one_run(scheduler_for, schedule_redis, broker_redis, value):
+    scheduler = scheduler_for()
+    scheduler.tick()
+    RedBeatSchedulerEntry("good", "tasks.good", schedule(3600), app=scheduler.app).save()
+    schedule_redis.hset("redbeat:good", "run_now", value)
+    schedule_redis.zadd("redbeat::schedule", {"redbeat:good": 0})
+    scheduler.tick()
+    [message] = published(broker_redis)
+    assert message["headers"]["redbeat_scheduled"] > 1e9
+
+
+def test_headers_that_are_not_an_object_cost_only_their_run(scheduler_for, schedule_redis, broker_redis):
+    scheduler = scheduler_for()
+    scheduler.tick()
+    bad = json.loads(RAW_DEFINITION) | {"name": "bad", "options": {"headers": ["x"]}}
+    schedule_redis.hset("redbeat:bad", "definition", json.dumps(bad))
+    schedule_redis.zadd("redbeat::schedule", {"redbeat:bad": 1})
+    raw_entry(schedule_redis, "good", score=2)
+    scheduler.tick()
+    assert [m["headers"]["redbeat_key"] for m in published(broker_redis)] == ["redbeat:good"]
+    assert [json.loads(r)["key"] for r in schedule_redis.hvals("redbeat::inflight")] == ["redbeat:bad"]
+
+
+def test_a_paused_static_entry_stays_paused_across_a_resync(scheduler_for, schedule_redis):
+    scheduler = scheduler_for({"s": {"task": "tasks.s", "schedule": 60.0}})
+    scheduler.tick()
+    definition = json.loads(schedule_redis.hget("redbeat:s", "definition")) | {"enabled": False}
+    schedule_redis.hset("redbeat:s", "definition", json.dumps(definition))
+    scheduler._statics_synced = False
+    scheduler.tick()
+    assert json.loads(schedule_redis.hget("redbeat:s", "definition"))["enabled"] is False
+
+
+def test_an_interval_far_behind_runs_its_newest_slot(app):
+    from redbeat.planning import Policy, plan_runs
+
+    now = datetime(2026, 5, 1, tzinfo=timezone.utc)
+    result = plan_runs("redbeat:k", schedule(1.0), Policy(), now - timedelta(days=1, seconds=0.5), None, 0, now)
+    assert result.runs == [now - timedelta(seconds=0.5)]
+    assert result.missed == 86399

@@ -185,3 +185,11 @@ def test_solar_slots_are_celerys_solar_events():
     slot = next_slot(sunrise, after)
     assert datetime(2026, 6, 2, 3, 30, tzinfo=UTC) < slot < datetime(2026, 6, 2, 4, 0, tzinfo=UTC)  # ~04:43 BST
     assert next_slot(sunrise, slot) > slot + timedelta(hours=23)
+
+
+@pytest.mark.parametrize("zone_name, year", CASES)
+def test_an_rrule_finer_than_hourly_in_a_zone_keeps_elapsed_time_across_dst(zone_name, year):
+    rule = rrule("MINUTELY", interval=15, dtstart=datetime(year, 1, 1, tzinfo=UTC), timezone=zone_name)
+    for at, _ in transitions(zone_name, year):
+        runs = slots_between(rule, at - timedelta(hours=3), at + timedelta(hours=3))
+        assert {(b - a).total_seconds() for a, b in zip(runs, runs[1:])} == {900}, at
