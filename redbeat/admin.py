@@ -209,15 +209,21 @@ class ImportPlan:
     # Exported entries beat cannot run: imported as they are (a backup is
     # exact), and parked by beat when they come due.
     unrunnable: dict[str, str] = field(default_factory=dict)
-    writes: list[tuple[str, float, dict[str, str]]] = field(default_factory=list)
+    writes: list[tuple[str, float, dict[str, str], bool]] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {"create": self.create, "update": self.update, "unchanged": self.unchanged,
                 "invalid": self.invalid, "unrunnable": self.unrunnable}
 
 
-def plan_import(app: Celery, data: dict) -> ImportPlan:
-    """What importing ``data`` (an export, or ``{name: beat_schedule spec}``) would change."""
+def plan_import(app: Celery, data: Any) -> ImportPlan:
+    """What importing ``data`` (an export, or ``{name: beat_schedule spec}``) would change.
+
+    An export is written back exactly. Specs are written like ``beat_schedule``
+    entries: the definition only, keeping the run history of entries that exist.
+    """
+    if not isinstance(data, dict):
+        raise ValueError("an import is a RedBeat export or a JSON object of {name: spec}")
     store = get_store(app)
     prefix = store.conf.key_prefix
     plan = ImportPlan()
@@ -230,14 +236,13 @@ def plan_import(app: Celery, data: dict) -> ImportPlan:
         for name, spec in data.items():
             try:
                 entry = RedBeatSchedulerEntry(name=name, app=app, **_spec_from_json(spec))
-                items.append((entry.key, entry.score, {"definition": entry.definition_json(),
-                                                        "meta": entry.meta_json()}))
+                items.append((entry.key, None, {"definition": entry.definition_json(), "meta": entry.meta_json()}))
             except Exception as exc:
                 plan.invalid[name] = str(exc)
     current = {view.key: view for view in entries(app, [key for key, _, _ in items])}
     for key, score, fields in items:
         name = key[len(prefix):]
-        if "parked" not in fields:
+        if fields and "parked" not in fields:
             try:
                 RedBeatSchedulerEntry.decode_definition(fields.get("definition") or "")
             except Exception as exc:
@@ -247,15 +252,31 @@ def plan_import(app: Celery, data: dict) -> ImportPlan:
                 plan.unrunnable[name] = str(exc)
         existing = current.get(key)
         stored = {k: v.decode("utf-8", "surrogateescape") for k, v in existing.fields.items()} if existing else {}
-        if not stored:
-            plan.create.append(name)
-        elif stored == fields and existing.score == score:
+        if exact:
+            same = stored == fields and existing.score == score
+        else:
+            same = bool(stored) and _same_definition(stored.get("definition"), fields["definition"])
+            if not same:
+                score = _score_keeping_history(app, fields, existing)
+        if same:
             plan.unchanged.append(name)
             continue
-        else:
-            plan.update.append(name)
-        plan.writes.append((key, NEVER if score is None else score, fields))
+        (plan.update if stored else plan.create).append(name)
+        plan.writes.append((key, NEVER if score is None else score, fields, exact))
     return plan
+
+
+def _same_definition(stored: str | None, written: str) -> bool:
+    try:
+        return stored is not None and json.loads(stored) == json.loads(written)
+    except ValueError:
+        return False
+
+
+def _score_keeping_history(app: Celery, fields: dict[str, str], existing: EntryView | None) -> float:
+    """The score of an imported definition, counted from the stored run history if there is one."""
+    meta = (existing.fields.get("meta") if existing else None) or fields["meta"]
+    return RedBeatSchedulerEntry.from_stored(fields["definition"], meta, app=app).score
 
 
 def _spec_from_json(spec: dict) -> dict:
@@ -269,9 +290,16 @@ def apply_import(app: Celery, plan: ImportPlan, statics: list[str] | None = None
     """Write what ``plan`` says, in one transaction."""
     store = get_store(app)
     pipe = store.client.pipeline()
-    for key, score, fields in plan.writes:
-        pipe.delete(key)
-        pipe.hset(key, mapping={name: value.encode("utf-8", "surrogateescape") for name, value in fields.items()})
+    for key, score, fields, exact in plan.writes:
+        encoded = {name: value.encode("utf-8", "surrogateescape") for name, value in fields.items()}
+        if exact:
+            pipe.delete(key)
+            if encoded:  # an orphan member is exported with no fields: only its score comes back
+                pipe.hset(key, mapping=encoded)
+        else:
+            pipe.hset(key, "definition", encoded["definition"])
+            pipe.hsetnx(key, "meta", encoded["meta"])
+            pipe.hdel(key, "parked")
         pipe.zadd(store.conf.schedule_key, {key: score})
     if statics:
         pipe.sadd(store.conf.statics_key, *statics)

@@ -217,6 +217,9 @@ def rrule_from_text(text: str, timezone_name: str | None) -> dict:
         "__type__": "rrule", "freq": rule._freq, "interval": rule._interval, "count": rule._count,
         "dtstart": midnight.timestamp(), "dtstart_tz": (midnight.utcoffset().total_seconds() // 60) or 0,
         "bymonth": _listed(rule._bymonth), "bymonthday": _listed(rule._bymonthday),
+        "bysetpos": _listed(rule._bysetpos), "byyearday": _listed(rule._byyearday),
+        "byweekno": _listed(rule._byweekno), "byeaster": _listed(rule._byeaster),
+        "wkst": rule._wkst if "WKST" in body.upper() else None,
         "byweekday": weekdays or None, "byhour": _listed(rule._byhour) if "BYHOUR" in body.upper() else None,
         "byminute": _listed(rule._byminute) if "BYMINUTE" in body.upper() else None,
         "bysecond": _listed(rule._bysecond) if "BYSECOND" in body.upper() else None,
@@ -305,9 +308,12 @@ def _schedule_object(every: float | None, cron: str | None, rrule_text: str | No
     if rrule_text is not None:
         try:
             return rrule_from_text(rrule_text, timezone_name)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, KeyError) as exc:
             raise click.BadParameter(f"--rrule: {exc}") from None
-    moment = datetime.fromisoformat(at)
+    try:
+        moment = datetime.fromisoformat(at)
+    except ValueError:
+        raise click.BadParameter(f"--at takes an ISO 8601 time such as 2026-12-24T18:00:00+01:00, not {at!r}") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return {"__type__": "clocked", "at": json.loads(dumps(moment))}
@@ -326,8 +332,12 @@ def _checked_entry(tool: Tool, definition: dict) -> RedBeatSchedulerEntry:
 @click.argument("name")
 @pass_tool
 def remove(tool: Tool, name: str) -> None:
-    """Delete an entry and take it out of the schedule."""
-    tool.entry(name).delete()
+    """Delete an entry and take it out of the schedule (malformed ones too)."""
+    store = get_store(tool.app)
+    key = RedBeatSchedulerEntry.generate_key(tool.app, name)
+    if not store.client.exists(key) and store.client.zscore(store.conf.schedule_key, key) is None:
+        raise click.ClickException(f"no entry named {name!r}")
+    store.delete(key)
     click.echo(f"removed {name}")
 
 
@@ -348,14 +358,26 @@ def resume(tool: Tool, name: str) -> None:
 
 
 def _set_enabled(tool: Tool, name: str, enabled: bool) -> None:
-    entry = tool.entry(name)
-    entry.enabled = enabled
-    _rewrite(tool, entry)
+    _patch_definition(tool, name, "enabled", enabled)
     click.echo(f"{'resumed' if enabled else 'paused'} {name}")
 
 
-def _rewrite(tool: Tool, entry: RedBeatSchedulerEntry) -> None:
-    get_store(tool.app).rewrite_definition(entry.key, entry.definition_json())
+def _patch_definition(tool: Tool, name: str, field: str, value: Any) -> None:
+    """Change one field of the stored definition, keeping every other field as it is
+    (fields RedBeat does not know included), after checking the result."""
+    if field == "name":
+        raise click.ClickException("the name is the key: add the entry under the new name and remove the old one")
+    store = get_store(tool.app)
+    key = RedBeatSchedulerEntry.generate_key(tool.app, name)
+    raw, _, _ = store.load(key)
+    if raw is None:
+        raise click.ClickException(f"no entry named {name!r}")
+    definition = _json_or_text(raw)
+    if not isinstance(definition, dict):
+        raise click.ClickException(f"entry {name!r} has a definition that is not a JSON object")
+    definition[field] = value
+    _checked_entry(tool, {**definition, "name": name})
+    store.rewrite_definition(key, json.dumps(definition))
 
 
 @redbeat.command(name="run-now")
@@ -374,16 +396,7 @@ def run_now(tool: Tool, name: str) -> None:
 @pass_tool
 def edit(tool: Tool, name: str, field: str, value: str) -> None:
     """Change one definition field to a JSON VALUE, e.g.: edit report args '[1, 2]'."""
-    store = get_store(tool.app)
-    raw, _, _ = store.load(RedBeatSchedulerEntry.generate_key(tool.app, name))
-    if raw is None:
-        raise click.ClickException(f"no entry named {name!r}")
-    definition = _json_or_text(raw)
-    if not isinstance(definition, dict):
-        raise click.ClickException(f"entry {name!r} has a definition that is not a JSON object")
-    definition[field] = parse_json(value, "VALUE")
-    entry = _checked_entry(tool, definition)
-    _rewrite(tool, entry)
+    _patch_definition(tool, name, field, parse_json(value, "VALUE"))
     click.echo(f"{name}: {field} = {value}")
 
 
@@ -414,8 +427,11 @@ def import_command(tool: Tool, source: Any, beat_schedule: str | None, apply_cha
         data = parse_json(source.read(), "the import file")
     else:
         raise click.UsageError("give a file to import, or --beat-schedule MODULE:NAME")
-    plan = admin.plan_import(tool.app, data)
-    statics = data.get("statics") if isinstance(data, dict) and data.get("format") == admin.EXPORT_FORMAT else None
+    try:
+        plan = admin.plan_import(tool.app, data)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    statics = data.get("statics") if data.get("format") == admin.EXPORT_FORMAT else None
     if apply_changes and not plan.invalid:
         admin.apply_import(tool.app, plan, statics)
     if as_json:
@@ -493,6 +509,8 @@ def schema(tool: Tool) -> None:
 def doctor(tool: Tool, as_json: bool) -> None:
     """Find orphans, malformed, parked, never-due and stale static entries, and explain each."""
     configured = set(tool.app.conf.beat_schedule or {}) or None
+    if configured is not None:
+        configured.add("celery.backend_cleanup")  # Celery's own entry, added by beat itself
     findings = admin.doctor(tool.app, configured)
     if as_json:
         emit([finding.as_dict() for finding in findings])

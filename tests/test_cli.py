@@ -222,3 +222,54 @@ def test_status_and_history_with_a_real_beat(tmp_path, redis_server, redis_url, 
     report = json.loads(CliRunner().invoke(redbeat, ["--redis-url", redis_server.url(0), "status", "--json",
                                                      "--max-age", "0.5"]).output)
     assert report["lock_holder"] is None and report["healthy"] is False
+
+
+def test_pause_and_edit_keep_fields_redbeat_does_not_know_and_refuse_renames(cli, schedule_redis):
+    schedule_redis.hset("redbeat:raw", "definition", json.dumps({**RAW, "x-owner": "team-a"}))
+    schedule_redis.zadd("redbeat::schedule", {"redbeat:raw": 100})
+    cli("pause", "raw")
+    cli("edit", "raw", "args", "[9]")
+    definition = json.loads(schedule_redis.hget("redbeat:raw", "definition"))
+    assert definition["x-owner"] == "team-a" and definition["enabled"] is False and definition["args"] == [9]
+    assert "the name is the key" in cli("edit", "raw", "name", '"other"', code=1)
+
+
+def test_remove_deletes_a_malformed_entry(cli, schedule_redis):
+    schedule_redis.hset("redbeat:bad", "definition", "{")
+    schedule_redis.zadd("redbeat::schedule", {"redbeat:bad": 5})
+    cli("remove", "bad")
+    assert not schedule_redis.exists("redbeat:bad")
+
+
+def test_importing_specs_again_keeps_the_history(cli, tmp_path, schedule_redis):
+    specs = tmp_path / "specs.json"
+    specs.write_text(json.dumps({"tick": {"task": "tasks.tick", "schedule": 60}}))
+    cli("import", str(specs), "--apply")
+    meta = json.loads(schedule_redis.hget("redbeat:tick", "meta")) | {"total_run_count": 7}
+    schedule_redis.hset("redbeat:tick", "meta", json.dumps(meta))
+    assert json.loads(cli("import", str(specs), "--json", "--apply"))["unchanged"] == ["tick"]
+    specs.write_text(json.dumps({"tick": {"task": "tasks.tick", "schedule": 120}}))
+    assert json.loads(cli("import", str(specs), "--json", "--apply"))["update"] == ["tick"]
+    assert json.loads(schedule_redis.hget("redbeat:tick", "meta"))["total_run_count"] == 7
+
+
+def test_an_export_with_an_orphan_member_imports(cli, schedule_redis, tmp_path):
+    schedule_redis.zadd("redbeat::schedule", {"redbeat:gone": 5})
+    dump = tmp_path / "d.json"
+    dump.write_text(cli("export"))
+    schedule_redis.flushdb()
+    cli("import", str(dump), "--apply")
+    assert schedule_redis.zscore("redbeat::schedule", "redbeat:gone") == 5
+
+
+@pytest.mark.parametrize("args, words", [
+    (["add", "x", "--task", "t", "--at", "tomorrow"], "--at takes an ISO 8601 time"),
+    (["add", "x", "--task", "t", "--rrule", "FREQ=DAILY", "--timezone", "Bad/Zone"], "--rrule"),
+])
+def test_bad_options_get_messages_not_tracebacks(cli, args, words):
+    assert words in cli(*args, code=2)
+
+
+def test_add_rrule_keeps_bysetpos(cli, schedule_redis):
+    cli("add", "last-weekday", "--task", "t", "--rrule", "FREQ=MONTHLY;BYDAY=MO,TU,WE,TH,FR;BYSETPOS=-1;BYHOUR=9")
+    assert json.loads(schedule_redis.hget("redbeat:last-weekday", "definition"))["schedule"]["bysetpos"] == [-1]
