@@ -220,6 +220,7 @@ class ScheduleStore:
         self._claim = client.register_script(self.CLAIM_LUA)
         self._take_over = client.register_script(self.TAKE_OVER_LUA)
         self._retry_later = client.register_script(self.RETRY_LATER_LUA)
+        self._save = client.register_script(self.SAVE_LUA)
 
     # -- keys ---------------------------------------------------------------
 
@@ -374,23 +375,36 @@ class ScheduleStore:
         pipe.zadd(self.conf.schedule_key, {key: 0})
         pipe.execute()
 
-    def save(self, key: str, definition: str, meta: str, score: float) -> None:
-        """Write an entry's definition and score; meta only if the entry has none.
+    # Writes an entry's definition, and its meta only if it has none. A new
+    # entry gets its score; an existing one keeps its history, so its score
+    # becomes 0: beat looks at it at its next tick and runs it only if its
+    # stored meta says it is due. (A score computed from the caller's fresh
+    # object would push the entry back each time an app re-saves it.)
+    # KEYS: schedule, entry   ARGV: definition, meta, score
+    SAVE_LUA = """
+    redis.call('HSET', KEYS[2], 'definition', ARGV[1])
+    redis.call('HDEL', KEYS[2], 'parked')
+    if redis.call('HSETNX', KEYS[2], 'meta', ARGV[2]) == 1 then
+        redis.call('ZADD', KEYS[1], ARGV[3], KEYS[2])
+    else
+        redis.call('ZADD', KEYS[1], 0, KEYS[2])
+    end
+    return 1
+    """
 
-        Existing meta is kept so that re-saving a definition does not reset
-        when the entry last ran. Saving also clears a parked mark: a new
-        definition deserves a new chance.
+    def save(self, key: str, definition: str, meta: str, score: float) -> None:
+        """Write an entry's definition; meta and score only if it is new (see SAVE_LUA).
+
+        Saving also clears a parked mark: a new definition deserves a new chance.
         """
-        pipe = self.client.pipeline()
-        self._queue_save(pipe, key, definition, meta, score)
-        pipe.execute()
+        self._save(keys=[self.conf.schedule_key, key], args=[definition, meta, repr(score)])
 
     def save_many(self, items: Iterable[tuple[str, str, str, float]], chunk: int = 1000) -> int:
         """``save`` for many (key, definition, meta, score) at once: one round trip per ``chunk``."""
         count = 0
         pipe = self.client.pipeline(transaction=False)
         for key, definition, meta, score in items:
-            self._queue_save(pipe, key, definition, meta, score)
+            self._save(keys=[self.conf.schedule_key, key], args=[definition, meta, repr(score)], client=pipe)
             count += 1
             if count % chunk == 0:
                 pipe.execute()

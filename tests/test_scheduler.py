@@ -813,3 +813,16 @@ def test_an_interval_far_behind_runs_its_newest_slot(app):
     result = plan_runs("redbeat:k", schedule(1.0), Policy(), now - timedelta(days=1, seconds=0.5), None, 0, now)
     assert result.runs == [now - timedelta(seconds=0.5)]
     assert result.missed == 86399
+
+
+def test_re_saving_an_existing_entry_does_not_push_it_back(scheduler_for, schedule_redis, broker_redis):
+    scheduler = scheduler_for()
+    scheduler.tick()
+    entry = RedBeatSchedulerEntry("upserted", "tasks.u", schedule(1.0), app=scheduler.app)
+    entry.last_run_at = entry._default_now() - timedelta(seconds=5)
+    entry.save()
+    # An app that saves its entries from scratch every few seconds (fresh objects "ran now").
+    RedBeatSchedulerEntry("upserted", "tasks.u", schedule(1.0), app=scheduler.app).save()
+    assert schedule_redis.zscore("redbeat::schedule", "redbeat:upserted") == 0
+    scheduler.tick()
+    assert tasks_sent(broker_redis) == ["tasks.u"]
