@@ -17,7 +17,6 @@ from celery.schedules import crontab, schedule, solar
 from .client import get_store
 from .entry import RedBeatSchedulerEntry, decode_status
 from .schedules import clocked, rrule
-from .slots import zone_of
 from .store import NEVER, ScheduleStore, text
 
 UTC = timezone.utc
@@ -163,15 +162,6 @@ def _duration(delta: timedelta) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"
     return f"{seconds:g}s"
-
-
-def local_times(view: EntryView, moment: datetime | None) -> tuple[str, str] | None:
-    """``moment`` in the entry's zone and in UTC, for people."""
-    if moment is None:
-        return None
-    zone = zone_of(view.entry.schedule) if view.entry else UTC
-    local = moment.astimezone(zone)
-    return f"{local:%Y-%m-%d %H:%M:%S %Z}", f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
 
 
 # -- export and import ------------------------------------------------------------------

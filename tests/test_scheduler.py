@@ -36,6 +36,13 @@ def tasks_sent(broker):
     return [message["task"] for message in published(broker)]
 
 
+def raw_entry(schedule_redis, name="raw", every=3600, score=0, **fields):
+    """An entry written as another program would: HSET of its definition, then ZADD."""
+    definition = json.loads(RAW_DEFINITION) | {"name": name, "schedule": {"__type__": "interval", "every": every}}
+    schedule_redis.hset(f"redbeat:{name}", "definition", json.dumps(definition | fields))
+    schedule_redis.zadd("redbeat::schedule", {f"redbeat:{name}": score})
+
+
 @pytest.fixture
 def scheduler_for(app):
     made = []
@@ -71,9 +78,7 @@ def test_entry_written_with_raw_redis_commands_runs_at_the_next_tick(scheduler_f
 
 def test_options_reach_the_broker(scheduler_for, schedule_redis, broker_redis):
     scheduler = scheduler_for()
-    definition = json.loads(RAW_DEFINITION) | {"name": "q", "task": "tasks.q", "options": {"queue": "reports"}}
-    schedule_redis.hset("redbeat:q", "definition", json.dumps(definition))
-    schedule_redis.zadd("redbeat::schedule", {"redbeat:q": 0})
+    raw_entry(schedule_redis, "q", task="tasks.q", options={"queue": "reports"})
     scheduler.tick()
     assert tasks_sent(broker_redis) == []
     assert [m["task"] for m in published(broker_redis, "reports")] == ["tasks.q"]
@@ -103,9 +108,7 @@ def test_lock_holder_wakes_in_time_to_renew_its_lock(scheduler_for):
 
 def test_disabled_entry_does_not_run_and_keeps_its_cadence(scheduler_for, schedule_redis, broker_redis):
     scheduler = scheduler_for()
-    definition = json.loads(RAW_DEFINITION) | {"enabled": False, "schedule": {"__type__": "interval", "every": 60}}
-    schedule_redis.hset("redbeat:raw", "definition", json.dumps(definition))
-    schedule_redis.zadd("redbeat::schedule", {"redbeat:raw": 0})
+    raw_entry(schedule_redis, every=60, enabled=False)
     scheduler.tick()
     assert tasks_sent(broker_redis) == []
     assert schedule_redis.zscore("redbeat::schedule", "redbeat:raw") == pytest.approx(time.time() + 60, abs=2)
@@ -368,12 +371,6 @@ def test_beat_starts_while_redis_is_down_and_writes_statics_when_it_answers(tmp_
 
 
 # -- runs in flight ---------------------------------------------------------------------
-
-def raw_entry(schedule_redis, name="raw", every=3600, score=0):
-    definition = json.loads(RAW_DEFINITION) | {"name": name, "schedule": {"__type__": "interval", "every": every}}
-    schedule_redis.hset(f"redbeat:{name}", "definition", json.dumps(definition))
-    schedule_redis.zadd("redbeat::schedule", {f"redbeat:{name}": score})
-
 
 def test_each_run_has_a_task_id_derived_from_entry_and_scheduled_time(scheduler_for, schedule_redis, broker_redis):
     scheduler = scheduler_for()
@@ -739,9 +736,7 @@ def test_the_active_beat_keeps_a_heartbeat(scheduler_for, schedule_redis):
 def test_a_never_run_entry_with_jitter_runs(scheduler_for, schedule_redis, broker_redis):
     scheduler = scheduler_for()
     scheduler.tick()
-    definition = json.loads(RAW_DEFINITION) | {"schedule": {"__type__": "interval", "every": 1}, "jitter": 0.5}
-    schedule_redis.hset("redbeat:raw", "definition", json.dumps(definition))
-    schedule_redis.zadd("redbeat::schedule", {"redbeat:raw": 0})
+    raw_entry(schedule_redis, every=1, jitter=0.5)
     tick_until(scheduler, lambda: len(tasks_sent(broker_redis)) >= 2, timeout=6, message="jittered runs")
 
 
@@ -787,9 +782,7 @@ def test_any_run_now_value_gives_one_run(scheduler_for, schedule_redis, broker_r
 def test_headers_that_are_not_an_object_cost_only_their_run(scheduler_for, schedule_redis, broker_redis):
     scheduler = scheduler_for()
     scheduler.tick()
-    bad = json.loads(RAW_DEFINITION) | {"name": "bad", "options": {"headers": ["x"]}}
-    schedule_redis.hset("redbeat:bad", "definition", json.dumps(bad))
-    schedule_redis.zadd("redbeat::schedule", {"redbeat:bad": 1})
+    raw_entry(schedule_redis, "bad", score=1, options={"headers": ["x"]})
     raw_entry(schedule_redis, "good", score=2)
     scheduler.tick()
     assert [m["headers"]["redbeat_key"] for m in published(broker_redis)] == ["redbeat:good"]
