@@ -334,6 +334,7 @@ def beat_status(app: Celery, now: float | None = None) -> dict:
         "lock_holder": holder,
         "last_tick": _iso_ts(beat["last_tick"]) if beat else None,
         "last_tick_age": round(now - beat["last_tick"], 3) if beat else None,
+        "stopped_at": _iso_ts(beat["stopped_at"]) if beat and beat.get("stopped_at") else None,
         "beat": beat,
         "entries": total,
         "due": due,

@@ -465,10 +465,11 @@ def import_command(tool: Tool, source: Any, beat_schedule: str | None, apply_cha
 def status(tool: Tool, max_age: float, as_json: bool) -> None:
     """Who holds the lock, when beat last ticked, how late the schedule runs.
 
-    Exits non-zero when no beat ticked within --max-age seconds: usable as a health check.
+    Exits non-zero when no beat ticked within --max-age seconds, or the last one stopped: usable as a health check.
     """
     report = admin.beat_status(tool.app)
-    healthy = report["last_tick_age"] is not None and report["last_tick_age"] <= max_age
+    healthy = (report["last_tick_age"] is not None and report["last_tick_age"] <= max_age
+               and report["stopped_at"] is None)
     report["healthy"] = healthy
     if as_json:
         emit(report)
@@ -481,6 +482,7 @@ def status(tool: Tool, max_age: float, as_json: bool) -> None:
              if holder else f"{report['lock_key'] or '(disabled)'}: free"),
             ("last tick", f"{report['last_tick']} ({report['last_tick_age']:.1f}s ago) by "
                           f"{beat.get('host')} pid {beat.get('pid')}, RedBeat {beat.get('version')}"
+             + (f"; stopped at {report['stopped_at']}" if report["stopped_at"] else "")
              if beat else "never (no heartbeat: no beat is active)"),
             ("entries", f"{report['entries']} total, {report['due']} due, {report['parked']} parked, "
                         f"{report['never_due']} never due, {report['in_flight']} in flight"),
@@ -490,7 +492,8 @@ def status(tool: Tool, max_age: float, as_json: bool) -> None:
         ]
         for label, value in lines:
             click.echo(f"{label:>13}: {value}")
-        click.secho("healthy" if healthy else f"UNHEALTHY: no tick within {max_age:g}s",
+        why = "beat stopped" if report["stopped_at"] else f"no tick within {max_age:g}s"
+        click.secho("healthy" if healthy else f"UNHEALTHY: {why}",
                     fg="green" if healthy else "red", bold=True)
     if not healthy:
         sys.exit(1)

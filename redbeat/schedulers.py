@@ -528,12 +528,15 @@ class RedBeatScheduler(Scheduler):
     schedule = property(get_schedule, set_schedule)
 
     def close(self) -> None:
-        if self.lock is not None and self.lock.held:
-            try:
+        try:
+            # Health checks then see at once that no beat ticks, instead of
+            # waiting for the heartbeat to age.
+            self.store.stop_heartbeat(self._token, time.time())
+            if self.lock is not None and self.lock.held:
                 self.lock.release()
                 logger.info("beat: Released lock %s", self.lock.key)
-            except RedisError as exc:
-                logger.warning("beat: could not release lock %s: %s", self.lock.key, exc)
+        except RedisError as exc:
+            logger.warning("beat: could not release lock %s or stop the heartbeat: %s", self.lock_key, exc)
         super().close()
 
     @property

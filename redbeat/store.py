@@ -221,6 +221,7 @@ class ScheduleStore:
         self._take_over = client.register_script(self.TAKE_OVER_LUA)
         self._retry_later = client.register_script(self.RETRY_LATER_LUA)
         self._save = client.register_script(self.SAVE_LUA)
+        self._stop_heartbeat = client.register_script(self.STOP_HEARTBEAT_LUA)
 
     # -- keys ---------------------------------------------------------------
 
@@ -300,6 +301,23 @@ class ScheduleStore:
                 }))
                 pipe.ltrim(history, 0, size - 1)
         pipe.execute()
+
+    # Marks the heartbeat as stopped, but only the caller's own: a beat that
+    # lost its lock must not mark the new holder's heartbeat.
+    # KEYS: heartbeat   ARGV: token, stopped_at
+    STOP_HEARTBEAT_LUA = """
+    local raw = redis.call('GET', KEYS[1])
+    if not raw then return 0 end
+    local ok, beat = pcall(cjson.decode, raw)
+    if not ok or type(beat) ~= 'table' or beat['token'] ~= ARGV[1] then return 0 end
+    beat['stopped_at'] = tonumber(ARGV[2])
+    redis.call('SET', KEYS[1], cjson.encode(beat), 'KEEPTTL')
+    return 1
+    """
+
+    def stop_heartbeat(self, token: str, now: float) -> bool:
+        """Record in the heartbeat that the beat with ``token`` stopped; True if it was its heartbeat."""
+        return bool(self._stop_heartbeat(keys=[self.heartbeat_key], args=[token, repr(now)]))
 
     def history_key(self, key: str) -> str:
         return f"{self.conf.key_prefix}:history:{key[len(self.conf.key_prefix):]}"

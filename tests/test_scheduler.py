@@ -729,6 +729,19 @@ def test_the_active_beat_keeps_a_heartbeat(scheduler_for, schedule_redis):
     assert heartbeat["token"] == scheduler.lock.token
     assert heartbeat["last_tick"] == pytest.approx(time.time(), abs=5)
     assert heartbeat["pid"] > 0 and heartbeat["version"]
+    assert "stopped_at" not in heartbeat
+
+
+def test_a_beat_that_closes_marks_only_its_own_heartbeat_stopped(scheduler_for, schedule_redis):
+    first, second = scheduler_for(), scheduler_for()
+    first.tick()
+    second.close()  # a standby: the heartbeat is the active beat's
+    assert "stopped_at" not in json.loads(schedule_redis.get("redbeat::heartbeat"))
+    first.close()
+    heartbeat = json.loads(schedule_redis.get("redbeat::heartbeat"))
+    assert heartbeat["token"] == first.lock.token
+    assert heartbeat["stopped_at"] == pytest.approx(time.time(), abs=5)
+    assert schedule_redis.ttl("redbeat::heartbeat") > 0
 
 
 # -- regressions from the second review ------------------------------------------------
