@@ -29,6 +29,7 @@ __all__ = [
     "to_timestamp",
     "dumps",
     "loads",
+    "meta_json",
 ]
 
 
@@ -263,9 +264,21 @@ class RedBeatJSONEncoder(json.JSONEncoder):
         return super().default(obj)
 
 
+# One instance each: both hold only their settings, and json.dumps/loads with
+# ``cls`` would build a new one per call, on beat's hot path.
+_ENCODER = RedBeatJSONEncoder()
+_DECODER = RedBeatJSONDecoder()
+
+
+def meta_json(last_run_at: datetime | None, total_run_count: int) -> str:
+    """An entry's ``meta``: the same text as ``dumps`` of it, faster, for beat's hot path."""
+    encoded = None if last_run_at is None else _encode_datetime(last_run_at)
+    return json.dumps({"last_run_at": encoded, "total_run_count": total_run_count})
+
+
 def dumps(value: Any) -> str:
-    return json.dumps(value, cls=RedBeatJSONEncoder)
+    return _ENCODER.encode(value)
 
 
 def loads(text: str | bytes) -> Any:
-    return json.loads(text, cls=RedBeatJSONDecoder)
+    return _DECODER.decode(text.decode("utf-8") if isinstance(text, (bytes, bytearray)) else text)

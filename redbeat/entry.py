@@ -15,7 +15,7 @@ from celery.schedules import BaseSchedule, schedstate
 
 from .client import get_store
 from .config import ensure_conf
-from .decoder import DecodeError, dumps, loads, to_timestamp
+from .decoder import DecodeError, dumps, loads, meta_json, to_timestamp
 from .planning import CATCH_UP_POLICIES, ON_FINISH_ACTIONS, Plan, Policy, plan_runs, upcoming
 from .schedules import clocked
 from .slots import zone_of
@@ -35,6 +35,10 @@ DEFINITION_FIELDS = ("name", "task", "args", "kwargs", "options", "schedule", "e
 MAX_INTERVAL = 1e12
 # Shorter intervals are mistakes (and below a microsecond Python's timedelta is 0).
 MIN_INTERVAL = 0.001
+
+
+# Stands in for last_run_at while an entry is built from Redis, replaced at once.
+_NOT_YET_KNOWN = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def score_of(moment: datetime | None) -> float:
@@ -125,9 +129,10 @@ class RedBeatSchedulerEntry(ScheduleEntry):
         meta: bytes | str | None,
         app: Celery,
         key: str | None = None,
-        status: bytes | str | None = None,
+        status: bytes | str | Status | None = None,
     ) -> RedBeatSchedulerEntry:
-        """Build an entry from the raw ``definition``, ``meta`` and ``status`` of its hash.
+        """Build an entry from the raw ``definition``, ``meta`` and ``status`` of its hash
+        (``status`` may come decoded already).
 
         Raises ValueError (DecodeError) naming the field that is wrong.
         """
@@ -135,12 +140,15 @@ class RedBeatSchedulerEntry(ScheduleEntry):
         state = cls.decode_meta(meta)
         if not fields.get("name") and key is not None:
             fields["name"] = key[len(ensure_conf(app).key_prefix):]
-        pointer = decode_status(status)
+        pointer = status if isinstance(status, Status) else decode_status(status)
         # The recorded next slot holds only for the definition it was computed from.
-        next_slot = pointer.next_slot if pointer.definition == definition_digest(definition) else None
-        entry = cls(app=app, total_run_count=state["total_run_count"], last_run_at=state["last_run_at"],
-                    next_slot=next_slot, **fields)
-        # Celery fills a missing last_run_at with "now"; stored None means never run.
+        next_slot = None
+        if pointer.next_slot is not None and pointer.definition == definition_digest(definition):
+            next_slot = pointer.next_slot
+        # Celery fills a missing last_run_at with "now", which costs more than
+        # the rest of building the entry; stored None means never run.
+        entry = cls(app=app, total_run_count=state["total_run_count"],
+                    last_run_at=state["last_run_at"] or _NOT_YET_KNOWN, next_slot=next_slot, **fields)
         entry.last_run_at = state["last_run_at"]
         return entry
 
@@ -278,7 +286,7 @@ class RedBeatSchedulerEntry(ScheduleEntry):
         return dumps(self.to_definition())
 
     def meta_json(self) -> str:
-        return dumps({"last_run_at": self.last_run_at, "total_run_count": self.total_run_count})
+        return meta_json(self.last_run_at, self.total_run_count)
 
     def save(self) -> RedBeatSchedulerEntry:
         """Store the definition and schedule it; an existing entry keeps its meta."""
@@ -347,6 +355,8 @@ def _expect(fields: dict, name: str, kind: type | tuple, words: str) -> None:
 
 def check_options(fields: dict) -> None:
     """Raise DecodeError naming the first scheduling option that is not valid."""
+    if fields.keys().isdisjoint(OPTION_FIELDS):
+        return  # most entries set none: spare beat's hot path the checks
     if fields.get("catch_up") is not None and fields["catch_up"] not in CATCH_UP_POLICIES:
         raise DecodeError(f"definition field 'catch_up' must be one of {', '.join(CATCH_UP_POLICIES)}")
     if fields.get("on_finish") is not None and fields["on_finish"] not in ON_FINISH_ACTIONS:

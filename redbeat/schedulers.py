@@ -8,6 +8,7 @@ See docs/design.rst.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -28,12 +29,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from . import __version__
 from .client import display_url, get_redis, get_store
 from .config import DEFAULT_LOCK_TIMEOUT, ConfigurationError, RedBeatConfig, ensure_conf
-from .decoder import dumps
+from .decoder import meta_json
 from .entry import RedBeatSchedulerEntry, decode_status, definition_digest, score_of
 from .lock import BeatLock, make_token
 from .runs import MAX_TIMESTAMP, InFlight, task_id_for
 from .schedules import clocked
-from .store import NEVER, Decision, DueRecord, ScheduleStore, parked_reason, text
+from .store import NEVER, Decision, DueRecord, Outcome, ScheduleStore, parked_reason, text
 
 __all__ = [
     "RedBeatScheduler",
@@ -63,9 +64,10 @@ PAUSE_FRACTION = 0.8
 # that follows still holds the lock.
 DECIDE_FRACTION = 0.25
 # Published runs are recorded (history written, in-flight records removed)
-# once per batch, or every this many seconds while a slow batch publishes:
-# one round trip per batch, and at most that much can be republished (with
-# the same task ids) after a crash in the middle of a batch.
+# with the next read of the tick, or at its end, or every this many seconds
+# while a slow batch publishes: no round trip of their own per batch, and at
+# most that much can be republished (with the same task ids) after a crash in
+# the middle of a batch.
 RECORD_AFTER = 0.5
 
 
@@ -89,6 +91,8 @@ class RedBeatScheduler(Scheduler):
         self._retry_delay = RETRY_FIRST
         self._active_since: float | None = None
         self._token = make_token()  # names this beat in the lock and in its runs in flight
+        # Runs published or given up, not yet forgotten in Redis (see _record_outcomes).
+        self._unrecorded: list[Outcome] = []
         super().__init__(app, **kwargs)
 
     @property
@@ -193,6 +197,7 @@ class RedBeatScheduler(Scheduler):
         """
         try:
             interval = self._tick()
+            self._record_outcomes()
         except Exception as exc:
             return self._tick_failed(exc)
         self._tick_succeeded()
@@ -217,7 +222,9 @@ class RedBeatScheduler(Scheduler):
         for batch_number in range(MAX_BATCHES_PER_TICK):
             now = time.time()
             renewed_at = time.monotonic()
-            batch = store.read_due(now, limit, lock, self._heartbeat(now) if batch_number == 0 else "")
+            batch = store.read_due(now, limit, lock, self._heartbeat(now) if batch_number == 0 else "",
+                                   published=self._unrecorded)
+            self._unrecorded = []
             if batch.lock_lost:
                 return self._lock_lost()
             if not self._statics_synced:
@@ -273,9 +280,10 @@ class RedBeatScheduler(Scheduler):
             return Decision(record, "drop")
         if record.definition is None:
             return self._park(record, "hash has no 'definition' field")
+        key = record.key_text
+        old = decode_status(record.status)
         try:
-            entry = self.Entry.from_stored(record.definition, record.meta, app=self.app,
-                                           key=record.key_text, status=record.status)
+            entry = self.Entry.from_stored(record.definition, record.meta, app=self.app, key=key, status=old)
             if entry.last_run_at is None and entry.next_slot is None and record.score > 0:
                 # Never run: due at the score its writer gave it (0 means now).
                 entry.next_slot = datetime.fromtimestamp(record.score, timezone.utc)
@@ -289,7 +297,6 @@ class RedBeatScheduler(Scheduler):
         slots = [slot.timestamp() for slot in plan.runs]
         if record.run_now is not None:
             slots.append(_requested_at(record.run_now, now))
-        old = decode_status(record.status)
         digest = definition_digest(record.definition)
         if not slots and not plan.missed:
             # Not due yet. Record the slot it waits for: the score is a fire
@@ -301,7 +308,7 @@ class RedBeatScheduler(Scheduler):
 
         now_ts = now.timestamp()
         runs = tuple(
-            InFlight(task_id=task_id_for(record.key_text, slot), key=record.key_text, scheduled=slot,
+            InFlight(task_id=task_id_for(key, slot), key=key, scheduled=slot,
                      claimed_at=now_ts, token=self._token, retry_at=now_ts + self.lock_timeout)
             for slot in slots
         )
@@ -315,8 +322,7 @@ class RedBeatScheduler(Scheduler):
         if plan.missed:
             logger.warning("beat: %s missed %d slot(s) (catch-up %s)", entry.name, plan.missed,
                            entry.policy().catch_up)
-        meta = dumps({"last_run_at": plan.runs[-1] if plan.runs else entry.last_run_at,
-                      "total_run_count": entry.total_run_count + len(runs)})
+        meta = meta_json(plan.runs[-1] if plan.runs else entry.last_run_at, entry.total_run_count + len(runs))
         definition = None
         if plan.finished and _bounded(entry):
             if entry.policy().on_finish == "delete" and not runs:
@@ -339,43 +345,96 @@ class RedBeatScheduler(Scheduler):
                 logger.info("beat: deleted %s after its last run (on_finish: delete)", d.entry.name)
 
     def _publish(self, runs: list[tuple[RedBeatSchedulerEntry, InFlight]], renewed_at: float) -> set[str]:
-        """Publish runs in flight, forgetting them as they go; keep those that failed for a retry.
+        """Publish runs in flight; keep those that failed for a retry.
 
+        The runs published are forgotten (and written to their history) by
+        the next read of the tick, or at its end: see ``_record_outcomes``.
         ``renewed_at`` (monotonic) is when the lock was last confirmed.
         Returns the task ids published.
         """
         published: list[str] = []
-        unrecorded: list[tuple[InFlight, str, float]] = []
         failed: list[InFlight] = []
-        broker_down = False
         last_record = time.monotonic()
-        for position, (entry, run) in enumerate(runs):
-            if self.lock is not None and time.monotonic() - renewed_at > self.lock_timeout * PAUSE_FRACTION:
-                # This process was paused (GC, a stopped VM) or publishing is
-                # slow: its lock may be gone and another beat may publish these
-                # runs. Leave them in flight for whoever holds the lock then.
+        size = self.conf.publish_batch_size
+        position = 0
+        while position < len(runs):
+            sent, attempted, stop = self._send_batch(runs[position:position + size], renewed_at)
+            sent_ids = {run.task_id for run in sent}
+            failed += [run for _, run in runs[position:position + attempted] if run.task_id not in sent_ids]
+            position += attempted
+            sent_at = time.time()
+            published += sent_ids
+            self._unrecorded += [(run, "published", sent_at) for run in sent]
+            if stop == "broker down":
+                # After a connection error the rest of the batch waits for its
+                # retry rather than each run waiting out the broker's own retries.
+                failed += [run for _, run in runs[position:]]
+                break
+            if stop == "lock":
                 logger.warning("beat: %.1fs since the lock was renewed; leaving %d runs to the lock holder",
                                time.monotonic() - renewed_at, len(runs) - position)
                 break
-            # After a connection error the rest of the batch waits for its
-            # retry rather than each run waiting out the broker's own retries.
-            if broker_down:
-                failed.append(run)
-                continue
-            outcome = self._send(entry, run)
-            if outcome is None:
-                published.append(run.task_id)
-                unrecorded.append((run, "published", time.time()))
-            else:
-                failed.append(run)
-                broker_down = _broker_unreachable(outcome)
             if time.monotonic() - last_record > RECORD_AFTER:
-                self.store.record(unrecorded)
-                unrecorded, last_record = [], time.monotonic()
-        self.store.record(unrecorded)
+                self._record_outcomes()
+                last_record = time.monotonic()
         if failed:
             self._publish_failed(failed)
         return set(published)
+
+    def _send_batch(self, runs: list[tuple[RedBeatSchedulerEntry, InFlight]],
+                    renewed_at: float) -> tuple[list[InFlight], int, str | None]:
+        """Publish runs in one go: the runs sent, how many were tried, and why it
+        stopped before the end, if it did: ``"broker down"`` or ``"lock"``.
+
+        Stops early when the lock may have expired: this process was paused
+        (GC, a stopped VM) or publishing is slow, and another beat may publish
+        these runs. When the batch as a whole fails to reach the broker, its
+        delivery is uncertain: none of its runs counts as sent, and all are
+        retried with the same task ids.
+        """
+        sent: list[InFlight] = []
+        attempted = 0
+        try:
+            with self._broker_batch():
+                for entry, run in runs:
+                    if self.lock is not None and time.monotonic() - renewed_at > self.lock_timeout * PAUSE_FRACTION:
+                        return sent, attempted, "lock"  # the context still sends what it holds
+                    attempted += 1
+                    error = self._send(entry, run)
+                    if error is None:
+                        sent.append(run)
+                    elif _broker_unreachable(error):
+                        return sent, attempted, "broker down"
+        except Exception as exc:
+            logger.error("beat: could not publish %d runs in one batch (they are retried with the same "
+                         "task ids): %s", len(sent), exc)
+            return [], attempted, "broker down" if _broker_unreachable(exc) else None
+        return sent, attempted, None
+
+    def _broker_batch(self) -> Any:
+        """A context in which publishing buffers messages and sends them at its end.
+
+        kombu 5.7 and later batch on the transports that can (a pipeline on
+        Redis) and publish one by one on the others; older kombu has no batches.
+        """
+        batch = getattr(self.producer, "batch", None)
+        if batch is None or self.conf.publish_batch_size <= 1:
+            return contextlib.nullcontext()
+        # No flush of its own inside a batch: only the end of the context
+        # sends, so that a batch is published or failed as a whole.
+        return batch(max_size=1_000_000)
+
+    def _record_outcomes(self) -> None:
+        """Forget the runs published or given up since the last read, and write their history.
+
+        A tick's reads do this on the way (no round trip of its own); this
+        is for what is left at the end of a tick or of a long stretch of
+        publishing. Until then a crash makes the next lock holder publish
+        them again, with the same task ids.
+        """
+        if self._unrecorded:
+            self.store.record(self._unrecorded)
+            self._unrecorded = []
 
     def _send(self, entry: RedBeatSchedulerEntry, run: InFlight) -> Exception | None:
         """Publish one run; the error if it failed."""
@@ -408,7 +467,7 @@ class RedBeatScheduler(Scheduler):
                 "beat: run of %s scheduled at %s failed to publish %d times; recorded as failed, not retried",
                 run.key, datetime.fromtimestamp(run.scheduled, timezone.utc).isoformat(), run.attempts,
             )
-        self.store.record([(run, "given-up", now) for run in given_up])
+        self._unrecorded += [(run, "given-up", now) for run in given_up]
 
     def _resume_in_flight(self, now: float, renewed_at: float) -> None:
         """Publish runs that were claimed but are not known to be published.
@@ -529,6 +588,7 @@ class RedBeatScheduler(Scheduler):
 
     def close(self) -> None:
         try:
+            self._record_outcomes()
             # Health checks then see at once that no beat ticks, instead of
             # waiting for the heartbeat to age.
             self.store.stop_heartbeat(self._token, time.time())
@@ -536,7 +596,8 @@ class RedBeatScheduler(Scheduler):
                 self.lock.release()
                 logger.info("beat: Released lock %s", self.lock.key)
         except RedisError as exc:
-            logger.warning("beat: could not release lock %s or stop the heartbeat: %s", self.lock_key, exc)
+            logger.warning("beat: could not record the last runs, stop the heartbeat or release lock %s: %s",
+                           self.lock_key, exc)
         super().close()
 
     @property

@@ -29,13 +29,16 @@ from .config import RedBeatConfig
 from .lock import FENCE_LUA, LOCK_LOST, BeatLock
 from .runs import InFlight
 
-__all__ = ["ScheduleStore", "DueRecord", "Decision", "DueBatch", "NEVER"]
+__all__ = ["ScheduleStore", "DueRecord", "Decision", "DueBatch", "Outcome", "NEVER"]
 
 # Score of an entry that will not run again (its schedule is over, or it is parked).
 NEVER = -1.0
 
+# What became of a run, for its entry's history: (run, "published" or "given-up", when).
+Outcome = tuple[InFlight, str, float]
 
-@dataclass(frozen=True)
+
+@dataclass(slots=True)
 class DueRecord:
     """An entry as read from Redis when it came due: raw bytes, not yet decoded."""
 
@@ -52,7 +55,7 @@ class DueRecord:
         return text(self.key)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class DueBatch:
     records: list[DueRecord]
     next_key: bytes | None = None  # the first entry not yet due, if any
@@ -61,7 +64,7 @@ class DueBatch:
     lock_lost: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Decision:
     """What to do with one due record; applied only if the record is unchanged.
 
@@ -89,36 +92,79 @@ class Decision:
 class ScheduleStore:
     """Reads and writes one app's schedule in Redis."""
 
-    # Renews the lock (FENCE_LUA), then returns what is due: a status, the key
+    # The Redis type of an entry's key and the given fields of its hash (all
+    # false unless it is a hash). A member may name a key that is no hash at
+    # all (a bare name that collides with a string): say so rather than fail
+    # the whole batch. Asks TYPE only when HMGET alone cannot tell: this runs
+    # for every entry read and claimed.
+    READ_ENTRY_LUA = """
+    local function read_entry(key, ...)
+        local fields = redis.pcall('HMGET', key, ...)
+        if fields['err'] then
+            return redis.call('TYPE', key)['ok'], {false, false, false, false}
+        end
+        for f = 1, #fields do
+            if fields[f] then return 'hash', fields end
+        end
+        return redis.call('TYPE', key)['ok'], fields
+    end
+    """
+
+    # Forgets runs that were published and pushes each onto its entry's
+    # history, capped at ``size`` records. Not fenced: the runs were published,
+    # whoever holds the lock now. ARGV from ``first`` on: task id, history
+    # key, history record, for each run.
+    RECORD_PUBLISHED_LUA = """
+    local function record_published(inflight, size, first)
+        for i = first, #ARGV, 3 do
+            redis.call('HDEL', inflight, ARGV[i])
+            if size > 0 then
+                redis.call('LPUSH', ARGV[i + 1], ARGV[i + 2])
+                redis.call('LTRIM', ARGV[i + 1], 0, size - 1)
+            end
+        end
+    end
+    """
+
+    # KEYS: inflight   ARGV: history size, then per run: task id, history key, record
+    RECORD_LUA = RECORD_PUBLISHED_LUA + """
+    record_published(KEYS[1], tonumber(ARGV[1]), 2)
+    return 1
+    """
+
+    # Records the runs published since the last call (RECORD_PUBLISHED_LUA),
+    # renews the lock (FENCE_LUA), then returns what is due: a status, the key
     # and score of the first entry not due yet, the number of runs in flight,
     # and (key, score, key type, definition, meta, status, run_now) for up to
     # ARGV[4] due entries.
     # Reading in the script keeps the batch consistent with the fence check
-    # and costs one round trip however many are due.
+    # and costs one round trip however many are due; the record of the
+    # previous batch rides along, so a batch costs two round trips (this and
+    # the claim).
     # It also stores the beat's heartbeat (ARGV[5], when given), so that
     # status tools know who ticks and when, at no extra round trip.
-    # KEYS: lock, schedule, inflight, heartbeat   ARGV: token, ttl_ms, now, limit, heartbeat
-    READ_DUE_LUA = FENCE_LUA + """
+    # KEYS: lock, schedule, inflight, heartbeat
+    # ARGV: token, ttl_ms, now, limit, heartbeat, history size, then runs to record as for RECORD_LUA
+    READ_DUE_LUA = RECORD_PUBLISHED_LUA + READ_ENTRY_LUA + """
+    record_published(KEYS[3], tonumber(ARGV[6]), 7)
+    """ + FENCE_LUA + """
     if ARGV[5] ~= '' then
         redis.call('SET', KEYS[4], ARGV[5], 'EX', 86400)
     end
     local due = redis.call('ZRANGEBYSCORE', KEYS[2], 0, ARGV[3], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[4]))
     local after = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[3], '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
     local reply = {1, after[1] or false, after[2] or false, redis.call('HLEN', KEYS[3])}
+    local n = #reply
     for i = 1, #due, 2 do
-        -- A member may name a key that is no hash at all (a bare name that
-        -- collides with a string): say so rather than fail the whole batch.
-        local kind = redis.call('TYPE', due[i])['ok']
-        local fields = {false, false, false, false}
-        if kind == 'hash' then
-            fields = redis.call('HMGET', due[i], 'definition', 'meta', 'status', 'run_now')
-        end
-        reply[#reply + 1] = due[i]
-        reply[#reply + 1] = due[i + 1]
-        reply[#reply + 1] = kind
+        local key = due[i]
+        local kind, fields = read_entry(key, 'definition', 'meta', 'status', 'run_now')
+        reply[n + 1] = key
+        reply[n + 2] = due[i + 1]
+        reply[n + 3] = kind
         for f = 1, 4 do
-            reply[#reply + 1] = fields[f]
+            reply[n + 3 + f] = fields[f]
         end
+        n = n + 7
     end
     return reply
     """
@@ -135,7 +181,7 @@ class ScheduleStore:
     #   key, action, expected definition, expected meta, expected run_now,
     #   new meta, new status, new definition ('' = keep), score, reason,
     #   number of runs, then task id and in-flight record for each run
-    CLAIM_LUA = FENCE_LUA + """
+    CLAIM_LUA = READ_ENTRY_LUA + FENCE_LUA + """
     local applied = {}
     local n = 0
     local i = 3
@@ -143,11 +189,8 @@ class ScheduleStore:
         n = n + 1
         local key, action = ARGV[i], ARGV[i + 1]
         local runs = tonumber(ARGV[i + 10])
-        local is_hash = redis.call('TYPE', key)['ok'] == 'hash'
-        local fields = {false, false, false}
-        if is_hash then
-            fields = redis.call('HMGET', key, 'definition', 'meta', 'run_now')
-        end
+        local kind, fields = read_entry(key, 'definition', 'meta', 'run_now')
+        local is_hash = kind == 'hash'
         if (fields[1] or '') == ARGV[i + 2] and (fields[2] or '') == ARGV[i + 3]
                 and (fields[3] or '') == ARGV[i + 4] then
             applied[#applied + 1] = n
@@ -160,19 +203,24 @@ class ScheduleStore:
                 redis.call('DEL', key)
                 redis.call('ZREM', KEYS[2], key)
             else
+                -- One HSET and one HDEL per entry: this runs for every entry dispatched.
+                local writes = {}
                 if action == 'park' then
-                    redis.call('HSET', key, 'parked', ARGV[i + 9])
-                else
-                    redis.call('HDEL', key, 'parked')  -- it reads well again
+                    writes = {'parked', ARGV[i + 9]}
                 end
-                if ARGV[i + 5] ~= '' then redis.call('HSET', key, 'meta', ARGV[i + 5]) end
-                if ARGV[i + 6] ~= '' then redis.call('HSET', key, 'status', ARGV[i + 6]) end
-                if ARGV[i + 7] ~= '' then redis.call('HSET', key, 'definition', ARGV[i + 7]) end
+                if ARGV[i + 5] ~= '' then writes[#writes + 1] = 'meta'; writes[#writes + 1] = ARGV[i + 5] end
+                if ARGV[i + 6] ~= '' then writes[#writes + 1] = 'status'; writes[#writes + 1] = ARGV[i + 6] end
+                if ARGV[i + 7] ~= '' then writes[#writes + 1] = 'definition'; writes[#writes + 1] = ARGV[i + 7] end
+                if #writes > 0 then
+                    redis.call('HSET', key, unpack(writes))
+                end
                 if action == 'run' then
-                    redis.call('HDEL', key, 'run_now')
+                    redis.call('HDEL', key, 'parked', 'run_now')  -- a run-now request is served
                     for r = 0, runs - 1 do
                         redis.call('HSET', KEYS[3], ARGV[i + 11 + 2 * r], ARGV[i + 12 + 2 * r])
                     end
+                elseif action ~= 'park' then
+                    redis.call('HDEL', key, 'parked')  -- it reads well again
                 end
                 redis.call('ZADD', KEYS[2], 'XX', ARGV[i + 8], key)
             end
@@ -217,6 +265,7 @@ class ScheduleStore:
         self.inflight_key = conf.key_prefix + ":inflight"
         self.heartbeat_key = conf.key_prefix + ":heartbeat"
         self._read_due = client.register_script(self.READ_DUE_LUA)
+        self._record = client.register_script(self.RECORD_LUA)
         self._claim = client.register_script(self.CLAIM_LUA)
         self._take_over = client.register_script(self.TAKE_OVER_LUA)
         self._retry_later = client.register_script(self.RETRY_LATER_LUA)
@@ -239,10 +288,13 @@ class ScheduleStore:
 
     # -- the tick -----------------------------------------------------------
 
-    def read_due(self, now: float, limit: int, lock: BeatLock | None = None, heartbeat: str = "") -> DueBatch:
-        """Entries due at ``now`` (at most ``limit``), renewing and checking ``lock``."""
+    def read_due(self, now: float, limit: int, lock: BeatLock | None = None, heartbeat: str = "",
+                 published: Sequence[Outcome] = ()) -> DueBatch:
+        """Entries due at ``now`` (at most ``limit``), renewing and checking ``lock``;
+        records ``published`` first, as ``record`` does, even if the lock was lost."""
         keys, args = self._fenced(lock)
-        reply = self._read_due(keys=keys + [self.heartbeat_key], args=args + [repr(now), limit, heartbeat])
+        args += [repr(now), limit, heartbeat, self.conf.history_size]
+        reply = self._read_due(keys=keys + [self.heartbeat_key], args=self._outcome_args(args, published))
         if reply == LOCK_LOST:
             return DueBatch([], lock_lost=True)
         next_score = float(reply[2]) if reply[2] is not None else None
@@ -284,23 +336,21 @@ class ScheduleStore:
         if task_ids:
             self.client.hdel(self.inflight_key, *task_ids)
 
-    def record(self, outcomes: Sequence[tuple[InFlight, str, float]]) -> None:
+    def record(self, outcomes: Sequence[Outcome]) -> None:
         """Forget runs in flight and add each, as (run, outcome, when), to its entry's
         history, capped at ``redbeat_history_size``; one round trip."""
-        if not outcomes:
-            return
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hdel(self.inflight_key, *(run.task_id for run, _, _ in outcomes))
-        size = self.conf.history_size
-        if size:
-            for run, outcome, when in outcomes:
-                history = self.history_key(run.key)
-                pipe.lpush(history, json.dumps({
-                    "task_id": run.task_id, "scheduled": run.scheduled, "dispatched": when,
-                    "lateness": round(when - run.scheduled, 6), "outcome": outcome,
-                }))
-                pipe.ltrim(history, 0, size - 1)
-        pipe.execute()
+        if outcomes:
+            self._record(keys=[self.inflight_key], args=self._outcome_args([self.conf.history_size], outcomes))
+
+    def _outcome_args(self, args: list, outcomes: Sequence[Outcome]) -> list:
+        for run, outcome, when in outcomes:
+            # Written by hand: json.dumps of the whole dict costs several times
+            # more, per run, on the tick's hot path. The outcome is a plain word.
+            args += [run.task_id, self.history_key(run.key),
+                     f'{{"task_id": {json.dumps(run.task_id)}, "scheduled": {run.scheduled!r}, '
+                     f'"dispatched": {when!r}, "lateness": {round(when - run.scheduled, 6)!r}, '
+                     f'"outcome": "{outcome}"}}']
+        return args
 
     # Marks the heartbeat as stopped, but only the caller's own: a beat that
     # lost its lock must not mark the new holder's heartbeat.

@@ -18,6 +18,7 @@ from redbeat.decoder import (
     from_timestamp,
     get_utcoffset_minutes,
     loads,
+    meta_json,
     to_timestamp,
 )
 from redbeat.schedules import rrule
@@ -180,3 +181,10 @@ def test_timestamp_helpers():
 def test_rrule_without_dtstart_starts_now():
     rule = loads('{"__type__": "rrule", "freq": "DAILY"}')
     assert abs((rule.dtstart - datetime.now(timezone.utc)).total_seconds()) < 5
+
+
+@pytest.mark.parametrize("last_run_at", [None, datetime(2026, 3, 29, 1, 30, 0, 123456, tzinfo=timezone.utc),
+                                         datetime(2026, 3, 29, 1, 30, tzinfo=ZoneInfo("Europe/Paris")),
+                                         datetime(2026, 3, 29, 1, 30)])
+def test_meta_json_writes_what_dumps_writes(last_run_at):
+    assert meta_json(last_run_at, 7) == dumps({"last_run_at": last_run_at, "total_run_count": 7})

@@ -3,6 +3,7 @@ Redis broker on db 1): ticks, static entries, raw Redis writes, bad input, the l
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -432,6 +433,48 @@ def test_a_run_that_failed_to_publish_is_retried_with_the_same_task_id(app, sche
         assert schedule_redis.hlen("redbeat::inflight") == 0
     finally:
         scheduler.close()
+
+
+class BatchLostOnce(RedBeatScheduler):
+    """The connection drops while a batch of messages is sent: none arrives."""
+
+    failures = 1
+
+    @contextlib.contextmanager
+    def _broker_batch(self):
+        with super()._broker_batch():  # kombu's real batch, on the real broker
+            yield
+            if BatchLostOnce.failures:
+                BatchLostOnce.failures -= 1
+                raise ConnectionError("connection lost while sending the batch")
+
+
+def test_a_batch_that_failed_to_reach_the_broker_is_retried_whole_with_the_same_task_ids(
+        app, schedule_redis, broker_redis, caplog):
+    scheduler = BatchLostOnce(app=app)
+    try:
+        for name in ("one", "two", "three"):
+            raw_entry(schedule_redis, name)
+        with caplog.at_level(logging.ERROR, logger="celery.beat"):
+            scheduler.tick()
+        assert "could not publish 3 runs in one batch" in caplog.text
+        assert tasks_sent(broker_redis) == []
+        ids = {json.loads(r)["task_id"] for r in schedule_redis.hvals("redbeat::inflight")}
+        assert len(ids) == 3
+        tick_until(scheduler, lambda: len(tasks_sent(broker_redis)) >= 3, timeout=10, message="the retried batch")
+        assert sorted(m["id"] for m in published(broker_redis)) == sorted(ids)
+        assert schedule_redis.hlen("redbeat::inflight") == 0
+    finally:
+        scheduler.close()
+
+
+def test_publishing_one_message_at_a_time_when_batches_are_turned_off(scheduler_for, schedule_redis, broker_redis):
+    scheduler = scheduler_for(redbeat_publish_batch_size=1)
+    for name in ("one", "two", "three"):
+        raw_entry(schedule_redis, name)
+    scheduler.tick()
+    assert len(tasks_sent(broker_redis)) == 3
+    assert schedule_redis.hlen("redbeat::inflight") == 0
 
 
 def test_a_beat_paused_after_claiming_leaves_its_runs_to_the_lock_holder(scheduler_for, schedule_redis,
