@@ -117,6 +117,7 @@ def plan_runs(key: str, sched: BaseSchedule, policy: Policy, last_run_at: dateti
     keep = policy.catch_up_max if policy.catch_up == "all" else 1
     due: deque[datetime] = deque(maxlen=max(keep, 1))
     dropped = 0
+    last_dropped = None
     scanned = 0
     if isinstance(sched, schedule) and not sched.relative and policy.jitter == 0 and policy.end_at is None:
         # An interval far behind: step straight to the last slots before now.
@@ -125,9 +126,11 @@ def plan_runs(key: str, sched: BaseSchedule, policy: Policy, last_run_at: dateti
         if behind > 0:
             slot += timedelta(seconds=behind * period)
             dropped = behind
+            last_dropped = slot - timedelta(seconds=period)
     while slot is not None and fire_time(key, slot, policy.jitter) <= now:
         if len(due) == due.maxlen:
             dropped += 1
+            last_dropped = due[0]  # about to fall out of the deque
         due.append(slot)
         scanned += 1
         if scanned >= MAX_SLOT_SCAN:
@@ -140,6 +143,7 @@ def plan_runs(key: str, sched: BaseSchedule, policy: Policy, last_run_at: dateti
     candidates = list(due)
     if policy.catch_up == "skip" and (dropped or len(candidates) > 1):
         dropped += len(candidates)
+        last_dropped = candidates[-1]
         candidates = []
     runs, late = [], []
     for candidate in candidates:
@@ -153,7 +157,7 @@ def plan_runs(key: str, sched: BaseSchedule, policy: Policy, last_run_at: dateti
         if len(runs) >= remaining_runs:
             following = None
     missed = dropped + len(late)
-    last_missed = max(late, default=None) or (candidates[0] if dropped and candidates else None)
+    last_missed = max((moment for moment in (last_dropped, *late) if moment is not None), default=None)
     plan = Plan(runs=runs, missed=missed, last_missed=last_missed, next_slot=following)
     if following is not None:
         plan.fire_at = fire_time(key, following, policy.jitter)

@@ -21,7 +21,9 @@ _NAMESPACE_BYTES = RUN_NAMESPACE.bytes
 # many times, backing off from 1 s to 30 s, then given up with an error log.
 MAX_PUBLISH_ATTEMPTS = 10
 RETRY_BACKOFF_MAX = 30.0
-MAX_TIMESTAMP = 253402300800.0  # 10000-01-01: past it, datetime cannot follow
+MAX_TIMESTAMP = 253402300800.0
+# JSON string literal of a str, as json.dumps writes it (ASCII only).
+_string = json.encoder.encode_basestring_ascii  # 10000-01-01: past it, datetime cannot follow
 
 
 def task_id_for(key: str, scheduled: float) -> str:
@@ -55,9 +57,11 @@ class InFlight:
     attempts: int = 0
 
     def to_json(self) -> str:
-        return json.dumps({"task_id": self.task_id, "key": self.key, "scheduled": self.scheduled,
-                           "claimed_at": self.claimed_at, "token": self.token, "retry_at": self.retry_at,
-                           "attempts": self.attempts})
+        # The text json.dumps writes for these fields, built directly: beat
+        # writes one record per run it dispatches.
+        return (f'{{"task_id": {_string(self.task_id)}, "key": {_string(self.key)}, "scheduled": {self.scheduled!r}, '
+                f'"claimed_at": {self.claimed_at!r}, "token": {_string(self.token)}, '
+                f'"retry_at": {self.retry_at!r}, "attempts": {int(self.attempts)}}}')
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> InFlight:

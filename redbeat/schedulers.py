@@ -13,6 +13,7 @@ import json
 import os
 import socket
 import time
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -338,11 +339,16 @@ class RedBeatScheduler(Scheduler):
     def _publish_claimed(self, claimed: list[Decision], renewed_at: float) -> None:
         published = self._publish([(d.entry, run) for d in claimed for run in d.runs], renewed_at)
         for d in claimed:
-            finished_for_good = d.runs and d.score == NEVER and _bounded(d.entry) \
-                and d.entry.policy().on_finish == "delete"
-            if finished_for_good and all(run.task_id in published for run in d.runs):
-                self.store.delete(d.record.key_text)
-                logger.info("beat: deleted %s after its last run (on_finish: delete)", d.entry.name)
+            if d.runs and d.score == NEVER:
+                self._delete_if_done(d.record.key_text, d.entry, d.runs, published)
+
+    def _delete_if_done(self, key: str, entry: RedBeatSchedulerEntry, runs: Iterable[InFlight],
+                        published: set[str]) -> None:
+        """Delete an entry that ran for the last time and asked for that (on_finish: delete),
+        once its last runs are published; until then, retrying them needs it."""
+        if _bounded(entry) and entry.policy().on_finish == "delete" and all(run.task_id in published for run in runs):
+            self.store.delete(key)
+            logger.info("beat: deleted %s after its last run (on_finish: delete)", entry.name)
 
     def _publish(self, runs: list[tuple[RedBeatSchedulerEntry, InFlight]], renewed_at: float) -> set[str]:
         """Publish runs in flight; keep those that failed for a retry.
@@ -511,7 +517,11 @@ class RedBeatScheduler(Scheduler):
             resumed.append((entry, run))
         self.store.finish(gone)
         if resumed:
-            self._publish(resumed, renewed_at)
+            published = self._publish(resumed, renewed_at)
+            now_dt = datetime.fromtimestamp(now, timezone.utc)
+            for entry, run in resumed:
+                if entry.plan(now_dt).finished:  # that was its last run
+                    self._delete_if_done(run.key, entry, [run], published)
 
     def _park(self, record: DueRecord, reason: str) -> Decision:
         logger.error(

@@ -182,28 +182,39 @@ class ScheduleStore:
     #   new meta, new status, new definition ('' = keep), score, reason,
     #   number of runs, then task id and in-flight record for each run
     CLAIM_LUA = READ_ENTRY_LUA + FENCE_LUA + """
-    local applied = {}
+    -- Runs in flight and new scores are written with one command each at the
+    -- end, not one per entry: this script runs for every entry dispatched.
+    -- (In slices: Lua's unpack takes a few thousand values at most.)
+    local function call_in_slices(command, key, flag, values)
+        for first = 1, #values, 2000 do
+            local last = math.min(first + 1999, #values)
+            if flag then
+                redis.call(command, key, flag, unpack(values, first, last))
+            else
+                redis.call(command, key, unpack(values, first, last))
+            end
+        end
+    end
+    local applied, flight, scores = {}, {}, {}
     local n = 0
     local i = 3
     while i <= #ARGV do
         n = n + 1
         local key, action = ARGV[i], ARGV[i + 1]
         local runs = tonumber(ARGV[i + 10])
-        local kind, fields = read_entry(key, 'definition', 'meta', 'run_now')
-        local is_hash = kind == 'hash'
+        local kind, fields = read_entry(key, 'definition', 'meta', 'run_now', 'parked')
         if (fields[1] or '') == ARGV[i + 2] and (fields[2] or '') == ARGV[i + 3]
                 and (fields[3] or '') == ARGV[i + 4] then
             applied[#applied + 1] = n
             if action == 'drop' then
                 -- only the member: a key of another type is someone else's data
-                if not is_hash then
+                if kind ~= 'hash' then
                     redis.call('ZREM', KEYS[2], key)
                 end
             elseif action == 'delete' then
                 redis.call('DEL', key)
                 redis.call('ZREM', KEYS[2], key)
             else
-                -- One HSET and one HDEL per entry: this runs for every entry dispatched.
                 local writes = {}
                 if action == 'park' then
                     writes = {'parked', ARGV[i + 9]}
@@ -215,18 +226,24 @@ class ScheduleStore:
                     redis.call('HSET', key, unpack(writes))
                 end
                 if action == 'run' then
-                    redis.call('HDEL', key, 'parked', 'run_now')  -- a run-now request is served
-                    for r = 0, runs - 1 do
-                        redis.call('HSET', KEYS[3], ARGV[i + 11 + 2 * r], ARGV[i + 12 + 2 * r])
+                    if fields[3] or fields[4] then
+                        redis.call('HDEL', key, 'parked', 'run_now')  -- a run-now request is served
                     end
-                elseif action ~= 'park' then
+                    for r = 0, runs - 1 do
+                        flight[#flight + 1] = ARGV[i + 11 + 2 * r]
+                        flight[#flight + 1] = ARGV[i + 12 + 2 * r]
+                    end
+                elseif action ~= 'park' and fields[4] then
                     redis.call('HDEL', key, 'parked')  -- it reads well again
                 end
-                redis.call('ZADD', KEYS[2], 'XX', ARGV[i + 8], key)
+                scores[#scores + 1] = ARGV[i + 8]
+                scores[#scores + 1] = key
             end
         end
         i = i + 11 + 2 * runs
     end
+    call_in_slices('HSET', KEYS[3], nil, flight)
+    call_in_slices('ZADD', KEYS[2], 'XX', scores)
     return applied
     """
 

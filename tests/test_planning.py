@@ -172,3 +172,19 @@ def test_invalid_options_are_refused_naming_the_field(field, value, words):
     definition = {"name": "x", "task": "t", "schedule": 60, field: value}
     with pytest.raises(DecodeError, match=words):
         RedBeatSchedulerEntry.decode_definition(json.dumps(definition))
+
+
+@pytest.mark.parametrize("policy, last_missed", [
+    ("skip", T0 + 10 * MINUTE),
+    ("once", T0 + 9 * MINUTE),  # the 10th ran
+    ("all", None),
+])
+def test_the_last_missed_slot_is_the_newest_slot_that_did_not_run(policy, last_missed):
+    result = plan(Policy(catch_up=policy), now=T0 + 10 * MINUTE + timedelta(seconds=20))
+    assert result.last_missed == last_missed
+
+
+def test_the_last_missed_slot_of_an_interval_far_behind_is_the_one_before_the_run():
+    result = plan(Policy(catch_up="once"), now=T0 + 100_000 * MINUTE + timedelta(seconds=20))
+    assert result.runs == [T0 + 100_000 * MINUTE]
+    assert result.last_missed == T0 + 99_999 * MINUTE

@@ -1,13 +1,27 @@
 """Task ids of runs: the documented uuid5 derivation, spelled out for speed, must not drift."""
 
+import json
 import uuid
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from redbeat.runs import RUN_NAMESPACE, task_id_for
+from redbeat.runs import RUN_NAMESPACE, InFlight, task_id_for
 
 
 @given(st.text(max_size=40), st.floats(min_value=0, max_value=253402300799, allow_nan=False))
 def test_a_run_task_id_is_uuid5_of_key_and_scheduled_milliseconds(key, scheduled):
     assert task_id_for(key, scheduled) == str(uuid.uuid5(RUN_NAMESPACE, f"{key}@{round(scheduled * 1000)}"))
+
+
+_times = st.floats(min_value=0, max_value=253402300799, allow_nan=False)
+
+
+@given(st.text(max_size=40), st.text(max_size=40), _times, _times, _times, st.integers(0, 100))
+def test_an_in_flight_record_is_the_json_of_its_fields(key, token, scheduled, claimed_at, retry_at, attempts):
+    run = InFlight(task_id=task_id_for(key, scheduled), key=key, scheduled=scheduled, claimed_at=claimed_at,
+                   token=token, retry_at=retry_at, attempts=attempts)
+    assert run.to_json() == json.dumps({"task_id": run.task_id, "key": key, "scheduled": scheduled,
+                                        "claimed_at": claimed_at, "token": token, "retry_at": retry_at,
+                                        "attempts": attempts})
+    assert InFlight.from_json(run.to_json()) == run

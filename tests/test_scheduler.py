@@ -605,6 +605,22 @@ def test_after_max_runs_the_entry_is_disabled_or_deleted(scheduler_for, schedule
         assert schedule_redis.zscore("redbeat::schedule", "redbeat:twice") is None
 
 
+def test_an_entry_whose_last_run_failed_to_publish_is_deleted_once_the_retry_is_published(
+        app, schedule_redis, broker_redis):
+    BrokerDownFor.failures = 1
+    scheduler = BrokerDownFor(app=app)
+    try:
+        scheduler.tick()
+        RedBeatSchedulerEntry("once", "tasks.once", schedule(0.2), max_runs=1, on_finish="delete", app=app).save()
+        tick_until(scheduler, lambda: tasks_sent(broker_redis), timeout=10, message="the retried last run")
+        assert BrokerDownFor.failures == 0  # the first attempt did fail
+        wait_for(lambda: not schedule_redis.exists("redbeat:once"), timeout=5, message="the entry deleted")
+        assert schedule_redis.zscore("redbeat::schedule", "redbeat:once") is None
+        assert tasks_sent(broker_redis) == ["tasks.once"]
+    finally:
+        scheduler.close()
+
+
 def test_a_clocked_entry_written_with_redis_commands_runs_once(scheduler_for, schedule_redis, broker_redis):
     scheduler = scheduler_for()
     scheduler.tick()
