@@ -384,10 +384,10 @@ class Status:
 
     def to_json(self, **changes: Any) -> str:
         fields = {"next_slot": self.next_slot, "last_dispatched_at": self.last_dispatched_at,
-                  "missed": self.missed, "last_missed_at": self.last_missed_at, "definition": self.definition,
-                  **changes}
-        slot = fields["next_slot"]
-        fields["next_slot"] = None if slot is None else to_timestamp(slot)
+                  "missed": self.missed, "last_missed_at": self.last_missed_at, "definition": self.definition}
+        fields.update(changes)
+        if fields["next_slot"] is not None:
+            fields["next_slot"] = to_timestamp(fields["next_slot"])
         return json.dumps({k: v for k, v in fields.items() if v is not None})
 
 
