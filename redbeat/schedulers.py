@@ -296,10 +296,12 @@ class RedBeatScheduler(Scheduler):
             # resuming it keeps its cadence (missed slots follow its catch-up policy).
             return Decision(record, "move", score=score_of(plan.fire_at))
         slots = [slot.timestamp() for slot in plan.runs]
-        if record.run_now is not None:
+        if record.run_now is not None and not slots:
+            # A run-now request is served by the run that is due anyway, if there is one.
             slots.append(_requested_at(record.run_now, now))
         digest = definition_digest(record.definition)
-        if not slots and not plan.missed:
+        ending = plan.finished and _bounded(entry)
+        if not slots and not plan.missed and not ending:
             # Not due yet. Record the slot it waits for: the score is a fire
             # time (jitter included), and must not be taken for a slot again.
             status = None
@@ -325,7 +327,9 @@ class RedBeatScheduler(Scheduler):
                            entry.policy().catch_up)
         meta = meta_json(plan.runs[-1] if plan.runs else entry.last_run_at, entry.total_run_count + len(runs))
         definition = None
-        if plan.finished and _bounded(entry):
+        if ending:
+            # Its last slot ran now, or it ended without one (a run-now took
+            # its last run, its end_at passed): on_finish applies either way.
             if entry.policy().on_finish == "delete" and not runs:
                 return Decision(record, "delete")
             if entry.policy().on_finish == "disable":

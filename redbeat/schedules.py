@@ -25,6 +25,17 @@ __all__ = ["rrule", "crontab", "clocked"]
 
 UTC = timezone.utc  # the rrule and crontab arguments named "timezone" shadow the module name
 MAX_WALLS = 100_000  # occurrences looked at for one next slot, so no rule can loop for ever
+# The period of each frequency whose occurrences repeat every ``interval`` of
+# it in the rule's own clock (months and years vary in length, so they do not).
+LATTICE_STEPS = {
+    dateutil.rrule.WEEKLY: timedelta(weeks=1),
+    dateutil.rrule.DAILY: timedelta(days=1),
+    dateutil.rrule.HOURLY: timedelta(hours=1),
+    dateutil.rrule.MINUTELY: timedelta(minutes=1),
+    dateutil.rrule.SECONDLY: timedelta(seconds=1),
+}
+# A rule whose start is more than this many periods behind is restarted closer.
+REANCHOR_AFTER = 1000
 
 
 class rrule(BaseSchedule):  # noqa: N801 - the name is part of the public import path
@@ -109,6 +120,7 @@ class rrule(BaseSchedule):  # noqa: N801 - the name is part of the public import
         self.rrule = dateutil.rrule.rrule(
             freq, dtstart=start, until=until, **{name: getattr(self, name) for name in self.RULE_FIELDS},
         )
+        self._rule_start = start.replace(microsecond=0)  # as dateutil keeps it
 
     @property
     def every_hour(self) -> bool:
@@ -119,12 +131,33 @@ class rrule(BaseSchedule):  # noqa: N801 - the name is part of the public import
         """The first occurrence strictly after ``moment``, or None when the rule is over."""
         moment = _aware(moment)
         if self.zone is None:
-            return self.rrule.after(moment)
+            return self.rule_near(moment).after(moment)
         # A DST shift moves wall times by at most a few hours: start early enough,
         # and let slots.py pick the earliest instant among the walls around it.
         wall = moment.astimezone(self.zone).replace(tzinfo=None) - timedelta(hours=3)
-        walls = islice(self.rrule.xafter(wall), MAX_WALLS)
+        walls = islice(self.rule_near(wall).xafter(wall), MAX_WALLS)
         return first_instant_after(walls, moment, self.zone, self.every_hour)
+
+    def rule_near(self, reference: datetime) -> dateutil.rrule.rrule:
+        """The dateutil rule, restarted shortly before ``reference`` (in the rule's
+        own clock) where that leaves its occurrences from there on unchanged.
+
+        dateutil walks every occurrence from the rule's start: an hourly rule
+        that started years ago would take a good fraction of a second per
+        lookup, for every entry, at every run. Restarting it a whole number of
+        periods later keeps the same lattice of occurrences (and the fields
+        dateutil derives from the start: its minute, hour, weekday). A rule
+        with a ``count`` counts from its real start, so it is left alone, as
+        are monthly and yearly rules, whose periods vary in length.
+        """
+        step = LATTICE_STEPS.get(self.freq)
+        if step is None or self.count is not None:
+            return self.rrule
+        step *= self.interval or 1
+        behind = (reference - self._rule_start) // step - 2
+        if behind < REANCHOR_AFTER:
+            return self.rrule
+        return self.rrule.replace(dtstart=self._rule_start + behind * step)
 
     next_slot_after = next_after
 

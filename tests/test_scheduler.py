@@ -542,6 +542,31 @@ def test_run_now_dispatches_once_without_moving_the_regular_schedule(scheduler_f
     assert tasks_sent(broker_redis) == ["tasks.daily"]
 
 
+def test_run_now_on_an_entry_due_anyway_dispatches_it_once(scheduler_for, schedule_redis, broker_redis):
+    scheduler = scheduler_for()
+    scheduler.tick()
+    raw_entry(schedule_redis, "fresh")  # never run: due now
+    schedule_redis.hset("redbeat:fresh", "run_now", "1")
+    scheduler.tick()
+    assert tasks_sent(broker_redis) == ["tasks.raw"]
+    assert not schedule_redis.hexists("redbeat:fresh", "run_now")
+
+
+def test_a_run_now_that_takes_the_last_run_ends_the_entry_at_its_next_look(scheduler_for, schedule_redis,
+                                                                            broker_redis):
+    scheduler = scheduler_for()
+    scheduler.tick()
+    entry = RedBeatSchedulerEntry("limited", "tasks.limited", schedule(3600), max_runs=1, app=scheduler.app).save()
+    entry.run_now()
+    scheduler.tick()
+    assert tasks_sent(broker_redis) == ["tasks.limited"]
+    schedule_redis.zadd("redbeat::schedule", {"redbeat:limited": 0})  # beat looks at it now, not in an hour
+    scheduler.tick()
+    assert json.loads(schedule_redis.hget("redbeat:limited", "definition"))["enabled"] is False
+    assert schedule_redis.zscore("redbeat::schedule", "redbeat:limited") == -1
+    assert tasks_sent(broker_redis) == ["tasks.limited"]
+
+
 def test_a_paused_entry_resumes_at_its_next_regular_slot(scheduler_for, schedule_redis, broker_redis):
     scheduler = scheduler_for(redbeat_catch_up="skip")
     scheduler.tick()

@@ -8,7 +8,7 @@ from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from redbeat.schedules import crontab, rrule
@@ -193,3 +193,59 @@ def test_an_rrule_finer_than_hourly_in_a_zone_keeps_elapsed_time_across_dst(zone
     for at, _ in transitions(zone_name, year):
         runs = slots_between(rule, at - timedelta(hours=3), at + timedelta(hours=3))
         assert {(b - a).total_seconds() for a, b in zip(runs, runs[1:])} == {900}, at
+
+
+# -- rules that started long ago ----------------------------------------------------------
+
+LATTICE_FREQS = ["WEEKLY", "DAILY", "HOURLY", "MINUTELY", "SECONDLY"]
+STEP_SECONDS = {"WEEKLY": 604800, "DAILY": 86400, "HOURLY": 3600, "MINUTELY": 60, "SECONDLY": 1}
+
+
+@st.composite
+def old_rules(draw):
+    freq = draw(st.sampled_from(LATTICE_FREQS))
+    interval = draw(st.integers(1, 5))
+    # Far enough back that the rule is restarted, near enough that plain dateutil answers quickly.
+    periods_back = draw(st.integers(0, 4000))
+    now = datetime(2026, 7, 1, tzinfo=UTC) + timedelta(seconds=draw(st.integers(0, 86400 * 30)))
+    dtstart = now - timedelta(seconds=periods_back * interval * STEP_SECONDS[freq] + draw(st.integers(0, 3600)))
+    fields = {}
+    if draw(st.booleans()):
+        fields["byminute"] = draw(st.lists(st.integers(0, 59), min_size=1, max_size=3, unique=True))
+    if draw(st.booleans()):
+        fields["byhour"] = draw(st.lists(st.integers(0, 23), min_size=1, max_size=3, unique=True))
+    if freq in ("WEEKLY", "DAILY") and draw(st.booleans()):
+        fields["byweekday"] = draw(st.lists(st.integers(0, 6), min_size=1, max_size=3, unique=True))
+    if draw(st.booleans()):
+        fields["bysetpos"] = draw(st.sampled_from([1, -1]))
+    zone = draw(st.sampled_from([None, "Europe/London", "America/New_York"]))
+    try:
+        return rrule(freq, dtstart=dtstart, interval=interval, timezone=zone, **fields), now
+    except ValueError:  # dateutil refuses rules that never occur
+        assume(False)
+
+
+@settings(max_examples=150, deadline=None)
+@given(old_rules())
+def test_a_rule_that_started_long_ago_has_the_same_next_slots_as_from_its_start(rule_and_now):
+    rule, now = rule_and_now
+    restarted = [rule.next_after(now)]
+    for _ in range(3):
+        if restarted[-1] is None:
+            break
+        restarted.append(rule.next_after(restarted[-1]))
+    rule.rule_near = lambda reference: rule.rrule  # dateutil from the rule's real start
+    from_start = [rule.next_after(now)]
+    for _ in range(3):
+        if from_start[-1] is None:
+            break
+        from_start.append(rule.next_after(from_start[-1]))
+    assert restarted == from_start
+
+
+def test_an_hourly_rule_from_years_ago_is_restarted_near_now():
+    rule = rrule("HOURLY", dtstart=datetime(2015, 3, 7, 10, 15, tzinfo=UTC), byminute=[0, 30])
+    now = datetime(2026, 7, 1, 12, 40, tzinfo=UTC)
+    assert rule.rule_near(now)._dtstart > now - timedelta(hours=3)
+    assert rule.next_after(now) == datetime(2026, 7, 1, 13, 0, tzinfo=UTC)
+    assert rrule("HOURLY", dtstart=datetime(2015, 3, 7, tzinfo=UTC), count=10).rule_near(now)._dtstart.year == 2015
