@@ -86,29 +86,22 @@ def _iso_ts(seconds: float | None) -> str | None:
 def entries(app: Celery, keys: list[str] | None = None) -> Iterator[EntryView]:
     """Every entry in the schedule (or those of ``keys``), in order of next run."""
     store = get_store(app)
-    conf = store.conf
     if keys is None:
         start = 0
         while True:
-            chunk = store.client.zrange(conf.schedule_key, start, start + SCAN_CHUNK - 1, withscores=True)
+            chunk = store.schedule_page(start, SCAN_CHUNK)
             if not chunk:
                 return
             yield from _views(app, store, [(text(k), score) for k, score in chunk])
             start += SCAN_CHUNK
     else:
-        pipe = store.client.pipeline(transaction=False)
-        for key in keys:
-            pipe.zscore(conf.schedule_key, key)
-        yield from _views(app, store, list(zip(keys, pipe.execute())))
+        yield from _views(app, store, list(zip(keys, store.scores(keys))))
 
 
 def _views(app: Celery, store: ScheduleStore, keyed: list[tuple[str, float | None]]) -> Iterator[EntryView]:
-    pipe = store.client.pipeline(transaction=False)
-    for key, _ in keyed:
-        pipe.hgetall(key)
     prefix = store.conf.key_prefix
-    for (key, score), raw in zip(keyed, pipe.execute(raise_on_error=False)):
-        fields = {text(name): value for name, value in raw.items()} if isinstance(raw, dict) else {}
+    for (key, score), raw in zip(keyed, store.hashes([key for key, _ in keyed])):
+        fields = {text(name): value for name, value in raw.items()}
         view = EntryView(key=key, name=key[len(prefix):] if key.startswith(prefix) else key, score=score,
                          fields=fields)
         if not fields:
@@ -278,22 +271,10 @@ def _spec_from_json(spec: dict) -> dict:
 
 def apply_import(app: Celery, plan: ImportPlan, statics: list[str] | None = None) -> None:
     """Write what ``plan`` says, in one transaction."""
-    store = get_store(app)
-    pipe = store.client.pipeline()
-    for key, score, fields, exact in plan.writes:
-        encoded = {name: value.encode("utf-8", "surrogateescape") for name, value in fields.items()}
-        if exact:
-            pipe.delete(key)
-            if encoded:  # an orphan member is exported with no fields: only its score comes back
-                pipe.hset(key, mapping=encoded)
-        else:
-            pipe.hset(key, "definition", encoded["definition"])
-            pipe.hsetnx(key, "meta", encoded["meta"])
-            pipe.hdel(key, "parked")
-        pipe.zadd(store.conf.schedule_key, {key: score})
-    if statics:
-        pipe.sadd(store.conf.statics_key, *statics)
-    pipe.execute()
+    get_store(app).write_imported(
+        [(key, score, {name: value.encode("utf-8", "surrogateescape") for name, value in fields.items()}, exact)
+         for key, score, fields, exact in plan.writes],
+        statics or ())
 
 
 # -- status -------------------------------------------------------------------------------
@@ -301,25 +282,9 @@ def apply_import(app: Celery, plan: ImportPlan, statics: list[str] | None = None
 def beat_status(app: Celery, now: float | None = None) -> dict:
     """Who holds the lock, when beat last ticked, how the schedule stands."""
     store = get_store(app)
-    conf = store.conf
     now = time.time() if now is None else now
-    client = store.client
-    pipe = client.pipeline(transaction=False)
-    pipe.get(conf.lock_key or conf.default_lock_key)
-    pipe.get(store.heartbeat_key)
-    pipe.zcard(conf.schedule_key)
-    pipe.zcount(conf.schedule_key, 0, now)
-    # Score 0 means "due now" to whoever wrote it, not "late since 1970".
-    pipe.zrangebyscore(conf.schedule_key, "(0", now, start=0, num=1, withscores=True)
-    pipe.zrangebyscore(conf.schedule_key, "-inf", "(0")
-    pipe.hlen(store.inflight_key)
-    token, heartbeat, total, due, oldest, never, in_flight = pipe.execute()
-    parked = 0
-    if never:
-        pipe = client.pipeline(transaction=False)
-        for key in never:
-            pipe.hexists(key, "parked")
-        parked = sum(pipe.execute())
+    overview = store.overview(now)
+    token, heartbeat, oldest = overview["lock_token"], overview["heartbeat"], overview["oldest_due_score"]
     holder = None
     if token is not None:
         host, _, rest = text(token).partition(":")
@@ -330,18 +295,18 @@ def beat_status(app: Celery, now: float | None = None) -> dict:
         holder["since"] = _iso_ts(beat.get("active_since"))
     policy = store.eviction_policy()
     return {
-        "lock_key": conf.lock_key,
+        "lock_key": store.conf.lock_key,
         "lock_holder": holder,
         "last_tick": _iso_ts(beat["last_tick"]) if beat else None,
         "last_tick_age": round(now - beat["last_tick"], 3) if beat else None,
         "stopped_at": _iso_ts(beat["stopped_at"]) if beat and beat.get("stopped_at") else None,
         "beat": beat,
-        "entries": total,
-        "due": due,
-        "most_overdue_seconds": round(now - oldest[0][1], 3) if oldest else 0.0,
-        "never_due": len(never) - parked,
-        "parked": parked,
-        "in_flight": in_flight,
+        "entries": overview["entries"],
+        "due": overview["due"],
+        "most_overdue_seconds": round(now - oldest, 3) if oldest is not None else 0.0,
+        "never_due": overview["never_due"],
+        "parked": overview["parked"],
+        "in_flight": overview["in_flight"],
         "eviction_policy": policy,
         "eviction_warning": bool(policy and policy.startswith("allkeys")),
     }
@@ -378,10 +343,7 @@ def doctor(app: Celery, configured_statics: set[str] | None = None) -> list[Find
         elif view.score is not None and view.score < 0:
             why = "it is disabled" if view.entry and not view.entry.enabled else "its schedule has no further runs"
             findings.append(Finding("never-due", view.key, f"score -1: beat will not look at it again ({why})"))
-    for key in store.client.scan_iter(match=_glob_escape(conf.key_prefix) + "*", count=SCAN_CHUNK, _type="hash"):
-        key = text(key)
-        if key.startswith(conf.key_prefix + ":") or key in scheduled:
-            continue
+    for key in store.unscheduled_hashes(scheduled):
         findings.append(Finding("unscheduled", key, "entry hash not in the schedule: beat never looks at it. "
                                 f"Add it with ZADD {conf.schedule_key} 0 {key}"))
     if configured_statics is not None:
@@ -396,7 +358,3 @@ def doctor(app: Celery, configured_statics: set[str] | None = None) -> list[Find
     for task_id in unreadable:
         findings.append(Finding("bad-in-flight", text(task_id), "unreadable in-flight record; beat removes it"))
     return findings
-
-
-def _glob_escape(prefix: str) -> str:
-    return "".join("\\" + char if char in "*?[]\\" else char for char in prefix)

@@ -335,7 +335,7 @@ def remove(tool: Tool, name: str) -> None:
     """Delete an entry and take it out of the schedule (malformed ones too)."""
     store = get_store(tool.app)
     key = RedBeatSchedulerEntry.generate_key(tool.app, name)
-    if not store.client.exists(key) and store.client.zscore(store.conf.schedule_key, key) is None:
+    if not store.known(key):
         raise click.ClickException(f"no entry named {name!r}")
     store.delete(key)
     click.echo(f"removed {name}")

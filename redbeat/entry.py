@@ -306,7 +306,7 @@ class RedBeatSchedulerEntry(ScheduleEntry):
     @property
     def rank(self) -> int | None:
         """The entry's position in the schedule (0 = due first), as in celery-redbeat 2.x."""
-        return get_store(self.app).client.zrank(ensure_conf(self.app).schedule_key, self.key)
+        return get_store(self.app).rank(self.key)
 
     def run_now(self) -> None:
         """Dispatch once at beat's next tick, leaving the regular schedule as it is."""

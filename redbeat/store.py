@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -514,6 +514,86 @@ class ScheduleStore:
         pipe.delete(key)
         pipe.execute()
 
+    # -- what operators ask (admin) ------------------------------------------
+
+    def schedule_page(self, start: int, count: int) -> list[tuple[bytes, float]]:
+        """Members of the schedule (key, score) from position ``start``, in order of score."""
+        return self.client.zrange(self.conf.schedule_key, start, start + count - 1, withscores=True)
+
+    def scores(self, keys: Sequence[str]) -> list[float | None]:
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.zscore(self.conf.schedule_key, key)
+        return pipe.execute()
+
+    def hashes(self, keys: Sequence[str]) -> list[dict[bytes, bytes]]:
+        """Every field of each key's hash; {} for a key that is gone or no hash."""
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.hgetall(key)
+        return [raw if isinstance(raw, dict) else {} for raw in pipe.execute(raise_on_error=False)]
+
+    def rank(self, key: str) -> int | None:
+        """The entry's position in the schedule, 0 for the first due; None if it is not in it."""
+        return self.client.zrank(self.conf.schedule_key, key)
+
+    def known(self, key: str) -> bool:
+        """Whether ``key`` is an entry hash or a member of the schedule (an orphan)."""
+        return bool(self.client.exists(key)) or self.client.zscore(self.conf.schedule_key, key) is not None
+
+    def unscheduled_hashes(self, scheduled: set[str]) -> Iterator[str]:
+        """Hashes under the prefix that are neither RedBeat's own keys nor in ``scheduled``."""
+        prefix = self.conf.key_prefix
+        for raw in self.client.scan_iter(match=_glob_escape(prefix) + "*", count=1000, _type="hash"):
+            key = text(raw)
+            if not key.startswith(prefix + ":") and key not in scheduled:
+                yield key
+
+    def overview(self, now: float) -> dict[str, Any]:
+        """The lock's token, the heartbeat, and how the schedule stands at ``now``; two round trips."""
+        conf = self.conf
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(conf.lock_key or conf.default_lock_key)
+        pipe.get(self.heartbeat_key)
+        pipe.zcard(conf.schedule_key)
+        pipe.zcount(conf.schedule_key, 0, now)
+        # Score 0 means "due now" to whoever wrote it, not "late since 1970".
+        pipe.zrangebyscore(conf.schedule_key, "(0", now, start=0, num=1, withscores=True)
+        pipe.zrangebyscore(conf.schedule_key, "-inf", "(0")
+        pipe.hlen(self.inflight_key)
+        token, heartbeat, total, due, oldest, never, in_flight = pipe.execute()
+        parked = 0
+        if never:
+            pipe = self.client.pipeline(transaction=False)
+            for key in never:
+                pipe.hexists(key, "parked")
+            parked = sum(pipe.execute())
+        return {"lock_token": token, "heartbeat": heartbeat, "entries": total, "due": due,
+                "oldest_due_score": oldest[0][1] if oldest else None, "never_due": len(never) - parked,
+                "parked": parked, "in_flight": in_flight}
+
+    def write_imported(self, writes: Iterable[tuple[str, float, dict[str, bytes], bool]],
+                       statics: Sequence[str] = ()) -> None:
+        """Write imported entries as (key, score, fields, exact), in one transaction.
+
+        An exact entry (from an export) replaces the whole hash with ``fields``
+        (none: only its score comes back, as an orphan member); the others
+        write their definition and keep the meta of an entry that exists.
+        ``statics`` are added to the set of static names.
+        """
+        pipe = self.client.pipeline()
+        for key, score, fields, exact in writes:
+            if exact:
+                pipe.delete(key)
+                if fields:
+                    pipe.hset(key, mapping=fields)
+                pipe.zadd(self.conf.schedule_key, {key: score})
+            else:
+                self._queue_save(pipe, key, fields["definition"], fields["meta"], score)
+        if statics:
+            pipe.sadd(self.conf.statics_key, *statics)
+        pipe.execute()
+
     # -- static entries -----------------------------------------------------
 
     def static_names(self) -> set[str]:
@@ -559,6 +639,10 @@ class ScheduleStore:
 def parked_reason(reason: str, now: float | None = None) -> str:
     """The JSON stored in an entry's ``parked`` field."""
     return json.dumps({"reason": reason, "parked_at": time.time() if now is None else now})
+
+
+def _glob_escape(prefix: str) -> str:
+    return "".join("\\" + char if char in "*?[]\\" else char for char in prefix)
 
 
 def text(value: bytes | str) -> str:
