@@ -13,7 +13,6 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -25,6 +24,7 @@ from celery.utils.time import humanize_seconds
 from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import ResponseError as RedisResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import __version__
@@ -344,13 +344,15 @@ class RedBeatScheduler(Scheduler):
         published = self._publish([(d.entry, run) for d in claimed for run in d.runs], renewed_at)
         for d in claimed:
             if d.runs and d.score == NEVER:
-                self._delete_if_done(d.record.key_text, d.entry, d.runs, published)
+                self._delete_if_done(d.record.key_text, d.entry, published)
 
-    def _delete_if_done(self, key: str, entry: RedBeatSchedulerEntry, runs: Iterable[InFlight],
-                        published: set[str]) -> None:
+    def _delete_if_done(self, key: str, entry: RedBeatSchedulerEntry, published: set[str]) -> None:
         """Delete an entry that ran for the last time and asked for that (on_finish: delete),
-        once its last runs are published; until then, retrying them needs it."""
-        if _bounded(entry) and entry.policy().on_finish == "delete" and all(run.task_id in published for run in runs):
+        once none of its runs is left in flight: retrying one needs the entry."""
+        if not (_bounded(entry) and entry.policy().on_finish == "delete"):
+            return
+        _, in_flight, _ = self.store.in_flight()  # small, and read only for an entry's very last run
+        if all(run.task_id in published for run in in_flight if run.key == key):
             self.store.delete(key)
             logger.info("beat: deleted %s after its last run (on_finish: delete)", entry.name)
 
@@ -365,10 +367,9 @@ class RedBeatScheduler(Scheduler):
         published: list[str] = []
         failed: list[InFlight] = []
         last_record = time.monotonic()
-        size = self.conf.publish_batch_size
         position = 0
         while position < len(runs):
-            sent, attempted, stop = self._send_batch(runs[position:position + size], renewed_at)
+            sent, attempted, stop = self._send_batch(runs[position:self._batch_end(runs, position)], renewed_at)
             sent_ids = {run.task_id for run in sent}
             failed += [run for _, run in runs[position:position + attempted] if run.task_id not in sent_ids]
             position += attempted
@@ -390,6 +391,21 @@ class RedBeatScheduler(Scheduler):
         if failed:
             self._publish_failed(failed)
         return set(published)
+
+    def _batch_end(self, runs: list[tuple[RedBeatSchedulerEntry, InFlight]], start: int) -> int:
+        """Where the batch that starts at ``start`` ends.
+
+        A run that failed before goes alone: its last batch may have reached
+        the broker in part, and alone it can neither be refused with others
+        nor bring a refused message back with it again.
+        """
+        if runs[start][1].attempts:
+            return start + 1
+        end = min(start + self.conf.publish_batch_size, len(runs))
+        for position in range(start + 1, end):
+            if runs[position][1].attempts:
+                return position
+        return end
 
     def _send_batch(self, runs: list[tuple[RedBeatSchedulerEntry, InFlight]],
                     renewed_at: float) -> tuple[list[InFlight], int, str | None]:
@@ -416,8 +432,8 @@ class RedBeatScheduler(Scheduler):
                     elif _broker_unreachable(error):
                         return sent, attempted, "broker down"
         except Exception as exc:
-            logger.error("beat: could not publish %d runs in one batch (they are retried with the same "
-                         "task ids): %s", len(sent), exc)
+            logger.error("beat: could not publish a batch of %d runs, some may have reached the broker; they are "
+                         "retried one at a time with the same task ids: %s", len(sent), exc)
             return [], attempted, "broker down" if _broker_unreachable(exc) else None
         return sent, attempted, None
 
@@ -523,9 +539,9 @@ class RedBeatScheduler(Scheduler):
         if resumed:
             published = self._publish(resumed, renewed_at)
             now_dt = datetime.fromtimestamp(now, timezone.utc)
-            for entry, run in resumed:
-                if entry.plan(now_dt).finished:  # that was its last run
-                    self._delete_if_done(run.key, entry, [run], published)
+            for key, entry in {run.key: entry for entry, run in resumed}.items():
+                if entry.plan(now_dt).finished:  # those were its last runs
+                    self._delete_if_done(key, entry, published)
 
     def _park(self, record: DueRecord, reason: str) -> Decision:
         logger.error(
@@ -634,12 +650,20 @@ def acquire_distributed_beat_lock(sender: Any = None, *args: Any, **kwargs: Any)
 
 
 def _broker_unreachable(exc: BaseException) -> bool:
-    """Whether a publish failed for want of a broker (then the rest of the batch would too)."""
-    while exc is not None:
-        if isinstance(exc, (OSError, KombuOperationalError, ConnectionError, TimeoutError)):
-            return True
+    """Whether a publish failed for want of a broker (then the rest of the batch would too).
+
+    kombu wraps what the broker's client raised, so the whole chain of causes
+    counts: a broker that answered with an error (a Redis ResponseError, such
+    as a queue key of the wrong type) refused one message and is not down.
+    """
+    chain: list[BaseException] = []
+    while exc is not None and len(chain) < 20:
+        chain.append(exc)
         exc = exc.__cause__ or exc.__context__
-    return False
+    if any(isinstance(cause, RedisResponseError) for cause in chain):
+        return False
+    return any(isinstance(cause, (OSError, ConnectionError, TimeoutError, KombuOperationalError,
+                                  RedisConnectionError, RedisTimeoutError)) for cause in chain)
 
 
 def _bounded(entry: RedBeatSchedulerEntry) -> bool:

@@ -112,14 +112,15 @@ class ScheduleStore:
 
     # Forgets runs that were published and pushes each onto its entry's
     # history, capped at ``size`` records. Not fenced: the runs were published,
-    # whoever holds the lock now. ARGV from ``first`` on: task id, history
-    # key, history record, for each run.
+    # whoever holds the lock now. A history key of another type (someone
+    # else's data) only loses that record: history must never stop beat from
+    # reading what is due. ARGV from ``first`` on: task id, history key,
+    # history record, for each run.
     RECORD_PUBLISHED_LUA = """
     local function record_published(inflight, size, first)
         for i = first, #ARGV, 3 do
             redis.call('HDEL', inflight, ARGV[i])
-            if size > 0 then
-                redis.call('LPUSH', ARGV[i + 1], ARGV[i + 2])
+            if size > 0 and type(redis.pcall('LPUSH', ARGV[i + 1], ARGV[i + 2])) == 'number' then
                 redis.call('LTRIM', ARGV[i + 1], 0, size - 1)
             end
         end
@@ -182,8 +183,13 @@ class ScheduleStore:
     #   new meta, new status, new definition ('' = keep), score, reason,
     #   number of runs, then task id and in-flight record for each run
     CLAIM_LUA = READ_ENTRY_LUA + FENCE_LUA + """
-    -- Runs in flight and new scores are written with one command each at the
-    -- end, not one per entry: this script runs for every entry dispatched.
+    -- Two passes. The first checks each decision and collects what it
+    -- writes; the second writes the runs in flight first, then the entries,
+    -- then the scores. Should a write fail, Redis keeps what was written
+    -- before it: written in this order, no entry can have moved past a run
+    -- that is not in flight (a run in flight is published; at worst twice,
+    -- with one task id). Runs in flight and scores take one command each,
+    -- not one per entry: this script runs for every entry dispatched.
     -- (In slices: Lua's unpack takes a few thousand values at most.)
     local function call_in_slices(command, key, flag, values)
         for first = 1, #values, 2000 do
@@ -195,7 +201,7 @@ class ScheduleStore:
             end
         end
     end
-    local applied, flight, scores = {}, {}, {}
+    local applied, flight, scores, entries = {}, {}, {}, {}
     local n = 0
     local i = 3
     while i <= #ARGV do
@@ -203,39 +209,20 @@ class ScheduleStore:
         local key, action = ARGV[i], ARGV[i + 1]
         local runs = tonumber(ARGV[i + 10])
         local kind, fields = read_entry(key, 'definition', 'meta', 'run_now', 'parked')
-        if (fields[1] or '') == ARGV[i + 2] and (fields[2] or '') == ARGV[i + 3]
+        -- Only a hash can be parked, moved or run: a key that is gone or became
+        -- something else since it was read is looked at again on the next tick.
+        local fits = kind == 'hash' or action == 'drop' or action == 'delete'
+        if fits and (fields[1] or '') == ARGV[i + 2] and (fields[2] or '') == ARGV[i + 3]
                 and (fields[3] or '') == ARGV[i + 4] then
             applied[#applied + 1] = n
-            if action == 'drop' then
-                -- only the member: a key of another type is someone else's data
-                if kind ~= 'hash' then
-                    redis.call('ZREM', KEYS[2], key)
+            entries[#entries + 1] = {i, kind, fields}
+            if action == 'run' then
+                for r = 0, runs - 1 do
+                    flight[#flight + 1] = ARGV[i + 11 + 2 * r]
+                    flight[#flight + 1] = ARGV[i + 12 + 2 * r]
                 end
-            elseif action == 'delete' then
-                redis.call('DEL', key)
-                redis.call('ZREM', KEYS[2], key)
-            else
-                local writes = {}
-                if action == 'park' then
-                    writes = {'parked', ARGV[i + 9]}
-                end
-                if ARGV[i + 5] ~= '' then writes[#writes + 1] = 'meta'; writes[#writes + 1] = ARGV[i + 5] end
-                if ARGV[i + 6] ~= '' then writes[#writes + 1] = 'status'; writes[#writes + 1] = ARGV[i + 6] end
-                if ARGV[i + 7] ~= '' then writes[#writes + 1] = 'definition'; writes[#writes + 1] = ARGV[i + 7] end
-                if #writes > 0 then
-                    redis.call('HSET', key, unpack(writes))
-                end
-                if action == 'run' then
-                    if fields[3] or fields[4] then
-                        redis.call('HDEL', key, 'parked', 'run_now')  -- a run-now request is served
-                    end
-                    for r = 0, runs - 1 do
-                        flight[#flight + 1] = ARGV[i + 11 + 2 * r]
-                        flight[#flight + 1] = ARGV[i + 12 + 2 * r]
-                    end
-                elseif action ~= 'park' and fields[4] then
-                    redis.call('HDEL', key, 'parked')  -- it reads well again
-                end
+            end
+            if action ~= 'drop' and action ~= 'delete' then
                 scores[#scores + 1] = ARGV[i + 8]
                 scores[#scores + 1] = key
             end
@@ -243,6 +230,37 @@ class ScheduleStore:
         i = i + 11 + 2 * runs
     end
     call_in_slices('HSET', KEYS[3], nil, flight)
+    for _, applied_entry in ipairs(entries) do
+        local j, kind, fields = applied_entry[1], applied_entry[2], applied_entry[3]
+        local key, action = ARGV[j], ARGV[j + 1]
+        if action == 'drop' then
+            -- only the member: a key of another type is someone else's data
+            if kind ~= 'hash' then
+                redis.call('ZREM', KEYS[2], key)
+            end
+        elseif action == 'delete' then
+            redis.call('DEL', key)
+            redis.call('ZREM', KEYS[2], key)
+        else
+            local writes = {}
+            if action == 'park' then
+                writes = {'parked', ARGV[j + 9]}
+            end
+            if ARGV[j + 5] ~= '' then writes[#writes + 1] = 'meta'; writes[#writes + 1] = ARGV[j + 5] end
+            if ARGV[j + 6] ~= '' then writes[#writes + 1] = 'status'; writes[#writes + 1] = ARGV[j + 6] end
+            if ARGV[j + 7] ~= '' then writes[#writes + 1] = 'definition'; writes[#writes + 1] = ARGV[j + 7] end
+            if #writes > 0 then
+                redis.call('HSET', key, unpack(writes))
+            end
+            if action == 'run' then
+                if fields[3] or fields[4] then
+                    redis.call('HDEL', key, 'parked', 'run_now')  -- a run-now request is served
+                end
+            elseif action ~= 'park' and fields[4] then
+                redis.call('HDEL', key, 'parked')  -- it reads well again
+            end
+        end
+    end
     call_in_slices('ZADD', KEYS[2], 'XX', scores)
     return applied
     """

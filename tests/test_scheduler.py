@@ -388,6 +388,7 @@ class DiesAfterClaiming(RedBeatScheduler):
 
     def _publish(self, runs, claimed_at):
         self.lock.held = False  # and never ticks again
+        return set()
 
 
 def test_runs_claimed_by_a_beat_that_died_are_published_by_the_next_holder(
@@ -457,7 +458,7 @@ def test_a_batch_that_failed_to_reach_the_broker_is_retried_whole_with_the_same_
             raw_entry(schedule_redis, name)
         with caplog.at_level(logging.ERROR, logger="celery.beat"):
             scheduler.tick()
-        assert "could not publish 3 runs in one batch" in caplog.text
+        assert "could not publish a batch of 3 runs" in caplog.text
         assert tasks_sent(broker_redis) == []
         ids = {json.loads(r)["task_id"] for r in schedule_redis.hvals("redbeat::inflight")}
         assert len(ids) == 3
@@ -916,3 +917,93 @@ def test_re_saving_an_existing_entry_does_not_push_it_back(scheduler_for, schedu
     assert schedule_redis.zscore("redbeat::schedule", "redbeat:upserted") == 0
     scheduler.tick()
     assert tasks_sent(broker_redis) == ["tasks.u"]
+
+
+# -- regressions from the third review ---------------------------------------------------
+
+def test_a_history_key_of_another_type_does_not_stop_dispatch(scheduler_for, schedule_redis, broker_redis):
+    scheduler = scheduler_for(redbeat_lock_timeout=2)
+    raw_entry(schedule_redis, "a")
+    schedule_redis.set("redbeat::history:a", "someone else's string")
+    scheduler.tick()
+    raw_entry(schedule_redis, "b", every=0.2)
+    tick_until(scheduler, lambda: len(tasks_sent(broker_redis)) >= 4, timeout=10, message="b keeps running")
+    assert schedule_redis.get("redbeat::history:a") == "someone else's string"
+    assert schedule_redis.hlen("redbeat::inflight") == 0
+
+
+class KeyTurnsIntoAString(RedBeatScheduler):
+    """Between reading and claiming, another program replaces a hash with a string."""
+
+    def _decide_batch(self, records, now, renewed_at):
+        decisions = super()._decide_batch(records, now, renewed_at)
+        client = self.store.client
+        if client.type("redbeat:b") == b"hash":
+            client.delete("redbeat:b")
+            client.set("redbeat:b", "a string now")
+        return decisions
+
+
+def test_a_key_that_changed_type_before_the_claim_costs_no_other_entry_its_run(app, schedule_redis, broker_redis):
+    raw_entry(schedule_redis, "a")
+    schedule_redis.hset("redbeat:b", "note", "no definition yet")
+    schedule_redis.zadd("redbeat::schedule", {"redbeat:b": 1})
+    scheduler = KeyTurnsIntoAString(app=app)
+    try:
+        tick_until(scheduler, lambda: tasks_sent(broker_redis), timeout=5, message="a's run")
+        scheduler.tick()
+        assert tasks_sent(broker_redis) == ["tasks.raw"]
+        assert schedule_redis.hlen("redbeat::inflight") == 0
+        assert schedule_redis.get("redbeat:b") == "a string now"
+        assert schedule_redis.zscore("redbeat::schedule", "redbeat:b") is None  # dropped, the string kept
+    finally:
+        scheduler.close()
+
+
+@pytest.mark.parametrize("batch_size, most_copies", [(1, 1), (100, 2)])
+def test_a_message_the_broker_refuses_costs_only_its_own_run(scheduler_for, schedule_redis, broker_redis,
+                                                             batch_size, most_copies):
+    broker_redis.set("refusing", "a string where a queue should be")  # LPUSH answers WRONGTYPE
+    scheduler = scheduler_for(redbeat_publish_batch_size=batch_size)
+    raw_entry(schedule_redis, "a-refused", options={"queue": "refusing"})  # read first, the others after it
+    for name in ("good1", "good2", "good3"):
+        raw_entry(schedule_redis, name)
+
+    def good_ids():
+        return [m["id"] for m in published(broker_redis)]
+    tick_until(scheduler, lambda: len(set(good_ids())) == 3 and schedule_redis.hlen("redbeat::inflight") == 1,
+               timeout=10, message="the three good runs published, the refused one waiting")
+    assert max(good_ids().count(task_id) for task_id in good_ids()) <= most_copies
+    [left] = [json.loads(r) for r in schedule_redis.hvals("redbeat::inflight")]
+    assert left["key"] == "redbeat:a-refused"
+
+
+class LastRunsResumedOneFailing(RedBeatScheduler):
+    """The first of two resumed runs is published, the second fails once."""
+
+    sends = 0
+
+    def _send(self, entry, run):
+        LastRunsResumedOneFailing.sends += 1
+        if LastRunsResumedOneFailing.sends == 2:
+            return ConnectionError("broker unreachable")
+        return super()._send(entry, run)
+
+
+def test_an_entry_deleted_on_finish_waits_for_every_last_run_in_flight(app, schedule_redis, broker_redis):
+    app.conf.update(redbeat_lock_timeout=1)
+    dead = DiesAfterClaiming(app=app)
+    dead.tick()
+    entry = RedBeatSchedulerEntry("last2", "tasks.last2", schedule(1.0), catch_up="all", max_runs=2,
+                                  on_finish="delete", app=app)
+    entry.last_run_at = entry._default_now() - timedelta(seconds=2.5)
+    entry.save()
+    dead.tick()
+    assert schedule_redis.hlen("redbeat::inflight") == 2 and tasks_sent(broker_redis) == []
+    successor = LastRunsResumedOneFailing(app=second_app(app, redbeat_lock_timeout=1))
+    try:
+        tick_until(successor, lambda: len(tasks_sent(broker_redis)) == 2, timeout=15, message="both last runs")
+        wait_for(lambda: not schedule_redis.exists("redbeat:last2"), timeout=5, message="the entry deleted")
+        assert schedule_redis.hlen("redbeat::inflight") == 0
+    finally:
+        successor.close()
