@@ -405,7 +405,7 @@ def decode_status(raw: bytes | str | None) -> Status:
             last_missed_at=_seconds(fields.get("last_missed_at")),
             definition=fields.get("definition") if isinstance(fields.get("definition"), str) else None,
         )
-    except (ValueError, TypeError, AttributeError, OverflowError, OSError):
+    except (ValueError, TypeError, AttributeError, OverflowError, OSError, RecursionError):
         return Status()
 
 

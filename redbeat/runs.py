@@ -21,9 +21,9 @@ _NAMESPACE_BYTES = RUN_NAMESPACE.bytes
 # many times, backing off from 1 s to 30 s, then given up with an error log.
 MAX_PUBLISH_ATTEMPTS = 10
 RETRY_BACKOFF_MAX = 30.0
-MAX_TIMESTAMP = 253402300800.0
+MAX_TIMESTAMP = 253402300800.0  # 10000-01-01: past it, datetime cannot follow
 # JSON string literal of a str, as json.dumps writes it (ASCII only).
-_string = json.encoder.encode_basestring_ascii  # 10000-01-01: past it, datetime cannot follow
+_string = json.encoder.encode_basestring_ascii
 
 
 def task_id_for(key: str, scheduled: float) -> str:

@@ -282,8 +282,8 @@ class RedBeatScheduler(Scheduler):
         if record.definition is None:
             return self._park(record, "hash has no 'definition' field")
         key = record.key_text
-        old = decode_status(record.status)
         try:
+            old = decode_status(record.status)
             entry = self.Entry.from_stored(record.definition, record.meta, app=self.app, key=key, status=old)
             if entry.last_run_at is None and entry.next_slot is None and record.score > 0:
                 # Never run: due at the score its writer gave it (0 means now).
@@ -331,6 +331,8 @@ class RedBeatScheduler(Scheduler):
             # Its last slot ran now, or it ended without one (a run-now took
             # its last run, its end_at passed): on_finish applies either way.
             if entry.policy().on_finish == "delete" and not runs:
+                if any(run.key == key for run in self.store.in_flight()[1]):
+                    return Decision(record, "move", score=NEVER)  # deleted when its last run is out
                 return Decision(record, "delete")
             if entry.policy().on_finish == "disable":
                 entry.enabled = False  # done: kept, with its history, for people to see
@@ -433,7 +435,7 @@ class RedBeatScheduler(Scheduler):
                         return sent, attempted, "broker down"
         except Exception as exc:
             logger.error("beat: could not publish a batch of %d runs, some may have reached the broker; they are "
-                         "retried one at a time with the same task ids: %s", len(sent), exc)
+                         "retried one at a time with the same task ids: %s", attempted, exc)
             return [], attempted, "broker down" if _broker_unreachable(exc) else None
         return sent, attempted, None
 
@@ -622,12 +624,14 @@ class RedBeatScheduler(Scheduler):
             # Health checks then see at once that no beat ticks, instead of
             # waiting for the heartbeat to age.
             self.store.stop_heartbeat(self._token, time.time())
-            if self.lock is not None and self.lock.held:
+        except RedisError as exc:
+            logger.warning("beat: could not record the last runs or stop the heartbeat: %s", exc)
+        if self.lock is not None and self.lock.held:
+            try:
                 self.lock.release()
                 logger.info("beat: Released lock %s", self.lock.key)
-        except RedisError as exc:
-            logger.warning("beat: could not record the last runs, stop the heartbeat or release lock %s: %s",
-                           self.lock_key, exc)
+            except RedisError as exc:
+                logger.warning("beat: could not release lock %s: %s", self.lock.key, exc)
         super().close()
 
     @property

@@ -154,7 +154,12 @@ class rrule(BaseSchedule):  # noqa: N801 - the name is part of the public import
         if step is None or self.count is not None:
             return self.rrule
         step *= self.interval or 1
-        behind = (reference - self._rule_start) // step - 2
+        start = self._rule_start
+        if start.tzinfo is not None:
+            # dateutil steps in the start's own wall clock (a zone with DST
+            # included): count the periods in that clock too.
+            reference, start = reference.astimezone(start.tzinfo).replace(tzinfo=None), start.replace(tzinfo=None)
+        behind = (reference - start) // step - 2
         if behind < REANCHOR_AFTER:
             return self.rrule
         return self.rrule.replace(dtstart=self._rule_start + behind * step)

@@ -396,7 +396,7 @@ class ScheduleStore:
     local ok, beat = pcall(cjson.decode, raw)
     if not ok or type(beat) ~= 'table' or beat['token'] ~= ARGV[1] then return 0 end
     beat['stopped_at'] = tonumber(ARGV[2])
-    redis.call('SET', KEYS[1], cjson.encode(beat), 'KEEPTTL')
+    redis.call('SET', KEYS[1], cjson.encode(beat), 'EX', 86400)  -- as a tick writes it
     return 1
     """
 

@@ -1007,3 +1007,29 @@ def test_an_entry_deleted_on_finish_waits_for_every_last_run_in_flight(app, sche
         assert schedule_redis.hlen("redbeat::inflight") == 0
     finally:
         successor.close()
+
+
+def test_an_unreadable_status_costs_nothing_but_itself(scheduler_for, schedule_redis, broker_redis):
+    scheduler = scheduler_for()
+    raw_entry(schedule_redis, "deep")
+    schedule_redis.hset("redbeat:deep", "status", "[" * 100_000)  # deeper than json can follow
+    scheduler.tick()
+    assert tasks_sent(broker_redis) == ["tasks.raw"]
+    assert json.loads(schedule_redis.hget("redbeat:deep", "status"))["last_dispatched_at"] > 0
+
+
+def test_an_entry_to_delete_waits_for_its_last_run_in_flight_when_looked_at_again(app, schedule_redis,
+                                                                                  broker_redis):
+    BrokerDownFor.failures = 1
+    scheduler = BrokerDownFor(app=app)
+    try:
+        scheduler.tick()
+        RedBeatSchedulerEntry("once", "tasks.once", schedule(0.2), max_runs=1, on_finish="delete", app=app).save()
+        tick_until(scheduler, lambda: BrokerDownFor.failures == 0, timeout=5, message="the failed last run")
+        schedule_redis.zadd("redbeat::schedule", {"redbeat:once": 0})  # looked at again while it waits
+        scheduler.tick()
+        assert schedule_redis.exists("redbeat:once")
+        tick_until(scheduler, lambda: tasks_sent(broker_redis), timeout=10, message="the retried last run")
+        wait_for(lambda: not schedule_redis.exists("redbeat:once"), timeout=5, message="the entry deleted")
+    finally:
+        scheduler.close()

@@ -209,6 +209,7 @@ def old_rules(draw):
     periods_back = draw(st.integers(0, 4000))
     now = datetime(2026, 7, 1, tzinfo=UTC) + timedelta(seconds=draw(st.integers(0, 86400 * 30)))
     dtstart = now - timedelta(seconds=periods_back * interval * STEP_SECONDS[freq] + draw(st.integers(0, 3600)))
+    dtstart = dtstart.astimezone(draw(st.sampled_from([UTC, ZoneInfo("Europe/Paris")])))  # its own clock, DST or not
     fields = {}
     if draw(st.booleans()):
         fields["byminute"] = draw(st.lists(st.integers(0, 59), min_size=1, max_size=3, unique=True))
@@ -249,3 +250,15 @@ def test_an_hourly_rule_from_years_ago_is_restarted_near_now():
     assert rule.rule_near(now)._dtstart > now - timedelta(hours=3)
     assert rule.next_after(now) == datetime(2026, 7, 1, 13, 0, tzinfo=UTC)
     assert rrule("HOURLY", dtstart=datetime(2015, 3, 7, tzinfo=UTC), count=10).rule_near(now)._dtstart.year == 2015
+
+
+def test_a_minutely_rule_started_in_a_dst_zone_keeps_every_minute_after_a_fall_back():
+    # dtstart in a zone with DST but no timezone= argument: dateutil steps in that zone's wall clock.
+    rule = rrule("MINUTELY", dtstart=datetime(2023, 10, 1, tzinfo=ZoneInfo("Europe/Paris")))
+    moment = datetime(2023, 11, 15, 12, 0, 0, 500000, tzinfo=UTC)
+    slots = [rule.next_after(moment)]
+    for _ in range(3):
+        slots.append(rule.next_after(slots[-1]))
+    assert slots[0] == rule.rrule.after(moment)
+    assert [slot.astimezone(UTC) for slot in slots] == [datetime(2023, 11, 15, 12, minute, tzinfo=UTC)
+                                                        for minute in range(1, 5)]
