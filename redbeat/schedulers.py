@@ -13,6 +13,7 @@ import json
 import os
 import socket
 import time
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -259,7 +260,21 @@ class RedBeatScheduler(Scheduler):
             if decisions and time.monotonic() - renewed_at > self.lock_timeout * DECIDE_FRACTION:
                 break
             decisions.append(self._decide(record, now_dt))
+        deleting = [position for position, d in enumerate(decisions) if d.action == "delete"]
+        if deleting:
+            waiting = self._keys_in_flight()
+            for position in deleting:
+                record = decisions[position].record
+                if record.key_text in waiting:
+                    # Its last run waits for a retry, which needs the entry: deleted once that is out.
+                    decisions[position] = Decision(record, "move", score=NEVER)
         return decisions
+
+    def _keys_in_flight(self, published: Iterable[str] = ()) -> set[str]:
+        """Keys of the entries with runs in flight, leaving out the runs ``published``
+        (their records are forgotten later). Read only when an entry is to be deleted."""
+        published = set(published)
+        return {run.key for run in self.store.in_flight()[1] if run.task_id not in published}
 
     def _heartbeat(self, now: float) -> str:
         """Who ticks, and when: read by ``redbeat status``."""
@@ -331,9 +346,7 @@ class RedBeatScheduler(Scheduler):
             # Its last slot ran now, or it ended without one (a run-now took
             # its last run, its end_at passed): on_finish applies either way.
             if entry.policy().on_finish == "delete" and not runs:
-                if any(run.key == key for run in self.store.in_flight()[1]):
-                    return Decision(record, "move", score=NEVER)  # deleted when its last run is out
-                return Decision(record, "delete")
+                return Decision(record, "delete")  # unless a run is still in flight: see _decide_batch
             if entry.policy().on_finish == "disable":
                 entry.enabled = False  # done: kept, with its history, for people to see
                 definition = entry.definition_json()
@@ -344,19 +357,21 @@ class RedBeatScheduler(Scheduler):
 
     def _publish_claimed(self, claimed: list[Decision], renewed_at: float) -> None:
         published = self._publish([(d.entry, run) for d in claimed for run in d.runs], renewed_at)
-        for d in claimed:
-            if d.runs and d.score == NEVER:
-                self._delete_if_done(d.record.key_text, d.entry, published)
+        self._delete_finished([(d.record.key_text, d.entry) for d in claimed if d.runs and d.score == NEVER],
+                              published)
 
-    def _delete_if_done(self, key: str, entry: RedBeatSchedulerEntry, published: set[str]) -> None:
-        """Delete an entry that ran for the last time and asked for that (on_finish: delete),
-        once none of its runs is left in flight: retrying one needs the entry."""
-        if not (_bounded(entry) and entry.policy().on_finish == "delete"):
+    def _delete_finished(self, finished: list[tuple[str, RedBeatSchedulerEntry]], published: set[str]) -> None:
+        """Delete the entries, given as (key, entry), that ran for the last time and asked for
+        that (on_finish: delete), once none of their runs is left in flight: a retry needs the entry."""
+        finished = [(key, entry) for key, entry in finished
+                    if _bounded(entry) and entry.policy().on_finish == "delete"]
+        if not finished:
             return
-        _, in_flight, _ = self.store.in_flight()  # small, and read only for an entry's very last run
-        if all(run.task_id in published for run in in_flight if run.key == key):
-            self.store.delete(key)
-            logger.info("beat: deleted %s after its last run (on_finish: delete)", entry.name)
+        waiting = self._keys_in_flight(published)
+        for key, entry in finished:
+            if key not in waiting:
+                self.store.delete(key)
+                logger.info("beat: deleted %s after its last run (on_finish: delete)", entry.name)
 
     def _publish(self, runs: list[tuple[RedBeatSchedulerEntry, InFlight]], renewed_at: float) -> set[str]:
         """Publish runs in flight; keep those that failed for a retry.
@@ -366,7 +381,7 @@ class RedBeatScheduler(Scheduler):
         ``renewed_at`` (monotonic) is when the lock was last confirmed.
         Returns the task ids published.
         """
-        published: list[str] = []
+        published: set[str] = set()
         failed: list[InFlight] = []
         last_record = time.monotonic()
         position = 0
@@ -376,7 +391,7 @@ class RedBeatScheduler(Scheduler):
             failed += [run for _, run in runs[position:position + attempted] if run.task_id not in sent_ids]
             position += attempted
             sent_at = time.time()
-            published += sent_ids
+            published |= sent_ids
             self._unrecorded += [(run, "published", sent_at) for run in sent]
             if stop == "broker down":
                 # After a connection error the rest of the batch waits for its
@@ -392,7 +407,7 @@ class RedBeatScheduler(Scheduler):
                 last_record = time.monotonic()
         if failed:
             self._publish_failed(failed)
-        return set(published)
+        return published
 
     def _batch_end(self, runs: list[tuple[RedBeatSchedulerEntry, InFlight]], start: int) -> int:
         """Where the batch that starts at ``start`` ends.
@@ -541,9 +556,9 @@ class RedBeatScheduler(Scheduler):
         if resumed:
             published = self._publish(resumed, renewed_at)
             now_dt = datetime.fromtimestamp(now, timezone.utc)
-            for key, entry in {run.key: entry for entry, run in resumed}.items():
-                if entry.plan(now_dt).finished:  # those were its last runs
-                    self._delete_if_done(key, entry, published)
+            resumed_entries = {run.key: entry for entry, run in resumed}
+            self._delete_finished([(key, entry) for key, entry in resumed_entries.items()
+                                   if entry.plan(now_dt).finished], published)  # those were its last runs
 
     def _park(self, record: DueRecord, reason: str) -> Decision:
         logger.error(
