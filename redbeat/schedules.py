@@ -10,21 +10,23 @@ schedule is (in ``beat_schedule`` and in RedBeat entries):
 from __future__ import annotations
 
 import functools
+import math
+import sys
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta, timezone
-from itertools import islice
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import dateutil.rrule
 from celery import schedules as celery_schedules
 from celery.schedules import BaseSchedule, schedstate
+from dateutil.relativedelta import relativedelta
 
-from .slots import first_instant_after
+from .slots import earliest_wall_after, first_instant_after
 
-__all__ = ["rrule", "crontab", "clocked"]
+__all__ = ["rrule", "crontab", "clocked", "ScheduleTooCostlyError"]
 
 UTC = timezone.utc  # the rrule and crontab arguments named "timezone" shadow the module name
-MAX_WALLS = 100_000  # occurrences looked at for one next slot, so no rule can loop for ever
 # The period of each frequency whose occurrences repeat every ``interval`` of
 # it in the rule's own clock (months and years vary in length, so they do not).
 LATTICE_STEPS = {
@@ -36,6 +38,52 @@ LATTICE_STEPS = {
 }
 # A rule whose start is more than this many periods behind is restarted closer.
 REANCHOR_AFTER = 1000
+# The most occurrences dateutil may produce to find one next slot, those
+# before the moment asked about included. Beat evaluates a rule at every run
+# of its entry, for every entry due: past this, the rule is too costly and
+# its entry is parked rather than holding up the whole schedule.
+MAX_OCCURRENCES = 100_000
+# The most Python calls dateutil may make while looking for one next
+# occurrence: one or more per day it steps through (a yearly rule makes a few
+# per year, and stops at year 9999 within a second). dateutil has no bound of
+# its own: a daily or finer rule that never matches ("February 30") is
+# searched day by day to year 9999 without yielding, for minutes. Counting
+# calls, not seconds, gives every beat the same verdict on the same rule,
+# however loaded its machine.
+MAX_SEARCH_STEPS = 50_000
+# The values each "by" field of a rule accepts: (lowest, highest, whether 0 is one).
+BY_FIELD_RANGES = {
+    "bysetpos": (-366, 366, False),
+    "bymonth": (1, 12, True),
+    "bymonthday": (-31, 31, False),
+    "byyearday": (-366, 366, False),
+    "byweekno": (-53, 53, False),
+    "byeaster": (-366, 366, True),
+    "byhour": (0, 23, True),
+    "byminute": (0, 59, True),
+    "bysecond": (0, 59, True),
+}
+# The cycle over which each time filter repeats.
+FILTER_CYCLES = {
+    "byweekday": timedelta(weeks=1),
+    "byhour": timedelta(days=1),
+    "byminute": timedelta(hours=1),
+    "bysecond": timedelta(minutes=1),
+}
+# The filters each frequency spreads inside its periods; the other filters keep some periods only.
+SPREADING_FIELDS = {
+    dateutil.rrule.WEEKLY: ("byweekday", "byhour", "byminute", "bysecond"),
+    dateutil.rrule.DAILY: ("byhour", "byminute", "bysecond"),
+    dateutil.rrule.HOURLY: ("byminute", "bysecond"),
+    dateutil.rrule.MINUTELY: ("bysecond",),
+    dateutil.rrule.SECONDLY: (),
+}
+# Filters by the calendar (months, years, Easter) never repeat in whole weeks or days.
+CALENDAR_FILTERS = ("bymonth", "bymonthday", "byyearday", "byweekno", "byeaster")
+
+
+class ScheduleTooCostlyError(ValueError):
+    """A schedule whose next slot cannot be found with a bounded amount of work."""
 
 
 class rrule(BaseSchedule):  # noqa: N801 - the name is part of the public import path
@@ -94,6 +142,11 @@ class rrule(BaseSchedule):  # noqa: N801 - the name is part of the public import
             raise ValueError(f"unknown rrule freq {freq!r}")
         if interval is not None and (not isinstance(interval, int) or interval < 1):
             raise ValueError(f"rrule interval must be a whole number of at least 1, not {interval!r}")
+        if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 0):
+            raise ValueError(f"rrule count must be a whole number of at least 0, not {count!r}")
+        _check_by_fields(byweekday, wkst, bysetpos=bysetpos, bymonth=bymonth, bymonthday=bymonthday,
+                         byyearday=byyearday, byweekno=byweekno, byeaster=byeaster, byhour=byhour,
+                         byminute=byminute, bysecond=bysecond)
         self.freq = freq
         self.dtstart = _aware(dtstart) if dtstart is not None else datetime.now(UTC)
         self.until = _aware(until) if until is not None else None
@@ -121,6 +174,10 @@ class rrule(BaseSchedule):  # noqa: N801 - the name is part of the public import
             freq, dtstart=start, until=until, **{name: getattr(self, name) for name in self.RULE_FIELDS},
         )
         self._rule_start = start.replace(microsecond=0)  # as dateutil keeps it
+        # Searched without its count, which occurrences_after keeps itself:
+        # dateutil refuses a count together with the until that bounds a search.
+        self._uncounted = self.rrule if count is None else self.rrule.replace(count=None)
+        self._occurrences_per_period: int | None = None
 
     @property
     def every_hour(self) -> bool:
@@ -128,41 +185,122 @@ class rrule(BaseSchedule):  # noqa: N801 - the name is part of the public import
         return self.freq >= dateutil.rrule.HOURLY and self.byhour is None
 
     def next_after(self, moment: datetime) -> datetime | None:
-        """The first occurrence strictly after ``moment``, or None when the rule is over."""
+        """The first occurrence strictly after ``moment``, or None when the rule is over.
+
+        Raises ScheduleTooCostlyError when that takes more than ``MAX_OCCURRENCES``
+        occurrences, or when the rule has none within ``SEARCH_HORIZON``.
+        """
         moment = _aware(moment)
         if self.zone is None:
-            return self.rule_near(moment).after(moment)
-        # A DST shift moves wall times by at most a few hours: start early enough,
-        # and let slots.py pick the earliest instant among the walls around it.
-        wall = moment.astimezone(self.zone).replace(tzinfo=None) - timedelta(hours=3)
-        walls = islice(self.rule_near(wall).xafter(wall), MAX_WALLS)
+            return next(self.occurrences_after(moment), None)
+        # Occurrences are wall times in the zone: start from the earliest wall
+        # time that DST nearby could still put after ``moment``, and let
+        # slots.py pick the earliest instant among the walls around it.
+        walls = self.occurrences_after(earliest_wall_after(moment, self.zone))
         return first_instant_after(walls, moment, self.zone, self.every_hour)
 
-    def rule_near(self, reference: datetime) -> dateutil.rrule.rrule:
-        """The dateutil rule, restarted shortly before ``reference`` (in the rule's
-        own clock) where that leaves its occurrences from there on unchanged.
+    def occurrences_after(self, reference: datetime) -> Iterator[datetime]:
+        """dateutil's occurrences strictly after ``reference`` (in the rule's own
+        clock), in order, found with a bounded amount of work."""
+        rule, left = self.restarted_near(reference)
+        produced = found = 0
+        for occurrence in _search(rule, self._cost_hint):
+            produced += 1
+            if left is not None and produced > left:
+                return  # its count is used up
+            if produced > MAX_OCCURRENCES:
+                raise ScheduleTooCostlyError(f"rrule needs more than {MAX_OCCURRENCES} occurrences to find its next "
+                                             f"one after {reference.isoformat()}{self._cost_hint()}")
+            if occurrence > reference:
+                found += 1
+                yield occurrence
+        if not found and self.count is None and self.until is None:
+            # Nothing ends it, yet dateutil found nothing up to year 9999:
+            # say so rather than let the entry quietly finish.
+            raise ScheduleTooCostlyError(f"rrule has no occurrence after {reference.isoformat()}: it never matches")
+
+    def _cost_hint(self) -> str:
+        if self.count is not None and self.repeat_period() is None:
+            return (": a rule with a count and filters that skip periods is replayed from its dtstart; "
+                    "use until instead of count, or a later dtstart")
+        return ": does it ever match? (a coarser freq with by-fields costs less)"
+
+    def restarted_near(self, reference: datetime) -> tuple[dateutil.rrule.rrule, int | None]:
+        """The rule without its count, restarted shortly before ``reference`` (in
+        the rule's own clock) where that leaves its occurrences unchanged, and
+        how many occurrences its count leaves from that start (None: no count).
 
         dateutil walks every occurrence from the rule's start: an hourly rule
         that started years ago would take a good fraction of a second per
         lookup, for every entry, at every run. Restarting it a whole number of
         periods later keeps the same lattice of occurrences (and the fields
-        dateutil derives from the start: its minute, hour, weekday). A rule
-        with a ``count`` counts from its real start, so it is left alone, as
-        are monthly and yearly rules, whose periods vary in length.
+        dateutil derives from the start: its minute, hour, weekday). A count
+        is carried over by arithmetic when the occurrences repeat (see
+        ``repeat_period``); otherwise a counted rule is replayed from its start.
         """
         step = LATTICE_STEPS.get(self.freq)
-        if step is None or self.count is not None:
-            return self.rrule
-        step *= self.interval or 1
+        if step is None:
+            return self._restarted_by_months(reference), self.count
+        period = step * (self.interval or 1)
+        if self.count is not None:
+            period = self.repeat_period()
+            if period is None:
+                return self._uncounted, self.count
         start = self._rule_start
         if start.tzinfo is not None:
             # dateutil steps in the start's own wall clock (a zone with DST
             # included): count the periods in that clock too.
             reference, start = reference.astimezone(start.tzinfo).replace(tzinfo=None), start.replace(tzinfo=None)
-        behind = (reference - start) // step - 2
-        if behind < REANCHOR_AFTER:
-            return self.rrule
-        return self.rrule.replace(dtstart=self._rule_start + behind * step)
+        if reference - start < REANCHOR_AFTER * step:
+            return self._uncounted, self.count
+        behind = (reference - start) // period - 2
+        left = None if self.count is None else self.count - behind * self._occurrences_in(period)
+        return self._uncounted.replace(dtstart=self._rule_start + behind * period), left
+
+    def _restarted_by_months(self, reference: datetime) -> dateutil.rrule.rrule:
+        """A monthly or yearly rule without a count, restarted a whole number of
+        periods before ``reference``. Only from a day of the month that every
+        month has: dateutil takes the day of the month from the start."""
+        start = self._rule_start
+        if self.count is not None or start.day > 28:
+            return self._uncounted
+        months = (12 if self.freq == dateutil.rrule.YEARLY else 1) * (self.interval or 1)
+        if start.tzinfo is not None:
+            reference = reference.astimezone(start.tzinfo)
+        behind = ((reference.year - start.year) * 12 + reference.month - start.month) // months - 2
+        if behind < 2:
+            return self._uncounted
+        return self._uncounted.replace(dtstart=start + relativedelta(months=behind * months))
+
+    def repeat_period(self) -> timedelta | None:
+        """The span after which a daily or finer rule's occurrences repeat, so that
+        every such span holds as many: its period, stretched to a whole number of
+        the cycle of each filter it has (byhour on an HOURLY rule repeats
+        daily). None for monthly and yearly rules and for calendar filters
+        (months, month days, year days, weeks of the year, Easter)."""
+        step = LATTICE_STEPS.get(self.freq)
+        if step is None or any(getattr(self, name) not in (None, [], ()) for name in CALENDAR_FILTERS):
+            return None
+        seconds = int((step * (self.interval or 1)).total_seconds())
+        for name, cycle in FILTER_CYCLES.items():
+            if name not in SPREADING_FIELDS[self.freq] and getattr(self, name) not in (None, [], ()):
+                seconds = math.lcm(seconds, int(cycle.total_seconds()))
+        return timedelta(seconds=seconds)
+
+    def _occurrences_in(self, period: timedelta) -> int:
+        """How many occurrences one ``repeat_period`` of the rule holds."""
+        if self._occurrences_per_period is None:
+            # The second period is whole: the first may start mid-period.
+            first = self._rule_start + period
+            count = 0
+            for occurrence in _search(self._uncounted.xafter(first, inc=True), self._cost_hint):
+                if occurrence >= first + period:
+                    break
+                count += 1
+                if count > MAX_OCCURRENCES:
+                    raise ScheduleTooCostlyError(f"rrule has more than {MAX_OCCURRENCES} occurrences per period")
+            self._occurrences_per_period = count
+        return self._occurrences_per_period
 
     next_slot_after = next_after
 
@@ -263,6 +401,65 @@ class clocked(BaseSchedule):  # noqa: N801 - named like Celery's schedules
 
     def __repr__(self) -> str:
         return f"<clocked: {self.at.isoformat()}>"
+
+
+def _search(occurrences: Iterable[datetime], hint: Callable[[], str]) -> Iterator[datetime]:
+    """The occurrences of a dateutil rule or iterator, stopped with ScheduleTooCostlyError once
+    dateutil has made ``MAX_SEARCH_STEPS`` Python calls producing them.
+
+    The calls are counted by a profile hook set only while dateutil runs
+    (raising in it stops dateutil where it stands). Under another profiler
+    (cProfile) the hook is left alone, and only ``MAX_OCCURRENCES`` bounds the search.
+    """
+    iterator = iter(occurrences)
+    steps = 0
+
+    def count_step(frame: Any, event: str, arg: Any) -> None:
+        nonlocal steps
+        if event == "call":
+            steps += 1
+            if steps > MAX_SEARCH_STEPS:
+                raise ScheduleTooCostlyError(f"rrule took more than {MAX_SEARCH_STEPS} steps to find its next "
+                                        f"occurrence{hint()}")
+
+    guarded = sys.getprofile() is None
+    while True:
+        if guarded:
+            sys.setprofile(count_step)
+        try:
+            occurrence = next(iterator)
+        except StopIteration:
+            return
+        finally:
+            if guarded:
+                sys.setprofile(None)
+        yield occurrence
+
+
+def _check_by_fields(byweekday: Any, wkst: Any, **by_fields: Any) -> None:
+    """Refuse "by" values dateutil would take but never match (a weekday of 9, a
+    61st minute): such a rule is searched to year 9999 for nothing."""
+    for name, value in by_fields.items():
+        low, high, zero = BY_FIELD_RANGES[name]
+        for item in _as_list(value):
+            if (not isinstance(item, int) or isinstance(item, bool) or not low <= item <= high
+                    or (item == 0 and not zero)):
+                allowed = f"{low} to {high}" + ("" if zero else ", not 0")
+                raise ValueError(f"rrule {name} values must be whole numbers from {allowed}, not {item!r}")
+    for name, value in (("byweekday", byweekday), ("wkst", wkst)):
+        for item in _as_list(value):
+            day = item.weekday if isinstance(item, dateutil.rrule.weekday) else item
+            if not isinstance(day, int) or isinstance(day, bool) or not 0 <= day <= 6:
+                raise ValueError(f"rrule {name} values must be weekdays 0 (MO) to 6 (SU), not {item!r}")
+            n = getattr(item, "n", None)
+            if n is not None and not (isinstance(n, int) and 1 <= abs(n) <= 53):
+                raise ValueError(f"rrule {name} weekday position must be from -53 to 53, not 0: {item!r}")
+
+
+def _as_list(value: Any) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple, set, frozenset)) else [value]
 
 
 def _aware(moment: datetime) -> datetime:

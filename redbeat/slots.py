@@ -30,7 +30,8 @@ UTC = timezone.utc
 # crontab like "Feb 29 on a Monday" recurs within 28 years.
 MAX_SEARCH_DAYS = 366 * 29
 
-__all__ = ["next_slot", "resolve_wall_time", "next_cron_slot", "zone_of", "first_instant_after"]
+__all__ = ["next_slot", "resolve_wall_time", "next_cron_slot", "zone_of", "first_instant_after",
+           "earliest_wall_after"]
 
 
 def zone_of(sched: BaseSchedule) -> tzinfo:
@@ -106,6 +107,15 @@ def first_instant_after(walls: Iterable[datetime], after: datetime, zone: tzinfo
     start, end = _offsets_around(zone, day - timedelta(days=1)), _offsets_around(zone, day + timedelta(days=1))
     offsets = (min(start + end), max(start + end))
     return _first_after(walls, after, zone, every_hour, offsets)
+
+
+def earliest_wall_after(moment: datetime, zone: tzinfo) -> datetime:
+    """The naive local time in ``zone`` before which no wall time can run after
+    the instant ``moment``, whatever DST does around it: a wall time ``w`` runs
+    at ``w`` minus the zone's offset, so at most at ``w - min(offset)``."""
+    day = moment.astimezone(zone).date()
+    offsets = _offsets_around(zone, day - timedelta(days=1)) + _offsets_around(zone, day + timedelta(days=1))
+    return (moment.astimezone(UTC) + min(offsets)).replace(tzinfo=None)
 
 
 def _offsets_around(zone: tzinfo, day: date) -> tuple[timedelta, timedelta]:

@@ -5,13 +5,15 @@ shift), for the years 2025 to 2027."""
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta, timezone
+from unittest import mock
 from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from redbeat.schedules import crontab, rrule
+from redbeat import schedules
+from redbeat.schedules import ScheduleTooCostlyError, crontab, rrule
 from redbeat.slots import next_slot, resolve_wall_time
 
 UTC = timezone.utc
@@ -215,10 +217,15 @@ def old_rules(draw):
         fields["byminute"] = draw(st.lists(st.integers(0, 59), min_size=1, max_size=3, unique=True))
     if draw(st.booleans()):
         fields["byhour"] = draw(st.lists(st.integers(0, 23), min_size=1, max_size=3, unique=True))
-    if freq in ("WEEKLY", "DAILY") and draw(st.booleans()):
+    if draw(st.booleans()):
         fields["byweekday"] = draw(st.lists(st.integers(0, 6), min_size=1, max_size=3, unique=True))
     if draw(st.booleans()):
         fields["bysetpos"] = draw(st.sampled_from([1, -1]))
+    if draw(st.booleans()):
+        # Around the number of occurrences since the start: some counts are used up, some not.
+        fields["count"] = draw(st.integers(0, periods_back * 3 + 10))
+    if draw(st.integers(0, 4)) == 0:
+        fields["bymonth"] = draw(st.lists(st.integers(1, 12), min_size=1, max_size=6, unique=True))
     zone = draw(st.sampled_from([None, "Europe/London", "America/New_York"]))
     try:
         return rrule(freq, dtstart=dtstart, interval=interval, timezone=zone, **fields), now
@@ -230,26 +237,89 @@ def old_rules(draw):
 @given(old_rules())
 def test_a_rule_that_started_long_ago_has_the_same_next_slots_as_from_its_start(rule_and_now):
     rule, now = rule_and_now
-    restarted = [rule.next_after(now)]
-    for _ in range(3):
-        if restarted[-1] is None:
-            break
-        restarted.append(rule.next_after(restarted[-1]))
-    rule.rule_near = lambda reference: rule.rrule  # dateutil from the rule's real start
-    from_start = [rule.next_after(now)]
-    for _ in range(3):
-        if from_start[-1] is None:
-            break
-        from_start.append(rule.next_after(from_start[-1]))
-    assert restarted == from_start
+    def next_slots() -> list:
+        slots = [rule.next_after(now)]
+        while slots[-1] is not None and len(slots) < 4:
+            slots.append(rule.next_after(slots[-1]))
+        return slots
+
+    try:
+        restarted = next_slots()
+    except ScheduleTooCostlyError:
+        assume(False)  # replayed from its start, and too long for that (tested below)
+    # dateutil from the rule's real start, count included, without bounds
+    rule.restarted_near = lambda reference: (rule._uncounted, rule.count)
+    with mock.patch.object(schedules, "MAX_SEARCH_STEPS", 10**9), \
+            mock.patch.object(schedules, "MAX_OCCURRENCES", 10**9):
+        assert restarted == next_slots()
 
 
 def test_an_hourly_rule_from_years_ago_is_restarted_near_now():
     rule = rrule("HOURLY", dtstart=datetime(2015, 3, 7, 10, 15, tzinfo=UTC), byminute=[0, 30])
     now = datetime(2026, 7, 1, 12, 40, tzinfo=UTC)
-    assert rule.rule_near(now)._dtstart > now - timedelta(hours=3)
+    assert rule.restarted_near(now)[0]._dtstart > now - timedelta(hours=3)
     assert rule.next_after(now) == datetime(2026, 7, 1, 13, 0, tzinfo=UTC)
-    assert rrule("HOURLY", dtstart=datetime(2015, 3, 7, tzinfo=UTC), count=10).rule_near(now)._dtstart.year == 2015
+
+
+def test_a_counted_rule_is_restarted_with_the_count_it_has_left():
+    # One occurrence per second since 2023: 10**6 of them ended in January 2023.
+    start = datetime(2023, 1, 1, tzinfo=UTC)
+    ended = rrule("SECONDLY", dtstart=start, count=10**6)
+    assert ended.next_after(datetime(2026, 7, 1, tzinfo=UTC)) is None
+    assert ended.next_after(start + timedelta(seconds=10**6 - 2)) == start + timedelta(seconds=10**6 - 1)
+    assert ended.next_after(start + timedelta(seconds=10**6 - 1)) is None
+    running = rrule("SECONDLY", dtstart=datetime(1970, 1, 1, tzinfo=UTC), count=10**12)
+    now = datetime(2026, 7, 1, 12, 0, 0, 500000, tzinfo=UTC)
+    rule, left = running.restarted_near(now)
+    assert rule._dtstart > now - timedelta(seconds=3)
+    assert left == 10**12 - (rule._dtstart - running.dtstart).total_seconds()
+    assert running.next_after(now) == datetime(2026, 7, 1, 12, 0, 1, tzinfo=UTC)
+    # Hourly on weekdays repeats weekly: restarted by whole weeks, 120 occurrences each.
+    weekdays = rrule("HOURLY", dtstart=datetime(2024, 1, 1, tzinfo=UTC), byweekday=[0, 1, 2, 3, 4], count=10**6)
+    assert weekdays.repeat_period() == timedelta(weeks=1)
+    assert weekdays.next_after(datetime(2026, 7, 4, 12, tzinfo=UTC)) == datetime(2026, 7, 6, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("fields", [
+    {"freq": "SECONDLY", "count": 10**12, "dtstart": datetime(1970, 1, 1, tzinfo=UTC)},
+    {"freq": "SECONDLY", "count": 10**6, "dtstart": datetime(2023, 1, 1, tzinfo=UTC)},
+    {"freq": "MINUTELY", "dtstart": datetime(1970, 1, 1, tzinfo=UTC), "timezone": "Europe/Paris"},
+    {"freq": "MONTHLY", "bymonthday": 1, "byhour": list(range(24)), "byminute": list(range(60)),
+     "dtstart": datetime(1970, 1, 1, tzinfo=UTC)},
+    {"freq": "DAILY", "bymonth": 2, "bymonthday": 29, "byweekday": 0, "dtstart": datetime(2000, 1, 1, tzinfo=UTC)},
+])
+def test_legitimate_rules_that_started_long_ago_are_evaluated(fields):
+    rule = rrule(**fields)
+    rule.next_after(datetime(2026, 12, 2, 13, 0, 0, 500000, tzinfo=UTC))  # no ScheduleTooCostlyError
+
+
+@pytest.mark.parametrize("fields, words", [
+    ({"freq": "DAILY", "bymonth": 2, "bymonthday": 30}, "steps"),  # February 30
+    ({"freq": "YEARLY", "bymonth": 4, "bymonthday": 31}, "never matches"),
+    ({"freq": "SECONDLY", "bymonth": 2, "bymonthday": 30, "count": 5}, "steps"),
+    ({"freq": "MINUTELY", "bymonth": 2, "count": 10**9}, "use until instead of count"),
+    ({"freq": "DAILY", "byhour": list(range(24)), "byminute": list(range(60)), "bysecond": list(range(60))},
+     "steps|occurrences"),
+])
+def test_rules_too_costly_to_evaluate_are_refused_with_a_reason(fields, words):
+    rule = rrule(dtstart=datetime(1970, 1, 1, tzinfo=UTC), **fields)
+    with pytest.raises(ScheduleTooCostlyError, match=words):
+        rule.next_after(datetime(2026, 12, 2, 13, tzinfo=UTC))
+
+
+@pytest.mark.parametrize("fields, words", [
+    ({"byweekday": 9}, "weekdays 0"),
+    ({"byhour": 24}, "byhour values must be whole numbers from 0 to 23"),
+    ({"byminute": [0, 61]}, "byminute"),
+    ({"bymonthday": 0}, "not 0"),
+    ({"bymonth": 13}, "bymonth"),
+    ({"bysecond": True}, "bysecond"),
+    ({"count": -1}, "count"),
+    ({"wkst": 7}, "wkst"),
+])
+def test_rule_fields_that_could_never_match_are_refused(fields, words):
+    with pytest.raises(ValueError, match=words):
+        rrule("DAILY", dtstart=datetime(2026, 1, 1, tzinfo=UTC), **fields)
 
 
 def test_a_minutely_rule_started_in_a_dst_zone_keeps_every_minute_after_a_fall_back():
