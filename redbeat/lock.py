@@ -29,7 +29,7 @@ LOCK_LOST = -1
 # dead holder by more than one time-to-live.
 FENCE_LUA = """
 if ARGV[1] ~= '' then
-    if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+    if redis.pcall('GET', KEYS[1]) ~= ARGV[1] then  -- pcall: a lock key of another type is not ours either
         return -1
     end
     redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -48,10 +48,28 @@ class BeatLock:
     # Give the lock back only if it is still ours: after an expiry another beat
     # may hold it, and deleting its lock would let a third one start.
     RELEASE_LUA = """
-    if redis.call('GET', KEYS[1]) == ARGV[1] then
+    if redis.pcall('GET', KEYS[1]) == ARGV[1] then
         return redis.call('DEL', KEYS[1])
     end
     return 0
+    """
+
+    # Takes the lock if it is free or already ours; returns {taken, type replaced}.
+    # A lock key of another type than a string (someone wrote a hash there)
+    # would keep every beat out for ever: nothing in it is a lock, so it is
+    # replaced, and the caller says so.
+    # KEYS: lock   ARGV: token, ttl_ms
+    ACQUIRE_LUA = """
+    local kind = redis.call('TYPE', KEYS[1])['ok']
+    local replaced = ''
+    if kind ~= 'string' and kind ~= 'none' then
+        redis.call('DEL', KEYS[1])
+        replaced = kind
+    end
+    if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+        return {1, replaced}
+    end
+    return {redis.call('GET', KEYS[1]) == ARGV[1] and 1 or 0, replaced}
     """
 
     def __init__(self, client: Redis, key: str, timeout: float, token: str | None = None) -> None:
@@ -61,17 +79,21 @@ class BeatLock:
         self.token = token or make_token()
         self.held = False
         self._release = client.register_script(self.RELEASE_LUA)
+        self._acquire = client.register_script(self.ACQUIRE_LUA)
+        self.replaced: str | None = None  # the type of what the last acquire found in place of a lock
 
     @property
     def ttl_ms(self) -> int:
         return max(int(self.timeout * 1000), 1)
 
     def acquire(self) -> bool:
-        """Take the lock if it is free (or already ours); never waits."""
-        taken = self.client.set(self.key, self.token, nx=True, px=self.ttl_ms)
-        if not taken:
-            current = self.client.get(self.key)
-            taken = current is not None and current.decode("utf-8", "replace") == self.token
+        """Take the lock if it is free (or already ours); never waits.
+
+        ``replaced`` then names the type of a value that was at the lock's key
+        instead of a lock (and is gone), or is None.
+        """
+        taken, replaced = self._acquire(keys=[self.key], args=[self.token, self.ttl_ms])
+        self.replaced = replaced.decode() if replaced else None
         self.held = bool(taken)
         return self.held
 

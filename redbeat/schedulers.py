@@ -34,9 +34,10 @@ from .config import DEFAULT_LOCK_TIMEOUT, ConfigurationError, RedBeatConfig, ens
 from .decoder import meta_json
 from .entry import RedBeatSchedulerEntry, decode_status, definition_digest, score_of
 from .lock import BeatLock, make_token
+from .printable import printable
 from .runs import MAX_TIMESTAMP, InFlight, task_id_for
 from .schedules import clocked
-from .store import NEVER, Decision, DueRecord, Outcome, ScheduleStore, parked_reason, text
+from .store import NEVER, Decision, DueRecord, Outcome, ScheduleStore, WrongTypeError, parked_reason, text
 
 __all__ = [
     "RedBeatScheduler",
@@ -65,6 +66,10 @@ PAUSE_FRACTION = 0.8
 # Deciding a batch stops after this fraction of the lock timeout, so the claim
 # that follows still holds the lock.
 DECIDE_FRACTION = 0.25
+# One entry that takes this fraction of the lock timeout to decide (but not
+# less than MIN_ENTRY_CPU seconds of CPU) is parked as too costly.
+ENTRY_CPU_FRACTION = 0.1
+MIN_ENTRY_CPU = 0.5
 # Published runs are recorded (history written, in-flight records removed)
 # with the next read of the tick, or at its end, or every this many seconds
 # while a slow batch publishes: no round trip of their own per batch, and at
@@ -89,7 +94,9 @@ class RedBeatScheduler(Scheduler):
         self.lock_timeout = float(lock_timeout or self.conf.lock_timeout)
         self._statics_synced = False
         self._standing_by = False
-        self._failing_since: float | None = None
+        self._failing_since: float | None = None  # UNIX seconds of the first of a run of failed ticks
+        self._failure = ""  # why the last tick failed, for the heartbeat
+        self._last_good_tick: float | None = None  # the heartbeat's last_tick
         self._retry_delay = RETRY_FIRST
         self._active_since: float | None = None
         self._token = make_token()  # names this beat in the lock and in its runs in flight
@@ -132,14 +139,22 @@ class RedBeatScheduler(Scheduler):
         """
         wanted = self.static_schedule()
         changed, unchanged = self._prepare_writes(wanted)
-        removed = self.store.static_names() - set(wanted)
+        try:
+            removed = self.store.static_names() - set(wanted)
+        except WrongTypeError as exc:
+            # Only a list of names: rebuilt from the configuration. Entries
+            # since dropped from it stay, as entries created at run time do.
+            aside = self.store.move_aside(exc.key, time.time())
+            logger.error("beat: %s was a %s, not the set of static entry names; moved it aside to %s and "
+                         "wrote the names again", exc.key, exc.found, aside)
+            removed = set()
         # Names that failed to build stay in the set: their stored version
         # keeps running, and is deleted if the name leaves the configuration.
         self.store.write_entries(changed, unchanged, removed, statics=list(wanted))
         self._statics_synced = True
         self._warn_if_redis_evicts()
         for name in removed:
-            logger.info("beat: removed static entry %r (no longer in beat_schedule)", name)
+            logger.info("beat: removed static entry %s (no longer in beat_schedule)", printable(name))
         logger.debug("beat: static entries: %d written, %d unchanged", len(changed), len(unchanged))
 
     def _prepare_writes(self, specs: dict) -> tuple[list, list]:
@@ -154,7 +169,7 @@ class RedBeatScheduler(Scheduler):
                 entry = self._maybe_entry(name, specs[name])
                 new_definition = entry.definition_json()
             except Exception as exc:
-                logger.error("beat: cannot use schedule entry %r: %s", name, exc)
+                logger.error("beat: cannot use schedule entry %s: %s", printable(name), printable(exc))
                 continue
             if definition is not None and _paused(definition) and "enabled" not in _spec_fields(specs[name]):
                 entry.enabled = False  # paused at run time (redbeat pause): a re-sync keeps it paused
@@ -165,11 +180,12 @@ class RedBeatScheduler(Scheduler):
                     entry.last_run_at = state["last_run_at"]
                     entry.total_run_count = state["total_run_count"]
                 except Exception as exc:
-                    logger.warning("beat: entry %r has unreadable meta (%s); keeping it", name, exc)
+                    logger.warning("beat: entry %s has unreadable meta (%s); keeping it", printable(name),
+                                   printable(exc))
             try:
                 score = entry.score
             except Exception as exc:
-                logger.error("beat: cannot schedule entry %r: %s", name, exc)
+                logger.error("beat: cannot schedule entry %s: %s", printable(name), printable(exc))
                 continue
             if definition is not None and _same_json(definition, new_definition):
                 unchanged.append((name, score))
@@ -216,6 +232,9 @@ class RedBeatScheduler(Scheduler):
                 return self._standby_interval()
             self._standing_by = False
             self._active_since = None
+            if lock.replaced:
+                logger.error("beat: lock key %s held a %s, not a lock; replaced it with this beat's lock",
+                             printable(lock.key), lock.replaced)
             logger.info("beat: Acquired lock %s; this beat is now active", lock.key)
             # Redis may have restarted without its data, or a beat with another
             # configuration may have been active: write the statics again.
@@ -229,6 +248,9 @@ class RedBeatScheduler(Scheduler):
             self._unrecorded = []
             if batch.lock_lost:
                 return self._lock_lost()
+            if batch.moved_in_flight:
+                logger.error("beat: %s was a %s, not the hash of runs in flight; moved it aside to %s and "
+                             "started a new one", store.inflight_key, *batch.moved_in_flight)
             if not self._statics_synced:
                 # Only now, with the lock just checked and renewed: a beat
                 # that lost it must not write an old configuration back.
@@ -253,13 +275,25 @@ class RedBeatScheduler(Scheduler):
 
     def _decide_batch(self, records: list[DueRecord], now: float, renewed_at: float) -> list[Decision]:
         """Decisions for a batch, within a time budget: an entry whose schedule is slow to
-        compute must not hold the claim past the lock's expiry. The rest wait for the next batch."""
+        compute must not hold the claim past the lock's expiry. The rest wait for the next batch.
+
+        An entry that alone takes more than ``ENTRY_CPU_FRACTION`` of the lock
+        timeout (in CPU time, so that a paused process does not count) is
+        parked: it would hold up every entry behind it, and every beat in turn.
+        """
         now_dt = datetime.fromtimestamp(now, timezone.utc)
+        cpu_limit = max(self.lock_timeout * ENTRY_CPU_FRACTION, MIN_ENTRY_CPU)
         decisions = []
         for record in records:
             if decisions and time.monotonic() - renewed_at > self.lock_timeout * DECIDE_FRACTION:
                 break
-            decisions.append(self._decide(record, now_dt))
+            started = time.thread_time()
+            decision = self._decide(record, now_dt)
+            spent = time.thread_time() - started
+            if spent > cpu_limit and decision.action not in ("park", "drop"):
+                decision = self._park(record, f"deciding when it runs took {spent:.2f}s of CPU (limit "
+                                              f"{cpu_limit:.2f}s): its schedule is too costly to evaluate")
+            decisions.append(decision)
         deleting = [position for position, d in enumerate(decisions) if d.action == "delete"]
         if deleting:
             waiting = self._keys_in_flight()
@@ -277,21 +311,41 @@ class RedBeatScheduler(Scheduler):
         return {run.key for run in self.store.in_flight()[1] if run.task_id not in published}
 
     def _heartbeat(self, now: float) -> str:
-        """Who ticks, and when: read by ``redbeat status``."""
+        """Who ticks, and how well: read by ``redbeat status``.
+
+        Health means ticks complete, not that they start: ``last_tick``
+        advances only while the ticks before this one completed, so it ages
+        while ticks fail, and ``error`` says why. It is written as a tick
+        starts, at no round trip of its own.
+        """
         if self._active_since is None:
             self._active_since = now
-        return json.dumps({"token": self._token, "host": socket.gethostname(), "pid": os.getpid(),
-                           "version": __version__, "last_tick": now, "active_since": self._active_since,
-                           "lock_timeout": self.lock_timeout, "max_interval": self.max_interval})
+        if self._failing_since is None or self._last_good_tick is None:
+            self._last_good_tick = now
+        beat = {"token": self._token, "host": socket.gethostname(), "pid": os.getpid(),
+                "version": __version__, "last_tick": self._last_good_tick, "active_since": self._active_since,
+                "lock_timeout": self.lock_timeout, "max_interval": self.max_interval}
+        if self._failing_since is not None:
+            beat["failing_since"] = self._failing_since
+            beat["error"] = self._failure
+        return json.dumps(beat)
 
     def _decide(self, record: DueRecord, now: datetime) -> Decision:
         """What to do with one due entry, from its stored state alone."""
+        if record.kind == "outside":
+            logger.warning(
+                "beat: removing %s from the schedule: it is not an entry key under the prefix %s "
+                "(beat never reads, writes or runs keys of other applications, nor its own %s keys)",
+                printable(record.key_text), printable(self.store.conf.key_prefix),
+                printable(self.store.conf.key_prefix + ":..."),
+            )
+            return Decision(record, "drop")
         if record.kind != "hash":
             what = "no key" if record.kind == "none" else f"a {record.kind}, not an entry hash,"
             logger.warning(
-                "beat: removing %r from the schedule: there is %s under that key "
-                "(members must be full keys such as %r; the key itself is left alone)",
-                record.key_text, what, self.store.key_for("<name>"),
+                "beat: removing %s from the schedule: there is %s under that key "
+                "(members must be full keys such as %s; the key itself is left alone)",
+                printable(record.key_text), what, printable(self.store.key_for("<name>")),
             )
             return Decision(record, "drop")
         if record.definition is None:
@@ -338,8 +392,8 @@ class RedBeatScheduler(Scheduler):
             last_missed_at=plan.last_missed.timestamp() if plan.last_missed else old.last_missed_at,
         )
         if plan.missed:
-            logger.warning("beat: %s missed %d slot(s) (catch-up %s)", entry.name, plan.missed,
-                           entry.policy().catch_up)
+            logger.warning("beat: %s missed %d slot(s) (catch-up %s)", printable(entry.name), plan.missed,
+                           printable(entry.policy().catch_up))
         meta = meta_json(plan.runs[-1] if plan.runs else entry.last_run_at, entry.total_run_count + len(runs))
         definition = None
         if ending:
@@ -371,7 +425,7 @@ class RedBeatScheduler(Scheduler):
         for key, entry in finished:
             if key not in waiting:
                 self.store.delete(key)
-                logger.info("beat: deleted %s after its last run (on_finish: delete)", entry.name)
+                logger.info("beat: deleted %s after its last run (on_finish: delete)", printable(entry.name))
 
     def _publish(self, runs: list[tuple[RedBeatSchedulerEntry, InFlight]], renewed_at: float) -> set[str]:
         """Publish runs in flight; keep those that failed for a retry.
@@ -481,7 +535,7 @@ class RedBeatScheduler(Scheduler):
 
     def _send(self, entry: RedBeatSchedulerEntry, run: InFlight) -> Exception | None:
         """Publish one run; the error if it failed."""
-        logger.info("Scheduler: Sending due task %s (%s)", entry.name, entry.task)
+        logger.info("Scheduler: Sending due task %s (%s)", printable(entry.name), printable(entry.task))
         try:
             options = dict(entry.options or {})
             options.setdefault("task_id", run.task_id)
@@ -494,7 +548,8 @@ class RedBeatScheduler(Scheduler):
             message.__dict__.update(entry.__dict__, options=options)
             self.apply_async(message, producer=self.producer, advance=False)
         except Exception as exc:
-            logger.error("beat: could not publish %s (task id %s): %s", entry.name, run.task_id, exc)
+            logger.error("beat: could not publish %s (task id %s): %s", printable(entry.name), run.task_id,
+                         printable(exc))
             return exc
         return None
 
@@ -508,7 +563,7 @@ class RedBeatScheduler(Scheduler):
         for run in given_up:
             logger.error(
                 "beat: run of %s scheduled at %s failed to publish %d times; recorded as failed, not retried",
-                run.key, datetime.fromtimestamp(run.scheduled, timezone.utc).isoformat(), run.attempts,
+                printable(run.key), datetime.fromtimestamp(run.scheduled, timezone.utc).isoformat(), run.attempts,
             )
         self._unrecorded += [(run, "given-up", now) for run in given_up]
 
@@ -523,7 +578,8 @@ class RedBeatScheduler(Scheduler):
         raw, runs, unreadable = self.store.in_flight()
         if unreadable:
             logger.error("beat: removing %d unreadable in-flight records from %s: %s",
-                         len(unreadable), self.store.inflight_key, [raw[task_id][:200] for task_id in unreadable])
+                         len(unreadable), self.store.inflight_key,
+                         ", ".join(printable(raw[task_id][:200]) for task_id in unreadable[:10]))
             self.store.finish([text(task_id) for task_id in unreadable])
         foreign_ok = self.lock is not None
         ready = [run for run in runs if run.retry_at <= now or (foreign_ok and run.token != self._token)]
@@ -546,10 +602,10 @@ class RedBeatScheduler(Scheduler):
                 entry = self.Entry.from_stored(definition, meta, app=self.app, key=run.key)
             except Exception as exc:
                 logger.warning("beat: dropping in-flight run of %s: the entry is gone or unreadable (%s)",
-                               run.key, exc)
+                               printable(run.key), printable(exc))
                 gone.append(run.task_id)
                 continue
-            logger.info("beat: resuming run of %s claimed at %s (task id %s)", run.key,
+            logger.info("beat: resuming run of %s claimed at %s (task id %s)", printable(run.key),
                         datetime.fromtimestamp(run.claimed_at, timezone.utc).isoformat(), run.task_id)
             resumed.append((entry, run))
         self.store.finish(gone)
@@ -562,9 +618,9 @@ class RedBeatScheduler(Scheduler):
 
     def _park(self, record: DueRecord, reason: str) -> Decision:
         logger.error(
-            "beat: parked entry %r, it will not run until fixed: %s "
+            "beat: parked entry %s, it will not run until fixed: %s "
             "(write a correct definition and ZADD it back to the schedule)",
-            record.key_text, reason,
+            printable(record.key_text), printable(reason),
         )
         return Decision(record, "park", score=NEVER, reason=parked_reason(reason))
 
@@ -589,25 +645,30 @@ class RedBeatScheduler(Scheduler):
         return self._standby_interval()
 
     def _tick_failed(self, exc: Exception) -> float:
-        """Log the first failure of a run of them, and back off: 0.1 s doubling to 1 s."""
+        """Log the first failure of a run of them (and any other kind of failure
+        after it), and back off: 0.1 s doubling to 1 s."""
+        failure = printable(f"{type(exc).__name__}: {exc}")[:500]
         if self._failing_since is None:
-            self._failing_since = time.monotonic()
+            self._failing_since = time.time()
             self._retry_delay = RETRY_FIRST
-            if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
-                logger.error("beat: Redis at %s is unavailable (%s: %s); retrying until it answers",
-                             display_url(self.conf.redis_url), type(exc).__name__, exc)
-            else:
-                logger.exception("beat: tick failed (%s: %s); retrying, dispatching nothing meanwhile",
-                                 type(exc).__name__, exc)
         else:
             self._retry_delay = min(self._retry_delay * 2, RETRY_MAX)
+        if failure != self._failure:
+            if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
+                logger.error("beat: Redis at %s is unavailable (%s); retrying until it answers",
+                             display_url(self.conf.redis_url), failure)
+            elif isinstance(exc, WrongTypeError):
+                logger.error("beat: cannot tick: %s; retrying, dispatching nothing meanwhile", failure)
+            else:
+                logger.exception("beat: tick failed (%s); retrying, dispatching nothing meanwhile", failure)
+        self._failure = failure
         return self._retry_delay
 
     def _tick_succeeded(self) -> None:
         if self._failing_since is not None:
-            logger.info("beat: Redis answers again after %.1fs; ticking normally",
-                        time.monotonic() - self._failing_since)
+            logger.info("beat: ticking normally again after %.1fs of failed ticks", time.time() - self._failing_since)
             self._failing_since = None
+            self._failure = ""
             # A Redis that restarted without its data lost the static entries too.
             self._statics_synced = False
 

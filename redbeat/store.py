@@ -29,10 +29,21 @@ from .config import RedBeatConfig
 from .lock import FENCE_LUA, LOCK_LOST, BeatLock
 from .runs import InFlight
 
-__all__ = ["ScheduleStore", "DueRecord", "Decision", "DueBatch", "Outcome", "NEVER"]
+__all__ = ["ScheduleStore", "DueRecord", "Decision", "DueBatch", "Outcome", "NEVER", "WrongTypeError"]
 
 # Score of an entry that will not run again (its schedule is over, or it is parked).
 NEVER = -1.0
+# What a script returns when one of RedBeat's own keys has the wrong type.
+WRONG_TYPE = -2
+
+
+class WrongTypeError(RuntimeError):
+    """One of RedBeat's own keys holds another type of value than the data format says."""
+
+    def __init__(self, key: str, found: str, expected: str) -> None:
+        self.key, self.found, self.expected = key, found, expected
+        super().__init__(f"{key} is a {found}, not a {expected} as RedBeat expects: nothing can be read from it "
+                         f"until it is fixed (RENAME it aside, or DEL it if nothing in it matters)")
 
 # What became of a run, for its entry's history: (run, "published" or "given-up", when).
 Outcome = tuple[InFlight, str, float]
@@ -62,6 +73,8 @@ class DueBatch:
     next_score: float | None = None
     in_flight: int = 0  # runs claimed but not yet known to be published
     lock_lost: bool = False
+    # The in-flight key was of another type: (that type, where it was moved).
+    moved_in_flight: tuple[str, str] | None = None
 
 
 @dataclass(slots=True)
@@ -97,8 +110,19 @@ class ScheduleStore:
     # all (a bare name that collides with a string): say so rather than fail
     # the whole batch. Asks TYPE only when HMGET alone cannot tell: this runs
     # for every entry read and claimed.
+    # A member that is not an entry key under ``prefix`` (another
+    # application's key, or one of RedBeat's own such as <prefix>:inflight)
+    # is 'outside' and never touched: reading it could be refused by an ACL
+    # limited to the prefix, or by Redis Cluster for a key of another slot,
+    # and either would fail the whole script, every tick.
     READ_ENTRY_LUA = """
-    local function read_entry(key, ...)
+    local function is_entry_key(prefix, key)
+        return string.sub(key, 1, #prefix) == prefix and string.sub(key, #prefix + 1, #prefix + 1) ~= ':'
+    end
+    local function read_entry(prefix, key, ...)
+        if not is_entry_key(prefix, key) then
+            return 'outside', {false, false, false, false}
+        end
         local fields = redis.pcall('HMGET', key, ...)
         if fields['err'] then
             return redis.call('TYPE', key)['ok'], {false, false, false, false}
@@ -136,7 +160,8 @@ class ScheduleStore:
     # Records the runs published since the last call (RECORD_PUBLISHED_LUA),
     # renews the lock (FENCE_LUA), then returns what is due: a status, the key
     # and score of the first entry not due yet, the number of runs in flight,
-    # and (key, score, key type, definition, meta, status, run_now) for up to
+    # the name a wrong-typed in-flight key was moved to ('' if none), and
+    # (key, score, key type, definition, meta, status, run_now) for up to
     # ARGV[4] due entries.
     # Reading in the script keeps the batch consistent with the fence check
     # and costs one round trip however many are due; the record of the
@@ -144,21 +169,39 @@ class ScheduleStore:
     # the claim).
     # It also stores the beat's heartbeat (ARGV[5], when given), so that
     # status tools know who ticks and when, at no extra round trip.
+    # RedBeat's own keys of the wrong type (someone wrote a string there)
+    # must not stop every tick with WRONGTYPE: an in-flight key that is no
+    # hash holds none of our runs, and is moved aside (kept, under
+    # ARGV[8]) so that dispatching goes on; a schedule that is no sorted set
+    # is the schedule itself, and is only reported: {-2, its type}.
     # KEYS: lock, schedule, inflight, heartbeat
-    # ARGV: token, ttl_ms, now, limit, heartbeat, history size, then runs to record as for RECORD_LUA
+    # ARGV: token, ttl_ms, now, limit, heartbeat, history size, prefix,
+    #       set-aside name, then runs to record as for RECORD_LUA
     READ_DUE_LUA = RECORD_PUBLISHED_LUA + READ_ENTRY_LUA + """
-    record_published(KEYS[3], tonumber(ARGV[6]), 7)
+    local moved = ''
+    local in_flight = redis.pcall('HLEN', KEYS[3])
+    if type(in_flight) == 'table' and in_flight['err'] then
+        if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then
+            return -1  -- only the lock holder moves it
+        end
+        moved = redis.call('TYPE', KEYS[3])['ok']
+        redis.call('RENAME', KEYS[3], ARGV[8])
+    end
+    record_published(KEYS[3], tonumber(ARGV[6]), 9)
     """ + FENCE_LUA + """
     if ARGV[5] ~= '' then
         redis.call('SET', KEYS[4], ARGV[5], 'EX', 86400)
     end
-    local due = redis.call('ZRANGEBYSCORE', KEYS[2], 0, ARGV[3], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[4]))
+    local due = redis.pcall('ZRANGEBYSCORE', KEYS[2], 0, ARGV[3], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[4]))
+    if due['err'] then
+        return {-2, redis.call('TYPE', KEYS[2])['ok']}
+    end
     local after = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[3], '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
-    local reply = {1, after[1] or false, after[2] or false, redis.call('HLEN', KEYS[3])}
+    local reply = {1, after[1] or false, after[2] or false, redis.call('HLEN', KEYS[3]), moved}
     local n = #reply
     for i = 1, #due, 2 do
         local key = due[i]
-        local kind, fields = read_entry(key, 'definition', 'meta', 'status', 'run_now')
+        local kind, fields = read_entry(ARGV[7], key, 'definition', 'meta', 'status', 'run_now')
         reply[n + 1] = key
         reply[n + 2] = due[i + 1]
         reply[n + 3] = kind
@@ -178,7 +221,7 @@ class ScheduleStore:
     # and score, so that no crash can leave a run neither scheduled nor
     # publishable. Returns the 1-based positions of the decisions applied;
     # only the runs of those may be published.
-    # KEYS: lock, schedule, inflight   ARGV: token, ttl_ms, then per decision:
+    # KEYS: lock, schedule, inflight   ARGV: token, ttl_ms, prefix, then per decision:
     #   key, action, expected definition, expected meta, expected run_now,
     #   new meta, new status, new definition ('' = keep), score, reason,
     #   number of runs, then task id and in-flight record for each run
@@ -203,15 +246,16 @@ class ScheduleStore:
     end
     local applied, flight, scores, entries = {}, {}, {}, {}
     local n = 0
-    local i = 3
+    local i = 4
     while i <= #ARGV do
         n = n + 1
         local key, action = ARGV[i], ARGV[i + 1]
         local runs = tonumber(ARGV[i + 10])
-        local kind, fields = read_entry(key, 'definition', 'meta', 'run_now', 'parked')
+        local kind, fields = read_entry(ARGV[3], key, 'definition', 'meta', 'run_now', 'parked')
         -- Only a hash can be parked, moved or run: a key that is gone or became
         -- something else since it was read is looked at again on the next tick.
-        local fits = kind == 'hash' or action == 'drop' or action == 'delete'
+        -- A key outside the prefix is only ever dropped from the schedule.
+        local fits = kind == 'hash' or action == 'drop' or (action == 'delete' and kind ~= 'outside')
         if fits and (fields[1] or '') == ARGV[i + 2] and (fields[2] or '') == ARGV[i + 3]
                 and (fields[3] or '') == ARGV[i + 4] then
             applied[#applied + 1] = n
@@ -234,7 +278,7 @@ class ScheduleStore:
         local j, kind, fields = applied_entry[1], applied_entry[2], applied_entry[3]
         local key, action = ARGV[j], ARGV[j + 1]
         if action == 'drop' then
-            -- only the member: a key of another type is someone else's data
+            -- only the member: a key of another type or outside the prefix is someone else's data
             if kind ~= 'hash' then
                 redis.call('ZREM', KEYS[2], key)
             end
@@ -312,6 +356,13 @@ class ScheduleStore:
     def key_for(self, name: str) -> str:
         return self.conf.key_prefix + name
 
+    def is_entry_key(self, key: str | bytes) -> bool:
+        """Whether ``key`` can be an entry's: under the prefix, and not one of
+        RedBeat's own keys (``<prefix>:...``). Beat never reads or writes others."""
+        prefix = self.conf.key_prefix
+        key = text(key)
+        return key.startswith(prefix) and not key.startswith(prefix + ":")
+
     def _fenced(self, lock: BeatLock | None) -> tuple[list[str], list]:
         # The lock key is always declared (Redis Cluster routes by declared
         # keys); an empty token tells the fence there is no lock to check.
@@ -328,23 +379,28 @@ class ScheduleStore:
         """Entries due at ``now`` (at most ``limit``), renewing and checking ``lock``;
         records ``published`` first, as ``record`` does, even if the lock was lost."""
         keys, args = self._fenced(lock)
-        args += [repr(now), limit, heartbeat, self.conf.history_size]
+        set_aside = f"{self.inflight_key}:wrongtype:{round(now * 1000)}"
+        args += [repr(now), limit, heartbeat, self.conf.history_size, self.conf.key_prefix, set_aside]
         reply = self._read_due(keys=keys + [self.heartbeat_key], args=self._outcome_args(args, published))
         if reply == LOCK_LOST:
             return DueBatch([], lock_lost=True)
+        if reply[0] == WRONG_TYPE:
+            raise WrongTypeError(self.conf.schedule_key, text(reply[1]), "sorted set")
         next_score = float(reply[2]) if reply[2] is not None else None
-        body = reply[4:]
+        body = reply[5:]
         records = [
             DueRecord(body[i], float(body[i + 1]), *body[i + 3:i + 7], kind=text(body[i + 2]))
             for i in range(0, len(body), 7)
         ]
-        return DueBatch(records, reply[1], next_score, in_flight=reply[3])
+        moved = (text(reply[4]), set_aside) if reply[4] else None
+        return DueBatch(records, reply[1], next_score, in_flight=reply[3], moved_in_flight=moved)
 
     def claim(self, decisions: Sequence[Decision], lock: BeatLock | None = None) -> list[Decision] | None:
         """Apply ``decisions``; returns the applied ones, or None if the lock was lost."""
         if not decisions:
             return []
         keys, args = self._fenced(lock)
+        args.append(self.conf.key_prefix)
         for d in decisions:
             args += [
                 d.record.key,
@@ -430,9 +486,13 @@ class ScheduleStore:
         runs, unreadable = [], []
         for task_id, record in raw.items():
             try:
-                runs.append(InFlight.from_json(record))
-            except (ValueError, TypeError, KeyError):
+                run = InFlight.from_json(record)
+                if not self.is_entry_key(run.key):
+                    raise ValueError(f"{run.key!r} is not an entry key under {self.conf.key_prefix!r}")
+            except Exception:  # whatever is in there (1e999, nesting 10,000 deep) costs one record
                 unreadable.append(task_id)
+            else:
+                runs.append(run)
         return raw, runs, unreadable
 
     def take_over(self, runs: Sequence[tuple[bytes, InFlight]], lock: BeatLock | None = None) -> set[str] | None:
@@ -615,7 +675,20 @@ class ScheduleStore:
     # -- static entries -----------------------------------------------------
 
     def static_names(self) -> set[str]:
-        return {text(name) for name in self.client.smembers(self.conf.statics_key)}
+        """The names in the set of static entries; WrongTypeError if that key is no set."""
+        try:
+            return {text(name) for name in self.client.smembers(self.conf.statics_key)}
+        except ResponseError as exc:
+            if not str(exc).startswith("WRONGTYPE"):
+                raise
+            raise WrongTypeError(self.conf.statics_key, text(self.client.type(self.conf.statics_key)), "set") from exc
+
+    def move_aside(self, key: str, now: float) -> str:
+        """Rename one of RedBeat's own keys that holds the wrong type of value out
+        of the way, keeping it for whoever wrote it; returns its new name."""
+        aside = f"{key}:wrongtype:{round(now * 1000)}"
+        self.client.rename(key, aside)
+        return aside
 
     def load_many(self, keys: Sequence[str]) -> list[tuple[bytes | None, bytes | None]]:
         pipe = self.client.pipeline(transaction=False)
