@@ -5,53 +5,76 @@ plain data; ``cli`` prints them."""
 from __future__ import annotations
 
 import json
+import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from celery import Celery
 from celery.schedules import crontab, schedule, solar
+from redis.exceptions import ResponseError
 
 from .client import get_store
 from .entry import RedBeatSchedulerEntry, decode_status
 from .schedules import clocked, rrule
-from .store import NEVER, ScheduleStore, text
+from .store import NEVER, ScheduleStore
 
 UTC = timezone.utc
 EXPORT_FORMAT = "redbeat-export"
 ENTRY_FIELDS = ("definition", "meta", "status", "parked", "run_now")
 SCAN_CHUNK = 1000
+# The first UNIX second datetime cannot hold (year 10000): later scores are never due in practice.
+END_OF_TIME = 253402300800.0
 
 __all__ = ["EntryView", "entries", "describe_schedule", "export_schedule", "plan_import", "apply_import",
-           "beat_status", "doctor", "Finding"]
+           "beat_status", "doctor", "Finding", "WrongType", "wrong_types", "history", "key_text"]
+
+
+def key_text(raw: bytes | str) -> str:
+    """A key or field name as text that gives back its exact bytes (``key_bytes``):
+    bytes that are not UTF-8 become surrogates, which ``printable`` shows as ``\\xNN``."""
+    return raw.decode("utf-8", "surrogateescape") if isinstance(raw, bytes) else raw
+
+
+def key_bytes(key: str) -> bytes:
+    return key.encode("utf-8", "surrogateescape")
 
 
 @dataclass
 class EntryView:
-    """One entry as stored, decoded as far as it goes."""
+    """One entry as stored, decoded as far as it goes.
+
+    ``kind`` is the Redis type of the key ("hash" for an entry, "none" for an
+    orphan member), or "foreign" for a member outside the prefix, which is no
+    RedBeat entry and is not read.
+    """
 
     key: str
     name: str
     score: float | None
     fields: dict[str, bytes]
+    kind: str = "hash"
     entry: RedBeatSchedulerEntry | None = None
     error: str | None = None
 
     @property
     def parked(self) -> str | None:
+        """Why beat parked it (any text a parked field holds), None if it is not parked."""
         raw = self.fields.get("parked")
         if raw is None:
             return None
         try:
-            return json.loads(raw).get("reason") or "parked"
-        except ValueError:
-            return text(raw)
+            record = json.loads(raw)
+        except (ValueError, RecursionError):
+            return key_text(raw) or "parked"
+        reason = record.get("reason") if isinstance(record, dict) else record
+        return "parked" if reason is None or reason == "" else str(reason)
 
     @property
     def next_run(self) -> datetime | None:
-        if self.score is None or self.score < 0:
+        if self.score is None or not 0 <= self.score < END_OF_TIME:
             return None
         return datetime.fromtimestamp(self.score, UTC)
 
@@ -83,38 +106,53 @@ def _iso_ts(seconds: float | None) -> str | None:
     return None if seconds is None else datetime.fromtimestamp(seconds, UTC).isoformat()
 
 
-def entries(app: Celery, keys: list[str] | None = None) -> Iterator[EntryView]:
-    """Every entry in the schedule (or those of ``keys``), in order of next run."""
+def entries(app: Celery, keys: Sequence[str] | None = None) -> Iterator[EntryView]:
+    """Every entry in the schedule, each once, in no particular order; or those of
+    ``keys`` (given as ``key_text``), scheduled or not."""
     store = get_store(app)
     if keys is None:
-        start = 0
-        while True:
-            chunk = store.schedule_page(start, SCAN_CHUNK)
-            if not chunk:
-                return
-            yield from _views(app, store, [(text(k), score) for k, score in chunk])
-            start += SCAN_CHUNK
+        for chunk in store.schedule_members(SCAN_CHUNK):
+            # A member gone by the time it is read left the schedule during the scan.
+            yield from (view for view in _views(app, store, chunk) if view.score is not None)
     else:
-        yield from _views(app, store, list(zip(keys, store.scores(keys))))
+        yield from _views(app, store, [key_bytes(key) for key in keys])
 
 
-def _views(app: Celery, store: ScheduleStore, keyed: list[tuple[str, float | None]]) -> Iterator[EntryView]:
+def _views(app: Celery, store: ScheduleStore, keys: list[bytes]) -> Iterator[EntryView]:
     prefix = store.conf.key_prefix
-    for (key, score), raw in zip(keyed, store.hashes([key for key, _ in keyed])):
-        fields = {text(name): value for name, value in raw.items()}
+    for raw_key, (score, raw) in zip(keys, store.read_entries(keys)):
+        key = key_text(raw_key)
         view = EntryView(key=key, name=key[len(prefix):] if key.startswith(prefix) else key, score=score,
-                         fields=fields)
-        if not fields:
+                         fields={})
+        if raw is None:
+            view.kind = "foreign"
+            view.error = f"member outside the prefix {prefix!r}: no RedBeat entry (beat drops it)"
+        elif isinstance(raw, str):
+            view.kind = raw
+            view.error = f"the key is a {raw}, not an entry hash (beat drops the member)"
+        elif not raw:
+            view.kind = "none"
             view.error = "no entry hash under this key (orphan member)"
-        elif "definition" not in fields:
-            view.error = "hash has no 'definition' field"
         else:
-            try:
-                view.entry = RedBeatSchedulerEntry.from_stored(
-                    fields["definition"], fields.get("meta"), app=app, key=key, status=fields.get("status"))
-            except Exception as exc:
-                view.error = str(exc) or type(exc).__name__
+            view.fields = {key_text(name): value for name, value in raw.items()}
+            _decode(app, view)
         yield view
+
+
+def _decode(app: Celery, view: EntryView) -> None:
+    """Decode the view's entry, or say why it cannot be: whatever is wrong with
+    one entry shows on its own row and never stops a command."""
+    if "definition" not in view.fields:
+        view.error = "hash has no 'definition' field"
+        return
+    try:
+        view.entry = RedBeatSchedulerEntry.from_stored(
+            view.fields["definition"], view.fields.get("meta"), app=app, key=view.key,
+            status=view.fields.get("status"))
+        view.summary()
+    except Exception as exc:
+        view.entry = None
+        view.error = str(exc) or type(exc).__name__
 
 
 def describe_schedule(sched: Any) -> str:
@@ -162,17 +200,19 @@ def _duration(delta: timedelta) -> str:
 def export_schedule(app: Celery) -> dict:
     """The whole schedule as JSON-ready data; ``apply_import`` writes it back exactly.
 
-    Field values are kept as the text stored (bytes that are not UTF-8 are
-    escaped), so parked and malformed entries round-trip too.
+    Each entry is there once, with the score and fields it had at one moment,
+    even while beat moves scores (see ``ScheduleStore.schedule_members``).
+    Keys and field values are kept as the text stored (bytes that are not
+    UTF-8 are escaped), so parked and malformed entries round-trip too.
+    Members outside the prefix are no RedBeat entries and are left out.
     """
     store = get_store(app)
-    exported = []
-    for view in entries(app):
-        exported.append({
-            "key": view.key,
-            "score": view.score,
-            "fields": {name: value.decode("utf-8", "surrogateescape") for name, value in view.fields.items()},
-        })
+    exported = [
+        {"key": view.key, "score": _score_to_json(view.score),
+         "fields": {name: key_text(value) for name, value in view.fields.items()}}
+        for view in entries(app) if view.kind != "foreign"
+    ]
+    exported.sort(key=lambda item: item["key"])  # two exports of one schedule compare line by line
     return {
         "format": EXPORT_FORMAT,
         "version": 1,
@@ -181,6 +221,21 @@ def export_schedule(app: Celery) -> dict:
         "statics": sorted(store.static_names()),
         "entries": exported,
     }
+
+
+def _score_to_json(score: float | None) -> float | str | None:
+    # JSON has no infinity: "inf" and "-inf" (never due) are written as text.
+    return score if score is None or math.isfinite(score) else str(score)
+
+
+def _score_from_json(value: Any) -> float | None:
+    if value is None:
+        return None
+    if value in ("inf", "-inf"):
+        return float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise ValueError(f"'score' must be a number, \"inf\" or \"-inf\", not {value!r}")
+    return float(value)
 
 
 @dataclass
@@ -192,11 +247,14 @@ class ImportPlan:
     # Exported entries beat cannot run: imported as they are (a backup is
     # exact), and parked by beat when they come due.
     unrunnable: dict[str, str] = field(default_factory=dict)
+    # Names given more than once, with how many times: the last one given is written.
+    duplicates: dict[str, int] = field(default_factory=dict)
+    statics: list[str] = field(default_factory=list)
     writes: list[tuple[str, float, dict[str, str], bool]] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {"create": self.create, "update": self.update, "unchanged": self.unchanged,
-                "invalid": self.invalid, "unrunnable": self.unrunnable}
+                "invalid": self.invalid, "unrunnable": self.unrunnable, "duplicates": self.duplicates}
 
 
 def plan_import(app: Celery, data: Any) -> ImportPlan:
@@ -204,6 +262,7 @@ def plan_import(app: Celery, data: Any) -> ImportPlan:
 
     An export is written back exactly. Specs are written like ``beat_schedule``
     entries: the definition only, keeping the run history of entries that exist.
+    Raises ValueError when ``data`` is neither.
     """
     if not isinstance(data, dict):
         raise ValueError("an import is a RedBeat export or a JSON object of {name: spec}")
@@ -211,17 +270,7 @@ def plan_import(app: Celery, data: Any) -> ImportPlan:
     prefix = store.conf.key_prefix
     plan = ImportPlan()
     exact = data.get("format") == EXPORT_FORMAT
-    if exact:
-        items = [(prefix + item["key"][len(data.get("prefix", prefix)):], item.get("score"), item["fields"])
-                 for item in data["entries"]]
-    else:
-        items = []
-        for name, spec in data.items():
-            try:
-                entry = RedBeatSchedulerEntry(name=name, app=app, **_spec_from_json(spec))
-                items.append((entry.key, None, {"definition": entry.definition_json(), "meta": entry.meta_json()}))
-            except Exception as exc:
-                plan.invalid[name] = str(exc)
+    items = _export_items(data, prefix, plan) if exact else _spec_items(app, data, plan)
     current = {view.key: view for view in entries(app, [key for key, _, _ in items])}
     for key, score, fields in items:
         name = key[len(prefix):]
@@ -233,8 +282,8 @@ def plan_import(app: Celery, data: Any) -> ImportPlan:
                     plan.invalid[name] = str(exc)
                     continue
                 plan.unrunnable[name] = str(exc)
-        existing = current.get(key)
-        stored = {k: v.decode("utf-8", "surrogateescape") for k, v in existing.fields.items()} if existing else {}
+        existing = current[key]
+        stored = {k: key_text(v) for k, v in existing.fields.items()}
         if exact:
             same = stored == fields and existing.score == score
         else:
@@ -249,58 +298,190 @@ def plan_import(app: Celery, data: Any) -> ImportPlan:
     return plan
 
 
+def _export_items(data: dict, prefix: str, plan: ImportPlan) -> list[tuple[str, float | None, dict[str, str]]]:
+    """(key under ``prefix``, score, fields) of each entry of an export, once each;
+    rows that are not entries are invalid, names given twice are duplicates."""
+    source_prefix = data.get("prefix", prefix)
+    rows, statics = data.get("entries"), data.get("statics") or []
+    if not isinstance(source_prefix, str) or not isinstance(rows, list):
+        raise ValueError("an export needs 'prefix' as text and 'entries' as a list")
+    if not isinstance(statics, list) or not all(isinstance(name, str) for name in statics):
+        raise ValueError("an export's 'statics' must be a list of names")
+    plan.statics = statics
+    items: dict[str, tuple[str, float | None, dict[str, str]]] = {}
+    for number, row in enumerate(rows, 1):
+        try:
+            name, score, fields = _export_row(row, source_prefix)
+        except ValueError as exc:
+            plan.invalid[f"row {number}"] = str(exc)
+            continue
+        if name in items:
+            plan.duplicates[name] = plan.duplicates.get(name, 1) + 1
+        items[name] = (prefix + name, score, fields)
+    return list(items.values())
+
+
+def _export_row(row: Any, prefix: str) -> tuple[str, float | None, dict[str, str]]:
+    """The name, score and fields of one row of an export's ``entries``."""
+    if not isinstance(row, dict):
+        raise ValueError("an entry of an export must be an object")
+    key, fields = row.get("key"), row.get("fields") or {}
+    if not isinstance(key, str) or not key.startswith(prefix) or key == prefix:
+        raise ValueError(f"'key' must be text that starts with the prefix {prefix!r}")
+    if not isinstance(fields, dict) or not all(isinstance(value, str) for value in fields.values()):
+        raise ValueError(f"{key!r}: 'fields' must map field names to text")
+    try:
+        return key[len(prefix):], _score_from_json(row.get("score")), fields
+    except ValueError as exc:
+        raise ValueError(f"{key!r}: {exc}") from None
+
+
+def _spec_items(app: Celery, data: dict, plan: ImportPlan) -> list[tuple[str, None, dict[str, str]]]:
+    items = []
+    for name, spec in data.items():
+        try:
+            entry = RedBeatSchedulerEntry(name=name, app=app, **_spec_from_json(spec))
+            items.append((entry.key, None, {"definition": entry.definition_json(), "meta": entry.meta_json()}))
+        except Exception as exc:
+            plan.invalid[name] = str(exc)
+    return items
+
+
 def _same_definition(stored: str | None, written: str) -> bool:
     try:
         return stored is not None and json.loads(stored) == json.loads(written)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
 
 
-def _score_keeping_history(app: Celery, fields: dict[str, str], existing: EntryView | None) -> float:
-    """The score of an imported definition, counted from the stored run history if there is one."""
-    meta = (existing.fields.get("meta") if existing else None) or fields["meta"]
-    return RedBeatSchedulerEntry.from_stored(fields["definition"], meta, app=app).score
+def _score_keeping_history(app: Celery, fields: dict[str, str], existing: EntryView) -> float:
+    """The score of an imported definition, counted from the stored run history if
+    there is one; 0 (beat looks at it at once) when that history is unreadable."""
+    meta = existing.fields.get("meta") or fields["meta"]
+    try:
+        return RedBeatSchedulerEntry.from_stored(fields["definition"], meta, app=app).score
+    except Exception:
+        return 0.0
 
 
-def _spec_from_json(spec: dict) -> dict:
+def _spec_from_json(spec: Any) -> dict:
     """A ``beat_schedule``-style spec given as JSON: its schedule decoded like a definition."""
+    if not isinstance(spec, dict):
+        raise ValueError("a spec must be a JSON object")
     fields = RedBeatSchedulerEntry.decode_definition(json.dumps({"task": spec.get("task"), **spec}))
     fields.pop("name", None)
     return fields
 
 
-def apply_import(app: Celery, plan: ImportPlan, statics: list[str] | None = None) -> None:
-    """Write what ``plan`` says, in one transaction."""
-    get_store(app).write_imported(
-        [(key, score, {name: value.encode("utf-8", "surrogateescape") for name, value in fields.items()}, exact)
+def apply_import(app: Celery, plan: ImportPlan) -> int:
+    """Write what ``plan`` says, in one transaction; returns how many entries were written."""
+    return get_store(app).write_imported(
+        [(key_bytes(key), score, {key_bytes(name): key_bytes(value) for name, value in fields.items()}, exact)
          for key, score, fields, exact in plan.writes],
-        statics or ())
+        plan.statics)
+
+
+# -- RedBeat's own keys --------------------------------------------------------------------
+
+TYPE_WORDS = {"zset": "sorted set", "set": "set", "string": "string", "hash": "hash", "list": "list"}
+
+# What to do about each of RedBeat's own keys when it holds another type.
+FIXES = {
+    "schedule": "beat cannot read the schedule. Move it aside (RENAME {key} {key}.bad); `redbeat doctor` "
+                "then lists the entries to ZADD back",
+    "statics": "DEL {key}; the next beat to start writes it again",
+    "lock": "no beat can take the lock. DEL {key}",
+    "inflight": "beat cannot record runs in flight. DEL {key}",
+    "heartbeat": "DEL {key}; beat writes it again at its next tick",
+    "history": "DEL {key}; beat starts the entry's history again",
+}
+
+
+@dataclass
+class WrongType:
+    """One of RedBeat's own keys holding another Redis type than it must."""
+
+    role: str
+    key: str
+    found: str
+    expected: str
+
+    @property
+    def stops_beat(self) -> bool:
+        """Whether beat cannot dispatch while the key is wrong."""
+        return self.role in ("schedule", "inflight", "lock")
+
+    def explanation(self) -> str:
+        return (f"{self.key} is a {TYPE_WORDS.get(self.found, self.found)}, not a {TYPE_WORDS[self.expected]}: "
+                + FIXES[self.role].format(key=self.key))
+
+    def as_dict(self) -> dict:
+        return {"key": self.key, "found": self.found, "expected": self.expected, "stops_beat": self.stops_beat,
+                "explanation": self.explanation()}
+
+
+def wrong_types(app: Celery) -> list[WrongType]:
+    """RedBeat's own keys (schedule, statics, lock, inflight, heartbeat) that hold another type."""
+    store = get_store(app)
+    keys = store.own_keys()
+    return [WrongType(role, keys[role], found, store.OWN_KEY_TYPES[role])
+            for role, found in store.own_key_types().items() if found not in ("none", store.OWN_KEY_TYPES[role])]
+
+
+def history(app: Celery, key: str) -> tuple[list[Any], WrongType | None]:
+    """An entry's recent runs, newest first: each a dict as beat wrote it, or
+    ``{"unreadable": text}``; or the history key when it is of another type."""
+    store = get_store(app)
+    history_key = store.history_key(key)
+    try:
+        raw = store.history_records(key)
+    except ResponseError as exc:
+        if not str(exc).startswith("WRONGTYPE"):
+            raise
+        [found] = store.key_types([key_bytes(history_key)])
+        return [], WrongType("history", history_key, found, "list")
+    records: list[Any] = []
+    for record in raw:
+        try:
+            decoded = json.loads(record)
+        except (ValueError, RecursionError):
+            decoded = None
+        records.append(decoded if isinstance(decoded, dict) else {"unreadable": key_text(record)})
+    return records, None
 
 
 # -- status -------------------------------------------------------------------------------
 
 def beat_status(app: Celery, now: float | None = None) -> dict:
-    """Who holds the lock, when beat last ticked, how the schedule stands."""
+    """Who holds the lock, when beat last ticked, how the schedule stands.
+
+    Keys of the wrong type are listed in ``wrong_types``; what they hold counts as unknown (None).
+    """
     store = get_store(app)
     now = time.time() if now is None else now
+    wrong = wrong_types(app)
     overview = store.overview(now)
-    token, heartbeat, oldest = overview["lock_token"], overview["heartbeat"], overview["oldest_due_score"]
+    token, oldest = overview["lock_token"], overview["oldest_due_score"]
     holder = None
     if token is not None:
-        host, _, rest = text(token).partition(":")
+        host, _, rest = key_text(token).partition(":")
         pid = rest.partition(":")[0]
-        holder = {"token": text(token), "host": host, "pid": int(pid) if pid.isdigit() else None}
-    beat = json.loads(heartbeat) if heartbeat else None
+        holder = {"token": key_text(token), "host": host, "pid": int(pid) if pid.isdigit() else None}
+    beat, heartbeat_error = _heartbeat(overview["heartbeat"])
     if beat and holder and beat.get("token") == holder["token"]:
-        holder["since"] = _iso_ts(beat.get("active_since"))
+        holder["since"] = _iso_ts(_unix_seconds(beat.get("active_since")))
+    last_tick = _unix_seconds(beat.get("last_tick")) if beat else None
+    stopped_at = _unix_seconds(beat.get("stopped_at")) if beat else None
     policy = store.eviction_policy()
     return {
         "lock_key": store.conf.lock_key,
         "lock_holder": holder,
-        "last_tick": _iso_ts(beat["last_tick"]) if beat else None,
-        "last_tick_age": round(now - beat["last_tick"], 3) if beat else None,
-        "stopped_at": _iso_ts(beat["stopped_at"]) if beat and beat.get("stopped_at") else None,
+        "last_tick": _iso_ts(last_tick),
+        "last_tick_age": None if last_tick is None else round(now - last_tick, 3),
+        "stopped_at": _iso_ts(stopped_at),
         "beat": beat,
+        "heartbeat_error": heartbeat_error,
+        "wrong_types": [w.as_dict() for w in wrong],
         "entries": overview["entries"],
         "due": overview["due"],
         "most_overdue_seconds": round(now - oldest, 3) if oldest is not None else 0.0,
@@ -310,6 +491,26 @@ def beat_status(app: Celery, now: float | None = None) -> dict:
         "eviction_policy": policy,
         "eviction_warning": bool(policy and policy.startswith("allkeys")),
     }
+
+
+def _heartbeat(raw: bytes | None) -> tuple[dict | None, str | None]:
+    """The heartbeat beat wrote, or why it cannot be read."""
+    if raw is None:
+        return None, None
+    try:
+        beat = json.loads(raw)
+    except (ValueError, RecursionError):
+        beat = None
+    if not isinstance(beat, dict) or _unix_seconds(beat.get("last_tick")) is None:
+        return None, "the heartbeat is unreadable (no JSON object with last_tick): beat rewrites it at its next tick"
+    return beat, None
+
+
+def _unix_seconds(value: Any) -> float | None:
+    """``value`` if it is a time datetime can hold, else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < END_OF_TIME:
+        return None
+    return float(value)
 
 
 # -- doctor -------------------------------------------------------------------------------
@@ -325,36 +526,63 @@ class Finding:
 
 
 def doctor(app: Celery, configured_statics: set[str] | None = None) -> list[Finding]:
-    """Everything in the schedule that will not run as someone probably expects, explained."""
+    """Everything in the schedule that will not run as someone probably expects, explained.
+
+    A key of RedBeat's own of the wrong type is a finding, and the checks that
+    need it are left out.
+    """
     store = get_store(app)
-    conf = store.conf
+    wrong = wrong_types(app)
+    findings = [Finding("wrong-type", w.key, w.explanation()) for w in wrong]
+    broken = {w.role for w in wrong}
+    if "schedule" not in broken:
+        findings += _schedule_findings(app, store)
+    if configured_statics is not None and "statics" not in broken:
+        for name in sorted(store.static_names() - configured_statics):
+            findings.append(Finding("stale-static", store.conf.key_prefix + name, "listed as static but no longer "
+                                    "in beat_schedule: the next beat to start will delete it"))
+    if "inflight" not in broken:
+        _, runs, unreadable = store.in_flight()
+        for run in runs:
+            if run.retry_at < time.time() - 60:
+                findings.append(Finding("stuck-in-flight", run.key, f"run {run.task_id} claimed at "
+                                        f"{_iso_ts(_unix_seconds(run.claimed_at))} is still not published"))
+        for task_id in unreadable:
+            findings.append(Finding("bad-in-flight", key_text(task_id), "unreadable in-flight record; beat removes it"))
+    for key, found in store.misfiled_histories():
+        findings.append(Finding("wrong-type", key_text(key), WrongType("history", key_text(key), found,
+                                                                        "list").explanation()))
+    return findings
+
+
+def _schedule_findings(app: Celery, store: ScheduleStore) -> list[Finding]:
     findings = []
     scheduled = set()
     for view in entries(app):
-        scheduled.add(view.key)
-        if not view.fields:
-            findings.append(Finding("orphan", view.key, "member of the schedule with no entry hash: beat removes "
-                                    "it at its next look (was the entry deleted, or evicted by Redis?)"))
-        elif view.parked:
-            findings.append(Finding("parked", view.key, f"set aside by beat: {view.parked}. Fix the definition "
-                                    "and ZADD it back to the schedule"))
-        elif view.error:
-            findings.append(Finding("malformed", view.key, f"beat will park it when it comes due: {view.error}"))
-        elif view.score is not None and view.score < 0:
-            why = "it is disabled" if view.entry and not view.entry.enabled else "its schedule has no further runs"
-            findings.append(Finding("never-due", view.key, f"score -1: beat will not look at it again ({why})"))
+        scheduled.add(key_bytes(view.key))
+        finding = _finding(view)
+        if finding is not None:
+            findings.append(finding)
     for key in store.unscheduled_hashes(scheduled):
-        findings.append(Finding("unscheduled", key, "entry hash not in the schedule: beat never looks at it. "
-                                f"Add it with ZADD {conf.schedule_key} 0 {key}"))
-    if configured_statics is not None:
-        for name in sorted(store.static_names() - configured_statics):
-            findings.append(Finding("stale-static", conf.key_prefix + name, "listed as static but no longer in "
-                                    "beat_schedule: the next beat to start will delete it"))
-    _, runs, unreadable = store.in_flight()
-    for run in runs:
-        if run.retry_at < time.time() - 60:
-            findings.append(Finding("stuck-in-flight", run.key, f"run {run.task_id} claimed at "
-                                    f"{_iso_ts(run.claimed_at)} is still not published"))
-    for task_id in unreadable:
-        findings.append(Finding("bad-in-flight", text(task_id), "unreadable in-flight record; beat removes it"))
+        findings.append(Finding("unscheduled", key_text(key), "entry hash not in the schedule: beat never looks "
+                                f"at it. Add it with ZADD {store.conf.schedule_key} 0 {key_text(key)}"))
     return findings
+
+
+def _finding(view: EntryView) -> Finding | None:
+    if view.kind == "none":
+        return Finding("orphan", view.key, "member of the schedule with no entry hash: beat removes it at its next "
+                       "look (was the entry deleted, or evicted by Redis?)")
+    if view.kind == "foreign":
+        return Finding("foreign", view.key, f"{view.error}; ZREM it from the schedule")
+    if view.kind != "hash":
+        return Finding("not-a-hash", view.key, f"{view.error}; the key itself is left alone")
+    if view.parked:
+        return Finding("parked", view.key, f"set aside by beat: {view.parked}. Fix the definition and ZADD it back "
+                       "to the schedule")
+    if view.error:
+        return Finding("malformed", view.key, f"beat will park it when it comes due: {view.error}")
+    if view.score is not None and view.next_run is None and view.score != 0:
+        why = "it is disabled" if view.entry and not view.entry.enabled else "its schedule has no further runs"
+        return Finding("never-due", view.key, f"score {view.score:g}: beat will not look at it again ({why})")
+    return None

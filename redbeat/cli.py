@@ -14,11 +14,14 @@ from zoneinfo import ZoneInfo
 
 import click
 from celery import Celery
+from redis.exceptions import ConnectionError, RedisClusterException, ResponseError, TimeoutError
 
 from . import __version__, admin
-from .client import get_store
+from .client import display_url, get_store
+from .config import ConfigurationError, ensure_conf
 from .decoder import DecodeError, dumps
 from .entry import RedBeatSchedulerEntry
+from .printable import printable
 
 UTC = timezone.utc
 
@@ -43,7 +46,35 @@ pass_tool = click.make_pass_decorator(Tool)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for programs.")
 
 
-@click.group(name="redbeat")
+class RedBeatGroup(click.Group):
+    """Failures any command can meet, each said in one line with a non-zero exit,
+    never as a traceback: Redis out of reach, a bad URL, a refused command, and
+    one of RedBeat's own keys holding another type (named, with the fix)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (ConnectionError, TimeoutError, RedisClusterException) as exc:
+            raise click.ClickException(f"cannot reach Redis at {_where(ctx)}: {exc}") from None
+        except ConfigurationError as exc:
+            raise click.ClickException(str(exc)) from None
+        except ResponseError as exc:
+            wrong = admin.wrong_types(ctx.obj.app) if str(exc).startswith("WRONGTYPE") else []
+            if wrong:
+                raise click.ClickException(printable("; ".join(w.explanation() for w in wrong))) from None
+            raise click.ClickException(f"Redis refused a command: {exc}") from None
+
+
+def _where(ctx: click.Context) -> str:
+    """The Redis URL, password masked; a URL too broken to mask is not shown."""
+    tool = ctx.find_object(Tool)
+    try:
+        return display_url(ensure_conf(tool.app).redis_url) if tool else "(not set)"
+    except ValueError:
+        return "(the configured URL)"
+
+
+@click.group(name="redbeat", cls=RedBeatGroup)
 @click.option("--redis-url", envvar="REDBEAT_REDIS_URL", help="Redis URL of the schedule (standalone use).")
 @click.option("--prefix", envvar="REDBEAT_KEY_PREFIX", help="Key prefix (default redbeat:).")
 @click.version_option(__version__, prog_name="redbeat")
@@ -57,14 +88,20 @@ def redbeat(ctx: click.Context, redis_url: str | None, prefix: str | None) -> No
     if prefix:
         app.conf.redbeat_key_prefix = prefix
     ctx.obj = Tool(app)
+    if ctx.invoked_subcommand != "schema":
+        try:
+            get_store(app)  # builds the client (no connection yet), so that a bad URL is said at once
+        except ValueError as exc:
+            raise click.ClickException(f"bad Redis URL {_where(ctx)}: {exc}") from None
 
 
 def emit(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
-def table(rows: list[list[str]], header: list[str]) -> None:
-    """Aligned columns; the header in bold when the terminal shows colour."""
+def table(rows: list[list[Any]], header: list[str]) -> None:
+    """Aligned columns, each cell through ``printable``; the header in bold when the terminal shows colour."""
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
@@ -131,41 +168,79 @@ def list_entries(tool: Tool, as_json: bool, pattern: str | None, task: str | Non
 @pass_tool
 def show(tool: Tool, name: str, as_json: bool) -> None:
     """The full definition and meta, the next 5 runs and the recent history."""
-    [view] = list(admin.entries(tool.app, [RedBeatSchedulerEntry.generate_key(tool.app, name)]))
-    if not view.fields:
-        raise click.ClickException(f"no entry named {name!r}")
+    [view] = admin.entries(tool.app, [RedBeatSchedulerEntry.generate_key(tool.app, name)])
+    if view.score is None and not view.fields:
+        what = "" if view.kind == "none" else f" (its key is a {view.kind}, not a hash)"
+        raise click.ClickException(f"no entry named {printable(name)}{what}")
     fields = {k: _json_or_text(v) for k, v in view.fields.items()}
-    runs = view.entry.preview(5) if view.entry else []
+    runs, preview_error = _preview(view)
     preview = [{"slot": run["slot"].isoformat(), "fire_at": run["fire_at"].isoformat(),
                 "local": run["local"].isoformat()} for run in runs]
-    history = get_store(tool.app).history(view.key)
-    if as_json:
-        emit({**view.summary(), "fields": fields, "next_runs": preview, "history": history})
-        return
+    history, wrong_history = admin.history(tool.app, view.key)
+    history_error = wrong_history.explanation() if wrong_history else None
     summary = view.summary()
+    if as_json:
+        emit({**summary, "fields": fields, "next_runs": preview, "preview_error": preview_error,
+              "history": history, "history_error": history_error})
+        return
     for label in ("name", "key", "task", "schedule", "enabled", "next_run", "last_run", "last_dispatched",
                   "total_run_count", "missed", "parked", "error"):
         if summary[label] is not None:
-            click.echo(f"{label:>16}: {summary[label]}")
+            click.echo(f"{label:>16}: {printable(summary[label])}")
+    if view.kind != "hash":
+        click.echo(f"{'score':>16}: {view.score:g}")
     for field_name, value in fields.items():
-        click.echo(f"\n{field_name}:\n{json.dumps(value, indent=2) if not isinstance(value, str) else value}")
+        shown = printable(value) if isinstance(value, str) else json.dumps(value, indent=2)
+        click.echo(f"\n{printable(field_name)}:\n{shown}")
     if preview:
         click.secho("\nnext runs:", bold=True)
         table([[f"{run['local']:%a %Y-%m-%d %H:%M:%S %Z}", f"{run['slot']:%Y-%m-%d %H:%M:%S} UTC",
                 f"{run['fire_at']:%H:%M:%S.%f}"[:-3]] for run in runs],
               ["LOCAL TIME", "UTC", "DISPATCH AT (UTC)"])
+    if preview_error:
+        click.secho(f"\nnext runs: cannot be worked out: {printable(preview_error)}", fg="red")
     if history:
         click.secho("\nrecent runs:", bold=True)
-        table([[_iso(h.get("scheduled")), _iso(h.get("dispatched")), f"{h.get('lateness', 0):.3f}s",
-                h.get("outcome", ""), h.get("task_id", "")] for h in history],
-              ["SCHEDULED", "DISPATCHED", "LATE", "OUTCOME", "TASK ID"])
+        table([_history_row(record) for record in history], ["SCHEDULED", "DISPATCHED", "LATE", "OUTCOME", "TASK ID"])
+    if history_error:
+        click.secho(f"\nrecent runs: {printable(history_error)}", fg="red")
+
+
+def _preview(view: admin.EntryView) -> tuple[list[dict], str | None]:
+    """The entry's next runs, or why they cannot be worked out."""
+    if view.entry is None:
+        return [], None
+    try:
+        return view.entry.preview(5), None
+    except Exception as exc:
+        return [], str(exc) or type(exc).__name__
+
+
+def _history_row(record: dict) -> list[str]:
+    if list(record) == ["unreadable"]:
+        return ["-", "-", "-", "unreadable", record["unreadable"]]
+    late = record.get("lateness")
+    return [_when(record.get("scheduled")), _when(record.get("dispatched")),
+            f"{late:.3f}s" if isinstance(late, (int, float)) and not isinstance(late, bool) else _when(late),
+            str(record.get("outcome", "")), str(record.get("task_id", ""))]
+
+
+def _when(value: Any) -> str:
+    """UNIX seconds as ISO 8601; anything else as it is."""
+    if value is None:
+        return "-"
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < admin.END_OF_TIME:
+        return datetime.fromtimestamp(value, UTC).isoformat()
+    return str(value)
 
 
 def _next_run_words(view: admin.EntryView, now: float) -> str:
+    if view.score is None:
+        return "-"
     if view.score == 0:
         return "now (score 0)"
     if view.next_run is None:
-        return "never"
+        return "never" if view.score < 0 else f"never (score {view.score:g})"
     return f"{relative(view.next_run, now)} ({view.next_run:%Y-%m-%d %H:%M:%S} UTC)"
 
 
@@ -179,16 +254,16 @@ def _last_dispatch(view: admin.EntryView) -> datetime | None:
     return None
 
 
-def _iso(seconds: float | None) -> str:
-    return "-" if seconds is None else datetime.fromtimestamp(seconds, UTC).isoformat()
-
-
 def _json_or_text(raw: bytes) -> Any:
-    text = raw.decode("utf-8", "replace")
+    """A field's JSON value; its text (exact, bytes that are not UTF-8 escaped) when
+    it is no JSON or too deeply nested to print."""
+    text = admin.key_text(raw)
     try:
-        return json.loads(text)
-    except ValueError:
+        value = json.loads(text)
+        json.dumps(value, indent=2)
+    except (ValueError, RecursionError):
         return text
+    return value
 
 
 # -- changing -----------------------------------------------------------------------------
@@ -198,8 +273,8 @@ def parse_json(value: str | None, what: str) -> Any:
         return None
     try:
         return json.loads(value)
-    except ValueError as exc:
-        raise click.BadParameter(f"{what} must be JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:
+        raise click.BadParameter(f"{what} must be JSON: {exc or 'nested too deeply'}") from None
 
 
 def rrule_from_text(text: str, timezone_name: str | None) -> dict:
@@ -287,9 +362,9 @@ def add(tool: Tool, name: str | None, task: str | None, every: float | None, cro
     if get_store(tool.app).load(key)[0] is not None:
         raise click.ClickException(f"an entry named {name!r} exists already (use edit, or remove it first)")
     entry.save()
-    click.echo(f"added {name}: {admin.describe_schedule(entry.schedule)}, next run "
-               f"{datetime.fromtimestamp(entry.score, UTC):%Y-%m-%d %H:%M:%S} UTC" if entry.score >= 0
-               else f"added {name}")
+    click.echo(printable(f"added {name}: {admin.describe_schedule(entry.schedule)}, next run "
+                         f"{datetime.fromtimestamp(entry.score, UTC):%Y-%m-%d %H:%M:%S} UTC" if entry.score >= 0
+                         else f"added {name}"))
 
 
 def _schedule_object(every: float | None, cron: str | None, rrule_text: str | None, at: str | None,
@@ -338,7 +413,7 @@ def remove(tool: Tool, name: str) -> None:
     if not store.known(key):
         raise click.ClickException(f"no entry named {name!r}")
     store.delete(key)
-    click.echo(f"removed {name}")
+    click.echo(f"removed {printable(name)}")
 
 
 @redbeat.command()
@@ -359,7 +434,7 @@ def resume(tool: Tool, name: str) -> None:
 
 def _set_enabled(tool: Tool, name: str, enabled: bool) -> None:
     _patch_definition(tool, name, "enabled", enabled)
-    click.echo(f"{'resumed' if enabled else 'paused'} {name}")
+    click.echo(f"{'resumed' if enabled else 'paused'} {printable(name)}")
 
 
 def _patch_definition(tool: Tool, name: str, field: str, value: Any) -> None:
@@ -386,7 +461,7 @@ def _patch_definition(tool: Tool, name: str, field: str, value: Any) -> None:
 def run_now(tool: Tool, name: str) -> None:
     """Dispatch once at beat's next tick, leaving the regular schedule as it is."""
     tool.entry(name).run_now()
-    click.echo(f"{name} will run at beat's next tick")
+    click.echo(f"{printable(name)} will run at beat's next tick")
 
 
 @redbeat.command()
@@ -397,7 +472,7 @@ def run_now(tool: Tool, name: str) -> None:
 def edit(tool: Tool, name: str, field: str, value: str) -> None:
     """Change one definition field to a JSON VALUE, e.g.: edit report args '[1, 2]'."""
     _patch_definition(tool, name, field, parse_json(value, "VALUE"))
-    click.echo(f"{name}: {field} = {value}")
+    click.echo(printable(f"{name}: {field} = {value}"))
 
 
 # -- export and import ----------------------------------------------------------------------
@@ -406,8 +481,10 @@ def edit(tool: Tool, name: str, field: str, value: str) -> None:
 @click.option("--output", "-o", type=click.File("w"), default="-", help="File to write (default: stdout).")
 @pass_tool
 def export_command(tool: Tool, output: Any) -> None:
-    """The whole schedule as JSON (for backups and moves); `import` reads it back exactly."""
-    output.write(json.dumps(admin.export_schedule(tool.app), indent=2) + "\n")
+    """The whole schedule as JSON (for backups and moves); `import` reads it back exactly.
+
+    Exact under a running beat too: each entry appears once, as it was at one moment."""
+    output.write(json.dumps(admin.export_schedule(tool.app), indent=2, allow_nan=False) + "\n")
 
 
 @redbeat.command(name="import")
@@ -431,28 +508,34 @@ def import_command(tool: Tool, source: Any, beat_schedule: str | None, apply_cha
         plan = admin.plan_import(tool.app, data)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    statics = data.get("statics") if data.get("format") == admin.EXPORT_FORMAT else None
-    if apply_changes and not plan.invalid:
-        admin.apply_import(tool.app, plan, statics)
+    applied = apply_changes and not plan.invalid
+    written = admin.apply_import(tool.app, plan) if applied else 0
     if as_json:
-        emit({**plan.as_dict(), "applied": apply_changes and not plan.invalid})
+        emit({**plan.as_dict(), "applied": applied, "written": written})
     else:
-        for label in ("create", "update", "unchanged"):
-            names = getattr(plan, label)
-            click.echo(f"{label:>9}: {len(names)}" + (f"  ({', '.join(names[:10])}{' ...' if len(names) > 10 else ''})"
-                                                      if names else ""))
-        for name, reason in plan.invalid.items():
-            click.secho(f"  invalid: {name}: {reason}", fg="red")
-        for name, reason in plan.unrunnable.items():
-            click.secho(f"  warning: {name} is copied as it is, but beat will park it: {reason}", fg="yellow")
-        if plan.invalid:
-            click.echo("nothing written: fix the invalid entries first")
-        elif apply_changes:
-            click.echo("written")
-        else:
-            click.echo("dry run: nothing written (add --apply to write)")
+        _print_import(plan, applied, written)
     if plan.invalid:
         sys.exit(1)
+
+
+def _print_import(plan: admin.ImportPlan, applied: bool, written: int) -> None:
+    for label in ("create", "update", "unchanged"):
+        names = getattr(plan, label)
+        listed = f"  ({', '.join(names[:10])}{' ...' if len(names) > 10 else ''})" if names else ""
+        click.echo(printable(f"{label:>9}: {len(names)}{listed}"))
+    for name, count in plan.duplicates.items():
+        click.secho(printable(f"  duplicate: {name} is given {count} times; the last one given counts"),
+                    fg="yellow")
+    for name, reason in plan.invalid.items():
+        click.secho(printable(f"  invalid: {name}: {reason}"), fg="red")
+    for name, reason in plan.unrunnable.items():
+        click.secho(printable(f"  warning: {name} is copied as it is, but beat will park it: {reason}"), fg="yellow")
+    if plan.invalid:
+        click.echo("nothing written: fix the invalid entries first")
+    elif applied:
+        click.echo(f"written: {written} entries")
+    else:
+        click.echo("dry run: nothing written (add --apply to write)")
 
 
 # -- beat's health ----------------------------------------------------------------------------
@@ -468,35 +551,47 @@ def status(tool: Tool, max_age: float, as_json: bool) -> None:
     Exits non-zero when no beat ticked within --max-age seconds, or the last one stopped: usable as a health check.
     """
     report = admin.beat_status(tool.app)
-    healthy = (report["last_tick_age"] is not None and report["last_tick_age"] <= max_age
-               and report["stopped_at"] is None)
+    problems = [w["explanation"] for w in report["wrong_types"] if w["stops_beat"]]
+    if report["stopped_at"]:
+        problems.append("beat stopped")
+    elif report["last_tick_age"] is None or report["last_tick_age"] > max_age:
+        problems.append(f"no tick within {max_age:g}s")
+    healthy = not problems
     report["healthy"] = healthy
     if as_json:
         emit(report)
     else:
-        holder = report["lock_holder"]
-        beat = report["beat"] or {}
-        lines = [
-            ("lock", f"{report['lock_key']} held by {holder['host']} pid {holder['pid']}"
-                     + (f" since {holder['since']}" if holder.get("since") else "")
-             if holder else f"{report['lock_key'] or '(disabled)'}: free"),
-            ("last tick", f"{report['last_tick']} ({report['last_tick_age']:.1f}s ago) by "
-                          f"{beat.get('host')} pid {beat.get('pid')}, RedBeat {beat.get('version')}"
-             + (f"; stopped at {report['stopped_at']}" if report["stopped_at"] else "")
-             if beat else "never (no heartbeat: no beat is active)"),
-            ("entries", f"{report['entries']} total, {report['due']} due, {report['parked']} parked, "
-                        f"{report['never_due']} never due, {report['in_flight']} in flight"),
-            ("most overdue", f"{report['most_overdue_seconds']:.3f}s"),
-            ("eviction", f"maxmemory-policy {report['eviction_policy']}"
-                         + (" — Redis may delete schedule entries!" if report["eviction_warning"] else "")),
-        ]
-        for label, value in lines:
-            click.echo(f"{label:>13}: {value}")
-        why = "beat stopped" if report["stopped_at"] else f"no tick within {max_age:g}s"
-        click.secho("healthy" if healthy else f"UNHEALTHY: {why}",
+        _print_status(report)
+        click.secho("healthy" if healthy else printable(f"UNHEALTHY: {'; '.join(problems)}"),
                     fg="green" if healthy else "red", bold=True)
     if not healthy:
         sys.exit(1)
+
+
+def _print_status(report: dict) -> None:
+    holder = report["lock_holder"]
+    beat = report["beat"] or {}
+
+    def count(name: str) -> str:
+        return "?" if report[name] is None else str(report[name])
+    lines = [
+        ("lock", f"{report['lock_key']} held by {holder['host']} pid {holder['pid']}"
+                 + (f" since {holder['since']}" if holder.get("since") else "")
+         if holder else f"{report['lock_key'] or '(disabled)'}: free"),
+        ("last tick", f"{report['last_tick']} ({report['last_tick_age']:.1f}s ago) by "
+                      f"{beat.get('host')} pid {beat.get('pid')}, RedBeat {beat.get('version')}"
+         + (f"; stopped at {report['stopped_at']}" if report["stopped_at"] else "")
+         if report["last_tick"] else report["heartbeat_error"] or "never (no heartbeat: no beat is active)"),
+        ("entries", f"{count('entries')} total, {count('due')} due, {count('parked')} parked, "
+                    f"{count('never_due')} never due, {count('in_flight')} in flight"),
+        ("most overdue", f"{report['most_overdue_seconds']:.3f}s"),
+        ("eviction", f"maxmemory-policy {report['eviction_policy']}"
+                     + (" — Redis may delete schedule entries!" if report["eviction_warning"] else "")),
+    ]
+    for label, value in lines:
+        click.echo(f"{label:>13}: {printable(value)}")
+    for wrong in report["wrong_types"]:
+        click.secho(f"{'wrong type':>13}: {printable(wrong['explanation'])}", fg="red")
 
 
 @redbeat.command()
