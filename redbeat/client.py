@@ -7,11 +7,10 @@ from urllib.parse import unquote, urlparse
 
 import redis
 from celery import Celery, current_app
-from kombu.utils.url import maybe_sanitize_url
 from redis.cluster import ClusterNode, RedisCluster
 from redis.sentinel import Sentinel
 
-from .config import OWN_REDIS_OPTIONS, RedBeatConfig, ensure_conf
+from .config import OWN_REDIS_OPTIONS, RedBeatConfig, display_url, ensure_conf
 from .store import ScheduleStore
 
 __all__ = ["get_redis", "get_store", "build_client", "display_url"]
@@ -39,7 +38,10 @@ def build_client(conf: RedBeatConfig, decode_responses: bool) -> redis.Redis:
     options["decode_responses"] = decode_responses
     use_ssl = conf.redis_use_ssl
     if use_ssl:
-        if url.startswith(("redis://", "redis-sentinel://", "redis-cluster://")):
+        if url.startswith("redis://"):
+            # redis-py takes TLS from the scheme: redis:// with ssl=True is a TypeError.
+            url = "rediss://" + url[len("redis://"):]
+        elif url.startswith(("redis-sentinel://", "redis-cluster://")):
             options["ssl"] = True
         if isinstance(use_ssl, dict):
             options.update(use_ssl)
@@ -101,8 +103,3 @@ def get_store(app: Celery) -> ScheduleStore:
         store = ScheduleStore(build_client(conf, decode_responses=False), conf)
         app.redbeat_store = store
     return store
-
-
-def display_url(url: str | None) -> str:
-    """The URL with any password masked, for logs and the banner."""
-    return maybe_sanitize_url(url) if url else "(not set)"

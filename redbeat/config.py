@@ -7,15 +7,17 @@ old upper case (``REDBEAT_REDIS_URL``); lower case wins when both are set.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from typing import Any
 
+import celery.app.utils
 from celery import Celery
 from kombu.utils.url import maybe_sanitize_url
 
 logger = logging.getLogger("celery.beat")
 
-__all__ = ["RedBeatConfig", "ensure_conf", "ConfigurationError"]
+__all__ = ["RedBeatConfig", "ensure_conf", "ConfigurationError", "display_url", "number_problem", "MAX_CATCH_UP"]
 
 DEFAULT_KEY_PREFIX = "redbeat:"
 # Short enough that a standby takes over within seconds of a crash, long enough
@@ -28,6 +30,11 @@ DEFAULT_CLAIM_BATCH_SIZE = 500
 # failure in the middle leaves at most this many runs uncertain (retried,
 # with the same task ids).
 DEFAULT_PUBLISH_BATCH_SIZE = 100
+DEFAULT_CATCH_UP_MAX = 100
+# The most missed slots one entry replays at once under catch_up "all" (the
+# setting and the entry field alike): a 1 ms interval would otherwise send
+# that many messages per tick from one entry.
+MAX_CATCH_UP = 1000
 # redbeat_redis_options keys that are ours, not redis-py's.
 OWN_REDIS_OPTIONS = frozenset(
     {"retry_period", "cluster", "sentinels", "service_name", "sentinel_kwargs", "startup_nodes"}
@@ -71,13 +78,15 @@ class RedBeatConfig:
         self.catch_up: str = self.either_or("redbeat_catch_up", None) or "once"
         if self.catch_up not in ("skip", "once", "all"):
             raise ConfigurationError(f"redbeat_catch_up must be 'skip', 'once' or 'all', not {self.catch_up!r}")
-        self.catch_up_max: int = int(self.either_or("redbeat_catch_up_max", None) or 100)
-        deadline = self.either_or("redbeat_starting_deadline", None)
-        self.starting_deadline: float | None = None if deadline is None else float(deadline)
+        self.catch_up_max: int = self._catch_up_max()
+        self.starting_deadline: float | None = self._starting_deadline()
         history = self.either_or("redbeat_history_size", None)
         self.history_size: int = 20 if history is None else int(history)
         self.redis_url, self.redis_use_ssl = self._connection_settings()
         self.redis_options: dict[str, Any] = self._redis_options()
+        if self.redis_use_ssl and str(self.redis_url or "").startswith(("unix://", "redis+socket://")):
+            raise ConfigurationError("redbeat_redis_use_ssl (or broker_use_ssl) turns TLS on, "
+                                     "which a unix socket URL cannot use")
         if self.uses_cluster and not HASH_TAG.search(self.key_prefix):
             raise ConfigurationError(
                 f"Redis Cluster needs every RedBeat key in one hash slot: set redbeat_key_prefix to a "
@@ -102,6 +111,16 @@ class RedBeatConfig:
                 return value
         return default
 
+    def _catch_up_max(self) -> int:
+        value = self.either_or("redbeat_catch_up_max", None)
+        if value is None:
+            return DEFAULT_CATCH_UP_MAX
+        return int(_number_setting("redbeat_catch_up_max", value, 0, MAX_CATCH_UP, whole=True))
+
+    def _starting_deadline(self) -> float | None:
+        value = self.either_or("redbeat_starting_deadline", None)
+        return None if value is None else float(_number_setting("redbeat_starting_deadline", value, 0, None))
+
     def _connection_settings(self) -> tuple[str | None, Any]:
         url = self.either_or("redbeat_redis_url", None)
         use_ssl = self.either_or("redbeat_redis_use_ssl", None)
@@ -109,12 +128,15 @@ class RedBeatConfig:
             return url, use_ssl
         broker_url = self.app.conf.broker_url
         if isinstance(broker_url, str) and broker_url.startswith(REDIS_URL_SCHEMES):
+            # A failover list ("redis://h1/0;redis://h2/0"): the schedule lives on
+            # the first; redis-py would read the rest as part of the first's path.
+            url = broker_url.split(";")[0].strip()
             logger.warning(
                 "beat: redbeat_redis_url is not set; storing the schedule on the Redis broker %s. "
                 "Set redbeat_redis_url to make this explicit.",
-                maybe_sanitize_url(broker_url),
+                display_url(url),
             )
-            return broker_url, use_ssl if use_ssl is not None else self.app.conf.broker_use_ssl
+            return url, use_ssl if use_ssl is not None else self.app.conf.broker_use_ssl
         return None, use_ssl
 
     def _redis_options(self) -> dict[str, Any]:
@@ -149,6 +171,65 @@ class RedBeatConfig:
     @schedule.setter
     def schedule(self, value: dict) -> None:
         self.app.conf.beat_schedule = value
+
+
+def number_problem(value: Any, low: float, high: float | None, whole: bool = False) -> str | None:
+    """None if ``value`` is a finite number within [low, high] (an int if
+    ``whole``; never a boolean), else what it must be, in words."""
+    kinds = (int,) if whole else (int, float)
+    if (isinstance(value, kinds) and not isinstance(value, bool)
+            and not (isinstance(value, float) and not math.isfinite(value))
+            and low <= value and (high is None or value <= high)):
+        return None
+    kind = "a whole number" if whole else "a number of seconds"
+    return f"{kind} from {low:g} to {high:g}" if high is not None else f"{kind}, at least {low:g}"
+
+
+def _number_setting(name: str, value: Any, low: float, high: float | None, whole: bool = False) -> float:
+    """``value`` checked by ``number_problem``; numeric text counts (from the
+    environment, say). Raises ConfigurationError naming the setting."""
+    number = value
+    if isinstance(value, str):
+        try:
+            number = int(value) if whole else float(value)
+        except ValueError:
+            pass
+    problem = number_problem(number, low, high, whole)
+    if problem:
+        raise ConfigurationError(f"{name} must be {problem}, not {value!r}")
+    return number
+
+
+def display_url(url: str | None) -> str:
+    """The URL with any password masked, for logs and the banner; each URL of a
+    failover list (``redis://:pw@h1/0;redis://:pw@h2/0``) is masked."""
+    if not url:
+        return "(not set)"
+    return ";".join(maybe_sanitize_url(part) for part in str(url).split(";"))
+
+
+def _hide_url_from_celery_reports() -> None:
+    """Make Celery mask ``redbeat_redis_url`` wherever it shows settings.
+
+    ``celery report``, ``celery inspect conf`` and Flower show the settings
+    through ``celery.app.utils.filter_hidden_settings``, which masks the
+    settings whose name matches the module's ``HIDDEN_SETTINGS`` pattern
+    (PASS, KEY, SECRET ...) and the broker's URLs, but not ours, which may hold
+    a password. That pattern is looked up at each call, so adding our name to
+    it covers all of them, keeps Celery's own names and costs nothing. Our
+    other settings are covered already: ``redbeat_redis_options`` and
+    ``redbeat_redis_use_ssl`` are dicts, whose ``password`` or ``ssl_password``
+    fields (in ``sentinel_kwargs`` too) Celery masks key by key. It runs when
+    ``redbeat`` is imported: the ``celery`` command imports it for our
+    ``celery redbeat`` subcommand, so ``celery report`` is covered too.
+    """
+    hidden = celery.app.utils.HIDDEN_SETTINGS
+    if not hidden.search("REDBEAT_REDIS_URL"):
+        celery.app.utils.HIDDEN_SETTINGS = re.compile(f"{hidden.pattern}|REDBEAT_REDIS_URL",
+                                                      hidden.flags | re.IGNORECASE)
+
+
+_hide_url_from_celery_reports()
 
 
 def ensure_conf(app: Celery) -> RedBeatConfig:

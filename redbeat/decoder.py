@@ -10,6 +10,7 @@ into new tags (``solar``) or into objects it reads leniently (``rrule``).
 from __future__ import annotations
 
 import json
+import reprlib
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -24,6 +25,8 @@ __all__ = [
     "RedBeatJSONDecoder",
     "RedBeatJSONEncoder",
     "DecodeError",
+    "MIN_INTERVAL",
+    "MAX_INTERVAL",
     "from_timestamp",
     "get_utcoffset_minutes",
     "to_timestamp",
@@ -91,11 +94,22 @@ def _decode_datetime(d: dict) -> datetime:
         raise DecodeError(f"bad datetime {d!r}: {exc}") from exc
 
 
+# Bounds of an interval's seconds: below a millisecond is a mistake (and below a
+# microsecond Python's timedelta is 0); past about 30,000 years, also a mistake.
+MIN_INTERVAL = 0.001
+MAX_INTERVAL = 1e12
+
+
 def _decode_interval(d: dict) -> schedule:
     every = d.get("every")
-    if isinstance(every, bool) or not isinstance(every, (int, float)) or not every >= 0.001:
-        raise DecodeError(f"interval 'every' must be at least 0.001 seconds, not {every!r}")
-    return schedule(run_every=timedelta(seconds=every), relative=bool(d.get("relative", False)))
+    if isinstance(every, bool) or not isinstance(every, (int, float)) or not MIN_INTERVAL <= every < MAX_INTERVAL:
+        raise DecodeError(f"interval 'every' must be at least {MIN_INTERVAL} seconds "
+                          f"and less than {MAX_INTERVAL:g}, not {reprlib.repr(every)}")
+    relative = d.get("relative", False)
+    if not isinstance(relative, bool):
+        # A string such as "false" would be taken as true.
+        raise DecodeError(f"interval 'relative' must be true or false, not {reprlib.repr(relative)}")
+    return schedule(run_every=timedelta(seconds=every), relative=relative)
 
 
 _CRONTAB_FIELDS = ("minute", "hour", "day_of_week", "day_of_month", "month_of_year")

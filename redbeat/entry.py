@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import reprlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import MINYEAR, datetime, timezone
@@ -14,14 +15,16 @@ from celery.beat import ScheduleEntry
 from celery.schedules import BaseSchedule, schedstate
 
 from .client import get_store
-from .config import ensure_conf
-from .decoder import DecodeError, dumps, loads, meta_json, to_timestamp
+from .config import MAX_CATCH_UP, ensure_conf, number_problem
+from .decoder import MAX_INTERVAL, MIN_INTERVAL, DecodeError, dumps, loads, meta_json, to_timestamp
 from .planning import CATCH_UP_POLICIES, ON_FINISH_ACTIONS, Plan, Policy, plan_runs, upcoming
+from .runs import MAX_TIMESTAMP
 from .schedules import clocked
 from .slots import zone_of
 from .store import NEVER
 
-__all__ = ["RedBeatSchedulerEntry", "score_of", "DEFINITION_FIELDS", "OPTION_FIELDS"]
+__all__ = ["RedBeatSchedulerEntry", "score_of", "DEFINITION_FIELDS", "OPTION_FIELDS", "RESERVED_HEADERS",
+           "RESERVED_OPTIONS", "reserved_options", "without_reserved"]
 
 # Scheduling options (RedBeat 3): optional definition fields, written only when
 # set, because celery-redbeat 2.x refuses definitions with fields it does not know.
@@ -30,11 +33,27 @@ OPTION_FIELDS = ("catch_up", "catch_up_max", "starting_deadline", "start_at", "e
 # Definition fields of the data format; other fields are ignored when reading.
 DEFINITION_FIELDS = ("name", "task", "args", "kwargs", "options", "schedule", "enabled") + OPTION_FIELDS
 
+# Jitter spreads the runs of a slot; a delay of more than a day moves them to another day.
+MAX_JITTER = 86400.0
 
-# A plain-number schedule past this (about 30,000 years) is a mistake, not a plan.
-MAX_INTERVAL = 1e12
-# Shorter intervals are mistakes (and below a microsecond Python's timedelta is 0).
-MIN_INTERVAL = 0.001
+# The message headers Celery's task protocol v2 sets (celery/app/amqp.py,
+# as_task_v2), and ours: an entry's ``options.headers`` would override them,
+# since Celery merges the caller's headers over its own. A ``task`` header
+# makes the worker run another task than the entry shows, an ``id`` one fixes
+# the task id of every run.
+PROTOCOL_HEADERS = frozenset({
+    "lang", "task", "id", "shadow", "eta", "expires", "group", "group_index", "retries", "timelimit",
+    "root_id", "parent_id", "argsrepr", "kwargsrepr", "origin", "ignore_result", "replaced_task_nesting",
+    "stamped_headers", "stamps",
+})
+RESERVED_HEADERS = PROTOCOL_HEADERS | {"redbeat_key", "redbeat_scheduled"}
+# apply_async options that set one of those headers, or the correlation id
+# (the task id again): ``task_id`` would give every run the same id, which
+# workers and result backends take for duplicates of one run.
+RESERVED_OPTIONS = frozenset({
+    "task_id", "root_id", "parent_id", "group_id", "group_index", "shadow", "retries", "argsrepr",
+    "kwargsrepr", "origin", "stamped_headers", "replaced_task_nesting", "correlation_id",
+})
 
 
 # Stands in for last_run_at while an entry is built from Redis, replaced at once.
@@ -85,7 +104,7 @@ class RedBeatSchedulerEntry(ScheduleEntry):
         self.starting_deadline = starting_deadline
         self.start_at = start_at
         self.end_at = end_at
-        self.max_runs = max_runs
+        self.max_runs = None if max_runs == -1 else max_runs  # -1, like None, means no limit
         self.on_finish = on_finish
         self.jitter = jitter
         # The slot beat recorded as next (``status``), so skipped slots stay skipped.
@@ -177,13 +196,16 @@ class RedBeatSchedulerEntry(ScheduleEntry):
         if not isinstance(sched, (BaseSchedule, int, float)) or isinstance(sched, bool):
             raise DecodeError("definition field 'schedule' is missing or not a schedule")
         if not isinstance(sched, BaseSchedule) and not MIN_INTERVAL <= sched < MAX_INTERVAL:
-            raise DecodeError(f"definition field 'schedule' must be at least {MIN_INTERVAL} seconds")
+            raise DecodeError(f"definition field 'schedule' must be at least {MIN_INTERVAL} seconds "
+                              f"and less than {MAX_INTERVAL:g}")
         _expect(fields, "args", (list, tuple), "a list")
         _expect(fields, "kwargs", dict, "an object")
         _expect(fields, "options", dict, "an object")
         _expect(fields, "enabled", bool, "true or false")
         if "name" in fields and not isinstance(fields["name"], str):
             raise DecodeError("definition field 'name' must be a string")
+        if fields.get("options"):
+            check_task_options(fields["options"])
         check_options(fields)
         return fields
 
@@ -285,20 +307,33 @@ class RedBeatSchedulerEntry(ScheduleEntry):
     def definition_json(self) -> str:
         return dumps(self.to_definition())
 
+    def checked_definition_json(self) -> str:
+        """``definition_json``, refused (DecodeError naming the field) if beat would park it."""
+        definition = self.definition_json()
+        self.decode_definition(definition)
+        return definition
+
     def meta_json(self) -> str:
         return meta_json(self.last_run_at, self.total_run_count)
 
     def save(self) -> RedBeatSchedulerEntry:
-        """Store the definition and schedule it; an existing entry keeps its meta."""
-        get_store(self.app).save(self.key, self.definition_json(), self.meta_json(), self.score)
+        """Store the definition and schedule it; an existing entry keeps its meta.
+
+        Raises DecodeError, naming the field, for a definition beat would park.
+        """
+        get_store(self.app).save(self.key, self.checked_definition_json(), self.meta_json(), self.score)
         return self
 
     @classmethod
     def save_many(cls, entries: Iterable[RedBeatSchedulerEntry], app: Celery | None = None) -> int:
-        """``save`` many entries with a round trip per thousand, not per entry; returns how many."""
+        """``save`` many entries with a round trip per thousand, not per entry; returns how many.
+
+        Raises DecodeError for the first definition beat would park; the
+        entries before it in ``entries`` may have been written.
+        """
         app = app or current_app._get_current_object()
         return get_store(app).save_many(
-            (entry.key, entry.definition_json(), entry.meta_json(), entry.score) for entry in entries)
+            (entry.key, entry.checked_definition_json(), entry.meta_json(), entry.score) for entry in entries)
 
     def delete(self) -> None:
         get_store(self.app).delete(self.key)
@@ -339,8 +374,10 @@ def _decode_json(raw: bytes | str, field: str) -> Any:
         return loads(text)
     except UnicodeDecodeError as exc:
         raise DecodeError(f"{field} is not valid UTF-8") from exc
-    except json.JSONDecodeError as exc:
-        raise DecodeError(f"{field} is not valid JSON: {exc}") from exc
+    except DecodeError:
+        raise
+    except (ValueError, RecursionError) as exc:  # also integers past Python's digit limit, deep nesting
+        raise DecodeError(f"{field} is not valid JSON: {type(exc).__name__}: {exc}") from exc
 
 
 def _expect(fields: dict, name: str, kind: type | tuple, words: str) -> None:
@@ -353,23 +390,77 @@ def _expect(fields: dict, name: str, kind: type | tuple, words: str) -> None:
         raise DecodeError(f"definition field {name!r} must be {words}")
 
 
+def reserved_options(options: dict) -> list[str]:
+    """What in an entry's ``options`` the task protocol or RedBeat owns: option
+    names, and header names as ``headers.<name>``."""
+    refused = sorted(name for name in options if name in RESERVED_OPTIONS)
+    headers = options.get("headers")
+    if isinstance(headers, dict):
+        refused += sorted(f"headers.{name}" for name in headers if name in RESERVED_HEADERS)
+    return refused
+
+
+def without_reserved(options: dict) -> dict:
+    """``options`` less what ``reserved_options`` names."""
+    kept = {name: value for name, value in options.items() if name not in RESERVED_OPTIONS}
+    if isinstance(kept.get("headers"), dict):
+        kept["headers"] = {name: value for name, value in kept["headers"].items() if name not in RESERVED_HEADERS}
+    return kept
+
+
+def check_task_options(options: dict) -> None:
+    """Raise DecodeError if ``options`` would override the task protocol (``reserved_options``)."""
+    headers = options.get("headers")
+    if headers is not None and not isinstance(headers, dict):
+        raise DecodeError("definition field 'options.headers' must be an object")
+    refused = reserved_options(options)
+    if refused:
+        raise DecodeError(
+            f"definition field 'options' sets {', '.join(refused)}, which Celery's task protocol or RedBeat "
+            f"sets for each run; refused: options {', '.join(sorted(RESERVED_OPTIONS))}; "
+            f"headers {', '.join(sorted(RESERVED_HEADERS))}")
+
+
 def check_options(fields: dict) -> None:
-    """Raise DecodeError naming the first scheduling option that is not valid."""
+    """Raise DecodeError naming the first scheduling option that is not valid.
+
+    Numbers must be finite JSON numbers (not booleans) within a range, so
+    that no option is ambiguous and one entry's cost stays bounded.
+    """
     if fields.keys().isdisjoint(OPTION_FIELDS):
         return  # most entries set none: spare beat's hot path the checks
     if fields.get("catch_up") is not None and fields["catch_up"] not in CATCH_UP_POLICIES:
         raise DecodeError(f"definition field 'catch_up' must be one of {', '.join(CATCH_UP_POLICIES)}")
     if fields.get("on_finish") is not None and fields["on_finish"] not in ON_FINISH_ACTIONS:
         raise DecodeError(f"definition field 'on_finish' must be one of {', '.join(ON_FINISH_ACTIONS)}")
-    _expect(fields, "catch_up_max", int, "a whole number")
-    _expect(fields, "max_runs", int, "a whole number")
-    _expect(fields, "starting_deadline", (int, float), "a number of seconds")
-    _expect(fields, "jitter", (int, float), "a number of seconds")
-    _expect(fields, "start_at", datetime, "a datetime object")
-    _expect(fields, "end_at", datetime, "a datetime object")
-    for name in ("catch_up_max", "max_runs", "starting_deadline", "jitter"):
-        if fields.get(name) is not None and fields[name] < 0:
-            raise DecodeError(f"definition field {name!r} must not be negative")
+    _check_number(fields, "catch_up_max", 0, MAX_CATCH_UP, whole=True)
+    _check_number(fields, "max_runs", -1, None, whole=True, words="a whole number, at least 0 (-1 or null: no limit)")
+    _check_number(fields, "starting_deadline", 0, None)
+    _check_number(fields, "jitter", 0, MAX_JITTER)
+    for name in ("start_at", "end_at"):
+        _expect(fields, name, datetime, "a datetime object")
+        if fields.get(name) is not None and not 0 <= _seconds_of(fields[name]) < MAX_TIMESTAMP:
+            raise DecodeError(f"definition field {name!r} must be between 1970 and 9999")
+    start_at, end_at = fields.get("start_at"), fields.get("end_at")
+    if start_at is not None and end_at is not None and end_at < start_at:
+        raise DecodeError("definition field 'end_at' must not be before 'start_at'")
+
+
+def _check_number(fields: dict, name: str, low: float, high: float | None, whole: bool = False,
+                  words: str | None = None) -> None:
+    value = fields.get(name)
+    if value is None:
+        return
+    problem = number_problem(value, low, high, whole)
+    if problem:
+        raise DecodeError(f"definition field {name!r} must be {words or problem}, not {reprlib.repr(value)}")
+
+
+def _seconds_of(moment: datetime) -> float:
+    try:
+        return to_timestamp(moment)
+    except (OverflowError, ValueError):
+        return -1.0  # outside what a timestamp can hold: out of range too
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from . import __version__
 from .client import display_url, get_redis, get_store
 from .config import DEFAULT_LOCK_TIMEOUT, ConfigurationError, RedBeatConfig, ensure_conf
 from .decoder import meta_json
-from .entry import RedBeatSchedulerEntry, decode_status, definition_digest, score_of
+from .entry import RedBeatSchedulerEntry, decode_status, definition_digest, reserved_options, score_of, without_reserved
 from .lock import BeatLock, make_token
 from .printable import printable
 from .runs import MAX_TIMESTAMP, InFlight, task_id_for
@@ -538,7 +538,14 @@ class RedBeatScheduler(Scheduler):
         logger.info("Scheduler: Sending due task %s (%s)", printable(entry.name), printable(entry.task))
         try:
             options = dict(entry.options or {})
-            options.setdefault("task_id", run.task_id)
+            refused = reserved_options(options)
+            if refused:
+                # Loading refuses such definitions; one built another way must not
+                # change the task the worker runs or its id either.
+                logger.error("beat: entry %s sets %s, which Celery's task protocol or RedBeat owns; sent without",
+                             printable(entry.name), ", ".join(refused))
+                options = without_reserved(options)
+            options["task_id"] = run.task_id
             # Which run this is, for workers that want to recognise a duplicate.
             options["headers"] = {**(options.get("headers") or {}),
                                   "redbeat_key": run.key, "redbeat_scheduled": run.scheduled}

@@ -1,15 +1,20 @@
-"""Unit tests of settings and client building (no Redis contacted)."""
+"""Settings and client building: unit tests (no Redis contacted), a TLS
+connection to a real redis-server, and what ``celery report`` shows."""
 
 from __future__ import annotations
 
 import logging
+import shutil
 import ssl
+import subprocess
+import sys
 
 import pytest
-from conftest import make_app
+import redis
+from conftest import free_port, make_app, wait_for
 
 from redbeat.client import build_client, display_url, get_redis
-from redbeat.config import DEFAULT_LOCK_TIMEOUT, ConfigurationError, ensure_conf
+from redbeat.config import DEFAULT_LOCK_TIMEOUT, MAX_CATCH_UP, ConfigurationError, ensure_conf
 from redbeat.schedulers import RedBeatScheduler
 
 
@@ -128,3 +133,144 @@ def test_sentinel_url_db_and_db_option_together():
                    redbeat_redis_options={"sentinels": [("127.0.0.1", 26379)], "db": 5})
     client = build_client(ensure_conf(app), decode_responses=True)
     assert client.connection_pool.connection_kwargs["db"] == 2
+
+
+# -- TLS ----------------------------------------------------------------------------
+
+def test_use_ssl_on_a_plain_redis_url_turns_tls_on_with_its_options():
+    app = make_app("redis://localhost:6380/2", redbeat_redis_use_ssl={"ssl_cert_reqs": ssl.CERT_REQUIRED,
+                                                                      "ssl_ca_certs": "/tmp/ca.pem"})
+    client = build_client(ensure_conf(app), decode_responses=True)
+    kwargs = client.connection_pool.connection_kwargs
+    assert client.connection_pool.connection_class.__name__ == "SSLConnection"
+    assert kwargs["ssl_ca_certs"] == "/tmp/ca.pem" and kwargs["ssl_cert_reqs"] == ssl.CERT_REQUIRED
+    assert kwargs["db"] == 2 and kwargs["port"] == 6380
+
+
+def test_broker_use_ssl_turns_tls_on_for_the_broker_url_fallback():
+    app = make_app(None, broker_url="redis://localhost:6379/0", broker_use_ssl={"ssl_cert_reqs": ssl.CERT_NONE})
+    client = build_client(ensure_conf(app), decode_responses=True)
+    assert client.connection_pool.connection_class.__name__ == "SSLConnection"
+
+
+def test_use_ssl_on_a_unix_socket_is_refused_at_start():
+    with pytest.raises(ConfigurationError, match="unix socket"):
+        RedBeatScheduler(app=make_app("unix:///tmp/redis.sock", redbeat_redis_use_ssl=True), lazy=True)
+
+
+@pytest.fixture
+def tls_redis(tmp_path):
+    """A redis-server answering only TLS on a free loopback port, with a throwaway CA: (port, CA file)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+
+    def openssl(*args):
+        subprocess.run(["openssl", *args], cwd=tmp_path, check=True, capture_output=True, timeout=60)
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+            "-days", "1", "-subj", "/CN=redbeat test CA")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+            "-subj", "/CN=127.0.0.1")
+    (tmp_path / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "server.crt", "-days", "1", "-extfile", "san.cnf")
+    port = free_port()
+    server = subprocess.Popen(
+        [shutil.which("redis-server") or "redis-server", "--port", "0", "--tls-port", str(port),
+         "--bind", "127.0.0.1", "--tls-cert-file", "server.crt", "--tls-key-file", "server.key",
+         "--tls-ca-cert-file", "ca.crt", "--tls-auth-clients", "no", "--save", "", "--appendonly", "no"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ca = str(tmp_path / "ca.crt")
+
+    def answers():
+        if server.poll() is not None:
+            pytest.skip("this redis-server cannot serve TLS")
+        try:
+            return redis.Redis(host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=ca, socket_timeout=1).ping()
+        except redis.ConnectionError:
+            return False
+    try:
+        wait_for(answers, timeout=10, message="redis-server with TLS")
+        yield port, ca
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_beat_ticks_over_tls_with_a_plain_url_and_use_ssl(tls_redis):
+    port, ca = tls_redis
+    app = make_app(f"redis://127.0.0.1:{port}/0", beat_schedule={"s": {"task": "tasks.s", "schedule": 60.0}},
+                   redbeat_redis_use_ssl={"ssl_cert_reqs": "required", "ssl_ca_certs": ca})
+    scheduler = RedBeatScheduler(app=app)
+    try:
+        scheduler.tick()
+        assert scheduler._failing_since is None  # the tick did not fail
+    finally:
+        scheduler.close()
+    direct = redis.Redis(host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=ca, decode_responses=True)
+    assert direct.sismember("redbeat::statics", "s") and direct.exists("redbeat::heartbeat")
+
+
+# -- secrets in the banner, logs and celery report --------------------------------------
+
+FAILOVER_BROKER = "redis://:pw-one@h1:6379/3;redis://:pw-two@h2:6379/3"
+
+
+def test_every_url_of_a_failover_list_is_masked():
+    assert display_url(FAILOVER_BROKER) == "redis://:**@h1:6379/3;redis://:**@h2:6379/3"
+
+
+def test_a_failover_broker_list_stores_the_schedule_on_the_first_and_shows_no_password(caplog):
+    app = make_app(None, broker_url=FAILOVER_BROKER)
+    with caplog.at_level(logging.WARNING, logger="celery.beat"):
+        info = RedBeatScheduler(app=app, lazy=True).info
+    assert "pw-" not in info and "pw-" not in caplog.text
+    assert "redis -> redis://:**@h1:6379/3" in info
+    client = build_client(ensure_conf(app), decode_responses=True)
+    assert client.connection_pool.connection_kwargs["db"] == 3
+    assert client.connection_pool.connection_kwargs["host"] == "h1"
+
+
+def test_the_redis_unavailable_line_masks_every_password(caplog):
+    closed = free_port()
+    app = make_app(f"redis://:pw-one@127.0.0.1:{closed}/0;redis://:pw-two@127.0.0.1:{closed}/0",
+                   redbeat_redis_options={"socket_connect_timeout": 1})
+    scheduler = RedBeatScheduler(app=app)
+    with caplog.at_level(logging.INFO, logger="celery.beat"):
+        scheduler.tick()
+    assert "is unavailable" in caplog.text and "pw-" not in caplog.text
+
+
+def test_celery_report_shows_no_redbeat_secret(tmp_path, project_env):
+    (tmp_path / "reportapp.py").write_text(
+        "from celery import Celery\n"
+        "app = Celery('reportapp', broker='memory://')\n"
+        "app.conf.redbeat_redis_url = 'redis://beat:url-secret@db.example:6379/1'\n"
+        "app.conf.redbeat_redis_options = {'password': 'option-secret', 'service_name': 'mymaster',\n"
+        "                                  'sentinel_kwargs': {'password': 'sentinel-secret'}}\n"
+        "app.conf.redbeat_redis_use_ssl = {'ssl_keyfile': '/k.pem', 'ssl_password': 'key-secret'}\n")
+    report = subprocess.run([sys.executable, "-m", "celery", "-A", "reportapp", "report"], cwd=tmp_path,
+                            env=project_env, capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stderr
+    assert "redbeat_redis_url" in report.stdout and "mymaster" in report.stdout
+    for secret in ("url-secret", "option-secret", "sentinel-secret", "key-secret"):
+        assert secret not in report.stdout + report.stderr, secret
+
+
+# -- numeric settings ----------------------------------------------------------------
+
+@pytest.mark.parametrize("setting, value, read", [
+    ("redbeat_catch_up_max", 0, 0), ("redbeat_catch_up_max", "50", 50), ("redbeat_catch_up_max", None, 100),
+    ("redbeat_starting_deadline", "2.5", 2.5), ("redbeat_starting_deadline", 0, 0.0),
+])
+def test_numeric_settings_are_read(setting, value, read):
+    assert getattr(ensure_conf(make_app("redis://x/1", **{setting: value})), setting[len("redbeat_"):]) == read
+
+
+@pytest.mark.parametrize("setting, value", [
+    ("redbeat_catch_up_max", MAX_CATCH_UP + 1), ("redbeat_catch_up_max", -1), ("redbeat_catch_up_max", True),
+    ("redbeat_catch_up_max", "many"), ("redbeat_starting_deadline", float("nan")),
+    ("redbeat_starting_deadline", "inf"), ("redbeat_starting_deadline", -1), ("redbeat_starting_deadline", True),
+])
+def test_ambiguous_or_unbounded_numeric_settings_stop_beat_naming_the_setting(setting, value):
+    with pytest.raises(ConfigurationError, match=f"{setting} must be a (whole number|number of seconds)"):
+        ensure_conf(make_app("redis://x/1", **{setting: value}))

@@ -57,6 +57,12 @@ def test_interval_without_relative_flag_loads():
     assert value.relative is False
 
 
+@pytest.mark.parametrize("relative", [True, False])
+def test_interval_relative_as_celery_redbeat_2_writes_it_loads(relative):
+    value = loads(json.dumps({"__type__": "interval", "every": 5.0, "relative": relative}))
+    assert value.relative is relative
+
+
 def test_crontab_with_some_fields_defaults_the_rest_to_star():
     value = loads('{"__type__": "crontab", "minute": "5", "day_of_week": "monday"}')
     assert isinstance(value, crontab)
@@ -96,6 +102,12 @@ def test_unknown_type_stays_a_dict():
     ('{"__type__": "interval", "every": "soon"}', "at least 0.001 seconds"),
     ('{"__type__": "interval", "every": 0}', "at least 0.001 seconds"),
     ('{"__type__": "interval", "every": 1e-7}', "at least 0.001 seconds"),
+    ('{"__type__": "interval", "every": NaN}', "at least 0.001 seconds and less than 1e\\+12, not nan"),
+    ('{"__type__": "interval", "every": Infinity}', "at least 0.001 seconds and less than 1e\\+12"),
+    ('{"__type__": "interval", "every": 1e12}', "at least 0.001 seconds and less than 1e\\+12"),
+    ('{"__type__": "interval", "every": 5, "relative": "false"}', "'relative' must be true or false, not 'false'"),
+    ('{"__type__": "interval", "every": 5, "relative": 0}', "'relative' must be true or false"),
+    ('{"__type__": "interval", "every": 5, "relative": null}', "'relative' must be true or false"),
     ('{"__type__": "rrule", "freq": "DAILY", "interval": 0}', "interval must be a whole number"),
     ('{"__type__": "crontab", "minute": "61"}', "bad crontab"),
     ('{"__type__": "datetime", "year": 2026, "month": 13, "day": 1}', "bad datetime"),

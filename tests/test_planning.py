@@ -161,7 +161,7 @@ def test_options_are_stored_only_when_set(fake_app):
     ("catch_up", "sometimes", "catch_up' must be one of skip, once, all"),
     ("on_finish", "explode", "on_finish' must be one of disable, delete"),
     ("max_runs", "3", "max_runs' must be a whole number"),
-    ("jitter", -1, "jitter' must not be negative"),
+    ("jitter", -1, "jitter' must be a number of seconds from 0 to"),
     ("start_at", "tomorrow", "start_at' must be a datetime object"),
 ])
 def test_invalid_options_are_refused_naming_the_field(field, value, words):
