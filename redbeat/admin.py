@@ -389,9 +389,10 @@ TYPE_WORDS = {"zset": "sorted set", "set": "set", "string": "string", "hash": "h
 FIXES = {
     "schedule": "beat cannot read the schedule. Move it aside (RENAME {key} {key}.bad); `redbeat doctor` "
                 "then lists the entries to ZADD back",
-    "statics": "DEL {key}; the next beat to start writes it again",
-    "lock": "no beat can take the lock. DEL {key}",
-    "inflight": "beat cannot record runs in flight. DEL {key}",
+    "statics": "the active beat moves it aside and writes the names again when it next writes its static "
+               "entries (as it takes the lock)",
+    "lock": "the next beat to take the lock replaces it; if none does, DEL {key}",
+    "inflight": "the active beat moves it aside at its next tick; if none does, no run can be recorded in flight",
     "heartbeat": "DEL {key}; beat writes it again at its next tick",
     "history": "DEL {key}; beat starts the entry's history again",
 }

@@ -22,6 +22,7 @@ from .config import ConfigurationError, ensure_conf
 from .decoder import DecodeError, dumps
 from .entry import RedBeatSchedulerEntry
 from .printable import printable
+from .store import WrongTypeError
 
 UTC = timezone.utc
 
@@ -58,8 +59,9 @@ class RedBeatGroup(click.Group):
             raise click.ClickException(f"cannot reach Redis at {_where(ctx)}: {exc}") from None
         except ConfigurationError as exc:
             raise click.ClickException(str(exc)) from None
-        except ResponseError as exc:
-            wrong = admin.wrong_types(ctx.obj.app) if str(exc).startswith("WRONGTYPE") else []
+        except (ResponseError, WrongTypeError) as exc:
+            wrong_type = isinstance(exc, WrongTypeError) or str(exc).startswith("WRONGTYPE")
+            wrong = admin.wrong_types(ctx.obj.app) if wrong_type else []
             if wrong:
                 raise click.ClickException(printable("; ".join(w.explanation() for w in wrong))) from None
             raise click.ClickException(f"Redis refused a command: {exc}") from None

@@ -157,6 +157,16 @@ def test_beat_the_command_line_and_the_entry_api_need_exactly_the_documented_acl
         as_user.zadd("redbeat::schedule", {"redbeat:deleted-elsewhere": 0})
         acl_server.wait_for(lambda: as_user.zscore("redbeat::schedule", "redbeat:deleted-elsewhere") is None,
                             "beat dropping the orphan member")
+        # A member outside the prefix, whose key this user may not read: dropped, and ticks go on.
+        as_user.zadd("redbeat::schedule", {"session:42": 0})
+        acl_server.wait_for(lambda: as_user.zscore("redbeat::schedule", "session:42") is None,
+                            "beat dropping the member outside the prefix")
+        # The in-flight key holding a string: moved aside, and runs are dispatched again.
+        as_user.delete("redbeat::inflight")
+        as_user.set("redbeat::inflight", "not a hash")
+        acl_server.wait_for(lambda: as_user.type("redbeat::inflight") != "string", "the in-flight key moved aside")
+        count = len(published(broker_redis))
+        acl_server.wait_for(lambda: len(published(broker_redis)) >= count + 2, "runs after the move")
         beats.stop("beat-b")
         for name in ("beat-a", "beat-b"):
             assert "NOPERM" not in beats.log(name) and "tick failed" not in beats.log(name)
