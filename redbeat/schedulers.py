@@ -60,6 +60,8 @@ logger = get_logger("celery.beat")
 MAX_BATCHES_PER_TICK = 20
 RETRY_FIRST = 0.1
 RETRY_MAX = 1.0
+# A host clock this many seconds off Redis's is warned about.
+CLOCK_SKEW_WARNING = 1.0
 # Publishing stops when this fraction of the lock timeout has passed since the
 # claim: past it, the lock may have expired under us.
 PAUSE_FRACTION = 0.8
@@ -98,6 +100,9 @@ class RedBeatScheduler(Scheduler):
         self._failure = ""  # why the last tick failed, for the heartbeat
         self._last_good_tick: float | None = None  # the heartbeat's last_tick
         self._retry_delay = RETRY_FIRST
+        self.host_clock = time.time  # this host's clock (a test may set it off)
+        self._clock_offset = 0.0  # Redis's clock minus this host's, as last seen
+        self._clock_skewed = False
         self._active_since: float | None = None
         self._token = make_token()  # names this beat in the lock and in its runs in flight
         # Runs published or given up, not yet forgotten in Redis (see _record_outcomes).
@@ -241,13 +246,15 @@ class RedBeatScheduler(Scheduler):
             self._statics_synced = False
         store, limit = self.store, self.conf.claim_batch_size
         for batch_number in range(MAX_BATCHES_PER_TICK):
-            now = time.time()
             renewed_at = time.monotonic()
-            batch = store.read_due(now, limit, lock, self._heartbeat(now) if batch_number == 0 else "",
+            asked_at = self.host_clock()
+            batch = store.read_due(None, limit, lock, self._heartbeat(self.clock()) if batch_number == 0 else "",
                                    published=self._unrecorded)
             self._unrecorded = []
             if batch.lock_lost:
                 return self._lock_lost()
+            now = batch.now  # Redis's clock: every beat decides by the same one
+            self._observe_clock(now, (asked_at + self.host_clock()) / 2)
             if batch.moved_in_flight:
                 logger.error("beat: %s was a %s, not the hash of runs in flight; moved it aside to %s and "
                              "started a new one", store.inflight_key, *batch.moved_in_flight)
@@ -310,6 +317,26 @@ class RedBeatScheduler(Scheduler):
         published = set(published)
         return {run.key for run in self.store.in_flight()[1] if run.task_id not in published}
 
+    def clock(self) -> float:
+        """Now, in UNIX seconds by Redis's clock (this host's clock, corrected by
+        the offset seen at the last read)."""
+        return self.host_clock() + self._clock_offset
+
+    def _observe_clock(self, redis_now: float, local_now: float) -> None:
+        """Note how far this host's clock is from Redis's, and warn when it is far off:
+        RedBeat decides by Redis's clock, but the task messages, the worker and the
+        logs of this host go by its own."""
+        offset = redis_now - local_now
+        skewed = abs(offset) > CLOCK_SKEW_WARNING
+        if skewed and not self._clock_skewed:
+            logger.warning("beat: this host's clock is %.1fs %s Redis's; beat decides by Redis's clock, but "
+                           "fix this host's time (NTP): task ETAs and logs here go by it",
+                           abs(offset), "behind" if offset > 0 else "ahead of")
+        elif self._clock_skewed and not skewed:
+            logger.info("beat: this host's clock is within %.1fs of Redis's again", CLOCK_SKEW_WARNING)
+        self._clock_skewed = skewed
+        self._clock_offset = offset
+
     def _heartbeat(self, now: float) -> str:
         """Who ticks, and how well: read by ``redbeat status``.
 
@@ -324,7 +351,8 @@ class RedBeatScheduler(Scheduler):
             self._last_good_tick = now
         beat = {"token": self._token, "host": socket.gethostname(), "pid": os.getpid(),
                 "version": __version__, "last_tick": self._last_good_tick, "active_since": self._active_since,
-                "lock_timeout": self.lock_timeout, "max_interval": self.max_interval}
+                "lock_timeout": self.lock_timeout, "max_interval": self.max_interval,
+                "clock_offset": round(self._clock_offset, 3)}
         if self._failing_since is not None:
             beat["failing_since"] = self._failing_since
             beat["error"] = self._failure
@@ -444,7 +472,7 @@ class RedBeatScheduler(Scheduler):
             sent_ids = {run.task_id for run in sent}
             failed += [run for _, run in runs[position:position + attempted] if run.task_id not in sent_ids]
             position += attempted
-            sent_at = time.time()
+            sent_at = self.clock()
             published |= sent_ids
             self._unrecorded += [(run, "published", sent_at) for run in sent]
             if stop == "broker down":
@@ -561,7 +589,7 @@ class RedBeatScheduler(Scheduler):
         return None
 
     def _publish_failed(self, runs: list[InFlight]) -> None:
-        now = time.time()
+        now = self.clock()
         retry, given_up = [], []
         for run in runs:
             run.token = self._token  # ours now: its backoff is ours to keep
@@ -634,7 +662,7 @@ class RedBeatScheduler(Scheduler):
     def _sleep_until(self, next_score: float | None) -> float:
         interval = self.max_interval
         if next_score is not None:
-            interval = min(interval, max(next_score - time.time(), 0.0))
+            interval = min(interval, max(next_score - self.clock(), 0.0))
         if self.lock is not None:
             # Renew well before expiry: a third of the timeout survives two missed renewals.
             interval = min(interval, self.lock_timeout / 3)
@@ -656,7 +684,7 @@ class RedBeatScheduler(Scheduler):
         after it), and back off: 0.1 s doubling to 1 s."""
         failure = printable(f"{type(exc).__name__}: {exc}")[:500]
         if self._failing_since is None:
-            self._failing_since = time.time()
+            self._failing_since = self.clock()
             self._retry_delay = RETRY_FIRST
         else:
             self._retry_delay = min(self._retry_delay * 2, RETRY_MAX)
@@ -673,7 +701,7 @@ class RedBeatScheduler(Scheduler):
 
     def _tick_succeeded(self) -> None:
         if self._failing_since is not None:
-            logger.info("beat: ticking normally again after %.1fs of failed ticks", time.time() - self._failing_since)
+            logger.info("beat: ticking normally again after %.1fs of failed ticks", self.clock() - self._failing_since)
             self._failing_since = None
             self._failure = ""
             # A Redis that restarted without its data lost the static entries too.
@@ -683,7 +711,7 @@ class RedBeatScheduler(Scheduler):
 
     def get_schedule(self) -> dict:
         """The entries due now and the next one due: never the whole schedule."""
-        batch = self.store.read_due(time.time(), self.conf.claim_batch_size)
+        batch = self.store.read_due(None, self.conf.claim_batch_size)
         keys = [record.key for record in batch.records]
         if batch.next_key is not None:
             keys.append(batch.next_key)
@@ -706,7 +734,7 @@ class RedBeatScheduler(Scheduler):
             self._record_outcomes()
             # Health checks then see at once that no beat ticks, instead of
             # waiting for the heartbeat to age.
-            self.store.stop_heartbeat(self._token, time.time())
+            self.store.stop_heartbeat(self._token, self.clock())
         except RedisError as exc:
             logger.warning("beat: could not record the last runs or stop the heartbeat: %s", exc)
         if self.lock is not None and self.lock.held:

@@ -35,6 +35,9 @@ __all__ = ["ScheduleStore", "DueRecord", "Decision", "DueBatch", "Outcome", "NEV
 NEVER = -1.0
 # What a script returns when one of RedBeat's own keys has the wrong type.
 WRONG_TYPE = -2
+# Entries due within this many seconds are on time: each batch read gives
+# them at least half its room, ahead of a backlog of entries due long ago.
+ON_TIME_WINDOW = 5.0
 
 
 class WrongTypeError(RuntimeError):
@@ -75,6 +78,7 @@ class DueBatch:
     lock_lost: bool = False
     # The in-flight key was of another type: (that type, where it was moved).
     moved_in_flight: tuple[str, str] | None = None
+    now: float = 0.0  # the moment the batch was read at (UNIX seconds, Redis's clock unless given)
 
 
 @dataclass(slots=True)
@@ -160,9 +164,16 @@ class ScheduleStore:
     # Records the runs published since the last call (RECORD_PUBLISHED_LUA),
     # renews the lock (FENCE_LUA), then returns what is due: a status, the key
     # and score of the first entry not due yet, the number of runs in flight,
-    # the name a wrong-typed in-flight key was moved to ('' if none), and
-    # (key, score, key type, definition, meta, status, run_now) for up to
-    # ARGV[4] due entries.
+    # the type of a wrong-typed in-flight key moved aside ('' if none), the
+    # time it read what is due at, and (key, score, key type, definition,
+    # meta, status, run_now) for up to ARGV[4] due entries.
+    # "Now" is Redis's clock (TIME) unless ARGV[3] gives one: every beat
+    # then decides by the same clock, however far its own host's clock is off.
+    # Fairness: a backlog (entries due long ago, such as thousands written
+    # at once with score 0) must not delay the entries that come due on time.
+    # Entries due within the last ARGV[9] seconds get at least half of a
+    # batch, the backlog the rest (at least half too, so that it drains),
+    # each oldest first; either takes what the other leaves.
     # Reading in the script keeps the batch consistent with the fence check
     # and costs one round trip however many are due; the record of the
     # previous batch rides along, so a batch costs two round trips (this and
@@ -175,8 +186,8 @@ class ScheduleStore:
     # ARGV[8]) so that dispatching goes on; a schedule that is no sorted set
     # is the schedule itself, and is only reported: {-2, its type}.
     # KEYS: lock, schedule, inflight, heartbeat
-    # ARGV: token, ttl_ms, now, limit, heartbeat, history size, prefix,
-    #       set-aside name, then runs to record as for RECORD_LUA
+    # ARGV: token, ttl_ms, now ('' = Redis's), limit, heartbeat, history size,
+    #       prefix, set-aside name, on-time window, then runs to record as for RECORD_LUA
     READ_DUE_LUA = RECORD_PUBLISHED_LUA + READ_ENTRY_LUA + """
     local moved = ''
     local in_flight = redis.pcall('HLEN', KEYS[3])
@@ -187,29 +198,44 @@ class ScheduleStore:
         moved = redis.call('TYPE', KEYS[3])['ok']
         redis.call('RENAME', KEYS[3], ARGV[8])
     end
-    record_published(KEYS[3], tonumber(ARGV[6]), 9)
+    record_published(KEYS[3], tonumber(ARGV[6]), 10)
     """ + FENCE_LUA + """
     if ARGV[5] ~= '' then
         redis.call('SET', KEYS[4], ARGV[5], 'EX', 86400)
     end
-    local due = redis.pcall('ZRANGEBYSCORE', KEYS[2], 0, ARGV[3], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[4]))
-    if due['err'] then
+    local now = ARGV[3]
+    if now == '' then
+        local clock = redis.call('TIME')
+        now = clock[1] .. '.' .. string.format('%06d', tonumber(clock[2]))
+    end
+    local limit = tonumber(ARGV[4])
+    local on_time_from = '(' .. string.format('%.6f', tonumber(now) - tonumber(ARGV[9]))
+    local on_time = redis.pcall('ZRANGEBYSCORE', KEYS[2], on_time_from, now, 'WITHSCORES', 'LIMIT', 0, limit)
+    if on_time['err'] then
         return {-2, redis.call('TYPE', KEYS[2])['ok']}
     end
-    local after = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[3], '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
-    local reply = {1, after[1] or false, after[2] or false, redis.call('HLEN', KEYS[3]), moved}
+    local backlog = redis.call('ZRANGEBYSCORE', KEYS[2], 0, string.sub(on_time_from, 2), 'WITHSCORES',
+                               'LIMIT', 0, limit)
+    local backlog_taken = math.min(#backlog / 2, math.max(limit - #on_time / 2, math.floor(limit / 2)))
+    local on_time_taken = math.min(#on_time / 2, limit - backlog_taken)
+    local after = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+    local reply = {1, after[1] or false, after[2] or false, redis.call('HLEN', KEYS[3]), moved, now}
     local n = #reply
-    for i = 1, #due, 2 do
-        local key = due[i]
-        local kind, fields = read_entry(ARGV[7], key, 'definition', 'meta', 'status', 'run_now')
-        reply[n + 1] = key
-        reply[n + 2] = due[i + 1]
-        reply[n + 3] = kind
-        for f = 1, 4 do
-            reply[n + 3 + f] = fields[f]
+    local function add(members, count)
+        for i = 1, 2 * count, 2 do
+            local key = members[i]
+            local kind, fields = read_entry(ARGV[7], key, 'definition', 'meta', 'status', 'run_now')
+            reply[n + 1] = key
+            reply[n + 2] = members[i + 1]
+            reply[n + 3] = kind
+            for f = 1, 4 do
+                reply[n + 3 + f] = fields[f]
+            end
+            n = n + 7
         end
-        n = n + 7
     end
+    add(on_time, on_time_taken)
+    add(backlog, backlog_taken)
     return reply
     """
 
@@ -374,26 +400,29 @@ class ScheduleStore:
 
     # -- the tick -----------------------------------------------------------
 
-    def read_due(self, now: float, limit: int, lock: BeatLock | None = None, heartbeat: str = "",
+    def read_due(self, now: float | None, limit: int, lock: BeatLock | None = None, heartbeat: str = "",
                  published: Sequence[Outcome] = ()) -> DueBatch:
-        """Entries due at ``now`` (at most ``limit``), renewing and checking ``lock``;
-        records ``published`` first, as ``record`` does, even if the lock was lost."""
+        """Entries due at ``now`` (at most ``limit``; None: by Redis's clock), renewing
+        and checking ``lock``; records ``published`` first, as ``record`` does, even if
+        the lock was lost."""
         keys, args = self._fenced(lock)
-        set_aside = f"{self.inflight_key}:wrongtype:{round(now * 1000)}"
-        args += [repr(now), limit, heartbeat, self.conf.history_size, self.conf.key_prefix, set_aside]
+        set_aside = f"{self.inflight_key}:wrongtype:{round(time.time() * 1000)}"
+        args += ["" if now is None else repr(now), limit, heartbeat, self.conf.history_size, self.conf.key_prefix,
+                 set_aside, ON_TIME_WINDOW]
         reply = self._read_due(keys=keys + [self.heartbeat_key], args=self._outcome_args(args, published))
         if reply == LOCK_LOST:
             return DueBatch([], lock_lost=True)
         if reply[0] == WRONG_TYPE:
             raise WrongTypeError(self.conf.schedule_key, text(reply[1]), "sorted set")
         next_score = float(reply[2]) if reply[2] is not None else None
-        body = reply[5:]
+        body = reply[6:]
         records = [
             DueRecord(body[i], float(body[i + 1]), *body[i + 3:i + 7], kind=text(body[i + 2]))
             for i in range(0, len(body), 7)
         ]
         moved = (text(reply[4]), set_aside) if reply[4] else None
-        return DueBatch(records, reply[1], next_score, in_flight=reply[3], moved_in_flight=moved)
+        return DueBatch(records, reply[1], next_score, in_flight=reply[3], moved_in_flight=moved,
+                        now=float(reply[5]))
 
     def claim(self, decisions: Sequence[Decision], lock: BeatLock | None = None) -> list[Decision] | None:
         """Apply ``decisions``; returns the applied ones, or None if the lock was lost."""

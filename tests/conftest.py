@@ -195,3 +195,50 @@ def project_env() -> dict:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), str(ROOT / "tests"), env.get("PYTHONPATH")]))
     env.pop("CELERY_CONFIG_MODULE", None)
     return env
+
+
+# -- an in-process scheduler against the real redis-server --------------------------
+
+RAW_DEFINITION = json.dumps({
+    "name": "raw", "task": "tasks.raw", "args": [7],
+    "schedule": {"__type__": "interval", "every": 3600},
+})
+
+
+def tick_until(scheduler, condition, timeout=10.0, message="condition"):
+    """Run beat's loop (tick, then sleep what it asks, at most 50 ms) until ``condition``."""
+    def step():
+        interval = scheduler.tick()
+        if condition():
+            return True
+        time.sleep(min(interval, 0.05))
+        return False
+    return wait_for(step, timeout=timeout, interval=0, message=message)
+
+
+def tasks_sent(broker):
+    return [message["task"] for message in published(broker)]
+
+
+def raw_entry(schedule_redis, name="raw", every=3600, score=0, **fields):
+    """An entry written as another program would: HSET of its definition, then ZADD."""
+    definition = json.loads(RAW_DEFINITION) | {"name": name, "schedule": {"__type__": "interval", "every": every}}
+    schedule_redis.hset(f"redbeat:{name}", "definition", json.dumps(definition | fields))
+    schedule_redis.zadd("redbeat::schedule", {f"redbeat:{name}": score})
+
+
+@pytest.fixture
+def scheduler_for(app):
+    made = []
+
+    def build(schedule_=None, target_app=None, **settings):
+        target = target_app or app
+        target.conf.update(beat_schedule=schedule_ or {}, **settings)
+        from redbeat import RedBeatScheduler
+
+        scheduler = RedBeatScheduler(app=target)
+        made.append(scheduler)
+        return scheduler
+    yield build
+    for scheduler in made:
+        scheduler.close()
