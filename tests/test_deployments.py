@@ -7,8 +7,7 @@ import subprocess
 
 import pytest
 from celery.schedules import schedule
-from conftest import make_app, published
-from test_scheduler import tick_until
+from conftest import make_app, published, tick_until
 from topologies import ClusterSetup, SentinelSetup, TlsServer
 
 from redbeat import RedBeatScheduler, RedBeatSchedulerEntry
@@ -56,6 +55,17 @@ def test_entries_save_claim_and_dispatch_on_a_redis_cluster(tmp_path, redis_serv
         tick_until(scheduler, lambda: {"tasks.fast", "tasks.dynamic"} <= {m["task"] for m in published(broker_redis)},
                    message="both entries dispatched from the cluster")
         assert runs_of(app, "dynamic") >= 1
+        # A member outside the prefix names a key of another slot: reading it from the
+        # script would fail the whole tick. It is dropped, the key left alone.
+        client = cluster.client()
+        foreign = '{"name": "x", "task": "tasks.foreign", "schedule": {"__type__": "interval", "every": 1}}'
+        client.hset("session:42", "definition", foreign)
+        client.zadd("{redbeat}::schedule", {"session:42": 0})
+        before = len(published(broker_redis))
+        tick_until(scheduler, lambda: client.zscore("{redbeat}::schedule", "session:42") is None
+                   and len(published(broker_redis)) > before, message="the foreign member dropped, runs going on")
+        assert client.hgetall("session:42") == {"definition": foreign}
+        assert "tasks.foreign" not in {m["task"] for m in published(broker_redis)}
         RedBeatSchedulerEntry.from_name("dynamic", app=app).delete()
         with pytest.raises(KeyError):
             RedBeatSchedulerEntry.from_name("dynamic", app=app)

@@ -158,6 +158,9 @@ class ClusterSetup:
     def url(self) -> str:
         return f"redis-cluster://127.0.0.1:{self.nodes[0].port}"
 
+    def client(self) -> redis.RedisCluster:
+        return redis.RedisCluster(host="127.0.0.1", port=self.nodes[0].port, decode_responses=True)
+
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
