@@ -712,8 +712,8 @@ class RedBeatScheduler(Scheduler):
     def get_schedule(self) -> dict:
         """The entries due now and the next one due: never the whole schedule."""
         batch = self.store.read_due(None, self.conf.claim_batch_size)
-        keys = [record.key for record in batch.records]
-        if batch.next_key is not None:
+        keys = [record.key for record in batch.records if record.kind == "hash"]
+        if batch.next_key is not None and self.store.is_entry_key(batch.next_key):
             keys.append(batch.next_key)
         entries = {}
         for key in keys:
