@@ -119,9 +119,8 @@ def _decode_crontab(d: dict) -> crontab:
     fields = {name: d[name] for name in _CRONTAB_FIELDS if d.get(name) is not None}
     zone = d.get("timezone")
     try:
-        if zone:
-            return schedules.crontab(timezone=_checked_zone(zone), **fields)
-        return crontab(**fields)
+        # Always RedBeat's crontab, zone or not: it answers with beat's next slot.
+        return schedules.crontab(timezone=_checked_zone(zone) if zone else None, **fields)
     except Exception as exc:  # celery raises ValueError, but also others on odd input
         raise DecodeError(f"bad crontab {fields!r}: {exc}") from exc
 

@@ -22,7 +22,7 @@ from celery import schedules as celery_schedules
 from celery.schedules import BaseSchedule, schedstate
 from dateutil.relativedelta import relativedelta
 
-from .slots import earliest_wall_after, first_instant_after
+from .slots import MAX_SEARCH_DAYS, earliest_wall_after, first_instant_after, next_cron_slot
 
 __all__ = ["rrule", "crontab", "clocked", "ScheduleTooCostlyError"]
 
@@ -340,16 +340,41 @@ class rrule(BaseSchedule):  # noqa: N801 - the name is part of the public import
 
 
 class crontab(celery_schedules.crontab):  # noqa: N801 - a drop-in for Celery's crontab
-    """Celery's crontab, evaluated in ``timezone`` rather than Celery's ``timezone`` setting."""
+    """Celery's crontab, evaluated in ``timezone`` rather than Celery's ``timezone``
+    setting, and answering Celery's schedule interface (``remaining_estimate``,
+    hence ``is_due``) with beat's own next slot: Celery's arithmetic disagrees
+    with beat around daylight-saving changes (an hourly cron at the autumn
+    change in Europe), and whoever asks the schedule must hear what beat does.
+    """
 
     def __init__(self, *args: Any, timezone: str | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.timezone = timezone
         self.zone = ZoneInfo(timezone) if timezone else None
 
+    @classmethod
+    def from_celery(cls, cron: celery_schedules.crontab) -> crontab:
+        """The same crontab as Celery's ``cron`` (its fields, app and clock)."""
+        if isinstance(cron, cls):
+            return cron
+        ours = cls(cron._orig_minute, cron._orig_hour, cron._orig_day_of_week, cron._orig_day_of_month,
+                   cron._orig_month_of_year, **cron._orig_kwargs)
+        ours.nowfun, ours._app = cron.nowfun, cron._app
+        return ours
+
     @property
     def tz(self) -> Any:  # what Celery's own crontab code evaluates in
         return self.zone or super().tz
+
+    def next_slot_after(self, moment: datetime) -> datetime | None:
+        """The first slot strictly after ``moment``, by slots.py's daylight-saving rules."""
+        return next_cron_slot(self, _aware(moment).astimezone(UTC), self.tz)
+
+    def remaining_estimate(self, last_run_at: datetime, ffwd: Any = None) -> timedelta:
+        slot = self.next_slot_after(self.maybe_make_aware(last_run_at))
+        if slot is None:  # no such day in 29 years ("February 30"): never, as far as anyone can wait
+            return timedelta(days=MAX_SEARCH_DAYS)
+        return slot - self.maybe_make_aware(self.now()).astimezone(UTC)
 
     def __reduce__(self) -> tuple:
         return (functools.partial(crontab, timezone=self.timezone),

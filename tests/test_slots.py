@@ -332,3 +332,25 @@ def test_a_minutely_rule_started_in_a_dst_zone_keeps_every_minute_after_a_fall_b
     assert slots[0] == rule.rrule.after(moment)
     assert [slot.astimezone(UTC) for slot in slots] == [datetime(2023, 11, 15, 12, minute, tzinfo=UTC)
                                                         for minute in range(1, 5)]
+
+
+def test_a_crontab_answers_celerys_interface_with_beats_next_slot_across_dst():
+    # Hourly at :00 in Paris; 02:00 CEST is 00:00 UTC on the day of the autumn change.
+    # The wall hour 02:00 happens twice: an hourly cron follows elapsed time, so beat runs
+    # at 01:00 UTC (02:00 CET), an hour later, where Celery's own arithmetic says otherwise.
+    last = datetime(2026, 10, 25, 0, 0, tzinfo=UTC)
+    cron = crontab(minute=0, timezone="Europe/Paris", nowfun=lambda: last)
+    assert next_slot(cron, last) == datetime(2026, 10, 25, 1, 0, tzinfo=UTC)
+    assert cron.remaining_estimate(last) == timedelta(hours=1)
+    assert cron.is_due(last) == (False, 3600)
+
+
+def test_entries_and_decoded_definitions_use_redbeats_crontab(fake_app):
+    from celery.schedules import crontab as celery_crontab
+
+    from redbeat import RedBeatSchedulerEntry
+    from redbeat.decoder import loads
+
+    entry = RedBeatSchedulerEntry("cron", "tasks.t", celery_crontab(minute="*/5"), app=fake_app)
+    assert type(entry.schedule) is crontab and entry.schedule == celery_crontab(minute="*/5")
+    assert type(loads('{"__type__": "crontab", "minute": "5"}')) is crontab
