@@ -140,8 +140,11 @@ def _decode_clocked(d: dict) -> clocked:
 
 
 def _decode_weekday(d: dict) -> weekday:
+    day = d.get("wkday")
+    if not isinstance(day, int) or isinstance(day, bool) or not 0 <= day <= 6:
+        raise DecodeError(f"weekday 'wkday' must be 0 (MO) to 6 (SU), not {day!r}")
     try:
-        return weekday(d["wkday"], d.get("n"))
+        return weekday(day, d.get("n"))
     except (KeyError, TypeError, ValueError) as exc:
         raise DecodeError(f"bad weekday {d!r}") from exc
 

@@ -54,14 +54,18 @@ class BeatLock:
     return 0
     """
 
-    # Takes the lock if it is free or already ours; returns {taken, type replaced}.
-    # A lock key of another type than a string (someone wrote a hash there)
-    # would keep every beat out for ever: nothing in it is a lock, so it is
-    # replaced, and the caller says so.
+    # Takes the lock if it is free or already ours; returns {taken, what was
+    # replaced}. A lock key of another type than a string (someone wrote a
+    # hash there), or a string without an expiry, would keep every beat out
+    # for ever: no beat (nor celery-redbeat 2.x) writes a lock without one,
+    # so neither is a live beat's lock. It is replaced, and the caller says so.
     # KEYS: lock   ARGV: token, ttl_ms
     ACQUIRE_LUA = """
     local kind = redis.call('TYPE', KEYS[1])['ok']
     local replaced = ''
+    if kind == 'string' and redis.call('PTTL', KEYS[1]) == -1 and redis.call('GET', KEYS[1]) ~= ARGV[1] then
+        kind = 'string without an expiry'
+    end
     if kind ~= 'string' and kind ~= 'none' then
         redis.call('DEL', KEYS[1])
         replaced = kind

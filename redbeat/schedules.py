@@ -474,11 +474,12 @@ def _check_by_fields(byweekday: Any, wkst: Any, **by_fields: Any) -> None:
     for name, value in (("byweekday", byweekday), ("wkst", wkst)):
         for item in _as_list(value):
             day = item.weekday if isinstance(item, dateutil.rrule.weekday) else item
+            # Not repr(item): dateutil's weekday repr fails on a weekday out of range.
             if not isinstance(day, int) or isinstance(day, bool) or not 0 <= day <= 6:
-                raise ValueError(f"rrule {name} values must be weekdays 0 (MO) to 6 (SU), not {item!r}")
+                raise ValueError(f"rrule {name} values must be weekdays 0 (MO) to 6 (SU), not {day!r}")
             n = getattr(item, "n", None)
-            if n is not None and not (isinstance(n, int) and 1 <= abs(n) <= 53):
-                raise ValueError(f"rrule {name} weekday position must be from -53 to 53, not 0: {item!r}")
+            if n is not None and not (isinstance(n, int) and not isinstance(n, bool) and 1 <= abs(n) <= 53):
+                raise ValueError(f"rrule {name} weekday positions must be from -53 to 53 but not 0, not {n!r}")
 
 
 def _as_list(value: Any) -> list:

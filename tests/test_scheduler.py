@@ -992,3 +992,27 @@ def test_an_entry_to_delete_waits_for_its_last_run_in_flight_when_looked_at_agai
         wait_for(lambda: not schedule_redis.exists("redbeat:once"), timeout=5, message="the entry deleted")
     finally:
         scheduler.close()
+
+
+@pytest.mark.parametrize("write", [
+    lambda client: client.set("redbeat::lock", "left by hand"),  # a string that never expires
+    lambda client: client.hset("redbeat::lock", "owner", "someone"),
+    lambda client: client.rpush("redbeat::lock", "x"),
+])
+def test_a_lock_key_that_no_beat_wrote_is_replaced(scheduler_for, schedule_redis, broker_redis, caplog, write):
+    write(schedule_redis)
+    raw_entry(schedule_redis)
+    scheduler = scheduler_for()
+    with caplog.at_level(logging.ERROR, logger="celery.beat"):
+        tick_until(scheduler, lambda: tasks_sent(broker_redis), message="a run under the replaced lock")
+    assert "lock key redbeat::lock held a" in caplog.text
+    assert schedule_redis.get("redbeat::lock") == scheduler.lock.token
+    assert 0 < schedule_redis.pttl("redbeat::lock") <= scheduler.lock.ttl_ms
+
+
+def test_a_lock_string_with_an_expiry_is_another_beats_and_is_left_alone(scheduler_for, schedule_redis):
+    schedule_redis.set("redbeat::lock", "another-beat", px=60_000)
+    scheduler = scheduler_for()
+    scheduler.tick()
+    assert scheduler.lock.held is False
+    assert schedule_redis.get("redbeat::lock") == "another-beat"
