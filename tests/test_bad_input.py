@@ -7,6 +7,9 @@ consecutive slots one second apart (no run lost), and each run in the broker
 soon after its slot, except while the test itself makes ticks impossible (the
 schedule key of the wrong type). The broker is the session's redis-server
 (db 1); no worker runs, the messages stay in the queue to be counted.
+
+Two tests need no beat: the reason a bad rrule is parked with, and what
+``redbeat status`` makes of a heartbeat that says ticks fail.
 """
 
 from __future__ import annotations
@@ -27,8 +30,6 @@ from conftest import Processes, RedisServer, assert_each_slot_once, messages, pu
 
 from redbeat.cli import redbeat
 from redbeat.entry import RedBeatSchedulerEntry
-
-pytestmark = pytest.mark.e2e
 
 LOCK_TIMEOUT = 4.0
 MAX_AGE = 5.0  # redbeat status --max-age: a tick that cannot complete must show within this
@@ -193,6 +194,7 @@ COSTLY_RRULES = {
 NEVER_MATCH = ["february-30-daily", "february-30-yearly", "weekday-9"]
 
 
+@pytest.mark.e2e
 def test_costly_rrules_cost_only_themselves_on_two_beats(beats, schedule_server, broker_redis, canary):
     start_two_beats(beats)
     canary.wait_runs(message="canary runs before the bad input")
@@ -247,6 +249,7 @@ def in_flight_record(task_id: str, key: str, **fields: object) -> str:
                        "token": "a-beat-that-died", "retry_at": now - 1, "attempts": 0, **fields})
 
 
+@pytest.mark.e2e
 def test_unreadable_runs_in_flight_are_set_aside_with_an_error_line(beats, schedule_server, broker_redis, canary):
     start_beat(beats, "beat")
     canary.wait_runs(message="canary runs before the bad input")
@@ -275,6 +278,7 @@ def test_unreadable_runs_in_flight_are_set_aside_with_an_error_line(beats, sched
 
 # -- item 3: schedule members outside the prefix --------------------------------------------
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("user", ["default", "limited to redbeat:*"])
 def test_members_outside_the_prefix_are_dropped_never_read_written_or_run(
         user, beats, schedule_server, broker_redis, canary):
@@ -318,6 +322,7 @@ def make_wrong(server: RedisServer, key: str, kind: str) -> None:
     redis_cli(server, *(word.format(key=key) for word in WRITE[kind]))
 
 
+@pytest.mark.e2e
 def test_own_keys_of_the_wrong_type_are_named_and_beat_dispatches_what_it_can(
         beats, schedule_server, broker_redis, canary):
     start_two_beats(beats)
@@ -380,6 +385,7 @@ def test_own_keys_of_the_wrong_type_are_named_and_beat_dispatches_what_it_can(
     assert all(process.poll() is None for process in beats.started.values())
 
 
+@pytest.mark.e2e
 @pytest.mark.xfail(strict=True, reason="a lock string without expiry that no beat wrote keeps every beat on "
                                        "standby for ever (lock.py ACQUIRE_LUA); status only says 'no tick within'")
 def test_a_lock_that_never_expires_is_replaced(beats, schedule_server, broker_redis, canary):
@@ -388,3 +394,32 @@ def test_a_lock_that_never_expires_is_replaced(beats, schedule_server, broker_re
     redis_cli(schedule_server, "SET", LOCK, "not a beat")  # no expiry: no beat ever writes a lock like this
     canary.wait_runs(timeout=LOCK_TIMEOUT + 3, message="canary runs with a lock that never expires")
     canary.assert_cadence_kept()
+
+
+def write_heartbeat(client: redis.Redis, **fields: object) -> None:
+    now = time.time()
+    client.set("redbeat::heartbeat", json.dumps({"token": "vm:1:t", "host": "vm", "pid": 1, "version": "3",
+                                                  "last_tick": now, "active_since": now - 60, **fields}))
+
+
+def test_status_counts_a_beat_whose_ticks_fail_as_unhealthy_however_young_its_last_tick(redis_server, schedule_redis):
+    server_url = redis_server.url()
+    failing_since = time.time() - 12
+    write_heartbeat(schedule_redis, failing_since=failing_since, error="ResponseError: NOPERM\nforged line")
+    result = CliRunner().invoke(redbeat, ["--redis-url", server_url, "status", "--max-age", "60"])
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1] == "UNHEALTHY: ticks failing for 12s: ResponseError: NOPERM\\nforged line"
+    assert "failing: since " in result.output
+    report = json.loads(CliRunner().invoke(redbeat, ["--redis-url", server_url, "status", "--json"]).output)
+    assert report["healthy"] is False and report["error"] == "ResponseError: NOPERM\nforged line"
+    assert report["failing_for"] == pytest.approx(12, abs=2) and report["failing_since"].startswith("20")
+
+    write_heartbeat(schedule_redis, failing_since=failing_since, error=["not text"])
+    result = CliRunner().invoke(redbeat, ["--redis-url", server_url, "status"])
+    assert result.exit_code == 1 and "ticks failing for 12s: (no reason given)" in result.output
+
+    write_heartbeat(schedule_redis)  # the next tick completed: no failing_since
+    result = CliRunner().invoke(redbeat, ["--redis-url", server_url, "status", "--json"])
+    report = json.loads(result.output)
+    assert result.exit_code == 0 and report["healthy"] is True
+    assert (report["failing_since"], report["failing_for"], report["error"]) == (None, None, None)
