@@ -457,6 +457,8 @@ def beat_status(app: Celery, now: float | None = None) -> dict:
     """Who holds the lock, when beat last ticked, how the schedule stands.
 
     Keys of the wrong type are listed in ``wrong_types``; what they hold counts as unknown (None).
+    ``failing_since`` and ``error`` come from a beat whose ticks fail: it
+    still writes its heartbeat, but no tick completes.
     """
     store = get_store(app)
     now = time.time() if now is None else now
@@ -473,6 +475,7 @@ def beat_status(app: Celery, now: float | None = None) -> dict:
         holder["since"] = _iso_ts(_unix_seconds(beat.get("active_since")))
     last_tick = _unix_seconds(beat.get("last_tick")) if beat else None
     stopped_at = _unix_seconds(beat.get("stopped_at")) if beat else None
+    failing_since = _unix_seconds(beat.get("failing_since")) if beat else None
     policy = store.eviction_policy()
     return {
         "lock_key": store.conf.lock_key,
@@ -480,6 +483,9 @@ def beat_status(app: Celery, now: float | None = None) -> dict:
         "last_tick": _iso_ts(last_tick),
         "last_tick_age": None if last_tick is None else round(now - last_tick, 3),
         "stopped_at": _iso_ts(stopped_at),
+        "failing_since": _iso_ts(failing_since),
+        "failing_for": None if failing_since is None else round(now - failing_since, 3),
+        "error": _failure(beat) if failing_since is not None else None,
         "beat": beat,
         "heartbeat_error": heartbeat_error,
         "wrong_types": [w.as_dict() for w in wrong],
@@ -505,6 +511,12 @@ def _heartbeat(raw: bytes | None) -> tuple[dict | None, str | None]:
     if not isinstance(beat, dict) or _unix_seconds(beat.get("last_tick")) is None:
         return None, "the heartbeat is unreadable (no JSON object with last_tick): beat rewrites it at its next tick"
     return beat, None
+
+
+def _failure(beat: dict) -> str:
+    """Why the ticks of a failing beat fail, as it said in its heartbeat."""
+    error = beat.get("error")
+    return error if isinstance(error, str) and error else "(no reason given)"
 
 
 def _unix_seconds(value: Any) -> float | None:

@@ -544,20 +544,25 @@ def _print_import(plan: admin.ImportPlan, applied: bool, written: int) -> None:
 
 @redbeat.command()
 @click.option("--max-age", type=float, default=60.0, show_default=True,
-              help="Exit 1 when beat last ticked longer ago than this many seconds.")
+              help="Exit 1 when beat last completed a tick longer ago than this many seconds.")
 @json_option
 @pass_tool
 def status(tool: Tool, max_age: float, as_json: bool) -> None:
     """Who holds the lock, when beat last ticked, how late the schedule runs.
 
-    Exits non-zero when no beat ticked within --max-age seconds, or the last one stopped: usable as a health check.
+    Exits non-zero when no beat completed a tick within --max-age seconds, its
+    ticks are failing, or the last one stopped: usable as a health check.
     """
     report = admin.beat_status(tool.app)
-    problems = [w["explanation"] for w in report["wrong_types"] if w["stops_beat"]]
+    problems = []
     if report["stopped_at"]:
         problems.append("beat stopped")
+    elif report["failing_since"]:
+        # Failing now, however young its last completed tick: the next ones fail too, most likely.
+        problems.append(f"ticks failing for {max(report['failing_for'], 0):.0f}s: {report['error']}")
     elif report["last_tick_age"] is None or report["last_tick_age"] > max_age:
         problems.append(f"no tick within {max_age:g}s")
+    problems += [w["explanation"] for w in report["wrong_types"] if w["stops_beat"]]
     healthy = not problems
     report["healthy"] = healthy
     if as_json:
@@ -584,6 +589,7 @@ def _print_status(report: dict) -> None:
                       f"{beat.get('host')} pid {beat.get('pid')}, RedBeat {beat.get('version')}"
          + (f"; stopped at {report['stopped_at']}" if report["stopped_at"] else "")
          if report["last_tick"] else report["heartbeat_error"] or "never (no heartbeat: no beat is active)"),
+        *([("failing", f"since {report['failing_since']}: {report['error']}")] if report["failing_since"] else []),
         ("entries", f"{count('entries')} total, {count('due')} due, {count('parked')} parked, "
                     f"{count('never_due')} never due, {count('in_flight')} in flight"),
         ("most overdue", f"{report['most_overdue_seconds']:.3f}s"),

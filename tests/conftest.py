@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Callable
 
@@ -242,3 +243,54 @@ def scheduler_for(app):
     yield build
     for scheduler in made:
         scheduler.close()
+
+
+# -- real beats against a redis-server of the test's own ---------------------------------------
+
+@pytest.fixture
+def lock_timeout() -> float:
+    """The beats' redbeat_lock_timeout: a module overrides this fixture to change it."""
+    return 2.0
+
+
+@pytest.fixture
+def schedule_server(tmp_path):
+    server = RedisServer(tmp_path)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def beats(tmp_path, schedule_server, redis_server, redis_url, project_env, lock_timeout):
+    """Beats of tests/e2e_app.py on ``schedule_server``, publishing to the session's server (db 1)."""
+    env = dict(project_env,
+               E2E_REDBEAT_URL=schedule_server.url(0),
+               E2E_BROKER_URL=redis_server.url(1),
+               E2E_RECORD_URL=redis_server.url(2),
+               E2E_LOCK_TIMEOUT=str(lock_timeout),
+               PYTHONUNBUFFERED="1")
+    with Processes(tmp_path, env) as processes:
+        yield processes
+
+
+def start_beat(beats: Processes, name: str) -> subprocess.Popen:
+    return beats.start(name, "beat", "-S", "redbeat", "-l", "info")
+
+
+def messages(broker: redis.Redis) -> list[dict]:
+    return published(broker)
+
+
+def slots(broker: redis.Redis) -> Counter:
+    """How many messages were published for each (entry, scheduled time)."""
+    return Counter((m["headers"]["redbeat_key"], m["headers"]["redbeat_scheduled"]) for m in messages(broker))
+
+
+def assert_each_slot_once(broker: redis.Redis, key: str | None = None) -> list[float]:
+    """Fail if a slot was published twice; the scheduled times published (of entry ``key`` if given), sorted."""
+    counts = slots(broker)
+    duplicates = {slot: n for slot, n in counts.items() if n > 1}
+    assert not duplicates, f"slots dispatched more than once: {duplicates}"
+    ids = [m["id"] for m in messages(broker)]
+    assert len(ids) == len(set(ids))
+    return sorted(scheduled for slot_key, scheduled in counts if key is None or slot_key == key)

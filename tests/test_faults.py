@@ -12,10 +12,9 @@ import json
 import signal
 import subprocess
 import time
-from collections import Counter
 
 import pytest
-from conftest import Processes, RedisServer, published, wait_for
+from conftest import Processes, RedisServer, assert_each_slot_once, messages, published, start_beat, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -23,44 +22,8 @@ LOCK_TIMEOUT = 2.0
 
 
 @pytest.fixture
-def schedule_server(tmp_path):
-    server = RedisServer(tmp_path)
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def beats(tmp_path, schedule_server, redis_server, redis_url, project_env):
-    env = dict(project_env,
-               E2E_REDBEAT_URL=schedule_server.url(0),
-               E2E_BROKER_URL=redis_server.url(1),
-               E2E_RECORD_URL=redis_server.url(2),
-               E2E_LOCK_TIMEOUT=str(LOCK_TIMEOUT),
-               PYTHONUNBUFFERED="1")
-    with Processes(tmp_path, env) as processes:
-        yield processes
-
-
-def start_beat(beats: Processes, name: str) -> subprocess.Popen:
-    return beats.start(name, "beat", "-S", "redbeat", "-l", "info")
-
-
-def messages(broker) -> list[dict]:
-    return published(broker)
-
-
-def slots(broker) -> Counter:
-    """How many messages were published for each (entry, scheduled time)."""
-    return Counter((m["headers"]["redbeat_key"], m["headers"]["redbeat_scheduled"]) for m in messages(broker))
-
-
-def assert_each_slot_once(broker) -> list[float]:
-    counts = slots(broker)
-    duplicates = {slot: n for slot, n in counts.items() if n > 1}
-    assert not duplicates, f"slots dispatched more than once: {duplicates}"
-    ids = [m["id"] for m in messages(broker)]
-    assert len(ids) == len(set(ids))
-    return sorted(scheduled for _, scheduled in counts)
+def lock_timeout() -> float:
+    return LOCK_TIMEOUT
 
 
 def test_killed_holder_is_replaced_within_the_lock_timeout_and_no_slot_runs_twice(beats, broker_redis):
