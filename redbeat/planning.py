@@ -93,10 +93,13 @@ def first_slot(sched: BaseSchedule, policy: Policy, last_run_at: datetime | None
     recorded as next after skipping or finishing slots, so that a skipped slot
     is not reconsidered; a later ``last_run_at`` written by another program
     wins. An entry that never ran is due at ``pointer`` if there is one (the
-    score another program gave it), a clocked one at its instant, others now.
+    score another program gave it), a clocked one at its instant, others now,
+    unless their schedule has no slot left at all.
     """
     if last_run_at is None:
         slot = pointer or (sched.at if isinstance(sched, clocked) else now)
+        if slot is now and next_slot(sched, now) is None:
+            return None  # over before it ever ran (an rrule past its until or count): nothing to run now
     else:
         slot = next_slot(sched, last_run_at)
         if slot is not None and pointer is not None and pointer > slot:

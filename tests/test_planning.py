@@ -188,3 +188,12 @@ def test_the_last_missed_slot_of_an_interval_far_behind_is_the_one_before_the_ru
     result = plan(Policy(catch_up="once"), now=T0 + 100_000 * MINUTE + timedelta(seconds=20))
     assert result.runs == [T0 + 100_000 * MINUTE]
     assert result.last_missed == T0 + 99_999 * MINUTE
+
+
+def test_a_never_run_rule_that_is_over_runs_nothing_and_finishes():
+    from redbeat.schedules import rrule
+    over = rrule("SECONDLY", dtstart=T0 - timedelta(days=30), count=10**6)  # its last second passed days ago
+    result = plan(last_run_at=None, sched=over, now=T0)
+    assert result.runs == [] and result.finished
+    running = rrule("SECONDLY", dtstart=T0 - timedelta(days=30), count=10**7)
+    assert plan(last_run_at=None, sched=running, now=T0).runs == [T0]  # never run: due now, as 2.x had it
