@@ -35,7 +35,7 @@ from .config import DEFAULT_LOCK_TIMEOUT, ConfigurationError, RedBeatConfig, ens
 from .decoder import meta_json
 from .entry import RedBeatSchedulerEntry, decode_status, definition_digest, reserved_options, score_of, without_reserved
 from .lock import BeatLock, make_token
-from .planning import latest_start, plan_waiting
+from .planning import Policy, latest_start, plan_waiting
 from .printable import printable
 from .runs import MAX_TIMESTAMP, InFlight, task_id_for
 from .schedules import clocked
@@ -414,14 +414,11 @@ class RedBeatScheduler(Scheduler):
             # Paused: it wakes at its regular slots and runs nothing, so that
             # resuming it keeps its cadence (missed slots follow its catch-up policy).
             return Decision(record, "move", score=score_of(plan.fire_at))
-        slots = [slot.timestamp() for slot in plan.runs]
         # A run-now request is served by the run that is due anyway, if there is one.
-        run_now = record.run_now is not None and not slots
-        if run_now:
-            slots.append(_requested_at(record.run_now, now))
+        requested = _requested_at(record.run_now, now) if record.run_now is not None and not plan.runs else None
         digest = definition_digest(record.definition)
         ending = plan.finished and _bounded(entry)
-        if not slots and not plan.missed and not ending:
+        if not plan.runs and requested is None and not plan.missed and not ending:
             # Not due yet. Record the slot it waits for: the score is a fire
             # time (jitter included), and must not be taken for a slot again.
             status = None
@@ -430,14 +427,7 @@ class RedBeatScheduler(Scheduler):
             return Decision(record, "move", score=score_of(plan.fire_at), status=status)
 
         now_ts = now.timestamp()
-        policy = entry.policy()
-        # A slot's run must reach the broker within its starting deadline; a run-now request has no slot.
-        deadlines = [None] if run_now else [latest_start(key, slot, policy) for slot in plan.runs]
-        runs = tuple(
-            InFlight(task_id=task_id_for(key, slot), key=key, scheduled=slot, claimed_at=now_ts, token=self._token,
-                     retry_at=now_ts + self.lock_timeout, run_now=run_now, publish_by=deadline)
-            for slot, deadline in zip(slots, deadlines)
-        )
+        runs = self._runs_to_claim(key, entry.policy(), plan.runs, requested, now_ts)
         status = old.to_json(
             next_slot=plan.next_slot,
             definition=digest,
@@ -460,6 +450,20 @@ class RedBeatScheduler(Scheduler):
                 definition = entry.definition_json()
         return Decision(record, "run" if runs else "move", score=score_of(plan.fire_at), meta=meta,
                         status=status, definition=definition, runs=runs, entry=entry)
+
+    def _runs_to_claim(self, key: str, policy: Policy, slots: list[datetime], requested: float | None,
+                       now: float) -> tuple[InFlight, ...]:
+        """Runs of ``slots``, each to reach the broker by its starting deadline, or of a
+        run-now request made at ``requested`` (no slot, so no deadline)."""
+        if requested is not None:
+            planned = [(requested, None)]
+        else:
+            planned = [(slot.timestamp(), latest_start(key, slot, policy)) for slot in slots]
+        return tuple(
+            InFlight(task_id=task_id_for(key, at), key=key, scheduled=at, claimed_at=now, token=self._token,
+                     retry_at=now + self.lock_timeout, run_now=requested is not None, publish_by=deadline)
+            for at, deadline in planned
+        )
 
     # -- publishing -------------------------------------------------------------
 
