@@ -179,8 +179,11 @@ def test_bad_input_written_into_a_live_schedule_costs_only_the_bad_entries(beats
 def test_broker_outage_is_retried_with_the_same_task_ids_and_never_crashes_beat(
         tmp_path, schedule_server, project_env):
     broker = RedisServer(tmp_path / "broker-data")
+    # catch_up "all": every run that waited out the outage is published (with "once"
+    # only the newest would be, the others recorded as missed).
     env = dict(project_env, E2E_REDBEAT_URL=schedule_server.url(0), E2E_BROKER_URL=broker.url(0),
-               E2E_RECORD_URL=broker.url(2), E2E_LOCK_TIMEOUT=str(LOCK_TIMEOUT), PYTHONUNBUFFERED="1")
+               E2E_RECORD_URL=broker.url(2), E2E_LOCK_TIMEOUT=str(LOCK_TIMEOUT), E2E_CATCH_UP="all",
+               PYTHONUNBUFFERED="1")
     try:
         with Processes(tmp_path, env) as processes:
             beat = start_beat(processes, "beat")
