@@ -476,6 +476,8 @@ def beat_status(app: Celery, now: float | None = None) -> dict:
     last_tick = _unix_seconds(beat.get("last_tick")) if beat else None
     stopped_at = _unix_seconds(beat.get("stopped_at")) if beat else None
     failing_since = _unix_seconds(beat.get("failing_since")) if beat else None
+    # Set while the active beat claims nothing because too many runs wait in flight.
+    paused = beat.get("claiming_paused") if beat else None
     policy = store.eviction_policy()
     return {
         "lock_key": store.conf.lock_key,
@@ -495,6 +497,8 @@ def beat_status(app: Celery, now: float | None = None) -> dict:
         "never_due": overview["never_due"],
         "parked": overview["parked"],
         "in_flight": overview["in_flight"],
+        "claiming_paused": paused if isinstance(paused, str) else None,
+        "claiming_paused_since": _iso_ts(_unix_seconds(beat.get("claiming_paused_since"))) if paused else None,
         "eviction_policy": policy,
         "eviction_warning": bool(policy and policy.startswith("allkeys")),
     }

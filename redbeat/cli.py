@@ -224,7 +224,8 @@ def _history_row(record: dict) -> list[str]:
     late = record.get("lateness")
     return [_when(record.get("scheduled")), _when(record.get("dispatched")),
             f"{late:.3f}s" if isinstance(late, (int, float)) and not isinstance(late, bool) else _when(late),
-            str(record.get("outcome", "")), str(record.get("task_id", ""))]
+            str(record.get("outcome", "")) + (f": {record['reason']}" if record.get("reason") else ""),
+            str(record.get("task_id", ""))]
 
 
 def _when(value: Any) -> str:
@@ -598,6 +599,10 @@ def _print_status(report: dict) -> None:
     ]
     for label, value in lines:
         click.echo(f"{label:>13}: {printable(value)}")
+    if report["claiming_paused"]:
+        # Not unhealthy: beat ticks, and restarting it would not make the broker take the runs.
+        click.secho(f"{'claiming':>13}: " + printable(f"paused since {report['claiming_paused_since']}: "
+                                                      f"{report['claiming_paused']}"), fg="yellow")
     for wrong in report["wrong_types"]:
         click.secho(f"{'wrong type':>13}: {printable(wrong['explanation'])}", fg="red")
 

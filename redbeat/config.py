@@ -31,6 +31,10 @@ DEFAULT_CLAIM_BATCH_SIZE = 500
 # with the same task ids).
 DEFAULT_PUBLISH_BATCH_SIZE = 100
 DEFAULT_CATCH_UP_MAX = 100
+# Beat stops claiming new runs while this many wait in flight (a broker that
+# is down or slower than the schedule's demand): the hash of runs in flight,
+# and each tick's work on it, stay bounded.
+DEFAULT_MAX_IN_FLIGHT = 10_000
 # The most missed slots one entry replays at once under catch_up "all" (the
 # setting and the entry field alike): a 1 ms interval would otherwise send
 # that many messages per tick from one entry.
@@ -80,6 +84,7 @@ class RedBeatConfig:
             raise ConfigurationError(f"redbeat_catch_up must be 'skip', 'once' or 'all', not {self.catch_up!r}")
         self.catch_up_max: int = self._catch_up_max()
         self.starting_deadline: float | None = self._starting_deadline()
+        self.max_in_flight: int = self._max_in_flight()
         history = self.either_or("redbeat_history_size", None)
         self.history_size: int = 20 if history is None else int(history)
         self.redis_url, self.redis_use_ssl = self._connection_settings()
@@ -116,6 +121,12 @@ class RedBeatConfig:
         if value is None:
             return DEFAULT_CATCH_UP_MAX
         return int(_number_setting("redbeat_catch_up_max", value, 0, MAX_CATCH_UP, whole=True))
+
+    def _max_in_flight(self) -> int:
+        value = self.either_or("redbeat_max_in_flight", None)
+        if value is None:
+            return DEFAULT_MAX_IN_FLIGHT
+        return int(_number_setting("redbeat_max_in_flight", value, 1, None, whole=True))
 
     def _starting_deadline(self) -> float | None:
         value = self.either_or("redbeat_starting_deadline", None)

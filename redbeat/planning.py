@@ -28,8 +28,8 @@ ON_FINISH_ACTIONS = ("disable", "delete")
 # scan stops and jumps to the first slot after now.
 MAX_SLOT_SCAN = 10_000
 
-__all__ = ["Policy", "Plan", "plan_runs", "first_slot", "fire_time", "upcoming", "CATCH_UP_POLICIES",
-           "ON_FINISH_ACTIONS"]
+__all__ = ["Policy", "Plan", "Waiting", "plan_runs", "plan_waiting", "first_slot", "fire_time", "latest_start",
+           "upcoming", "CATCH_UP_POLICIES", "ON_FINISH_ACTIONS"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,19 @@ def fire_time(key: str, slot: datetime, jitter: float) -> datetime:
     digest = hashlib.sha256(f"{key}@{slot.timestamp():.6f}".encode()).digest()
     fraction = int.from_bytes(digest[:8], "big") / 2**64
     return slot + timedelta(seconds=fraction * jitter)
+
+
+def latest_start(key: str, slot: datetime, policy: Policy) -> float | None:
+    """UNIX seconds after which a run of ``slot`` is too late to start: its fire
+    time plus the starting deadline (in seconds: a deadline may exceed what datetime holds)."""
+    if policy.starting_deadline is None:
+        return None
+    return fire_time(key, slot, policy.jitter).timestamp() + policy.starting_deadline
+
+
+def _past_deadline(key: str, slot: datetime, policy: Policy, now: datetime) -> bool:
+    lateness = (now - fire_time(key, slot, policy.jitter)).total_seconds()
+    return policy.starting_deadline is not None and lateness > policy.starting_deadline
 
 
 def _within_window(sched: BaseSchedule, slot: datetime | None, policy: Policy) -> datetime | None:
@@ -150,11 +163,7 @@ def plan_runs(key: str, sched: BaseSchedule, policy: Policy, last_run_at: dateti
         candidates = []
     runs, late = [], []
     for candidate in candidates:
-        lateness = (now - fire_time(key, candidate, policy.jitter)).total_seconds()
-        if policy.starting_deadline is not None and lateness > policy.starting_deadline:
-            late.append(candidate)
-        else:
-            runs.append(candidate)
+        (late if _past_deadline(key, candidate, policy, now) else runs).append(candidate)
     if remaining_runs is not None:
         runs = runs[:remaining_runs]
         if len(runs) >= remaining_runs:
@@ -165,6 +174,39 @@ def plan_runs(key: str, sched: BaseSchedule, policy: Policy, last_run_at: dateti
     if following is not None:
         plan.fire_at = fire_time(key, following, policy.jitter)
     return plan
+
+
+@dataclass
+class Waiting:
+    """What becomes of an entry's runs waiting in flight, by slot."""
+
+    publish: list[datetime] = field(default_factory=list)  # oldest first
+    late: list[datetime] = field(default_factory=list)  # past the starting deadline: missed
+    superseded: list[datetime] = field(default_factory=list)  # newer runs stand for them: missed
+
+
+def plan_waiting(key: str, policy: Policy, last_run_at: datetime | None, waiting: list[datetime],
+                 now: datetime) -> Waiting:
+    """Which of an entry's runs that wait in flight (claimed, their publishing failed or
+    their beat died) may still be published at ``now``.
+
+    Waiting for the broker must not make a run later than one planned at
+    ``now`` could be: past its starting deadline it is missed, and of several
+    slots the catch-up policy keeps the newest (``skip`` and ``once``: one,
+    and none older than ``last_run_at``, the newest slot claimed, which may
+    be published already; ``all``: the newest ``catch_up_max``). ``skip``
+    keeps one, as it runs a slot that is merely late: each was on time when
+    it was claimed. ``waiting`` holds slots, never run-now requests.
+    """
+    late, timely = [], []
+    for slot in sorted(waiting):
+        (late if _past_deadline(key, slot, policy, now) else timely).append(slot)
+    keep = max(policy.catch_up_max, 1) if policy.catch_up == "all" else 1
+    publish, superseded = timely[-keep:], timely[:-keep]
+    if policy.catch_up != "all" and last_run_at is not None:
+        superseded += [slot for slot in publish if slot < last_run_at]
+        publish = [slot for slot in publish if slot >= last_run_at]
+    return Waiting(publish=publish, late=late, superseded=superseded)
 
 
 def upcoming(key: str, sched: BaseSchedule, policy: Policy, last_run_at: datetime | None,

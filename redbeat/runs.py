@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["InFlight", "task_id_for", "RUN_NAMESPACE", "MAX_PUBLISH_ATTEMPTS"]
 
@@ -55,13 +55,20 @@ class InFlight:
     token: str
     retry_at: float
     attempts: int = 0
+    # Asked for with run_now, not a slot of the schedule: no deadline or catch-up applies.
+    run_now: bool = False
+    # UNIX seconds after which the run must not reach the broker (its entry's
+    # starting deadline); set by beat before publishing, not stored.
+    publish_by: float | None = field(default=None, compare=False)
 
     def to_json(self) -> str:
         # The text json.dumps writes for these fields, built directly: beat
-        # writes one record per run it dispatches.
+        # writes one record per run it dispatches. ``run_now`` only when true,
+        # so that the records of slots read as before.
         return (f'{{"task_id": {_string(self.task_id)}, "key": {_string(self.key)}, "scheduled": {self.scheduled!r}, '
                 f'"claimed_at": {self.claimed_at!r}, "token": {_string(self.token)}, '
-                f'"retry_at": {self.retry_at!r}, "attempts": {int(self.attempts)}}}')
+                f'"retry_at": {self.retry_at!r}, "attempts": {int(self.attempts)}'
+                + (', "run_now": true}' if self.run_now else "}"))
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> InFlight:
@@ -71,6 +78,7 @@ class InFlight:
             task_id=str(fields["task_id"]), key=str(fields["key"]), scheduled=float(fields["scheduled"]),
             claimed_at=float(fields["claimed_at"]), token=str(fields.get("token", "")),
             retry_at=float(fields["retry_at"]), attempts=int(fields.get("attempts", 0)),
+            run_now=fields.get("run_now") is True,
         )
         if not all(0 <= moment < MAX_TIMESTAMP for moment in (run.scheduled, run.claimed_at, run.retry_at)):
             raise ValueError("times in an in-flight record must be UNIX seconds")
@@ -81,3 +89,7 @@ class InFlight:
         self.attempts += 1
         self.retry_at = now + min(2.0 ** (self.attempts - 1), RETRY_BACKOFF_MAX)
         return self.attempts >= MAX_PUBLISH_ATTEMPTS
+
+    def late_at(self, now: float) -> bool:
+        """Whether ``now`` is past the moment the run had to reach the broker by."""
+        return self.publish_by is not None and now > self.publish_by

@@ -13,6 +13,7 @@ import json
 import os
 import socket
 import time
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
@@ -34,6 +35,7 @@ from .config import DEFAULT_LOCK_TIMEOUT, ConfigurationError, RedBeatConfig, ens
 from .decoder import meta_json
 from .entry import RedBeatSchedulerEntry, decode_status, definition_digest, reserved_options, score_of, without_reserved
 from .lock import BeatLock, make_token
+from .planning import Policy, latest_start, plan_waiting
 from .printable import printable
 from .runs import MAX_TIMESTAMP, InFlight, task_id_for
 from .schedules import clocked
@@ -78,6 +80,15 @@ MIN_ENTRY_CPU = 0.5
 # most that much can be republished (with the same task ids) after a crash in
 # the middle of a batch.
 RECORD_AFTER = 0.5
+# Claiming, paused because redbeat_max_in_flight runs wait in flight, resumes
+# once no more than this fraction of it wait: it does not flap at the limit.
+RESUME_CLAIMING_FRACTION = 0.9
+# Why a run waiting in flight is recorded as missed rather than published.
+DEADLINE_PASSED = "its starting deadline passed while it waited in flight"
+
+
+class DeadlinePassedError(Exception):
+    """A run's starting deadline passed before it could be handed to the broker."""
 
 
 class RedBeatScheduler(Scheduler):
@@ -107,6 +118,11 @@ class RedBeatScheduler(Scheduler):
         self._token = make_token()  # names this beat in the lock and in its runs in flight
         # Runs published or given up, not yet forgotten in Redis (see _record_outcomes).
         self._unrecorded: list[Outcome] = []
+        # Runs missed in flight, by entry key: (how many, newest slot), for its status (see _count_missed).
+        self._uncounted: dict[str, tuple[int, float]] = {}
+        # While too many runs wait in flight, claiming stops: since when, and how many wait.
+        self._claiming_paused_since: float | None = None
+        self._waiting = 0
         super().__init__(app, **kwargs)
 
     @property
@@ -221,6 +237,7 @@ class RedBeatScheduler(Scheduler):
         try:
             interval = self._tick()
             self._record_outcomes()
+            self._count_missed()
         except Exception as exc:
             return self._tick_failed(exc)
         self._tick_succeeded()
@@ -269,6 +286,8 @@ class RedBeatScheduler(Scheduler):
             next_scores = [batch.next_score] if batch.next_score is not None else []
             if batch.in_flight:
                 next_scores.append(now + 1.0)  # runs waiting for a retry: look again soon
+            if self._claiming_paused(batch.in_flight, now):
+                return self._sleep_until(min(next_scores))
             decisions = self._decide_batch(batch.records, now, renewed_at)
             if decisions:
                 claimed = store.claim(decisions, lock)
@@ -279,6 +298,32 @@ class RedBeatScheduler(Scheduler):
             if len(batch.records) < limit and len(decisions) == len(batch.records):
                 return self._sleep_until(min(next_scores, default=None))
         return 0.0
+
+    def _claiming_paused(self, in_flight: int, now: float) -> bool:
+        """Whether to claim nothing now: ``redbeat_max_in_flight`` runs wait in flight
+        (the broker is down, or slower than the schedule).
+
+        Due entries then stay due; when claiming resumes, the slots they
+        passed meanwhile follow their catch-up policy. Logged once as it
+        starts and once as it ends, and shown in the heartbeat meanwhile.
+        """
+        limit = self.conf.max_in_flight
+        self._waiting = in_flight
+        if self._claiming_paused_since is None:
+            if in_flight < limit:
+                return False
+            self._claiming_paused_since = now
+            logger.warning(
+                "beat: %d runs wait in flight (redbeat_max_in_flight is %d): claiming no new runs until no more "
+                "than %d wait; due entries wait, and follow their catch-up policy when it resumes",
+                in_flight, limit, int(limit * RESUME_CLAIMING_FRACTION))
+            return True
+        if in_flight > limit * RESUME_CLAIMING_FRACTION:
+            return True
+        logger.info("beat: claiming runs again after %.1fs: %d runs wait in flight",
+                    now - self._claiming_paused_since, in_flight)
+        self._claiming_paused_since = None
+        return False
 
     def _decide_batch(self, records: list[DueRecord], now: float, renewed_at: float) -> list[Decision]:
         """Decisions for a batch, within a time budget: an entry whose schedule is slow to
@@ -314,7 +359,8 @@ class RedBeatScheduler(Scheduler):
     def _keys_in_flight(self, published: Iterable[str] = ()) -> set[str]:
         """Keys of the entries with runs in flight, leaving out the runs ``published``
         (their records are forgotten later). Read only when an entry is to be deleted."""
-        published = set(published)
+        # Runs given up or missed are forgotten later too.
+        published = set(published) | {outcome[0].task_id for outcome in self._unrecorded}
         return {run.key for run in self.store.in_flight()[1] if run.task_id not in published}
 
     def clock(self) -> float:
@@ -356,6 +402,10 @@ class RedBeatScheduler(Scheduler):
         if self._failing_since is not None:
             beat["failing_since"] = self._failing_since
             beat["error"] = self._failure
+        if self._claiming_paused_since is not None:
+            beat["claiming_paused"] = (f"{self._waiting} runs waiting in flight "
+                                       f"(redbeat_max_in_flight is {self.conf.max_in_flight})")
+            beat["claiming_paused_since"] = self._claiming_paused_since
         return json.dumps(beat)
 
     def _decide(self, record: DueRecord, now: datetime) -> Decision:
@@ -392,13 +442,11 @@ class RedBeatScheduler(Scheduler):
             # Paused: it wakes at its regular slots and runs nothing, so that
             # resuming it keeps its cadence (missed slots follow its catch-up policy).
             return Decision(record, "move", score=score_of(plan.fire_at))
-        slots = [slot.timestamp() for slot in plan.runs]
-        if record.run_now is not None and not slots:
-            # A run-now request is served by the run that is due anyway, if there is one.
-            slots.append(_requested_at(record.run_now, now))
+        # A run-now request is served by the run that is due anyway, if there is one.
+        requested = _requested_at(record.run_now, now) if record.run_now is not None and not plan.runs else None
         digest = definition_digest(record.definition)
         ending = plan.finished and _bounded(entry)
-        if not slots and not plan.missed and not ending:
+        if not plan.runs and requested is None and not plan.missed and not ending:
             # Not due yet. Record the slot it waits for: the score is a fire
             # time (jitter included), and must not be taken for a slot again.
             status = None
@@ -407,11 +455,7 @@ class RedBeatScheduler(Scheduler):
             return Decision(record, "move", score=score_of(plan.fire_at), status=status)
 
         now_ts = now.timestamp()
-        runs = tuple(
-            InFlight(task_id=task_id_for(key, slot), key=key, scheduled=slot,
-                     claimed_at=now_ts, token=self._token, retry_at=now_ts + self.lock_timeout)
-            for slot in slots
-        )
+        runs = self._runs_to_claim(key, entry.policy(), plan.runs, requested, now_ts)
         status = old.to_json(
             next_slot=plan.next_slot,
             definition=digest,
@@ -434,6 +478,20 @@ class RedBeatScheduler(Scheduler):
                 definition = entry.definition_json()
         return Decision(record, "run" if runs else "move", score=score_of(plan.fire_at), meta=meta,
                         status=status, definition=definition, runs=runs, entry=entry)
+
+    def _runs_to_claim(self, key: str, policy: Policy, slots: list[datetime], requested: float | None,
+                       now: float) -> tuple[InFlight, ...]:
+        """Runs of ``slots``, each to reach the broker by its starting deadline, or of a
+        run-now request made at ``requested`` (no slot, so no deadline)."""
+        if requested is not None:
+            planned = [(requested, None)]
+        else:
+            planned = [(slot.timestamp(), latest_start(key, slot, policy)) for slot in slots]
+        return tuple(
+            InFlight(task_id=task_id_for(key, at), key=key, scheduled=at, claimed_at=now, token=self._token,
+                     retry_at=now + self.lock_timeout, run_now=requested is not None, publish_by=deadline)
+            for at, deadline in planned
+        )
 
     # -- publishing -------------------------------------------------------------
 
@@ -563,6 +621,8 @@ class RedBeatScheduler(Scheduler):
 
     def _send(self, entry: RedBeatSchedulerEntry, run: InFlight) -> Exception | None:
         """Publish one run; the error if it failed."""
+        if run.late_at(self.clock()):
+            return DeadlinePassedError(run.task_id)  # recorded as missed by _publish_failed
         logger.info("Scheduler: Sending due task %s (%s)", printable(entry.name), printable(entry.task))
         try:
             options = dict(entry.options or {})
@@ -589,9 +649,14 @@ class RedBeatScheduler(Scheduler):
         return None
 
     def _publish_failed(self, runs: list[InFlight]) -> None:
+        """Keep runs that failed to publish for a retry; record those past their
+        starting deadline as missed, and those out of attempts as given up."""
         now = self.clock()
-        retry, given_up = [], []
+        retry, given_up, missed = [], [], []
         for run in runs:
+            if run.late_at(now):
+                missed.append(Outcome(run, "missed", now, DEADLINE_PASSED))
+                continue
             run.token = self._token  # ours now: its backoff is ours to keep
             (given_up if run.failed_at(now) else retry).append(run)
         self.store.retry_later(retry, self.lock)
@@ -600,56 +665,113 @@ class RedBeatScheduler(Scheduler):
                 "beat: run of %s scheduled at %s failed to publish %d times; recorded as failed, not retried",
                 printable(run.key), datetime.fromtimestamp(run.scheduled, timezone.utc).isoformat(), run.attempts,
             )
-        self._unrecorded += [(run, "given-up", now) for run in given_up]
+        self._unrecorded += [Outcome(run, "given-up", now, f"the broker did not take it in {run.attempts} attempts")
+                             for run in given_up]
+        self._record_missed(missed)
+
+    def _record_missed(self, missed: list[Outcome]) -> None:
+        """Record runs in flight that will not be published: in their history (with the
+        next read, as published runs are), in their entries' status (at the end of the
+        tick), and in one log line per entry and reason."""
+        self._unrecorded += missed
+        for (key, reason), count in Counter((o.run.key, o.reason) for o in missed).items():
+            logger.warning("beat: %s missed %d run(s) that waited in flight: %s", printable(key), count, reason)
+        for outcome in missed:
+            count, newest = self._uncounted.get(outcome.run.key, (0, 0.0))
+            self._uncounted[outcome.run.key] = (count + 1, max(newest, outcome.run.scheduled))
+
+    def _count_missed(self) -> None:
+        """Add the runs missed in flight to their entries' ``status`` (``missed``, ``last_missed_at``).
+
+        At the end of a tick, after its claims: a claim writes the status it
+        read at the start of the tick, and would undo a count made in between.
+        Two round trips however many runs: read the statuses, then write each
+        only if it did not change meanwhile (another beat's claim); one that
+        changed is read again, a few times at most.
+        """
+        keys = list(self._uncounted)
+        for _ in range(3):
+            if not keys:
+                break
+            writes = []
+            for key, raw in zip(keys, self.store.statuses(keys)):
+                old, (count, newest) = decode_status(raw), self._uncounted[key]
+                writes.append((key, raw, old.to_json(missed=old.missed + count,
+                                                     last_missed_at=max(old.last_missed_at or 0.0, newest))))
+            changed = self.store.write_statuses(writes)
+            for key in set(keys) - set(changed):
+                del self._uncounted[key]  # counted: a failure after this must not count it again
+            keys = changed
+        self._uncounted = {}
 
     def _resume_in_flight(self, now: float, renewed_at: float) -> None:
-        """Publish runs that were claimed but are not known to be published.
+        """Publish runs that were claimed but are not known to be published, as their
+        entry's policy allows now: a run past its starting deadline, or superseded
+        by a newer one under the catch-up policy, is recorded as missed instead.
 
-        A run is taken over atomically before it is published, so no two
-        beats republish it. With the lock held, runs claimed under another
+        A run is taken over atomically before it is published or recorded, so
+        no two beats act on it. With the lock held, runs claimed under another
         token are taken at once (their beat lost the lock); others wait for
-        their retry time. At most one batch is resumed per tick.
+        their retry time. At most one batch is resumed per tick, oldest first.
         """
+        taken, waiting = self._take_ready(now)
+        if not taken:
+            return
+        by_key: dict[str, list[InFlight]] = defaultdict(list)
+        for run in taken:
+            by_key[run.key].append(run)
+        entries, resumed, missed, gone = {}, [], [], []
+        for (key, runs), (definition, meta) in zip(by_key.items(), self.store.load_many(list(by_key))):
+            try:
+                if not definition:
+                    raise KeyError(key)
+                entry = self.Entry.from_stored(definition, meta, app=self.app, key=key)
+            except Exception as exc:
+                if definition:  # unreadable: its history says what became of its runs
+                    missed += [Outcome(run, "missed", now, printable(f"its entry cannot be read: {exc}"))
+                               for run in runs]
+                else:  # deleted, and its history with it
+                    logger.warning("beat: dropping %d in-flight run(s) of %s: the entry is gone", len(runs),
+                                   printable(key))
+                    gone += [run.task_id for run in runs]
+                continue
+            entries[key] = entry
+            publish, not_published = _settle_waiting(key, entry, runs, waiting[key], now)
+            resumed += [(entry, run) for run in publish]
+            missed += not_published
+        self.store.finish(gone)
+        self._record_missed(missed)
+        resumed.sort(key=lambda pair: pair[1].scheduled)
+        for _, run in resumed:
+            logger.info("beat: resuming run of %s claimed at %s (task id %s)", printable(run.key),
+                        datetime.fromtimestamp(run.claimed_at, timezone.utc).isoformat(), run.task_id)
+        published = self._publish(resumed, renewed_at) if resumed else set()
+        now_dt = datetime.fromtimestamp(now, timezone.utc)
+        self._delete_finished([(key, entry) for key, entry in entries.items() if entry.plan(now_dt).finished],
+                              published)  # those were its last runs
+
+    def _take_ready(self, now: float) -> tuple[list[InFlight], dict[str, list[InFlight]]]:
+        """Take over the runs in flight that are this beat's to act on now (at most a
+        batch, oldest first); returns them, and every readable run in flight by entry key."""
         raw, runs, unreadable = self.store.in_flight()
         if unreadable:
             logger.error("beat: removing %d unreadable in-flight records from %s: %s",
                          len(unreadable), self.store.inflight_key,
                          ", ".join(printable(raw[task_id][:200]) for task_id in unreadable[:10]))
             self.store.finish([text(task_id) for task_id in unreadable])
+        waiting: dict[str, list[InFlight]] = defaultdict(list)
+        for run in runs:
+            waiting[run.key].append(run)
         foreign_ok = self.lock is not None
-        ready = [run for run in runs if run.retry_at <= now or (foreign_ok and run.token != self._token)]
-        ready = ready[:self.conf.claim_batch_size]
+        ready = sorted((run for run in runs if run.retry_at <= now or (foreign_ok and run.token != self._token)),
+                       key=lambda run: run.scheduled)[:self.conf.claim_batch_size]
         if not ready:
-            return
+            return [], waiting
         originals = [raw[run.task_id.encode()] for run in ready]
         for run in ready:
             run.token, run.retry_at = self._token, now + self.lock_timeout
-        taken = self.store.take_over(list(zip(originals, ready)), self.lock)
-        if not taken:
-            return
-        ready = [run for run in ready if run.task_id in taken]
-        stored = self.store.load_many([run.key for run in ready])
-        resumed, gone = [], []
-        for run, (definition, meta) in zip(ready, stored):
-            try:
-                if not definition:
-                    raise KeyError(run.key)
-                entry = self.Entry.from_stored(definition, meta, app=self.app, key=run.key)
-            except Exception as exc:
-                logger.warning("beat: dropping in-flight run of %s: the entry is gone or unreadable (%s)",
-                               printable(run.key), printable(exc))
-                gone.append(run.task_id)
-                continue
-            logger.info("beat: resuming run of %s claimed at %s (task id %s)", printable(run.key),
-                        datetime.fromtimestamp(run.claimed_at, timezone.utc).isoformat(), run.task_id)
-            resumed.append((entry, run))
-        self.store.finish(gone)
-        if resumed:
-            published = self._publish(resumed, renewed_at)
-            now_dt = datetime.fromtimestamp(now, timezone.utc)
-            resumed_entries = {run.key: entry for entry, run in resumed}
-            self._delete_finished([(key, entry) for key, entry in resumed_entries.items()
-                                   if entry.plan(now_dt).finished], published)  # those were its last runs
+        taken = self.store.take_over(list(zip(originals, ready)), self.lock) or set()
+        return [run for run in ready if run.task_id in taken], waiting
 
     def _park(self, record: DueRecord, reason: str) -> Decision:
         logger.error(
@@ -732,6 +854,7 @@ class RedBeatScheduler(Scheduler):
     def close(self) -> None:
         try:
             self._record_outcomes()
+            self._count_missed()
             # Health checks then see at once that no beat ticks, instead of
             # waiting for the heartbeat to age.
             self.store.stop_heartbeat(self._token, self.clock())
@@ -779,6 +902,36 @@ def _broker_unreachable(exc: BaseException) -> bool:
         return False
     return any(isinstance(cause, (OSError, ConnectionError, TimeoutError, KombuOperationalError,
                                   RedisConnectionError, RedisTimeoutError)) for cause in chain)
+
+
+def _settle_waiting(key: str, entry: RedBeatSchedulerEntry, runs: list[InFlight], waiting: list[InFlight],
+                    now: float) -> tuple[list[InFlight], list[Outcome]]:
+    """Which of ``runs``, taken over, to publish, and which are missed, by the entry's
+    policy over all its runs ``waiting`` in flight (see ``planning.plan_waiting``).
+
+    A run-now request is no slot: no deadline nor catch-up applies to it, here as when it is claimed.
+    """
+    policy = entry.policy()
+    slots = {run.task_id: datetime.fromtimestamp(run.scheduled, timezone.utc) for run in waiting + runs}
+    plan = plan_waiting(key, policy, entry.last_run_at,
+                        [slots[run.task_id] for run in waiting if not run.run_now],
+                        datetime.fromtimestamp(now, timezone.utc))
+    late, superseded = set(plan.late), set(plan.superseded)
+    kept = f"the newest {max(policy.catch_up_max, 1)}" if policy.catch_up == "all" else "the newest"
+    publish, missed = [], []
+    for run in runs:
+        slot = slots[run.task_id]
+        if run.run_now:
+            publish.append(run)
+        elif slot in late:
+            missed.append(Outcome(run, "missed", now, DEADLINE_PASSED))
+        elif slot in superseded:
+            missed.append(Outcome(run, "missed", now, f"catch_up {policy.catch_up} publishes {kept} of the "
+                                                      f"runs of its entry waiting in flight"))
+        else:
+            run.publish_by = latest_start(key, slot, policy)
+            publish.append(run)
+    return publish, missed
 
 
 def _bounded(entry: RedBeatSchedulerEntry) -> bool:

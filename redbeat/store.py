@@ -20,7 +20,7 @@ import json
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from redis import Redis
 from redis.exceptions import ResponseError
@@ -48,8 +48,14 @@ class WrongTypeError(RuntimeError):
         super().__init__(f"{key} is a {found}, not a {expected} as RedBeat expects: nothing can be read from it "
                          f"until it is fixed (RENAME it aside, or DEL it if nothing in it matters)")
 
-# What became of a run, for its entry's history: (run, "published" or "given-up", when).
-Outcome = tuple[InFlight, str, float]
+
+class Outcome(NamedTuple):
+    """What became of a run, for its entry's history (a plain (run, outcome, when) tuple serves too)."""
+
+    run: InFlight
+    outcome: str  # "published", "given-up" or "missed"
+    when: float  # UNIX seconds
+    reason: str | None = None  # why it was not published
 
 
 @dataclass(slots=True)
@@ -140,15 +146,17 @@ class ScheduleStore:
 
     # Forgets runs that were published and pushes each onto its entry's
     # history, capped at ``size`` records. Not fenced: the runs were published,
-    # whoever holds the lock now. A history key of another type (someone
-    # else's data) only loses that record: history must never stop beat from
-    # reading what is due. ARGV from ``first`` on: task id, history key,
-    # history record, for each run.
+    # whoever holds the lock now. Only a run still in flight gets a record: a
+    # run recorded twice (Celery's shutdown handler closes the scheduler in the
+    # middle of a tick that was recording it) is in the history once. A
+    # history key of another type (someone else's data) only loses that
+    # record: history must never stop beat from reading what is due. ARGV
+    # from ``first`` on: task id, history key, history record, for each run.
     RECORD_PUBLISHED_LUA = """
     local function record_published(inflight, size, first)
         for i = first, #ARGV, 3 do
-            redis.call('HDEL', inflight, ARGV[i])
-            if size > 0 and type(redis.pcall('LPUSH', ARGV[i + 1], ARGV[i + 2])) == 'number' then
+            if redis.call('HDEL', inflight, ARGV[i]) == 1 and size > 0
+                    and type(redis.pcall('LPUSH', ARGV[i + 1], ARGV[i + 2])) == 'number' then
                 redis.call('LTRIM', ARGV[i + 1], 0, size - 1)
             end
         end
@@ -374,6 +382,7 @@ class ScheduleStore:
         self._claim = client.register_script(self.CLAIM_LUA)
         self._take_over = client.register_script(self.TAKE_OVER_LUA)
         self._retry_later = client.register_script(self.RETRY_LATER_LUA)
+        self._write_status = client.register_script(self.WRITE_STATUS_LUA)
         self._save = client.register_script(self.SAVE_LUA)
         self._stop_heartbeat = client.register_script(self.STOP_HEARTBEAT_LUA)
 
@@ -463,13 +472,13 @@ class ScheduleStore:
             self._record(keys=[self.inflight_key], args=self._outcome_args([self.conf.history_size], outcomes))
 
     def _outcome_args(self, args: list, outcomes: Sequence[Outcome]) -> list:
-        for run, outcome, when in outcomes:
+        for run, outcome, when, reason in (Outcome(*item) for item in outcomes):
             # Written by hand: json.dumps of the whole dict costs several times
             # more, per run, on the tick's hot path. The outcome is a plain word.
             args += [run.task_id, self.history_key(run.key),
                      f'{{"task_id": {json.dumps(run.task_id)}, "scheduled": {run.scheduled!r}, '
                      f'"dispatched": {when!r}, "lateness": {round(when - run.scheduled, 6)!r}, '
-                     f'"outcome": "{outcome}"}}']
+                     f'"outcome": "{outcome}"' + (f', "reason": {json.dumps(reason)}}}' if reason else "}")]
         return args
 
     # Marks the heartbeat as stopped, but only the caller's own: a beat that
@@ -535,6 +544,44 @@ class ScheduleStore:
         if reply == LOCK_LOST:
             return None
         return {text(task_id) for task_id in reply}
+
+    def statuses(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The ``status`` field of each entry (None: none, or the key is no hash); one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.hget(key, "status")
+        return [None if isinstance(status, Exception) else status
+                for status in pipe.execute(raise_on_error=False)]
+
+    # Writes entries' status, each only if it is still what the caller read
+    # (the claim script writes it too): a count added to a status read
+    # before a claim would undo that claim's. A key that is gone, or no
+    # entry hash any more, is left alone. Returns the keys whose status
+    # changed since it was read, for the caller to read again.
+    # KEYS: entries   ARGV: per entry: status as read ('' = none), new status
+    WRITE_STATUS_LUA = """
+    local changed = {}
+    for i = 1, #KEYS do
+        local status = redis.pcall('HGET', KEYS[i], 'status')
+        local hash = not (type(status) == 'table' and status['err'])
+        if hash and (status or '') ~= ARGV[2 * i - 1] then
+            changed[#changed + 1] = KEYS[i]
+        elseif hash and redis.call('HEXISTS', KEYS[i], 'definition') == 1 then
+            redis.call('HSET', KEYS[i], 'status', ARGV[2 * i])
+        end
+    end
+    return changed
+    """
+
+    def write_statuses(self, writes: Sequence[tuple[str, bytes | None, str]]) -> list[str]:
+        """Write (key, status as read, new status) where the status is unchanged; the keys where it changed."""
+        if not writes:
+            return []
+        args: list = []
+        for _, read, new in writes:
+            args += [read or b"", new]
+        reply = self._write_status(keys=[key for key, _, _ in writes], args=args)
+        return [text(key) for key in reply]
 
     def eviction_policy(self) -> str | None:
         """Redis's ``maxmemory-policy``, or None if the server will not say (managed Redis)."""

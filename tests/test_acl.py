@@ -143,14 +143,13 @@ def test_beat_the_command_line_and_the_entry_api_need_exactly_the_documented_acl
 
         beats.stop("beat-a")
         acl_server.wait_for(lambda: "Acquired lock" in beats.log("beat-b"), "beat B taking over")
-        # A run left in flight by a beat that died before publishing it: the holder takes it over.
+        # A run left in flight by a beat that died before publishing it: the holder takes it over,
+        # and publishes it or, when a newer slot was claimed since (catch_up once), records it missed.
         task_id = str(uuid.uuid4())
         now = time.time()
         as_user.hset("redbeat::inflight", task_id, InFlight(
             task_id=task_id, key="redbeat:static-every-second", scheduled=now - 1, claimed_at=now - 1,
             token="a-beat-that-died", retry_at=now + 60).to_json())
-        acl_server.wait_for(lambda: task_id in {m["id"] for m in published(broker_redis)},
-                            "beat B publishing the run left in flight")
         acl_server.wait_for(lambda: task_id in {run["task_id"] for run in history(url, "static-every-second")},
                             "the run taken over in the entry's history")
         # A member whose hash another program deleted: beat drops it from the schedule.

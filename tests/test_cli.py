@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import jsonschema
 import pytest
@@ -193,6 +194,18 @@ def test_doctor_explains_what_is_wrong(cli, schedule_redis):
 def test_status_without_beat_is_unhealthy(cli):
     report = json.loads(cli("status", "--json", code=1))
     assert report["healthy"] is False and report["lock_holder"] is None
+
+
+def test_status_shows_that_beat_paused_claiming_and_stays_healthy(cli, schedule_redis):
+    schedule_redis.set("redbeat::heartbeat", json.dumps({
+        "token": "vm:1:x", "host": "vm", "pid": 1, "last_tick": time.time(), "claiming_paused_since": 1795521819.0,
+        "claiming_paused": "10000 runs waiting in flight (redbeat_max_in_flight is 10000)\x1b[2J"}))
+    report = json.loads(cli("status", "--json"))
+    assert report["claiming_paused"].startswith("10000 runs waiting in flight")
+    assert report["claiming_paused_since"] == "2026-11-24T12:03:39+00:00" and report["healthy"] is True
+    text = cli("status")
+    assert "claiming: paused since 2026-11-24T12:03:39+00:00: 10000 runs waiting in flight" in text
+    assert "\x1b" not in text  # Redis data reaches the terminal escaped
 
 
 @pytest.mark.e2e

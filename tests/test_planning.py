@@ -9,7 +9,7 @@ import pytest
 from celery.schedules import crontab, schedule
 
 from redbeat import RedBeatSchedulerEntry
-from redbeat.planning import Policy, fire_time, plan_runs
+from redbeat.planning import Policy, fire_time, latest_start, plan_runs, plan_waiting
 from redbeat.schedules import clocked
 
 UTC = timezone.utc
@@ -197,3 +197,50 @@ def test_a_never_run_rule_that_is_over_runs_nothing_and_finishes():
     assert result.runs == [] and result.finished
     running = rrule("SECONDLY", dtstart=T0 - timedelta(days=30), count=10**7)
     assert plan(last_run_at=None, sched=running, now=T0).runs == [T0]  # never run: due now, as 2.x had it
+
+
+# -- runs waiting in flight ------------------------------------------------------------
+
+SECOND = timedelta(seconds=1)
+
+
+def waiting(policy, slots, now, last_run_at=None):
+    return plan_waiting("redbeat:k", policy, last_run_at, slots, now)
+
+
+def test_runs_waiting_in_flight_past_their_starting_deadline_are_missed():
+    slots = [T0, T0 + SECOND, T0 + 2 * SECOND]
+    result = waiting(Policy(catch_up="all", starting_deadline=1.5), slots, now=T0 + 3 * SECOND)
+    assert result.late == [T0, T0 + SECOND]
+    assert result.publish == [T0 + 2 * SECOND] and result.superseded == []
+
+
+@pytest.mark.parametrize("catch_up", ["skip", "once"])
+def test_several_runs_waiting_in_flight_collapse_to_the_newest(catch_up):
+    slots = [T0 + 2 * MINUTE, T0, T0 + MINUTE]
+    result = waiting(Policy(catch_up=catch_up), slots, now=T0 + 10 * MINUTE, last_run_at=T0 + 2 * MINUTE)
+    assert result.publish == [T0 + 2 * MINUTE]
+    assert result.superseded == [T0, T0 + MINUTE] and result.late == []
+
+
+def test_a_run_waiting_behind_a_newer_slot_already_claimed_is_superseded():
+    result = waiting(Policy(catch_up="once"), [T0], now=T0 + MINUTE, last_run_at=T0 + 30 * SECOND)
+    assert result.publish == [] and result.superseded == [T0]
+
+
+def test_catch_up_all_publishes_the_newest_catch_up_max_runs_waiting_oldest_first():
+    slots = [T0 + i * MINUTE for i in range(5)]
+    result = waiting(Policy(catch_up="all", catch_up_max=3), slots, now=T0 + 10 * MINUTE, last_run_at=slots[-1])
+    assert result.publish == slots[2:] and result.superseded == slots[:2]
+
+
+def test_a_single_run_waiting_within_its_deadline_is_published():
+    result = waiting(Policy(catch_up="skip", starting_deadline=30), [T0], now=T0 + 29 * SECOND, last_run_at=T0)
+    assert result.publish == [T0] and result.late == result.superseded == []
+
+
+def test_the_latest_start_is_the_fire_time_plus_the_deadline_even_past_what_datetime_holds():
+    policy = Policy(starting_deadline=5, jitter=60)
+    assert latest_start("redbeat:k", T0, policy) == fire_time("redbeat:k", T0, 60).timestamp() + 5
+    assert latest_start("redbeat:k", T0, Policy()) is None
+    assert latest_start("redbeat:k", T0, Policy(starting_deadline=1e300)) == 1e300

@@ -14,7 +14,7 @@ from celery.schedules import crontab, schedule
 from conftest import RAW_DEFINITION, make_app, published, raw_entry, tasks_sent, tick_until, wait_for
 
 from redbeat import RedBeatScheduler, RedBeatSchedulerEntry
-from redbeat.runs import task_id_for
+from redbeat.runs import InFlight, task_id_for
 
 # -- dispatch ---------------------------------------------------------------------
 
@@ -1016,3 +1016,153 @@ def test_a_lock_string_with_an_expiry_is_another_beats_and_is_left_alone(schedul
     scheduler.tick()
     assert scheduler.lock.held is False
     assert schedule_redis.get("redbeat::lock") == "another-beat"
+
+
+# -- runs waiting in flight follow their entry's policy ----------------------------------
+
+class BrokerSwitch(RedBeatScheduler):
+    """A broker that refuses every connection while the test sets ``down``."""
+
+    down = False
+
+    def apply_async(self, entry, producer=None, advance=True, **kwargs):
+        if self.down:
+            raise ConnectionError("broker unreachable")
+        return super().apply_async(entry, producer=producer, advance=advance, **kwargs)
+
+
+class SlowBroker(RedBeatScheduler):
+    """A broker that takes 0.6 s to accept each message."""
+
+    def apply_async(self, entry, producer=None, advance=True, **kwargs):
+        time.sleep(0.6)
+        return super().apply_async(entry, producer=producer, advance=advance, **kwargs)
+
+
+def left_in_flight(schedule_redis, key, slots, run_now=()):
+    """Runs of ``key`` as a beat that died after claiming them leaves them in flight."""
+    for slot in slots:
+        record = {"task_id": task_id_for(key, slot), "key": key, "scheduled": slot, "claimed_at": slot,
+                  "token": "gone-host:1:dead", "retry_at": slot + 10, "attempts": 0}
+        schedule_redis.hset("redbeat::inflight", record["task_id"],
+                            json.dumps(record | ({"run_now": True} if slot in run_now else {})))
+
+
+def saved_entry(app, name, last_run_at, **options):
+    """An hourly entry whose last slot was ``last_run_at`` (UNIX seconds): not due again for an hour."""
+    entry = RedBeatSchedulerEntry(name, f"tasks.{name}", schedule(3600), app=app, **options)
+    entry.last_run_at = datetime.fromtimestamp(last_run_at, timezone.utc)
+    return entry.save()
+
+
+def slots_sent(broker):
+    return [m["headers"]["redbeat_scheduled"] for m in published(broker)]
+
+
+def test_a_run_whose_deadline_passes_while_it_waits_for_the_broker_is_recorded_missed(app, schedule_redis,
+                                                                                     broker_redis):
+    scheduler = BrokerSwitch(app=app)
+    scheduler.down = True
+    try:
+        raw_entry(schedule_redis, "quote", starting_deadline=0.5)
+        scheduler.tick()
+        [record] = [json.loads(r) for r in schedule_redis.hvals("redbeat::inflight")]
+        scheduler.down = False  # back before the retry, which comes a second later: past the deadline
+        tick_until(scheduler, lambda: schedule_redis.hlen("redbeat::inflight") == 0, timeout=10,
+                   message="the waiting run settled")
+        assert tasks_sent(broker_redis) == []
+        [entry] = scheduler.store.history("redbeat:quote")
+        assert entry["task_id"] == record["task_id"] and entry["outcome"] == "missed"
+        assert entry["reason"] == "its starting deadline passed while it waited in flight"
+        status = json.loads(schedule_redis.hget("redbeat:quote", "status"))
+        assert status["missed"] == 1 and status["last_missed_at"] == record["scheduled"]
+    finally:
+        scheduler.close()
+
+
+def test_a_run_whose_deadline_passes_while_its_batch_is_published_is_missed_not_sent_late(app, schedule_redis,
+                                                                                         broker_redis):
+    scheduler = SlowBroker(app=app)
+    try:
+        for name in ("a", "b", "c"):
+            raw_entry(schedule_redis, name, starting_deadline=0.5)
+        scheduler.tick()
+        assert len(published(broker_redis)) == 1
+        outcomes = sorted(scheduler.store.history(f"redbeat:{name}")[0]["outcome"] for name in "abc")
+        assert outcomes == ["missed", "missed", "published"]
+        assert schedule_redis.hlen("redbeat::inflight") == 0
+    finally:
+        scheduler.close()
+
+
+@pytest.mark.parametrize("catch_up, sent", [("skip", [2]), ("once", [2]), ("all", [1, 2])])
+def test_runs_a_dead_beat_left_in_flight_follow_their_entrys_catch_up_policy(scheduler_for, app, schedule_redis,
+                                                                            broker_redis, catch_up, sent):
+    now = time.time()
+    slots = [now - 3, now - 2, now - 1]
+    saved_entry(app, "sync", slots[-1], catch_up=catch_up, catch_up_max=2)
+    left_in_flight(schedule_redis, "redbeat:sync", slots)
+    scheduler = scheduler_for()
+    scheduler.tick()
+    assert slots_sent(broker_redis) == [slots[i] for i in sent]
+    assert schedule_redis.hlen("redbeat::inflight") == 0
+    history = {record["scheduled"]: record for record in scheduler.store.history("redbeat:sync")}
+    missed = [slot for i, slot in enumerate(slots) if i not in sent]
+    for slot in missed:
+        assert history[slot]["outcome"] == "missed"
+        assert history[slot]["reason"].startswith(f"catch_up {catch_up} publishes the newest")
+    assert json.loads(schedule_redis.hget("redbeat:sync", "status"))["missed"] == len(missed)
+
+
+def test_a_run_now_request_waiting_in_flight_is_published_however_late_and_a_slot_is_not(
+        scheduler_for, app, schedule_redis, broker_redis):
+    now = time.time()
+    saved_entry(app, "quote", now - 60, starting_deadline=1)
+    left_in_flight(schedule_redis, "redbeat:quote", [now - 60, now - 30], run_now={now - 30})
+    scheduler = scheduler_for()
+    scheduler.tick()
+    assert slots_sent(broker_redis) == [now - 30]
+    history = {record["scheduled"]: record["outcome"] for record in scheduler.store.history("redbeat:quote")}
+    assert history == {now - 60: "missed", now - 30: "published"}
+
+
+def test_claiming_pauses_while_too_many_runs_wait_in_flight_and_says_so(app, schedule_redis, broker_redis, caplog):
+    app.conf.update(redbeat_max_in_flight=3, redbeat_claim_batch_size=2)
+    scheduler = BrokerSwitch(app=app)
+    scheduler.down = True
+    try:
+        for name in "abcde":
+            raw_entry(schedule_redis, name)
+        with caplog.at_level(logging.INFO, logger="celery.beat"):
+            scheduler.tick()  # two batches of two claimed, the third finds four waiting
+            assert schedule_redis.hlen("redbeat::inflight") == 4
+            assert schedule_redis.zscore("redbeat::schedule", "redbeat:e") == 0  # still due
+            scheduler.tick()
+            heartbeat = json.loads(schedule_redis.get("redbeat::heartbeat"))
+            assert heartbeat["claiming_paused"] == "4 runs waiting in flight (redbeat_max_in_flight is 3)"
+            assert heartbeat["claiming_paused_since"] == pytest.approx(time.time(), abs=10)
+            assert schedule_redis.hlen("redbeat::inflight") == 4
+            scheduler.down = False
+            tick_until(scheduler, lambda: len(tasks_sent(broker_redis)) == 5, timeout=15,
+                       message="all five runs once the broker takes them")
+        assert caplog.text.count("claiming no new runs") == 1
+        assert caplog.text.count("claiming runs again") == 1
+        scheduler.tick()
+        assert "claiming_paused" not in json.loads(schedule_redis.get("redbeat::heartbeat"))
+    finally:
+        scheduler.close()
+
+
+def test_a_run_recorded_again_by_a_close_in_the_middle_of_a_tick_is_in_its_history_once(scheduler_for,
+                                                                                        schedule_redis):
+    scheduler = scheduler_for()
+    raw_entry(schedule_redis)
+    scheduler.tick()
+    [record] = scheduler.store.history("redbeat:raw")
+    # Celery's SIGTERM handler closes the scheduler wherever the tick is: here, after the
+    # runs were recorded in Redis and before the tick forgot that it had to.
+    run = InFlight(task_id=record["task_id"], key="redbeat:raw", scheduled=record["scheduled"],
+                   claimed_at=record["scheduled"], token="", retry_at=0)
+    scheduler._unrecorded = [(run, "published", record["dispatched"])]
+    scheduler.close()
+    assert scheduler.store.history("redbeat:raw") == [record]
