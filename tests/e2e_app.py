@@ -14,6 +14,7 @@ app.conf.update(
     broker_url=os.environ["E2E_BROKER_URL"],
     redbeat_redis_url=os.environ["E2E_REDBEAT_URL"],
     redbeat_lock_timeout=float(os.environ.get("E2E_LOCK_TIMEOUT", 3)),
+    redbeat_publish_batch_size=int(os.environ.get("E2E_PUBLISH_BATCH_SIZE", 100)),
     beat_max_loop_interval=1,
     timezone="UTC",
     worker_hijack_root_logger=False,
