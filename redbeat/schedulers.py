@@ -90,6 +90,7 @@ class RedBeatScheduler(Scheduler):
         self.lock_timeout = float(lock_timeout or self.conf.lock_timeout)
         self._statics_synced = False
         self._standing_by = False
+        self._broker_prepared = False
         self._failing_since: float | None = None  # UNIX seconds of the first of a run of failed ticks
         self._failure = ""  # why the last tick failed, for the heartbeat
         self._last_good_tick: float | None = None  # the heartbeat's last_tick
@@ -220,6 +221,7 @@ class RedBeatScheduler(Scheduler):
     def _tick(self) -> float:
         lock = self.lock
         if lock is not None and not lock.held:
+            self._prepare_broker()
             if not lock.acquire():
                 if not self._standing_by:
                     self._standing_by = True
@@ -531,6 +533,24 @@ class RedBeatScheduler(Scheduler):
         if not held:
             raise _LockNotConfirmedError("lock lost")
         return asked_at
+
+    def _prepare_broker(self) -> None:
+        """Connect to the broker and declare the default queue, before taking the lock.
+
+        On a distant broker that takes several round trips (a connection, its
+        channel's own, the queue's declaration): over two seconds at 300 ms
+        each. Counted against the lock in the first publish, it let the lock
+        expire, and beats took it from one another at start-up. Done once:
+        later, kombu reconnects as it publishes.
+        """
+        if self._broker_prepared:
+            return
+        try:
+            self.producer.maybe_declare(self.app.amqp.default_queue)
+            self._broker_prepared = True
+        except Exception as exc:
+            logger.warning("beat: could not connect to the broker before taking the lock (%s); the first publish "
+                           "will try again", printable(exc))
 
     def _publish_buffered(self) -> bool:
         """Whether messages published in ``_broker_batch`` wait for the end of it.

@@ -50,6 +50,25 @@ def duplicates(broker) -> dict:
     return {slot: origins for slot, origins in copies.items() if len(origins) > 1}
 
 
+def test_two_beats_on_a_broker_300ms_away_keep_one_lock_holder_from_the_start(
+        tmp_path, schedule_server, redis_server, broker_redis, project_env):
+    # Connecting to such a broker and declaring its queue takes over 4 s: done
+    # in the first publish, under a 2 s lock, it made the beats take the lock
+    # from one another until both were connected.
+    proxy = LatencyProxy(redis_server.port, delay=0.3)
+    try:
+        with slow_beats(tmp_path, schedule_server, redis_server, project_env, proxy) as beats:
+            for name in ("beat-a", "beat-b"):
+                start_beat(beats, name)
+            wait_for(lambda: len(published(broker_redis)) >= 15, timeout=60, message="15 runs")
+            logs = beats.log("beat-a") + beats.log("beat-b")
+            assert logs.count("Acquired lock") == 1, "the lock changed hands"
+            assert "lost lock" not in logs
+    finally:
+        proxy.stop()
+    assert not duplicates(broker_redis)
+
+
 # Many entries due at once, in small batches, on a broker 50 ms away: the
 # active beat spends most of each second publishing, one batch after another.
 ENTRIES = 200
