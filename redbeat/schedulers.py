@@ -515,6 +515,7 @@ class RedBeatScheduler(Scheduler):
                 return SentBatch([], 0, exc.reason, renewed_at)
             return SentBatch(sent, attempted, exc.reason, renewed_at)
         except Exception as exc:
+            _reraise_shutdown(exc)
             logger.error("beat: could not publish a batch of %d runs, some may have reached the broker; they are "
                          "retried one at a time with the same task ids: %s", attempted, exc)
             return SentBatch([], attempted, "broker down" if _broker_unreachable(exc) else None, renewed_at)
@@ -606,6 +607,7 @@ class RedBeatScheduler(Scheduler):
             message.__dict__.update(entry.__dict__, options=options)
             self.apply_async(message, producer=self.producer, advance=False)
         except Exception as exc:
+            _reraise_shutdown(exc)
             logger.error("beat: could not publish %s (task id %s): %s", printable(entry.name), run.task_id,
                          printable(exc))
             return exc
@@ -819,6 +821,19 @@ def _broker_unreachable(exc: BaseException) -> bool:
         return False
     return any(isinstance(cause, (OSError, ConnectionError, TimeoutError, KombuOperationalError,
                                   RedisConnectionError, RedisTimeoutError)) for cause in chain)
+
+
+def _reraise_shutdown(exc: BaseException) -> None:
+    """Raise the SystemExit or KeyboardInterrupt behind ``exc``, if there is one.
+
+    Celery's SIGTERM handler closes the scheduler and raises SystemExit
+    wherever beat is; inside a publish, the broker's client then fails on the
+    closed connection and raises an ordinary error instead. Caught as a
+    failed publish, it would keep beat running after its shutdown.
+    """
+    for cause in _causes(exc):
+        if isinstance(cause, (SystemExit, KeyboardInterrupt)):
+            raise cause
 
 
 def _causes(exc: BaseException | None) -> list[BaseException]:

@@ -8,6 +8,7 @@ messages stay in the broker queue, where the test counts them per scheduled slot
 from __future__ import annotations
 
 import signal
+import subprocess
 
 import pytest
 from celery.schedules import schedule
@@ -132,3 +133,26 @@ def test_a_beat_stopped_mid_publish_past_its_lock_timeout_duplicates_at_most_one
     assert len(found) <= 2 * PUBLISH_BATCH, f"{len(found)} slots published twice over 2 pauses: {found}"
     print(f"{len(found)} slots published twice over 2 pauses")
 
+
+def test_a_beat_told_to_stop_while_a_batch_is_on_its_way_to_the_broker_exits(
+        tmp_path, schedule_server, redis_server, broker_redis, project_env):
+    # 20 batches a second, 300 ms each: the beat is nearly always waiting for
+    # the broker. Celery's SIGTERM handler closes the broker connection under
+    # that wait; the error it causes must not be taken for a failed publish,
+    # after which beat went on running, standing by, until killed.
+    save_entries(schedule_server)
+    proxy = LatencyProxy(redis_server.port, delay=0.3)
+    try:
+        with slow_beats(tmp_path, schedule_server, redis_server, project_env, proxy,
+                        E2E_PUBLISH_BATCH_SIZE=str(PUBLISH_BATCH)) as beats:
+            beat = start_beat(beats, "beat")
+            wait_for(lambda: len(published(broker_redis)) >= 3 * PUBLISH_BATCH, timeout=30,
+                     message="batches on their way")
+            beat.send_signal(signal.SIGTERM)
+            try:
+                beat.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pytest.fail("beat kept running after SIGTERM")
+            assert "Released lock" in beats.log("beat")
+    finally:
+        proxy.stop()
