@@ -541,14 +541,15 @@ class RedBeatScheduler(Scheduler):
         On a distant broker that takes several round trips (a connection, its
         channel's own, the queue's declaration): over two seconds at 300 ms
         each. Counted against the lock in the first publish, it let the lock
-        expire, and beats took it from one another at start-up. Done once:
-        later, kombu reconnects as it publishes.
+        expire, and beats took it from one another at start-up. Tried once
+        (Celery's broker_connection_max_retries apply): later, kombu
+        reconnects as it publishes.
         """
         if self._broker_prepared:
             return
+        self._broker_prepared = True
         try:
             self.producer.maybe_declare(self.app.amqp.default_queue)
-            self._broker_prepared = True
         except Exception as exc:
             logger.warning("beat: could not connect to the broker before taking the lock (%s); the first publish "
                            "will try again", printable(exc))
