@@ -125,9 +125,11 @@ def test_a_beat_stopped_mid_publish_past_its_lock_timeout_duplicates_at_most_one
             count = len(published(broker_redis))
             wait_for(lambda: len(published(broker_redis)) >= count + ENTRIES, timeout=30,
                      message="runs after the last pause")
+            # Counted before the beats stop: a SIGTERM that lands while a batch
+            # is on its way costs one batch too (docs/reliability.rst).
+            found = duplicates(broker_redis)
     finally:
         proxy.stop()
-    found = duplicates(broker_redis)
     assert all(len(origins) == 2 for origins in found.values()), found
     # docs/reliability.rst: a stall past the lock timeout duplicates at most one batch.
     assert len(found) <= 2 * PUBLISH_BATCH, f"{len(found)} slots published twice over 2 pauses: {found}"
