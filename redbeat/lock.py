@@ -7,6 +7,9 @@ lock), so old and new beats exclude each other during a rolling upgrade.
 Holding the lock is not checked here before each dispatch: every script that
 changes the schedule on the active beat's behalf starts with ``FENCE_LUA``,
 so a beat whose lock expired (a long pause, a partition) changes nothing.
+The broker cannot be fenced that way: a beat checks the lock with ``renew``
+just before each batch it sends there instead (docs/reliability.rst says
+what that leaves).
 """
 
 from __future__ import annotations
@@ -84,6 +87,7 @@ class BeatLock:
         self.held = False
         self._release = client.register_script(self.RELEASE_LUA)
         self._acquire = client.register_script(self.ACQUIRE_LUA)
+        self._renew = client.register_script(self.RENEW_LUA)
         self.replaced: str | None = None  # the type of what the last acquire found in place of a lock
 
     @property
@@ -99,6 +103,19 @@ class BeatLock:
         taken, replaced = self._acquire(keys=[self.key], args=[self.token, self.ttl_ms])
         self.replaced = replaced.decode() if replaced else None
         self.held = bool(taken)
+        return self.held
+
+    # Renews the lock if it is still ours: FENCE_LUA alone. Returns 1, or
+    # LOCK_LOST. A beat runs it before each batch it sends to the broker, so
+    # that one which lost the lock while it built the batch sends nothing.
+    # KEYS: lock   ARGV: token, ttl_ms
+    RENEW_LUA = FENCE_LUA + """
+    return 1
+    """
+
+    def renew(self) -> bool:
+        """Check that the lock is still ours and renew it, in one round trip; False if it was lost."""
+        self.held = self._renew(keys=[self.key], args=[self.token, self.ttl_ms]) != LOCK_LOST
         return self.held
 
     def release(self) -> bool:

@@ -16,7 +16,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 from celery import Celery
 from celery.beat import Scheduler
@@ -64,9 +64,11 @@ RETRY_FIRST = 0.1
 RETRY_MAX = 1.0
 # A host clock this many seconds off Redis's is warned about.
 CLOCK_SKEW_WARNING = 1.0
-# Publishing stops when this fraction of the lock timeout has passed since the
-# claim: past it, the lock may have expired under us.
-PAUSE_FRACTION = 0.8
+# While publishing, the lock is confirmed and renewed before each batch goes
+# to the broker, and also before a message once this fraction of the lock
+# timeout passed since it was last renewed: a slow broker then does not let it
+# expire (as between ticks, a third survives two slow steps).
+RENEW_FRACTION = 1 / 3
 # Deciding a batch stops after this fraction of the lock timeout, so the claim
 # that follows still holds the lock.
 DECIDE_FRACTION = 0.25
@@ -74,12 +76,6 @@ DECIDE_FRACTION = 0.25
 # less than MIN_ENTRY_CPU seconds of CPU) is parked as too costly.
 ENTRY_CPU_FRACTION = 0.1
 MIN_ENTRY_CPU = 0.5
-# Published runs are recorded (history written, in-flight records removed)
-# with the next read of the tick, or at its end, or every this many seconds
-# while a slow batch publishes: no round trip of their own per batch, and at
-# most that much can be republished (with the same task ids) after a crash in
-# the middle of a batch.
-RECORD_AFTER = 0.5
 # Claiming, paused because redbeat_max_in_flight runs wait in flight, resumes
 # once no more than this fraction of it wait: it does not flap at the limit.
 RESUME_CLAIMING_FRACTION = 0.9
@@ -107,6 +103,7 @@ class RedBeatScheduler(Scheduler):
         self.lock_timeout = float(lock_timeout or self.conf.lock_timeout)
         self._statics_synced = False
         self._standing_by = False
+        self._broker_prepared = False
         self._failing_since: float | None = None  # UNIX seconds of the first of a run of failed ticks
         self._failure = ""  # why the last tick failed, for the heartbeat
         self._last_good_tick: float | None = None  # the heartbeat's last_tick
@@ -246,6 +243,7 @@ class RedBeatScheduler(Scheduler):
     def _tick(self) -> float:
         lock = self.lock
         if lock is not None and not lock.held:
+            self._prepare_broker()
             if not lock.acquire():
                 if not self._standing_by:
                     self._standing_by = True
@@ -516,35 +514,35 @@ class RedBeatScheduler(Scheduler):
     def _publish(self, runs: list[tuple[RedBeatSchedulerEntry, InFlight]], renewed_at: float) -> set[str]:
         """Publish runs in flight; keep those that failed for a retry.
 
-        The runs published are forgotten (and written to their history) by
-        the next read of the tick, or at its end: see ``_record_outcomes``.
-        ``renewed_at`` (monotonic) is when the lock was last confirmed.
-        Returns the task ids published.
+        The runs of each batch are recorded as published (forgotten in flight,
+        written to their history) as soon as the broker took the batch: until
+        then, a beat that stalls past its lock timeout leaves them to the next
+        lock holder, which publishes them again. ``renewed_at`` (monotonic)
+        is when the lock was last confirmed. Returns the task ids published.
         """
         published: set[str] = set()
         failed: list[InFlight] = []
-        last_record = time.monotonic()
         position = 0
         while position < len(runs):
-            sent, attempted, stop = self._send_batch(runs[position:self._batch_end(runs, position)], renewed_at)
-            sent_ids = {run.task_id for run in sent}
-            failed += [run for _, run in runs[position:position + attempted] if run.task_id not in sent_ids]
-            position += attempted
+            batch = self._send_batch(runs[position:self._batch_end(runs, position)], renewed_at)
+            renewed_at = batch.renewed_at
+            sent_ids = {run.task_id for run in batch.sent}
+            failed += [run for _, run in runs[position:position + batch.attempted] if run.task_id not in sent_ids]
+            position += batch.attempted
             sent_at = self.clock()
             published |= sent_ids
-            self._unrecorded += [(run, "published", sent_at) for run in sent]
-            if stop == "broker down":
+            self._unrecorded += [(run, "published", sent_at) for run in batch.sent]
+            self._record_outcomes()
+            if batch.stop == "broker down":
                 # After a connection error the rest of the batch waits for its
                 # retry rather than each run waiting out the broker's own retries.
                 failed += [run for _, run in runs[position:]]
                 break
-            if stop == "lock":
-                logger.warning("beat: %.1fs since the lock was renewed; leaving %d runs to the lock holder",
-                               time.monotonic() - renewed_at, len(runs) - position)
-                break
-            if time.monotonic() - last_record > RECORD_AFTER:
-                self._record_outcomes()
-                last_record = time.monotonic()
+            if batch.stop == "lock lost":
+                logger.warning("beat: lost lock %s while publishing; leaving %d runs to the lock holder",
+                               self.lock.key, len(runs) - position)
+            if batch.stop in ("lock lost", "redis down"):
+                break  # the runs left stay in flight; the next read of the tick says what happened
         if failed:
             self._publish_failed(failed)
         return published
@@ -564,56 +562,111 @@ class RedBeatScheduler(Scheduler):
                 return position
         return end
 
-    def _send_batch(self, runs: list[tuple[RedBeatSchedulerEntry, InFlight]],
-                    renewed_at: float) -> tuple[list[InFlight], int, str | None]:
-        """Publish runs in one go: the runs sent, how many were tried, and why it
-        stopped before the end, if it did: ``"broker down"`` or ``"lock"``.
+    def _send_batch(self, runs: list[tuple[RedBeatSchedulerEntry, InFlight]], renewed_at: float) -> SentBatch:
+        """Publish runs in one go.
 
-        Stops early when the lock may have expired: this process was paused
-        (GC, a stopped VM) or publishing is slow, and another beat may publish
-        these runs. When the batch as a whole fails to reach the broker, its
-        delivery is uncertain: none of its runs counts as sent, and all are
-        retried with the same task ids.
+        The lock is confirmed (and renewed) before the batch goes to the
+        broker: just before the batch context sends what it buffered, or
+        before the first message where messages go out one by one; and before
+        a message whenever ``RENEW_FRACTION`` of the lock timeout passed since.
+        A beat that finds the lock gone sends nothing more: the buffered batch
+        is dropped unsent, and its runs stay in flight for the lock holder.
+        When the batch as a whole fails to reach the broker, its delivery is
+        uncertain: none of its runs counts as sent, and all are retried with
+        the same task ids.
         """
         sent: list[InFlight] = []
         attempted = 0
+        stop = None
+        buffered = self._publish_buffered()
         try:
             with self._broker_batch():
+                if not buffered:
+                    renewed_at = self._renew_lock()
                 for entry, run in runs:
-                    if self.lock is not None and time.monotonic() - renewed_at > self.lock_timeout * PAUSE_FRACTION:
-                        return sent, attempted, "lock"  # the context still sends what it holds
+                    if time.monotonic() - renewed_at > self.lock_timeout * RENEW_FRACTION:
+                        renewed_at = self._renew_lock()
                     attempted += 1
                     error = self._send(entry, run)
                     if error is None:
                         sent.append(run)
                     elif _broker_unreachable(error):
-                        return sent, attempted, "broker down"
+                        stop = "broker down"
+                        break
+                if buffered:
+                    renewed_at = self._renew_lock()
+        except _LockNotConfirmedError as exc:
+            # Raised inside the batch context, which discards what it buffered.
+            if buffered:
+                return SentBatch([], 0, exc.reason, renewed_at)
+            return SentBatch(sent, attempted, exc.reason, renewed_at)
         except Exception as exc:
+            _reraise_shutdown(exc)
             logger.error("beat: could not publish a batch of %d runs, some may have reached the broker; they are "
                          "retried one at a time with the same task ids: %s", attempted, exc)
-            return [], attempted, "broker down" if _broker_unreachable(exc) else None
-        return sent, attempted, None
+            return SentBatch([], attempted, "broker down" if _broker_unreachable(exc) else None, renewed_at)
+        return SentBatch(sent, attempted, stop, renewed_at)
 
-    def _broker_batch(self) -> Any:
-        """A context in which publishing buffers messages and sends them at its end.
+    def _renew_lock(self) -> float:
+        """Confirm that the lock is still ours and renew it: when (monotonic);
+        raises ``_LockNotConfirmedError`` if it was lost or Redis did not answer."""
+        asked_at = time.monotonic()
+        if self.lock is None:
+            return asked_at
+        try:
+            held = self.lock.renew()
+        except RedisError as exc:
+            raise _LockNotConfirmedError("redis down") from exc
+        if not held:
+            raise _LockNotConfirmedError("lock lost")
+        return asked_at
 
-        kombu 5.7 and later batch on the transports that can (a pipeline on
-        Redis) and publish one by one on the others; older kombu has no batches.
+    def _prepare_broker(self) -> None:
+        """Connect to the broker and declare the default queue, before taking the lock.
+
+        On a distant broker that takes several round trips (a connection, its
+        channel's own, the queue's declaration): over two seconds at 300 ms
+        each. Counted against the lock in the first publish, it let the lock
+        expire, and beats took it from one another at start-up. Tried once
+        (Celery's broker_connection_max_retries apply): later, kombu
+        reconnects as it publishes.
         """
-        batch = getattr(self.producer, "batch", None)
-        if batch is None or self.conf.publish_batch_size <= 1:
+        if self._broker_prepared:
+            return
+        self._broker_prepared = True
+        try:
+            self.producer.maybe_declare(self.app.amqp.default_queue)
+        except Exception as exc:
+            logger.warning("beat: could not connect to the broker before taking the lock (%s); the first publish "
+                           "will try again", printable(exc))
+
+    def _publish_buffered(self) -> bool:
+        """Whether messages published in ``_broker_batch`` wait for the end of it.
+
+        kombu 5.7 and later buffer them on the transports that can (a pipeline
+        on Redis); on the others, and with older kombu, each goes out as it is
+        published.
+        """
+        producer = self.producer
+        return (self.conf.publish_batch_size > 1 and hasattr(producer, "batch")
+                and bool(getattr(producer, "supports_batch_publish", False)))
+
+    def _broker_batch(self) -> contextlib.AbstractContextManager:
+        """A context in which publishing buffers messages and sends them at its
+        end, if the transport can (``_publish_buffered``); if it exits with an
+        exception, kombu discards what it buffered."""
+        if not self._publish_buffered():
             return contextlib.nullcontext()
         # No flush of its own inside a batch: only the end of the context
         # sends, so that a batch is published or failed as a whole.
-        return batch(max_size=1_000_000)
+        return self.producer.batch(max_size=1_000_000)
 
     def _record_outcomes(self) -> None:
-        """Forget the runs published or given up since the last read, and write their history.
+        """Forget the runs published or given up, and write their history.
 
-        A tick's reads do this on the way (no round trip of its own); this
-        is for what is left at the end of a tick or of a long stretch of
-        publishing. Until then a crash makes the next lock holder publish
-        them again, with the same task ids.
+        Published runs are recorded after each batch; runs given up ride
+        along with the tick's next read, or are recorded at its end. Until
+        then, the next lock holder publishes them again, with the same task ids.
         """
         if self._unrecorded:
             self.store.record(self._unrecorded)
@@ -643,6 +696,7 @@ class RedBeatScheduler(Scheduler):
             message.__dict__.update(entry.__dict__, options=options)
             self.apply_async(message, producer=self.producer, advance=False)
         except Exception as exc:
+            _reraise_shutdown(exc)
             logger.error("beat: could not publish %s (task id %s): %s", printable(entry.name), run.task_id,
                          printable(exc))
             return exc
@@ -881,6 +935,26 @@ class RedBeatScheduler(Scheduler):
         return "\n".join(lines)
 
 
+class SentBatch(NamedTuple):
+    """What ``_send_batch`` did: the runs sent, how many it tried (those not sent failed), why it
+    stopped before the end if it did (``"broker down"``, ``"lock lost"``, ``"redis down"``), and
+    when (monotonic) it last confirmed the lock."""
+
+    sent: list[InFlight]
+    attempted: int
+    stop: str | None
+    renewed_at: float
+
+
+class _LockNotConfirmedError(Exception):
+    """The lock was lost while publishing, or Redis could not confirm it (``reason``): raised
+    inside kombu's batch context so that it discards the messages buffered there."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 def acquire_distributed_beat_lock(sender: Any = None, *args: Any, **kwargs: Any) -> None:
     """Kept so that code which connects or disconnects it (celery-redbeat 2.x took
     the lock in a ``beat_init`` handler of this name) still imports. It does
@@ -894,10 +968,7 @@ def _broker_unreachable(exc: BaseException) -> bool:
     counts: a broker that answered with an error (a Redis ResponseError, such
     as a queue key of the wrong type) refused one message and is not down.
     """
-    chain: list[BaseException] = []
-    while exc is not None and len(chain) < 20:
-        chain.append(exc)
-        exc = exc.__cause__ or exc.__context__
+    chain = _causes(exc)
     if any(isinstance(cause, RedisResponseError) for cause in chain):
         return False
     return any(isinstance(cause, (OSError, ConnectionError, TimeoutError, KombuOperationalError,
@@ -932,6 +1003,28 @@ def _settle_waiting(key: str, entry: RedBeatSchedulerEntry, runs: list[InFlight]
             run.publish_by = latest_start(key, slot, policy)
             publish.append(run)
     return publish, missed
+
+
+def _reraise_shutdown(exc: BaseException) -> None:
+    """Raise the SystemExit or KeyboardInterrupt behind ``exc``, if there is one.
+
+    Celery's SIGTERM handler closes the scheduler and raises SystemExit
+    wherever beat is; inside a publish, the broker's client then fails on the
+    closed connection and raises an ordinary error instead. Caught as a
+    failed publish, it would keep beat running after its shutdown.
+    """
+    for cause in _causes(exc):
+        if isinstance(cause, (SystemExit, KeyboardInterrupt)):
+            raise cause
+
+
+def _causes(exc: BaseException | None) -> list[BaseException]:
+    """``exc`` and the chain of exceptions it was raised from or while handling."""
+    chain: list[BaseException] = []
+    while exc is not None and len(chain) < 20:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return chain
 
 
 def _bounded(entry: RedBeatSchedulerEntry) -> bool:

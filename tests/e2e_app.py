@@ -16,6 +16,7 @@ app.conf.update(
     redbeat_lock_timeout=float(os.environ.get("E2E_LOCK_TIMEOUT", 3)),
     redbeat_history_size=int(os.environ.get("E2E_HISTORY_SIZE", 20)),
     redbeat_catch_up=os.environ.get("E2E_CATCH_UP", "once"),
+    redbeat_publish_batch_size=int(os.environ.get("E2E_PUBLISH_BATCH_SIZE", 100)),
     beat_max_loop_interval=1,
     timezone="UTC",
     worker_hijack_root_logger=False,

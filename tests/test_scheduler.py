@@ -435,19 +435,70 @@ def test_publishing_one_message_at_a_time_when_batches_are_turned_off(scheduler_
     assert schedule_redis.hlen("redbeat::inflight") == 0
 
 
-def test_a_beat_paused_after_claiming_leaves_its_runs_to_the_lock_holder(scheduler_for, schedule_redis,
-                                                                          broker_redis, caplog):
-    scheduler = scheduler_for()
-    scheduler.tick()
-    raw_entry(schedule_redis)
+def claimed_now(scheduler, schedule_redis, names=("raw",)):
+    """Entries due now, decided and claimed by ``scheduler``: its runs in flight, not yet published."""
+    for name in names:
+        raw_entry(schedule_redis, name)
     batch = scheduler.store.read_due(time.time(), 10, scheduler.lock)
     decisions = [scheduler._decide(r, datetime.now(timezone.utc)) for r in batch.records]
-    claimed = scheduler.store.claim(decisions, scheduler.lock)
+    return scheduler.store.claim(decisions, scheduler.lock)
+
+
+def test_a_beat_whose_lock_was_taken_after_claiming_publishes_nothing(scheduler_for, schedule_redis,
+                                                                      broker_redis, caplog):
+    scheduler = scheduler_for()
+    scheduler.tick()
+    claimed = claimed_now(scheduler, schedule_redis)
+    schedule_redis.set("redbeat::lock", "another-beat")  # it took the lock while this one was paused
     with caplog.at_level(logging.WARNING, logger="celery.beat"):
-        scheduler._publish_claimed(claimed, time.monotonic() - 60)
-    assert "leaving 1 runs to the lock holder" in caplog.text
+        scheduler._publish_claimed(claimed, time.monotonic())
+    assert "lost lock redbeat::lock while publishing; leaving 1 runs to the lock holder" in caplog.text
     assert tasks_sent(broker_redis) == []
     assert schedule_redis.hlen("redbeat::inflight") == 1
+
+
+def test_a_beat_that_kept_its_lock_through_a_long_stall_confirms_it_and_publishes(scheduler_for, schedule_redis,
+                                                                                  broker_redis):
+    scheduler = scheduler_for(redbeat_lock_timeout=5)
+    scheduler.tick()
+    claimed = claimed_now(scheduler, schedule_redis)
+    scheduler._publish_claimed(claimed, time.monotonic() - 60)
+    assert tasks_sent(broker_redis) == ["tasks.raw"]
+    assert schedule_redis.hlen("redbeat::inflight") == 0
+    assert schedule_redis.pttl("redbeat::lock") > 4000  # renewed by the check
+
+
+class LockTakenWhilePublishing(RedBeatScheduler):
+    """Another beat takes the lock right after the first message is handed to kombu,
+    as if this beat had been paused there past its lock timeout."""
+
+    def _send(self, entry, run):
+        error = super()._send(entry, run)
+        self.store.client.set(self.lock.key, "another-beat", px=60_000)  # as a beat writes it
+        return error
+
+
+@pytest.mark.parametrize("batch_size, reached_the_broker", [(100, 0), (1, 1)])
+def test_a_beat_that_loses_its_lock_while_publishing_sends_nothing_more(
+        app, schedule_redis, broker_redis, batch_size, reached_the_broker):
+    # In a batch, messages wait in kombu's buffer until the lock is checked
+    # before the batch is sent: the whole batch is dropped. One at a time,
+    # the first went out before the lock was lost; the others are not sent.
+    app.conf.update(redbeat_publish_batch_size=batch_size)
+    scheduler = LockTakenWhilePublishing(app=app)
+    try:
+        scheduler.tick()
+        claimed = claimed_now(scheduler, schedule_redis, names=("one", "two", "three"))
+        assert scheduler._publish_buffered() is (batch_size > 1)
+        scheduler._publish_claimed(claimed, time.monotonic())
+        assert len(tasks_sent(broker_redis)) == reached_the_broker
+        # The runs not sent stay in flight, for the lock holder to publish.
+        assert schedule_redis.hlen("redbeat::inflight") == 3 - reached_the_broker
+        scheduler.tick()  # the next read finds the lock gone: back to standby
+        assert not scheduler.lock.held
+        assert len(tasks_sent(broker_redis)) == reached_the_broker
+    finally:
+        scheduler.close()
 
 
 def test_beat_warns_when_redis_may_evict_schedule_keys(scheduler_for, schedule_redis, caplog):
