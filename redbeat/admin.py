@@ -461,7 +461,7 @@ def beat_status(app: Celery, now: float | None = None) -> dict:
     still writes its heartbeat, but no tick completes.
     """
     store = get_store(app)
-    now = time.time() if now is None else now
+    now = store.time() if now is None else now  # the heartbeat's times are by Redis's clock
     wrong = wrong_types(app)
     overview = store.overview(now)
     token, oldest = overview["lock_token"], overview["oldest_due_score"]
@@ -560,8 +560,9 @@ def doctor(app: Celery, configured_statics: set[str] | None = None) -> list[Find
                                     "in beat_schedule: the next beat to start will delete it"))
     if "inflight" not in broken:
         _, runs, unreadable = store.in_flight()
+        now = store.time()
         for run in runs:
-            if run.retry_at < time.time() - 60:
+            if run.retry_at < now - 60:
                 findings.append(Finding("stuck-in-flight", run.key, f"run {run.task_id} claimed at "
                                         f"{_iso_ts(_unix_seconds(run.claimed_at))} is still not published"))
         for task_id in unreadable:

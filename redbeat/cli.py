@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib
 import json
 import sys
-import time
 from datetime import datetime, timezone
 from importlib import resources
 from typing import Any
@@ -146,7 +145,7 @@ def list_entries(tool: Tool, as_json: bool, pattern: str | None, task: str | Non
     if as_json:
         emit([summaries[i] for i in order])
         return
-    now = time.time()
+    now = get_store(tool.app).time()  # beat's clock, for "in 5s" and "2m ago"
     rows = []
     for i in order:
         view, summary = views[i], summaries[i]

@@ -780,6 +780,11 @@ class ScheduleStore:
                 pipe.zscore(self.conf.schedule_key, key)
             yield from (key for key, score in zip(keys, pipe.execute()) if score is None)
 
+    def time(self) -> float:
+        """Now by Redis's clock, the one beat decides by (UNIX seconds)."""
+        seconds, microseconds = self.client.time()
+        return seconds + microseconds / 1e6
+
     def overview(self, now: float) -> dict[str, Any]:
         """The lock's token, the heartbeat, and how the schedule stands at ``now``;
         two round trips. What cannot be read (a key of the wrong type) is None."""
