@@ -309,7 +309,7 @@ def test_fuzzed_entries_never_stop_a_command(raw, redis_url, tmp_path, name, fie
     add_entry(raw, name, score, **fields)
     add_entry(raw, "canary", 100)
     assert "canary" in finished(invoke(redis_url, "list"), (0,))
-    finished(invoke(redis_url, "show", name.decode("utf-8", "surrogateescape")), (0,))
+    finished(invoke(redis_url, "show", "--", name.decode("utf-8", "surrogateescape")), (0,))
     finished(invoke(redis_url, "doctor"))
     dump = tmp_path / "export.json"
     dump.write_text(finished(invoke(redis_url, "export"), (0,)))
