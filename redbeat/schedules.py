@@ -51,13 +51,15 @@ MAX_OCCURRENCES = 100_000
 # calls, not seconds, gives every beat the same verdict on the same rule,
 # however loaded its machine.
 MAX_SEARCH_STEPS = 50_000
-# The values each "by" field of a rule accepts: (lowest, highest, whether 0 is one).
+# The values each "by" field of a rule accepts: (lowest, highest, whether 0 is
+# one). A 0 among month days, year days and week numbers matches nothing, but
+# dateutil (and so celery-redbeat 2.x) takes it: stored rules may hold one.
 BY_FIELD_RANGES = {
     "bysetpos": (-366, 366, False),
     "bymonth": (1, 12, True),
-    "bymonthday": (-31, 31, False),
-    "byyearday": (-366, 366, False),
-    "byweekno": (-53, 53, False),
+    "bymonthday": (-31, 31, True),
+    "byyearday": (-366, 366, True),
+    "byweekno": (-53, 53, True),
     "byeaster": (-366, 366, True),
     "byhour": (0, 23, True),
     "byminute": (0, 59, True),
@@ -220,8 +222,8 @@ class rrule(BaseSchedule):  # noqa: N801 - the name is part of the public import
             raise ScheduleTooCostlyError(f"rrule has no occurrence after {reference.isoformat()}: it never matches")
 
     def _cost_hint(self) -> str:
-        if self.count is not None and self.repeat_period() is None:
-            return (": a rule with a count and filters that skip periods is replayed from its dtstart; "
+        if self.count is not None:
+            return (": a rule with a count is counted from its dtstart, which costs more the further back it is; "
                     "use until instead of count, or a later dtstart")
         return ": does it ever match? (a coarser freq with by-fields costs less)"
 
@@ -251,9 +253,11 @@ class rrule(BaseSchedule):  # noqa: N801 - the name is part of the public import
             # dateutil steps in the start's own wall clock (a zone with DST
             # included): count the periods in that clock too.
             reference, start = reference.astimezone(start.tzinfo).replace(tzinfo=None), start.replace(tzinfo=None)
-        if reference - start < REANCHOR_AFTER * step:
+        # Two periods back when the period is a step of the rule; one when it is
+        # the (longer) span a count repeats over, whose occurrences are replayed.
+        behind = (reference - start) // period - (2 if self.count is None else 1)
+        if reference - start < REANCHOR_AFTER * step or behind < 1:
             return self._uncounted, self.count
-        behind = (reference - start) // period - 2
         left = None if self.count is None else self.count - behind * self._occurrences_in(period)
         return self._uncounted.replace(dtstart=self._rule_start + behind * period), left
 
@@ -292,13 +296,15 @@ class rrule(BaseSchedule):  # noqa: N801 - the name is part of the public import
         if self._occurrences_per_period is None:
             # The second period is whole: the first may start mid-period.
             first = self._rule_start + period
-            count = 0
-            for occurrence in _search(self._uncounted.xafter(first, inc=True), self._cost_hint):
+            count = produced = 0
+            for occurrence in _search(self._uncounted, self._cost_hint):
                 if occurrence >= first + period:
                     break
-                count += 1
-                if count > MAX_OCCURRENCES:
-                    raise ScheduleTooCostlyError(f"rrule has more than {MAX_OCCURRENCES} occurrences per period")
+                produced += 1
+                if produced > MAX_OCCURRENCES:
+                    raise ScheduleTooCostlyError(f"rrule has more than {MAX_OCCURRENCES} occurrences in "
+                                                 f"two periods of {period}{self._cost_hint()}")
+                count += occurrence >= first
             self._occurrences_per_period = count
         return self._occurrences_per_period
 
@@ -430,11 +436,15 @@ class clocked(BaseSchedule):  # noqa: N801 - named like Celery's schedules
 
 def _search(occurrences: Iterable[datetime], hint: Callable[[], str]) -> Iterator[datetime]:
     """The occurrences of a dateutil rule or iterator, stopped with ScheduleTooCostlyError once
-    dateutil has made ``MAX_SEARCH_STEPS`` Python calls producing them.
+    dateutil has made ``MAX_SEARCH_STEPS`` Python calls to produce one of them.
 
     The calls are counted by a profile hook set only while dateutil runs
-    (raising in it stops dateutil where it stands). Under another profiler
-    (cProfile) the hook is left alone, and only ``MAX_OCCURRENCES`` bounds the search.
+    (raising in it stops dateutil where it stands), from one occurrence to the
+    next: a rule that produces occurrences steadily is bounded by the number
+    of them (``MAX_OCCURRENCES``), one that stalls by its steps. Under another
+    profiler (cProfile) the hook is left alone, and only ``MAX_OCCURRENCES``
+    bounds the search; a profiler set from C without a Python object is
+    invisible to ``sys.getprofile`` and is switched off by the search.
     """
     iterator = iter(occurrences)
     steps = 0
@@ -445,16 +455,21 @@ def _search(occurrences: Iterable[datetime], hint: Callable[[], str]) -> Iterato
             steps += 1
             if steps > MAX_SEARCH_STEPS:
                 raise ScheduleTooCostlyError(f"rrule took more than {MAX_SEARCH_STEPS} steps to find its next "
-                                        f"occurrence{hint()}")
+                                             f"occurrence{hint()}")
 
     guarded = sys.getprofile() is None
     while True:
+        steps = 0
         if guarded:
             sys.setprofile(count_step)
         try:
             occurrence = next(iterator)
         except StopIteration:
             return
+        except ScheduleTooCostlyError:
+            raise
+        except Exception as exc:  # dateutil's own failures on odd rules (an IndexError for MO(+53) in February)
+            raise ValueError(f"rrule cannot be evaluated: {type(exc).__name__}: {exc}") from exc
         finally:
             if guarded:
                 sys.setprofile(None)
@@ -467,19 +482,23 @@ def _check_by_fields(byweekday: Any, wkst: Any, **by_fields: Any) -> None:
     for name, value in by_fields.items():
         low, high, zero = BY_FIELD_RANGES[name]
         for item in _as_list(value):
-            if (not isinstance(item, int) or isinstance(item, bool) or not low <= item <= high
-                    or (item == 0 and not zero)):
+            if (not _whole(item) or not low <= item <= high or (item == 0 and not zero)):
                 allowed = f"{low} to {high}" + ("" if zero else ", not 0")
                 raise ValueError(f"rrule {name} values must be whole numbers from {allowed}, not {item!r}")
     for name, value in (("byweekday", byweekday), ("wkst", wkst)):
         for item in _as_list(value):
             day = item.weekday if isinstance(item, dateutil.rrule.weekday) else item
             # Not repr(item): dateutil's weekday repr fails on a weekday out of range.
-            if not isinstance(day, int) or isinstance(day, bool) or not 0 <= day <= 6:
+            if not _whole(day) or not 0 <= day <= 6:
                 raise ValueError(f"rrule {name} values must be weekdays 0 (MO) to 6 (SU), not {day!r}")
             n = getattr(item, "n", None)
             if n is not None and not (isinstance(n, int) and not isinstance(n, bool) and 1 <= abs(n) <= 53):
                 raise ValueError(f"rrule {name} weekday positions must be from -53 to 53 but not 0, not {n!r}")
+
+
+def _whole(value: Any) -> bool:
+    """A whole number, not a bool (dateutil takes no 9.0)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _as_list(value: Any) -> list:

@@ -311,7 +311,7 @@ def test_rules_too_costly_to_evaluate_are_refused_with_a_reason(fields, words):
     ({"byweekday": 9}, "weekdays 0"),
     ({"byhour": 24}, "byhour values must be whole numbers from 0 to 23"),
     ({"byminute": [0, 61]}, "byminute"),
-    ({"bymonthday": 0}, "not 0"),
+    ({"bysetpos": 0}, "not 0"),
     ({"bymonth": 13}, "bymonth"),
     ({"bysecond": True}, "bysecond"),
     ({"count": -1}, "count"),
@@ -354,3 +354,46 @@ def test_entries_and_decoded_definitions_use_redbeats_crontab(fake_app):
     entry = RedBeatSchedulerEntry("cron", "tasks.t", celery_crontab(minute="*/5"), app=fake_app)
     assert type(entry.schedule) is crontab and entry.schedule == celery_crontab(minute="*/5")
     assert type(loads('{"__type__": "crontab", "minute": "5"}')) is crontab
+
+
+@pytest.mark.parametrize("fields", [
+    {"freq": "MINUTELY", "count": 10**6, "byweekday": [0, 1, 2, 3, 4]},
+    {"freq": "SECONDLY", "count": 10**6, "byhour": list(range(9, 18))},
+    {"freq": "SECONDLY", "interval": 10, "count": 10**6, "byweekday": [0, 1, 2, 3, 4]},
+    {"freq": "MINUTELY", "count": 10**6, "byweekday": [0, 1, 2, 3, 4, 5, 6], "timezone": "Europe/Paris"},
+])
+@pytest.mark.parametrize("later", [timedelta(hours=16), timedelta(hours=17), timedelta(days=1),
+                                   timedelta(days=30), timedelta(days=365)])
+def test_a_counted_rule_with_filters_answers_as_dateutil_does_however_long_it_ran(fields, later):
+    start = datetime(2025, 1, 6, tzinfo=UTC)
+    rule = rrule(dtstart=start, **fields)
+    moment = start + later + timedelta(seconds=0.5)
+    if rule.zone is None:
+        expected = rule.rrule.after(moment)
+    else:
+        with mock.patch.object(schedules, "MAX_SEARCH_STEPS", 10**9), \
+                mock.patch.object(schedules, "MAX_OCCURRENCES", 10**9):
+            rule.restarted_near = lambda reference: (rule._uncounted, rule.count)
+            expected = rule.next_after(moment)
+        rule = rrule(dtstart=start, **fields)
+    assert rule.next_after(moment) == expected
+
+
+def test_a_counted_rule_replayed_from_its_start_is_bounded_by_its_occurrences_not_its_steps():
+    # Every half hour in working hours, March to October: calendar filters, so
+    # the count is replayed from 2023; over 11,000 occurrences lie behind.
+    rule = rrule("MINUTELY", interval=30, byhour=list(range(8, 18)), bymonth=list(range(3, 11)), count=100_000,
+                 dtstart=datetime(2023, 3, 1, tzinfo=UTC))
+    assert rule.next_after(datetime(2025, 6, 1, tzinfo=UTC)) == datetime(2025, 6, 1, 8, 0, tzinfo=UTC)
+
+
+def test_a_rule_dateutil_fails_on_is_refused_with_a_reason():
+    from dateutil.rrule import MO
+    rule = rrule("YEARLY", bymonth=[2], byweekday=[MO(+53)], dtstart=datetime(2020, 1, 1, tzinfo=UTC))
+    with pytest.raises(ValueError, match="rrule cannot be evaluated: IndexError"):
+        rule.next_after(datetime(2026, 1, 1, tzinfo=UTC))
+
+
+def test_a_zero_month_day_is_taken_as_dateutil_took_it():
+    rule = rrule("MONTHLY", bymonthday=[0, 15], byhour=[9], dtstart=datetime(2026, 1, 1, tzinfo=UTC))
+    assert rule.next_after(datetime(2026, 1, 1, tzinfo=UTC)) == datetime(2026, 1, 15, 9, tzinfo=UTC)
