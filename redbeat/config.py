@@ -73,8 +73,9 @@ class RedBeatConfig:
         self.lock_poll_interval: float = float(
             self.either_or("redbeat_lock_poll_interval", None) or DEFAULT_LOCK_POLL_INTERVAL
         )
-        self.claim_batch_size: int = int(
-            self.either_or("redbeat_claim_batch_size", None) or DEFAULT_CLAIM_BATCH_SIZE
+        self.claim_batch_size: int = int(_number_setting(
+            "redbeat_claim_batch_size", self.either_or("redbeat_claim_batch_size", None) or DEFAULT_CLAIM_BATCH_SIZE,
+            1, None, whole=True)
         )
         publish_batch = self.either_or("redbeat_publish_batch_size", None)
         self.publish_batch_size: int = max(int(DEFAULT_PUBLISH_BATCH_SIZE if publish_batch is None else publish_batch),

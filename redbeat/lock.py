@@ -69,6 +69,9 @@ class BeatLock:
     if kind == 'string' and redis.call('PTTL', KEYS[1]) == -1 and redis.call('GET', KEYS[1]) ~= ARGV[1] then
         kind = 'string without an expiry'
     end
+    if kind == 'hash' and redis.call('HEXISTS', KEYS[1], 'definition') == 1 then
+        return {0, 'entry'}  -- a schedule entry's hash: never deleted; the caller says so
+    end
     if kind ~= 'string' and kind ~= 'none' then
         redis.call('DEL', KEYS[1])
         replaced = kind

@@ -111,6 +111,7 @@ class RedBeatScheduler(Scheduler):
         self.host_clock = time.time  # this host's clock (a test may set it off)
         self._clock_offset = 0.0  # Redis's clock minus this host's, as last seen
         self._clock_skewed = False
+        self._slow_once: set[bytes] = set()  # keys whose last decision took too much CPU
         self._active_since: float | None = None
         self._token = make_token()  # names this beat in the lock and in its runs in flight
         # Runs published or given up, not yet forgotten in Redis (see _record_outcomes).
@@ -168,6 +169,9 @@ class RedBeatScheduler(Scheduler):
             removed = set()
         # Names that failed to build stay in the set: their stored version
         # keeps running, and is deleted if the name leaves the configuration.
+        # Only entry hashes are deleted: a key that holds something else now is someone else's.
+        removed = {name for name, kind in zip(removed, self.store.key_types([self.store.key_for(n) for n in removed]))
+                   if kind in ("hash", "none")} if removed else set()
         self.store.write_entries(changed, unchanged, removed, statics=list(wanted))
         self._statics_synced = True
         self._warn_if_redis_evicts()
@@ -182,7 +186,12 @@ class RedBeatScheduler(Scheduler):
         names = list(specs)
         stored = store.load_many([store.key_for(name) for name in names])
         changed, unchanged = [], []
-        for name, (definition, meta) in zip(names, stored):
+        for name, fields in zip(names, stored):
+            if fields is None:
+                logger.error("beat: static entry %s not written: its key %s holds another type than an entry hash "
+                             "(someone else's data?)", printable(name), printable(store.key_for(name)))
+                continue
+            definition, meta = fields
             try:
                 entry = self._maybe_entry(name, specs[name])
                 new_definition = entry.definition_json()
@@ -247,8 +256,13 @@ class RedBeatScheduler(Scheduler):
             if not lock.acquire():
                 if not self._standing_by:
                     self._standing_by = True
-                    logger.info("beat: lock %s is held by another beat; standing by, checking every %ss",
-                                lock.key, self._standby_interval())
+                    if lock.replaced == "entry":
+                        logger.error("beat: lock key %s holds a schedule entry's hash; it is left alone, and no "
+                                     "beat can take the lock: set redbeat_lock_key to a key no entry uses",
+                                     printable(lock.key))
+                    else:
+                        logger.info("beat: lock %s is held by another beat; standing by, checking every %ss",
+                                    lock.key, self._standby_interval())
                 return self._standby_interval()
             self._standing_by = False
             self._active_since = None
@@ -264,7 +278,7 @@ class RedBeatScheduler(Scheduler):
             renewed_at = time.monotonic()
             asked_at = self.host_clock()
             batch = store.read_due(None, limit, lock, self._heartbeat(self.clock()) if batch_number == 0 else "",
-                                   published=self._unrecorded)
+                                   published=self._unrecorded, repair=True)
             self._unrecorded = []
             if batch.lock_lost:
                 return self._lock_lost()
@@ -340,9 +354,17 @@ class RedBeatScheduler(Scheduler):
             started = time.thread_time()
             decision = self._decide(record, now_dt)
             spent = time.thread_time() - started
-            if spent > cpu_limit and decision.action not in ("park", "drop"):
+            if spent <= cpu_limit or decision.action in ("park", "drop"):
+                self._slow_once.discard(record.key)
+            elif record.key in self._slow_once:
+                # Twice in a row: not a garbage collection or a cold start that happened to fall on it.
+                self._slow_once.discard(record.key)
                 decision = self._park(record, f"deciding when it runs took {spent:.2f}s of CPU (limit "
-                                              f"{cpu_limit:.2f}s): its schedule is too costly to evaluate")
+                                              f"{cpu_limit:.2f}s), twice: its schedule is too costly to evaluate")
+            else:
+                self._slow_once.add(record.key)
+                logger.warning("beat: deciding %s took %.2fs of CPU (limit %.2fs); it is parked if that happens "
+                               "again", printable(record.key_text), spent, cpu_limit)
             decisions.append(decision)
         deleting = [position for position, d in enumerate(decisions) if d.action == "delete"]
         if deleting:
@@ -426,6 +448,12 @@ class RedBeatScheduler(Scheduler):
             return Decision(record, "drop")
         if record.definition is None:
             return self._park(record, "hash has no 'definition' field")
+        try:
+            record.key.decode()
+        except UnicodeDecodeError:
+            # Its task ids, history and runs in flight are keyed by its name as
+            # text: two such names could share them. Renamed, it runs.
+            return self._park(record, "its key is not valid UTF-8: rename it (RENAME, then ZADD the new name)")
         key = record.key_text
         try:
             old = decode_status(record.status)
@@ -775,13 +803,16 @@ class RedBeatScheduler(Scheduler):
         for run in taken:
             by_key[run.key].append(run)
         entries, resumed, missed, gone = {}, [], [], []
-        for (key, runs), (definition, meta) in zip(by_key.items(), self.store.load_many(list(by_key))):
+        for (key, runs), fields in zip(by_key.items(), self.store.load_many(list(by_key))):
+            definition, meta = fields or (b"", None)
             try:
+                if fields is None:
+                    raise ValueError("its key holds another type than an entry hash")
                 if not definition:
                     raise KeyError(key)
                 entry = self.Entry.from_stored(definition, meta, app=self.app, key=key)
             except Exception as exc:
-                if definition:  # unreadable: its history says what became of its runs
+                if definition or fields is None:  # unreadable: its history says what became of its runs
                     missed += [Outcome(run, "missed", now, printable(f"its entry cannot be read: {exc}"))
                                for run in runs]
                 else:  # deleted, and its history with it

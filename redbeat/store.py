@@ -155,7 +155,10 @@ class ScheduleStore:
     RECORD_PUBLISHED_LUA = """
     local function record_published(inflight, size, first)
         for i = first, #ARGV, 3 do
-            if redis.call('HDEL', inflight, ARGV[i]) == 1 and size > 0
+            -- An in-flight key of another type holds none of our runs (the next
+            -- read moves it aside): the run's history is written all the same.
+            local removed = redis.pcall('HDEL', inflight, ARGV[i])
+            if (removed == 1 or type(removed) == 'table') and size > 0
                     and type(redis.pcall('LPUSH', ARGV[i + 1], ARGV[i + 2])) == 'number' then
                 redis.call('LTRIM', ARGV[i + 1], 0, size - 1)
             end
@@ -198,15 +201,21 @@ class ScheduleStore:
     #       prefix, set-aside name, on-time window, then runs to record as for RECORD_LUA
     READ_DUE_LUA = RECORD_PUBLISHED_LUA + READ_ENTRY_LUA + """
     local moved = ''
+    local in_flight_readable = true
     local in_flight = redis.pcall('HLEN', KEYS[3])
     if type(in_flight) == 'table' and in_flight['err'] then
-        if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then
-            return -1  -- only the lock holder moves it
+        -- Only the lock holder moves it, and only when asked to (ARGV[8] set).
+        -- pcall: the lock key itself may hold another type.
+        if ARGV[8] ~= '' and (ARGV[1] == '' or redis.pcall('GET', KEYS[1]) == ARGV[1]) then
+            moved = redis.call('TYPE', KEYS[3])['ok']
+            redis.call('RENAME', KEYS[3], ARGV[8])
+        else
+            in_flight_readable = false
         end
-        moved = redis.call('TYPE', KEYS[3])['ok']
-        redis.call('RENAME', KEYS[3], ARGV[8])
     end
-    record_published(KEYS[3], tonumber(ARGV[6]), 10)
+    if in_flight_readable then
+        record_published(KEYS[3], tonumber(ARGV[6]), 10)
+    end
     """ + FENCE_LUA + """
     if ARGV[5] ~= '' then
         redis.call('SET', KEYS[4], ARGV[5], 'EX', 86400)
@@ -224,10 +233,13 @@ class ScheduleStore:
     end
     local backlog = redis.call('ZRANGEBYSCORE', KEYS[2], 0, string.sub(on_time_from, 2), 'WITHSCORES',
                                'LIMIT', 0, limit)
-    local backlog_taken = math.min(#backlog / 2, math.max(limit - #on_time / 2, math.floor(limit / 2)))
+    -- At least half a batch for the backlog, and at least one entry once a batch holds two.
+    local backlog_room = limit >= 2 and math.max(1, math.floor(limit / 2)) or 0
+    local backlog_taken = math.min(#backlog / 2, math.max(limit - #on_time / 2, backlog_room))
     local on_time_taken = math.min(#on_time / 2, limit - backlog_taken)
     local after = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
-    local reply = {1, after[1] or false, after[2] or false, redis.call('HLEN', KEYS[3]), moved, now}
+    local reply = {1, after[1] or false, after[2] or false, in_flight_readable and redis.call('HLEN', KEYS[3]) or 0,
+                   moved, now}
     local n = #reply
     local function add(members, count)
         for i = 1, 2 * count, 2 do
@@ -277,6 +289,11 @@ class ScheduleStore:
                 redis.call(command, key, unpack(values, first, last))
             end
         end
+    end
+    if type(redis.pcall('HLEN', KEYS[3])) == 'table' then
+        -- The in-flight key holds another type since the read: nothing can be
+        -- claimed until the next read moves it aside.
+        return {}
     end
     local applied, flight, scores, entries = {}, {}, {}, {}
     local n = 0
@@ -351,7 +368,7 @@ class ScheduleStore:
     TAKE_OVER_LUA = FENCE_LUA + """
     local taken = {}
     for i = 3, #ARGV, 3 do
-        if redis.call('HGET', KEYS[3], ARGV[i]) == ARGV[i + 1] then
+        if redis.pcall('HGET', KEYS[3], ARGV[i]) == ARGV[i + 1] then  -- pcall: see CLAIM_LUA
             redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 2])
             taken[#taken + 1] = ARGV[i]
         end
@@ -365,7 +382,7 @@ class ScheduleStore:
     # KEYS: lock, schedule, inflight   ARGV: token, ttl_ms, then task id, record
     RETRY_LATER_LUA = FENCE_LUA + """
     for i = 3, #ARGV, 2 do
-        if redis.call('HEXISTS', KEYS[3], ARGV[i]) == 1 then
+        if redis.pcall('HEXISTS', KEYS[3], ARGV[i]) == 1 then  -- pcall: see CLAIM_LUA
             redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
         end
     end
@@ -410,12 +427,13 @@ class ScheduleStore:
     # -- the tick -----------------------------------------------------------
 
     def read_due(self, now: float | None, limit: int, lock: BeatLock | None = None, heartbeat: str = "",
-                 published: Sequence[Outcome] = ()) -> DueBatch:
+                 published: Sequence[Outcome] = (), repair: bool = False) -> DueBatch:
         """Entries due at ``now`` (at most ``limit``; None: by Redis's clock), renewing
         and checking ``lock``; records ``published`` first, as ``record`` does, even if
-        the lock was lost."""
+        the lock was lost. With ``repair`` (the ticking beat), an in-flight key of
+        another type is moved aside."""
         keys, args = self._fenced(lock)
-        set_aside = f"{self.inflight_key}:wrongtype:{round(time.time() * 1000)}"
+        set_aside = f"{self.inflight_key}:wrongtype:{round(time.time() * 1000)}" if repair else ""
         args += ["" if now is None else repr(now), limit, heartbeat, self.conf.history_size, self.conf.key_prefix,
                  set_aside, ON_TIME_WINDOW]
         reply = self._read_due(keys=keys + [self.heartbeat_key], args=self._outcome_args(args, published))
@@ -856,11 +874,14 @@ class ScheduleStore:
         self.client.rename(key, aside)
         return aside
 
-    def load_many(self, keys: Sequence[str]) -> list[tuple[bytes | None, bytes | None]]:
+    def load_many(self, keys: Sequence[str]) -> list[tuple[bytes | None, bytes | None] | None]:
+        """Each key's ``definition`` and ``meta``; None for a key that holds
+        another type than a hash (someone else's data, never to be written)."""
         pipe = self.client.pipeline(transaction=False)
         for key in keys:
             pipe.hmget(key, "definition", "meta")
-        return [tuple(fields) for fields in pipe.execute()]
+        return [None if isinstance(fields, ResponseError) else tuple(fields)
+                for fields in pipe.execute(raise_on_error=False)]
 
     def write_entries(
         self,

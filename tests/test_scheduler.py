@@ -1217,3 +1217,101 @@ def test_a_run_recorded_again_by_a_close_in_the_middle_of_a_tick_is_in_its_histo
     scheduler._unrecorded = [(run, "published", record["dispatched"])]
     scheduler.close()
     assert scheduler.store.history("redbeat:raw") == [record]
+
+
+# -- review 4 ---------------------------------------------------------------------------
+
+def test_a_static_entry_whose_key_holds_another_type_costs_only_itself(scheduler_for, schedule_redis, broker_redis,
+                                                                       caplog):
+    schedule_redis.set("redbeat:job", "someone else's string")
+    scheduler = scheduler_for({"job": {"task": "tasks.job", "schedule": 3600},
+                               "canary": {"task": "tasks.canary", "schedule": 1}})
+    with caplog.at_level(logging.ERROR, logger="celery.beat"):
+        tick_until(scheduler, lambda: "tasks.canary" in tasks_sent(broker_redis), message="the canary's run")
+    assert schedule_redis.get("redbeat:job") == "someone else's string"
+    assert "static entry job not written: its key redbeat:job holds another type" in caplog.text
+
+
+def test_a_lock_and_an_in_flight_key_both_of_the_wrong_type_do_not_stop_beat(scheduler_for, schedule_redis,
+                                                                             broker_redis):
+    scheduler = scheduler_for()
+    scheduler.tick()
+    schedule_redis.delete("redbeat::lock")
+    schedule_redis.hset("redbeat::lock", "x", "1")
+    schedule_redis.set("redbeat::inflight", "junk")
+    raw_entry(schedule_redis)
+    tick_until(scheduler, lambda: tasks_sent(broker_redis), message="a run after both keys are fixed by beat")
+    assert schedule_redis.type("redbeat::inflight") in ("hash", "none")
+
+
+def test_an_entry_key_that_is_not_utf8_is_parked_not_run_under_another_name(scheduler_for, schedule_redis,
+                                                                            broker_redis):
+    raw = schedule_redis.connection_pool.connection_kwargs  # same server, bytes in and out
+    client = __import__("redis").Redis(host=raw["host"], port=raw["port"], db=raw["db"])
+    for suffix in (b"\xff", b"\xfe"):
+        client.hset(b"redbeat:job" + suffix, "definition", RAW_DEFINITION)
+        client.zadd("redbeat::schedule", {b"redbeat:job" + suffix: 0})
+    raw_entry(schedule_redis)
+    scheduler = scheduler_for()
+    tick_until(scheduler, lambda: tasks_sent(broker_redis), message="the good entry's run")
+    assert tasks_sent(broker_redis) == ["tasks.raw"]
+    for suffix in (b"\xff", b"\xfe"):
+        assert b"not valid UTF-8" in client.hget(b"redbeat:job" + suffix, "parked")
+
+
+def test_a_claim_batch_of_one_still_reaches_a_backlog_and_zero_is_refused(app, schedule_redis):
+    from redbeat.client import get_store
+    from redbeat.config import ConfigurationError, RedBeatConfig
+    store = get_store(app)
+    now = 1_800_000_000.0
+    schedule_redis.zadd("redbeat::schedule", {"redbeat:old": 1, "redbeat:new": now})
+    assert [r.key_text for r in store.read_due(now, 2).records] == ["redbeat:new", "redbeat:old"]
+    app.conf.redbeat_claim_batch_size = -1
+    with pytest.raises(ConfigurationError, match="redbeat_claim_batch_size"):
+        RedBeatConfig(app)
+
+
+def test_a_run_in_flight_whose_entry_key_became_a_string_is_recorded_missed(scheduler_for, schedule_redis,
+                                                                            broker_redis):
+    scheduler = scheduler_for()
+    scheduler.tick()
+    now = time.time()
+    key = "redbeat:victim"
+    record = {"task_id": task_id_for(key, now - 1), "key": key, "scheduled": now - 1, "claimed_at": now - 1,
+              "token": "gone-host:1:dead", "retry_at": now - 1, "attempts": 0}
+    schedule_redis.hset("redbeat::inflight", record["task_id"], json.dumps(record))
+    schedule_redis.set(key, "not a hash")
+    raw_entry(schedule_redis)
+    tick_until(scheduler, lambda: schedule_redis.hlen("redbeat::inflight") == 0 and tasks_sent(broker_redis),
+               message="the run settled and the canary ran")
+    assert scheduler._failing_since is None
+    assert "tasks.raw" in tasks_sent(broker_redis) and len(tasks_sent(broker_redis)) == 1
+
+
+def test_a_lock_key_that_is_an_entrys_hash_is_never_deleted(app, schedule_redis, caplog):
+    from redbeat import RedBeatScheduler
+    app.conf.update(redbeat_lock_key="job", beat_schedule={})
+    schedule_redis.hset("redbeat:job", "definition", RAW_DEFINITION)
+    scheduler = RedBeatScheduler(app=app)
+    try:
+        with caplog.at_level(logging.ERROR, logger="celery.beat"):
+            scheduler.tick()
+        assert schedule_redis.hget("redbeat:job", "definition") == RAW_DEFINITION
+        assert "holds a schedule entry's hash" in caplog.text
+    finally:
+        scheduler.close()
+
+
+def test_an_entry_slow_to_decide_once_is_warned_about_and_parked_only_the_second_time(
+        scheduler_for, schedule_redis, broker_redis, caplog, monkeypatch):
+    from redbeat import schedulers
+    monkeypatch.setattr(schedulers, "MIN_ENTRY_CPU", 0.0)
+    monkeypatch.setattr(schedulers, "ENTRY_CPU_FRACTION", 0.0)
+    scheduler = scheduler_for()
+    raw_entry(schedule_redis, every=0.2)
+    with caplog.at_level(logging.WARNING, logger="celery.beat"):
+        tick_until(scheduler, lambda: tasks_sent(broker_redis), message="the first run, despite the cost")
+        assert schedule_redis.hget("redbeat:raw", "parked") is None
+        assert "it is parked if that happens again" in caplog.text
+        tick_until(scheduler, lambda: schedule_redis.hget("redbeat:raw", "parked"), message="parked the second time")
+    assert "twice" in json.loads(schedule_redis.hget("redbeat:raw", "parked"))["reason"]
