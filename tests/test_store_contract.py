@@ -1,0 +1,365 @@
+"""The store's contract, run on fakeredis and on the session's real redis-server.
+
+Every test takes ``store``: a ScheduleStore of an app on either backend, so
+the same promises are checked where the unit tests run (fakeredis) and where
+production runs (Redis). The scripts are called directly, as beat calls them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import datetime, timezone
+
+import pytest
+from celery import Celery
+
+from redbeat import RedBeatScheduler, RedBeatSchedulerEntry
+from redbeat.admin import apply_import, plan_import
+from redbeat.client import get_store
+from redbeat.decoder import meta_json
+from redbeat.lock import BeatLock
+from redbeat.runs import InFlight, task_id_for
+from redbeat.store import Decision, Outcome, ScheduleStore
+
+NOW = 1_800_000_000.0  # the "now" passed to read_due: the tests do not depend on either clock
+HOUR = {"__type__": "interval", "every": 3600}
+
+
+@pytest.fixture(params=["fakeredis", "redis"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def contract_app(backend: str, request: pytest.FixtureRequest) -> Celery:
+    return request.getfixturevalue("fake_app" if backend == "fakeredis" else "app")
+
+
+@pytest.fixture
+def store(contract_app: Celery) -> ScheduleStore:
+    return get_store(contract_app)
+
+
+@pytest.fixture
+def owner(store: ScheduleStore) -> BeatLock:
+    """The beat holding the lock."""
+    lock = BeatLock(store.client, store.conf.default_lock_key, timeout=60)
+    assert lock.acquire()
+    return lock
+
+
+@pytest.fixture
+def stranger(store: ScheduleStore, owner: BeatLock) -> BeatLock:
+    """A beat that believes it holds the lock, with another token (its own lock expired)."""
+    return BeatLock(store.client, owner.key, timeout=60, token="stranger-token")
+
+
+def put_entry(store: ScheduleStore, name: str, score: float, meta: str | None = None, **definition: object) -> str:
+    key = store.key_for(name)
+    fields = {"definition": json.dumps({"name": name, "task": "tasks.contract", "schedule": HOUR} | definition)}
+    if meta is not None:
+        fields["meta"] = meta
+    store.client.hset(key, mapping=fields)
+    store.client.zadd(store.conf.schedule_key, {key: score})
+    return key
+
+
+def put_in_flight(store: ScheduleStore, key: str, scheduled: float = NOW - 10, token: str = "owner") -> InFlight:
+    run = InFlight(task_id=task_id_for(key, scheduled), key=key, scheduled=scheduled, claimed_at=NOW - 5,
+                   token=token, retry_at=NOW + 30)
+    store.client.hset(store.inflight_key, run.task_id, run.to_json())
+    return run
+
+
+def snapshot(store: ScheduleStore) -> dict[bytes, bytes]:
+    """Every key of the database with its DUMP: equal snapshots mean nothing was written."""
+    client = store.client
+    return {key: client.dump(key) for key in client.keys("*")}
+
+
+def score_of(store: ScheduleStore, key: str) -> float | None:
+    return store.client.zscore(store.conf.schedule_key, key)
+
+
+# -- fenced scripts ------------------------------------------------------------------------
+
+def _read_due(store: ScheduleStore, lock: BeatLock, run: InFlight) -> bool:
+    return store.read_due(NOW, 10, lock=lock, heartbeat='{"token": "stranger-token"}', repair=True).lock_lost
+
+
+def _claim(store: ScheduleStore, lock: BeatLock, run: InFlight) -> bool:
+    [record] = store.read_due(NOW, 10).records
+    decision = Decision(record, "run", score=NOW + 3600, meta='{"total_run_count": 1}', status="{}",
+                        runs=(InFlight(task_id="new-run", key=record.key_text, scheduled=NOW, claimed_at=NOW,
+                                       token=lock.token, retry_at=NOW + 30),))
+    return store.claim([decision], lock=lock) is None
+
+
+def _take_over(store: ScheduleStore, lock: BeatLock, run: InFlight) -> bool:
+    raw = store.client.hget(store.inflight_key, run.task_id)
+    taken = replace(run, token=lock.token, attempts=1)
+    return store.take_over([(raw, taken)], lock=lock) is None
+
+
+def _retry_later(store: ScheduleStore, lock: BeatLock, run: InFlight) -> bool:
+    store.retry_later([InFlight(task_id=run.task_id, key=run.key, scheduled=run.scheduled, claimed_at=run.claimed_at,
+                                token=lock.token, retry_at=NOW + 600, attempts=3)], lock=lock)
+    return True  # retry_later says nothing: the snapshot is the proof
+
+
+@pytest.mark.parametrize("call", [_read_due, _claim, _take_over, _retry_later],
+                         ids=["read_due", "claim", "take_over", "retry_later"])
+def test_fenced_scripts_refuse_another_token_and_write_nothing(store, owner, stranger, call):
+    key = put_entry(store, "fenced", 0, meta=meta_json(None, 0))
+    run = put_in_flight(store, key)
+    store.client.pexpire(owner.key, 50_000)
+    before = snapshot(store)
+
+    assert call(store, stranger, run)
+
+    assert snapshot(store) == before
+    assert 0 < store.client.pttl(owner.key) <= 50_000  # the owner's lock, not renewed by the stranger
+
+
+def test_fenced_scripts_work_for_the_lock_holder(store, owner):
+    """The refusal above is the fence's, not a broken call: the same calls succeed with the token."""
+    key = put_entry(store, "fenced", 0, meta=meta_json(None, 0))
+    run = put_in_flight(store, key)
+    batch = store.read_due(NOW, 10, lock=owner)
+    assert not batch.lock_lost and [r.key for r in batch.records] == [key.encode()]
+    assert not _claim(store, owner, run)
+    assert store.client.hexists(store.inflight_key, "new-run")
+    retried = InFlight(task_id=run.task_id, key=key, scheduled=run.scheduled, claimed_at=run.claimed_at,
+                       token=owner.token, retry_at=NOW + 600, attempts=3)
+    store.retry_later([retried], lock=owner)
+    assert store.client.hget(store.inflight_key, run.task_id) == retried.to_json().encode()
+
+
+# -- claims are compare-and-set ----------------------------------------------------------
+
+def test_claim_applies_only_the_records_unchanged_since_the_read(store, owner):
+    keys = {name: put_entry(store, name, 0, meta=meta_json(None, 0))
+            for name in ("unchanged", "definition", "meta", "run_now", "run_now_served")}
+    store.client.hset(keys["run_now_served"], "run_now", "1")
+    batch = store.read_due(NOW, 10, lock=owner)
+    assert len(batch.records) == 5
+    client = store.client
+    client.hset(keys["definition"], "definition", json.dumps({"name": "definition", "task": "tasks.edited",
+                                                              "schedule": HOUR}))
+    client.hset(keys["meta"], "meta", meta_json(None, 5))
+    client.hset(keys["run_now"], "run_now", "1")
+    client.hdel(keys["run_now_served"], "run_now")
+    edited = {name: client.hgetall(key) for name, key in keys.items() if name != "unchanged"}
+
+    decisions = [Decision(record, "move", score=NOW + 3600, meta=meta_json(None, 1), status='{"missed": 0}')
+                 for record in batch.records]
+    applied = store.claim(decisions, lock=owner)
+
+    assert [d.record.key for d in applied] == [keys["unchanged"].encode()]
+    assert score_of(store, keys["unchanged"]) == NOW + 3600
+    assert client.hget(keys["unchanged"], "meta") == meta_json(None, 1).encode()
+    for name, fields in edited.items():
+        assert client.hgetall(keys[name]) == fields, name
+        assert score_of(store, keys[name]) == 0, name
+
+
+# -- history ---------------------------------------------------------------------------------
+
+def test_history_is_capped_at_redbeat_history_size(store):
+    store.conf.history_size = 3
+    key = put_entry(store, "capped", 0)
+    runs = [put_in_flight(store, key, scheduled=NOW + i) for i in range(5)]
+    store.record([Outcome(run, "published", run.scheduled + 0.5) for run in runs[:2]])
+    store.read_due(NOW, 10, published=[Outcome(run, "published", run.scheduled + 0.5) for run in runs[2:]])
+
+    history = store.history(key)
+    assert [record["task_id"] for record in history] == [run.task_id for run in reversed(runs[2:])]
+    assert store.client.hlen(store.inflight_key) == 0
+
+
+def test_a_run_is_recorded_once_even_if_recorded_twice(store):
+    key = put_entry(store, "once", 0)
+    run = put_in_flight(store, key)
+    store.record([Outcome(run, "published", NOW)])
+    store.record([Outcome(run, "published", NOW)])
+    assert len(store.history(key)) == 1
+
+
+# -- take-over -------------------------------------------------------------------------------
+
+def test_a_take_over_gives_a_run_to_exactly_one_of_two_callers(store, owner):
+    key = put_entry(store, "taken", 0)
+    run = put_in_flight(store, key, token="dead-beat")
+    raw = store.client.hget(store.inflight_key, run.task_id)
+    first = InFlight(task_id=run.task_id, key=key, scheduled=run.scheduled, claimed_at=NOW, token="first",
+                     retry_at=NOW + 30, attempts=1)
+    second = InFlight(task_id=run.task_id, key=key, scheduled=run.scheduled, claimed_at=NOW, token="second",
+                      retry_at=NOW + 30, attempts=1)
+
+    # Both callers read the same record and pass the fence (the same lock).
+    assert store.take_over([(raw, first)], lock=owner) == {run.task_id}
+    assert store.take_over([(raw, second)], lock=owner) == set()
+    assert store.client.hget(store.inflight_key, run.task_id) == first.to_json().encode()
+
+
+# -- one score rule for every way of saving ---------------------------------------------------
+#
+# The rule, as SAVE_LUA and docs/adding-tasks.rst state it: saving writes the
+# definition (and clears a parked mark). A new entry gets its meta and its
+# computed score. An existing entry keeps its meta and its history, and its
+# score becomes 0: beat looks at it at its next tick and runs it only if its
+# stored meta says it is due (a score computed by the caller would push the
+# entry back each time an app re-saves it).
+
+LAST_RUN = datetime(2026, 1, 1, tzinfo=timezone.utc)
+STORED_META = meta_json(LAST_RUN, 7)
+
+
+def _entry(app: Celery, name: str, every: float) -> RedBeatSchedulerEntry:
+    return RedBeatSchedulerEntry(name=name, task="tasks.contract", schedule=every, app=app)
+
+
+def _by_entry_save(app, store, name, every):
+    _entry(app, name, every).save()
+
+
+def _by_save_many(app, store, name, every):
+    RedBeatSchedulerEntry.save_many([_entry(app, name, every)], app=app)
+
+
+def _by_store_save(app, store, name, every):
+    entry = _entry(app, name, every)
+    store.save(entry.key, entry.definition_json(), entry.meta_json(), entry.score)
+
+
+def _by_rewrite_definition(app, store, name, every):
+    store.rewrite_definition(store.key_for(name), _entry(app, name, every).definition_json())
+
+
+def _by_import(app, store, name, every):
+    spec = {"task": "tasks.contract", "schedule": {"__type__": "interval", "every": every}}
+    assert apply_import(app, plan_import(app, {name: spec})) == 1
+
+
+def _by_static_sync(app, store, name, every):
+    scheduler = RedBeatScheduler(app=app, lock_key=None)
+    try:
+        scheduler.update_from_dict({name: {"task": "tasks.contract", "schedule": float(every)}})
+    finally:
+        scheduler.close()
+
+
+# Two ways disagree with the rule (reported on issue 10): they write an
+# existing entry's score computed from its stored meta (update_from_dict
+# through store.write_entries, apply_import through plan_import's
+# _score_keeping_history), and leave the stored score of one whose definition
+# is unchanged (write_entries' ZADD NX; an import does not write it at all).
+DISAGREES = {
+    "update_from_dict": "the static sync writes an existing entry's score computed from its stored meta "
+                        "(or keeps the stored score if the definition is unchanged), not 0",
+    "apply_import": "a spec import writes an existing entry's score computed from its stored meta "
+                    "(or skips it if the definition is unchanged), not 0",
+}
+
+
+def _against_the_rule(savers: list) -> list:
+    return [pytest.param(*p.values, id=p.id, marks=[pytest.mark.xfail(strict=True, reason=DISAGREES[p.id])])
+            if p.id in DISAGREES else p for p in savers]
+
+
+SAVERS = [
+    pytest.param(_by_entry_save, id="entry.save"),
+    pytest.param(_by_save_many, id="save_many"),
+    pytest.param(_by_store_save, id="store.save"),
+    pytest.param(_by_rewrite_definition, id="rewrite_definition"),
+    pytest.param(_by_import, id="apply_import"),
+    pytest.param(_by_static_sync, id="update_from_dict"),
+]
+
+
+@pytest.mark.parametrize("save", [p for p in SAVERS if p.id != "rewrite_definition"])
+def test_saving_a_new_entry_gives_it_its_computed_score(contract_app, store, save):
+    expected = _entry(contract_app, "fresh", 3600).score
+    save(contract_app, store, "fresh", 3600)
+    key = store.key_for("fresh")
+    # The score counts from "now" when the entry is built: the saver builds its own a moment later.
+    assert score_of(store, key) == pytest.approx(expected, abs=5)
+    assert store.client.hget(key, "meta") is not None
+
+
+@pytest.mark.parametrize("save", _against_the_rule(SAVERS))
+def test_saving_an_existing_entry_keeps_its_meta_and_history_and_scores_it_0(contract_app, store, save):
+    key = put_entry(store, "kept", NOW + 999, meta=STORED_META)
+    store.client.hset(key, "parked", json.dumps({"reason": "old", "parked_at": NOW}))
+    history_key = store.history_key(key)
+    store.client.lpush(history_key, json.dumps({"task_id": "earlier", "outcome": "published"}))
+    history = store.client.dump(history_key)
+
+    save(contract_app, store, "kept", 600)
+
+    definition = json.loads(store.client.hget(key, "definition"))
+    assert definition["schedule"]["every"] == 600
+    assert store.client.hget(key, "meta") == STORED_META.encode()
+    assert not store.client.hexists(key, "parked")
+    assert store.client.dump(history_key) == history
+    assert score_of(store, key) == 0
+
+
+@pytest.mark.parametrize("save", _against_the_rule(SAVERS))
+def test_saving_an_unchanged_definition_again_scores_the_entry_0(contract_app, store, save):
+    save(contract_app, store, "again", 600)
+    key = store.key_for("again")
+    store.client.hset(key, "meta", STORED_META)
+    store.client.zadd(store.conf.schedule_key, {key: NOW + 999})
+
+    save(contract_app, store, "again", 600)
+
+    assert store.client.hget(key, "meta") == STORED_META.encode()
+    assert score_of(store, key) == 0
+
+
+# -- keys outside the prefix --------------------------------------------------------------------
+
+def test_members_outside_the_prefix_are_never_read_or_written(store, owner):
+    foreign = "otherapp:job"
+    store.client.hset(foreign, mapping={"definition": "theirs", "meta": "theirs"})
+    store.client.zadd(store.conf.schedule_key, {foreign: 0})
+    own = put_entry(store, "own", 0, meta=meta_json(None, 0))
+    dumped = store.client.dump(foreign)
+
+    records = {r.key: r for r in store.read_due(NOW, 10, lock=owner).records}
+    outside = records[foreign.encode()]
+    assert outside.kind == "outside"
+    assert (outside.definition, outside.meta, outside.status, outside.run_now) == (None, None, None, None)
+    assert records[own.encode()].kind == "hash"
+
+    for action in ("run", "move", "park", "delete"):
+        assert store.claim([Decision(outside, action, score=NOW + 60, meta="{}", reason="x")], lock=owner) == []
+        assert store.client.dump(foreign) == dumped, action
+    assert score_of(store, foreign) == 0
+
+    assert len(store.claim([Decision(outside, "drop")], lock=owner)) == 1
+    assert score_of(store, foreign) is None
+    assert store.client.dump(foreign) == dumped
+
+
+# -- fairness of a batch ------------------------------------------------------------------------
+
+def test_read_due_splits_a_batch_between_on_time_entries_and_a_backlog(store):
+    backlog = [put_entry(store, f"old{i:02}", i) for i in range(1, 11)]
+    on_time = [put_entry(store, f"new{i:02}", NOW - 1 + i / 100) for i in range(10)]
+    put_entry(store, "later", NOW + 60)
+
+    batch = store.read_due(NOW, 4)
+
+    assert [r.key.decode() for r in batch.records] == on_time[:2] + backlog[:2]
+    assert batch.next_key == store.key_for("later").encode() and batch.next_score == NOW + 60
+
+
+def test_read_due_gives_a_whole_batch_to_either_side_when_the_other_is_empty(store):
+    backlog = [put_entry(store, f"old{i:02}", i) for i in range(1, 11)]
+    assert [r.key.decode() for r in store.read_due(NOW, 4).records] == backlog[:4]
+    store.client.delete(store.conf.schedule_key)
+    on_time = [put_entry(store, f"new{i:02}", NOW - 1 + i / 100) for i in range(10)]
+    assert [r.key.decode() for r in store.read_due(NOW, 4).records] == on_time[:4]
