@@ -59,6 +59,8 @@ run_tests() {
     ensure_venv
     log "ruff"
     .venv/bin/ruff check redbeat tests exampleconf.py demo bench
+    log "mypy"
+    .venv/bin/mypy
     log "pytest"
     exec .venv/bin/python -m pytest "$@"
 }

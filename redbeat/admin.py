@@ -207,7 +207,7 @@ def export_schedule(app: Celery) -> dict:
     Members outside the prefix are no RedBeat entries and are left out.
     """
     store = get_store(app)
-    exported = [
+    exported: list[dict[str, Any]] = [
         {"key": view.key, "score": _score_to_json(view.score),
          "fields": {name: key_text(value) for name, value in view.fields.items()}}
         for view in entries(app) if view.kind != "foreign"
@@ -487,7 +487,7 @@ def beat_status(app: Celery, now: float | None = None) -> dict:
         "stopped_at": _iso_ts(stopped_at),
         "failing_since": _iso_ts(failing_since),
         "failing_for": None if failing_since is None else round(now - failing_since, 3),
-        "error": _failure(beat) if failing_since is not None else None,
+        "error": _failure(beat) if beat and failing_since is not None else None,
         "beat": beat,
         "heartbeat_error": heartbeat_error,
         "wrong_types": [w.as_dict() for w in wrong],
@@ -498,7 +498,7 @@ def beat_status(app: Celery, now: float | None = None) -> dict:
         "parked": overview["parked"],
         "in_flight": overview["in_flight"],
         "claiming_paused": paused if isinstance(paused, str) else None,
-        "claiming_paused_since": _iso_ts(_unix_seconds(beat.get("claiming_paused_since"))) if paused else None,
+        "claiming_paused_since": _iso_ts(_unix_seconds(beat.get("claiming_paused_since"))) if beat and paused else None,
         "eviction_policy": policy,
         "eviction_warning": bool(policy and policy.startswith("allkeys")),
     }

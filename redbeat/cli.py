@@ -281,18 +281,24 @@ def parse_json(value: str | None, what: str) -> Any:
 
 def rrule_from_text(text: str, timezone_name: str | None) -> dict:
     """An rrule schedule object from an RFC 5545 rule ('FREQ=DAILY;BYHOUR=9', optionally 'RRULE:'...)."""
-    from dateutil.rrule import rrulestr
+    from dateutil.rrule import rrule, rrulestr
 
     body = text.split("RRULE:", 1)[-1]
     # Start at midnight: the rule's unset minutes and seconds come from dtstart.
     zone = ZoneInfo(timezone_name) if timezone_name else UTC
     midnight = datetime.now(zone).replace(hour=0, minute=0, second=0, microsecond=0)
-    rule = rrulestr(body, dtstart=midnight)
+    parsed = rrulestr(body, dtstart=midnight)
+    if not isinstance(parsed, rrule):
+        raise ValueError("give one rule, without EXDATE, RDATE or more RRULE lines")
+    # The parsed parts live only in rrule's private attributes, which dateutil's stubs do not declare.
+    rule: Any = parsed
+    offset = midnight.utcoffset()
+    assert offset is not None  # midnight carries a zone
     weekdays = [{"__type__": "weekday", "wkday": w} for w in (rule._byweekday or ())]
     weekdays += [{"__type__": "weekday", "wkday": w, "n": n} for w, n in (rule._bynweekday or ())]
     schedule: dict[str, Any] = {
         "__type__": "rrule", "freq": rule._freq, "interval": rule._interval, "count": rule._count,
-        "dtstart": midnight.timestamp(), "dtstart_tz": (midnight.utcoffset().total_seconds() // 60) or 0,
+        "dtstart": midnight.timestamp(), "dtstart_tz": (offset.total_seconds() // 60) or 0,
         "bymonth": _listed(rule._bymonth), "bymonthday": _listed(rule._bymonthday),
         "bysetpos": _listed(rule._bysetpos), "byyearday": _listed(rule._byyearday),
         "byweekno": _listed(rule._byweekno), "byeaster": _listed(rule._byeaster),
@@ -387,6 +393,7 @@ def _schedule_object(every: float | None, cron: str | None, rrule_text: str | No
             return rrule_from_text(rrule_text, timezone_name)
         except (ValueError, TypeError, KeyError) as exc:
             raise click.BadParameter(f"--rrule: {exc}") from None
+    assert at is not None  # the caller passes exactly one of the schedule options
     try:
         moment = datetime.fromisoformat(at)
     except ValueError:

@@ -24,7 +24,7 @@ DEFAULT_SOCKET_OPTIONS = {
 }
 
 
-def build_client(conf: RedBeatConfig, decode_responses: bool) -> redis.Redis:
+def build_client(conf: RedBeatConfig, decode_responses: bool) -> redis.Redis | RedisCluster:
     """A redis-py client for ``redbeat_redis_url`` and ``redbeat_redis_options``.
 
     ``redis-sentinel://`` URLs (with ``sentinels`` and ``service_name`` options)
@@ -70,7 +70,7 @@ def _sentinel_client(url: str, own: dict, options: dict) -> redis.Redis:
     return sentinel.master_for(own.get("service_name", "master"), db=int(db), **options)
 
 
-def _cluster_client(url: str, own: dict, options: dict) -> redis.Redis:
+def _cluster_client(url: str, own: dict, options: dict) -> RedisCluster:
     url = url.replace("redis-cluster://", "redis://", 1).replace("rediss-cluster://", "rediss://", 1)
     options.pop("db", None)
     nodes = own.get("startup_nodes")
@@ -82,7 +82,7 @@ def _cluster_client(url: str, own: dict, options: dict) -> redis.Redis:
     return RedisCluster.from_url(url, **options)
 
 
-def get_redis(app: Celery | None = None) -> redis.Redis:
+def get_redis(app: Celery | None = None) -> redis.Redis | RedisCluster:
     """The app's (default: the current app's) Redis client for the schedule,
     answering in ``str`` as in celery-redbeat 2.x. Created on first use and kept on the app.
     """

@@ -198,7 +198,7 @@ class RedBeatJSONDecoder(json.JSONDecoder):
 
     @staticmethod
     def dict_to_object(d: dict) -> Any:
-        decode = _DECODERS.get(d.get("__type__"))
+        decode = _DECODERS.get(d.get("__type__", ""))
         if decode is None:
             return d
         fields = {k: v for k, v in d.items() if k != "__type__"}

@@ -68,6 +68,10 @@ def score_of(moment: datetime | None) -> float:
 class RedBeatSchedulerEntry(ScheduleEntry):
     """One scheduled task, stored in Redis as a hash under ``<prefix><name>``."""
 
+    # Set by celery's ScheduleEntry, which has no type information: declared here for the checker.
+    schedule: Any
+    last_run_at: datetime | None
+
     def __init__(
         self,
         name: str | None = None,
@@ -477,7 +481,7 @@ class Status:
     definition: str | None = None  # digest of the definition next_slot was computed from
 
     def to_json(self, **changes: Any) -> str:
-        fields = {"next_slot": self.next_slot, "last_dispatched_at": self.last_dispatched_at,
+        fields: dict[str, Any] = {"next_slot": self.next_slot, "last_dispatched_at": self.last_dispatched_at,
                   "missed": self.missed, "last_missed_at": self.last_missed_at, "definition": self.definition}
         fields.update(changes)
         if fields["next_slot"] is not None:

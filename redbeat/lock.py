@@ -19,6 +19,7 @@ import socket
 import uuid
 
 from redis import Redis
+from redis.cluster import RedisCluster
 
 __all__ = ["BeatLock", "FENCE_LUA", "LOCK_LOST", "make_token"]
 
@@ -82,7 +83,7 @@ class BeatLock:
     return {redis.call('GET', KEYS[1]) == ARGV[1] and 1 or 0, replaced}
     """
 
-    def __init__(self, client: Redis, key: str, timeout: float, token: str | None = None) -> None:
+    def __init__(self, client: Redis | RedisCluster, key: str, timeout: float, token: str | None = None) -> None:
         self.client = client
         self.key = key
         self.timeout = timeout

@@ -110,7 +110,7 @@ def first_slot(sched: BaseSchedule, policy: Policy, last_run_at: datetime | None
     unless their schedule has no slot left at all.
     """
     if last_run_at is None:
-        slot = pointer or (sched.at if isinstance(sched, clocked) else now)
+        slot: datetime | None = pointer or (sched.at if isinstance(sched, clocked) else now)
         if slot is now and next_slot(sched, now) is None:
             return None  # over before it ever ran (an rrule past its until or count): nothing to run now
     else:
@@ -161,7 +161,8 @@ def plan_runs(key: str, sched: BaseSchedule, policy: Policy, last_run_at: dateti
         dropped += len(candidates)
         last_dropped = candidates[-1]
         candidates = []
-    runs, late = [], []
+    runs: list[datetime] = []
+    late: list[datetime] = []
     for candidate in candidates:
         (late if _past_deadline(key, candidate, policy, now) else runs).append(candidate)
     if remaining_runs is not None:
@@ -198,7 +199,8 @@ def plan_waiting(key: str, policy: Policy, last_run_at: datetime | None, waiting
     keeps one, as it runs a slot that is merely late: each was on time when
     it was claimed. ``waiting`` holds slots, never run-now requests.
     """
-    late, timely = [], []
+    late: list[datetime] = []
+    timely: list[datetime] = []
     for slot in sorted(waiting):
         (late if _past_deadline(key, slot, policy, now) else timely).append(slot)
     keep = max(policy.catch_up_max, 1) if policy.catch_up == "all" else 1

@@ -347,7 +347,7 @@ class RedBeatScheduler(Scheduler):
         """
         now_dt = datetime.fromtimestamp(now, timezone.utc)
         cpu_limit = max(self.lock_timeout * ENTRY_CPU_FRACTION, MIN_ENTRY_CPU)
-        decisions = []
+        decisions: list[Decision] = []
         for record in records:
             if decisions and time.monotonic() - renewed_at > self.lock_timeout * DECIDE_FRACTION:
                 break
@@ -509,6 +509,7 @@ class RedBeatScheduler(Scheduler):
                        now: float) -> tuple[InFlight, ...]:
         """Runs of ``slots``, each to reach the broker by its starting deadline, or of a
         run-now request made at ``requested`` (no slot, so no deadline)."""
+        planned: list[tuple[float, float | None]]
         if requested is not None:
             planned = [(requested, None)]
         else:
@@ -559,7 +560,7 @@ class RedBeatScheduler(Scheduler):
             position += batch.attempted
             sent_at = self.clock()
             published |= sent_ids
-            self._unrecorded += [(run, "published", sent_at) for run in batch.sent]
+            self._unrecorded += [Outcome(run, "published", sent_at) for run in batch.sent]
             self._record_outcomes()
             if batch.stop == "broker down":
                 # After a connection error the rest of the batch waits for its
@@ -567,6 +568,7 @@ class RedBeatScheduler(Scheduler):
                 failed += [run for _, run in runs[position:]]
                 break
             if batch.stop == "lock lost":
+                assert self.lock is not None  # only a lock held can be lost
                 logger.warning("beat: lost lock %s while publishing; leaving %d runs to the lock holder",
                                self.lock.key, len(runs) - position)
             if batch.stop in ("lock lost", "redis down"):
@@ -734,7 +736,9 @@ class RedBeatScheduler(Scheduler):
         """Keep runs that failed to publish for a retry; record those past their
         starting deadline as missed, and those out of attempts as given up."""
         now = self.clock()
-        retry, given_up, missed = [], [], []
+        retry: list[InFlight] = []
+        given_up: list[InFlight] = []
+        missed: list[Outcome] = []
         for run in runs:
             if run.late_at(now):
                 missed.append(Outcome(run, "missed", now, DEADLINE_PASSED))
@@ -879,6 +883,7 @@ class RedBeatScheduler(Scheduler):
         return min(self.conf.lock_poll_interval, self.max_interval)
 
     def _lock_lost(self) -> float:
+        assert self.lock is not None  # only a lock held can be lost
         logger.warning(
             "beat: lost lock %s (it expired or another beat took it); back to standby, "
             "dispatching nothing until this beat holds it again", self.lock.key

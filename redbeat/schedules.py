@@ -173,7 +173,8 @@ class rrule(BaseSchedule):  # noqa: N801 - the name is part of the public import
             start = self.dtstart.astimezone(self.zone).replace(tzinfo=None)
             until = self.until.astimezone(self.zone).replace(tzinfo=None) if self.until else None
         self.rrule = dateutil.rrule.rrule(
-            freq, dtstart=start, until=until, **{name: getattr(self, name) for name in self.RULE_FIELDS},
+            freq,  # type: ignore[arg-type]  # checked against FREQ_MAP above; the stubs want a literal
+            dtstart=start, until=until, **{name: getattr(self, name) for name in self.RULE_FIELDS},
         )
         self._rule_start = start.replace(microsecond=0)  # as dateutil keeps it
         # Searched without its count, which occurrences_after keeps itself:
@@ -245,9 +246,10 @@ class rrule(BaseSchedule):  # noqa: N801 - the name is part of the public import
             return self._restarted_by_months(reference), self.count
         period = step * (self.interval or 1)
         if self.count is not None:
-            period = self.repeat_period()
-            if period is None:
+            repeat = self.repeat_period()
+            if repeat is None:
                 return self._uncounted, self.count
+            period = repeat
         start = self._rule_start
         if start.tzinfo is not None:
             # dateutil steps in the start's own wall clock (a zone with DST

@@ -122,7 +122,9 @@ def _offsets_around(zone: tzinfo, day: date) -> tuple[timedelta, timedelta]:
     """``zone``'s UTC offsets 3 hours before ``day`` starts and 3 hours after it ends."""
     start = datetime.combine(day, time()) - timedelta(hours=3)
     end = datetime.combine(day, time()) + timedelta(hours=27)
-    return start.replace(tzinfo=zone).utcoffset(), end.replace(tzinfo=zone).utcoffset()
+    before, after = start.replace(tzinfo=zone).utcoffset(), end.replace(tzinfo=zone).utcoffset()
+    assert before is not None and after is not None  # an attached zone always gives an offset
+    return before, after
 
 
 def _cron_matches_day(cron: crontab, day: date) -> bool:

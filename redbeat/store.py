@@ -20,9 +20,10 @@ import json
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from redis import Redis
+from redis.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from .config import RedBeatConfig
@@ -389,7 +390,7 @@ class ScheduleStore:
     return 1
     """
 
-    def __init__(self, client: Redis, conf: RedBeatConfig) -> None:
+    def __init__(self, client: Redis | RedisCluster, conf: RedBeatConfig) -> None:
         self.client = client
         self.conf = conf
         self.inflight_key = conf.key_prefix + ":inflight"
@@ -444,7 +445,8 @@ class ScheduleStore:
         next_score = float(reply[2]) if reply[2] is not None else None
         body = reply[6:]
         records = [
-            DueRecord(body[i], float(body[i + 1]), *body[i + 3:i + 7], kind=text(body[i + 2]))
+            DueRecord(body[i], float(body[i + 1]), body[i + 3], body[i + 4], body[i + 5], body[i + 6],
+                      kind=text(body[i + 2]))
             for i in range(0, len(body), 7)
         ]
         moved = (text(reply[4]), set_aside) if reply[4] else None
@@ -538,8 +540,10 @@ class ScheduleStore:
 
     def in_flight(self) -> tuple[dict[bytes, bytes], list[InFlight], list[bytes]]:
         """The runs in flight: raw records by task id, those readable, and the ids of the others."""
-        raw = self.client.hgetall(self.inflight_key)
-        runs, unreadable = [], []
+        # The store's client answers in bytes (decode_responses=False); redis-py's types cannot tell.
+        raw = cast("dict[bytes, bytes]", self.client.hgetall(self.inflight_key))
+        runs: list[InFlight] = []
+        unreadable: list[bytes] = []
         for task_id, record in raw.items():
             try:
                 run = InFlight.from_json(record)
@@ -604,7 +608,8 @@ class ScheduleStore:
     def eviction_policy(self) -> str | None:
         """Redis's ``maxmemory-policy``, or None if the server will not say (managed Redis)."""
         try:
-            reply = self.client.config_get("maxmemory-policy")
+            # Keyed by bytes or str, as the client decodes; redis-py's types say str either way.
+            reply: dict[Any, Any] = self.client.config_get("maxmemory-policy")
         except ResponseError:
             return None
         policy = reply.get(b"maxmemory-policy", reply.get("maxmemory-policy"))
@@ -614,7 +619,8 @@ class ScheduleStore:
 
     def load(self, key: str) -> tuple[bytes | None, bytes | None, bytes | None]:
         """An entry's ``definition``, ``meta`` and ``status``."""
-        definition, meta, status = self.client.hmget(key, "definition", "meta", "status")
+        # The store's client answers in bytes (decode_responses=False); redis-py's types cannot tell.
+        definition, meta, status = cast("list[bytes | None]", self.client.hmget(key, "definition", "meta", "status"))
         return definition, meta, status
 
     def rewrite_definition(self, key: str, definition: str) -> None:
@@ -668,7 +674,8 @@ class ScheduleStore:
         pipe.execute()
         return count
 
-    def _queue_save(self, pipe: Any, key: str, definition: str, meta: str, score: float) -> None:
+    def _queue_save(self, pipe: Any, key: bytes | str, definition: bytes | str, meta: bytes | str,
+                    score: float) -> None:
         pipe.hset(key, "definition", definition)
         pipe.hsetnx(key, "meta", meta)
         pipe.hdel(key, "parked")
@@ -719,7 +726,8 @@ class ScheduleStore:
         cursor = 0
         while True:
             cursor, pairs = self.client.zscan(self.conf.schedule_key, cursor, count=chunk)
-            fresh = [member for member, _ in pairs if member not in seen]
+            # The store's client answers in bytes (decode_responses=False); redis-py's types cannot tell.
+            fresh = [cast(bytes, member) for member, _ in pairs if member not in seen]
             seen.update(fresh)
             if fresh:
                 yield fresh
@@ -752,7 +760,7 @@ class ScheduleStore:
         kinds = dict(zip(wrong, self.key_types(wrong)))
         return [(score, kinds[key] if isinstance(raw, Exception) else raw) for key, score, raw in read]
 
-    def key_types(self, keys: Sequence[bytes]) -> list[str]:
+    def key_types(self, keys: Sequence[bytes | str]) -> list[str]:
         """The Redis type of each key ("none" for a key that is not there)."""
         if not keys:
             return []
@@ -764,7 +772,8 @@ class ScheduleStore:
     def history_records(self, key: str) -> list[bytes]:
         """The raw records of an entry's run history, newest first (``key`` as
         decoded with surrogateescape, so that any bytes name their key)."""
-        return self.client.lrange(self.history_key(key).encode("utf-8", "surrogateescape"), 0, -1)
+        # The store's client answers in bytes (decode_responses=False); redis-py's types cannot tell.
+        return cast("list[bytes]", self.client.lrange(self.history_key(key).encode("utf-8", "surrogateescape"), 0, -1))
 
     def misfiled_histories(self) -> Iterator[tuple[bytes, str]]:
         """(key, Redis type) of history keys that are no list."""
@@ -776,7 +785,8 @@ class ScheduleStore:
 
     def rank(self, key: str) -> int | None:
         """The entry's position in the schedule, 0 for the first due; None if it is not in it."""
-        return self.client.zrank(self.conf.schedule_key, key)
+        # A list only with withscore=True, which is not asked for.
+        return cast("int | None", self.client.zrank(self.conf.schedule_key, key))
 
     def known(self, key: str) -> bool:
         """Whether ``key`` is an entry hash or a member of the schedule (an orphan)."""
@@ -847,7 +857,8 @@ class ScheduleStore:
             if exact:
                 pipe.delete(key)
                 if fields:
-                    pipe.hset(key, mapping=fields)
+                    # redis-py's mapping type has invariant keys, which refuse a dict[bytes, bytes].
+                    pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
                 pipe.zadd(self.conf.schedule_key, {key: score})
             else:
                 self._queue_save(pipe, key, fields[b"definition"], fields[b"meta"], score)

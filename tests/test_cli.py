@@ -278,6 +278,10 @@ def test_an_export_with_an_orphan_member_imports(cli, schedule_redis, tmp_path):
 @pytest.mark.parametrize("args, words", [
     (["add", "x", "--task", "t", "--at", "tomorrow"], "--at takes an ISO 8601 time"),
     (["add", "x", "--task", "t", "--rrule", "FREQ=DAILY", "--timezone", "Bad/Zone"], "--rrule"),
+    # More than one rule: dateutil parses a rule set, which RedBeat does not store.
+    (["add", "x", "--task", "t", "--rrule", "FREQ=DAILY\nEXDATE:20300101T000000"], "give one rule"),
+    (["add", "x", "--task", "t", "--rrule", "FREQ=DAILY\nRDATE:20300101T000000"], "give one rule"),
+    (["add", "x", "--task", "t", "--rrule", "FREQ=DAILY\nFREQ=WEEKLY"], "give one rule"),
 ])
 def test_bad_options_get_messages_not_tracebacks(cli, args, words):
     assert words in cli(*args, code=2)
