@@ -556,7 +556,7 @@ def doctor(app: Celery, configured_statics: set[str] | None = None) -> list[Find
         findings += _schedule_findings(app, store)
     if configured_statics is not None and "statics" not in broken:
         for name in sorted(store.static_names() - configured_statics):
-            findings.append(Finding("stale-static", store.conf.key_prefix + name, "listed as static but no longer "
+            findings.append(Finding("stale-static", store.key_for(name), "listed as static but no longer "
                                     "in beat_schedule: the next beat to start will delete it"))
     if "inflight" not in broken:
         _, runs, unreadable = store.in_flight()

@@ -15,6 +15,8 @@ import celery.app.utils
 from celery import Celery
 from kombu.utils.url import maybe_sanitize_url
 
+from .keys import KeyNames
+
 logger = logging.getLogger("celery.beat")
 
 __all__ = ["RedBeatConfig", "ensure_conf", "ConfigurationError", "display_url", "number_problem", "MAX_CATCH_UP"]
@@ -60,13 +62,11 @@ class RedBeatConfig:
     def __init__(self, app: Celery) -> None:
         self.app = app
         self.key_prefix: str = self.either_or("redbeat_key_prefix", DEFAULT_KEY_PREFIX)
-        self.schedule_key = self.key_prefix + ":schedule"
-        self.statics_key = self.key_prefix + ":statics"
-        self.default_lock_key = self.key_prefix + ":lock"
-        lock_key = self.either_or("redbeat_lock_key", self.default_lock_key)
-        if lock_key and not lock_key.startswith(self.key_prefix):
-            lock_key = self.key_prefix + lock_key
-        self.lock_key: str | None = lock_key or None
+        self.keys = KeyNames(self.key_prefix)
+        self.schedule_key = self.keys.schedule
+        self.statics_key = self.keys.statics
+        self.default_lock_key = self.keys.default_lock
+        self.lock_key: str | None = self.keys.lock(self.either_or("redbeat_lock_key", self.default_lock_key))
         self.lock_timeout: float = float(
             self.either_or("redbeat_lock_timeout", None) or DEFAULT_LOCK_TIMEOUT
         )

@@ -122,7 +122,7 @@ class RedBeatSchedulerEntry(ScheduleEntry):
 
     @staticmethod
     def generate_key(app: Celery, name: str) -> str:
-        return ensure_conf(app).key_prefix + name
+        return ensure_conf(app).keys.entry(name)
 
     @property
     def key(self) -> str:

@@ -435,7 +435,7 @@ class RedBeatScheduler(Scheduler):
                 "beat: removing %s from the schedule: it is not an entry key under the prefix %s "
                 "(beat never reads, writes or runs keys of other applications, nor its own %s keys)",
                 printable(record.key_text), printable(self.store.conf.key_prefix),
-                printable(self.store.conf.key_prefix + ":..."),
+                printable(self.store.keys.own + "..."),
             )
             return Decision(record, "drop")
         if record.kind != "hash":

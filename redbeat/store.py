@@ -393,8 +393,9 @@ class ScheduleStore:
     def __init__(self, client: Redis | RedisCluster, conf: RedBeatConfig) -> None:
         self.client = client
         self.conf = conf
-        self.inflight_key = conf.key_prefix + ":inflight"
-        self.heartbeat_key = conf.key_prefix + ":heartbeat"
+        self.keys = conf.keys
+        self.inflight_key = conf.keys.inflight
+        self.heartbeat_key = conf.keys.heartbeat
         self._read_due = client.register_script(self.READ_DUE_LUA)
         self._record = client.register_script(self.RECORD_LUA)
         self._claim = client.register_script(self.CLAIM_LUA)
@@ -407,14 +408,11 @@ class ScheduleStore:
     # -- keys ---------------------------------------------------------------
 
     def key_for(self, name: str) -> str:
-        return self.conf.key_prefix + name
+        return self.keys.entry(name)
 
     def is_entry_key(self, key: str | bytes) -> bool:
-        """Whether ``key`` can be an entry's: under the prefix, and not one of
-        RedBeat's own keys (``<prefix>:...``). Beat never reads or writes others."""
-        prefix = self.conf.key_prefix
-        key = text(key)
-        return key.startswith(prefix) and not key.startswith(prefix + ":")
+        """Whether ``key`` can be an entry's (see ``KeyNames.is_entry_key``)."""
+        return self.keys.is_entry_key(text(key))
 
     def _fenced(self, lock: BeatLock | None) -> tuple[list[str], list]:
         # The lock key is always declared (Redis Cluster routes by declared
@@ -519,7 +517,7 @@ class ScheduleStore:
         return bool(self._stop_heartbeat(keys=[self.heartbeat_key], args=[token, repr(now)]))
 
     def history_key(self, key: str) -> str:
-        return f"{self.conf.key_prefix}:history:{key[len(self.conf.key_prefix):]}"
+        return self.keys.history(key)
 
     def history(self, key: str) -> list[dict]:
         """The entry's recent runs, newest first."""
@@ -777,7 +775,7 @@ class ScheduleStore:
 
     def misfiled_histories(self) -> Iterator[tuple[bytes, str]]:
         """(key, Redis type) of history keys that are no list."""
-        pattern = _glob_escape(self.conf.key_prefix + ":history:") + "*"
+        pattern = _glob_escape(self.keys.histories) + "*"
         for keys in _chunks(self.client.scan_iter(match=pattern, count=1000), 1000):
             for key, kind in zip(keys, self.key_types(keys)):
                 if kind != "list":
@@ -799,7 +797,7 @@ class ScheduleStore:
         is looked up again before it is reported, so an entry added meanwhile
         is not taken for an unscheduled one.
         """
-        own = (self.conf.key_prefix + ":").encode()
+        own = self.keys.own.encode()
         raw_keys = self.client.scan_iter(match=_glob_escape(self.conf.key_prefix) + "*", count=1000, _type="hash")
         candidates = (key for key in raw_keys if not key.startswith(own) and key not in scheduled)
         for keys in _chunks(candidates, 1000):

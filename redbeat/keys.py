@@ -1,0 +1,68 @@
+"""The names of RedBeat's keys in Redis (docs/format.rst), built here and nowhere else.
+
+An entry's key is the prefix and its name (``redbeat:nightly``); RedBeat's
+own keys are the prefix, a colon and what they hold (``redbeat::schedule``),
+so no entry name can start with a colon without colliding with them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["KeyNames"]
+
+
+@dataclass(frozen=True)
+class KeyNames:
+    """Every key name of one schedule, from its prefix."""
+
+    prefix: str
+
+    @property
+    def own(self) -> str:
+        """What RedBeat's own keys start with."""
+        return self.prefix + ":"
+
+    @property
+    def schedule(self) -> str:
+        return self.own + "schedule"
+
+    @property
+    def statics(self) -> str:
+        return self.own + "statics"
+
+    @property
+    def default_lock(self) -> str:
+        return self.own + "lock"
+
+    @property
+    def inflight(self) -> str:
+        return self.own + "inflight"
+
+    @property
+    def heartbeat(self) -> str:
+        return self.own + "heartbeat"
+
+    @property
+    def histories(self) -> str:
+        """What every entry's history key starts with."""
+        return self.own + "history:"
+
+    def lock(self, configured: str | None) -> str | None:
+        """The lock's key for a ``redbeat_lock_key`` setting (None: no lock). A
+        key given without the prefix gets it, as in celery-redbeat 2.x."""
+        if not configured:
+            return None
+        return configured if configured.startswith(self.prefix) else self.prefix + configured
+
+    def entry(self, name: str) -> str:
+        return self.prefix + name
+
+    def history(self, entry_key: str) -> str:
+        """The run history of the entry under ``entry_key``."""
+        return self.histories + entry_key[len(self.prefix):]
+
+    def is_entry_key(self, key: str) -> bool:
+        """Whether ``key`` can be an entry's: under the prefix, and not one of
+        RedBeat's own keys. Beat never reads or writes any other."""
+        return key.startswith(self.prefix) and not key.startswith(self.own)
