@@ -32,14 +32,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from . import __version__
 from .client import display_url, get_redis, get_store
 from .config import DEFAULT_LOCK_TIMEOUT, ConfigurationError, RedBeatConfig, ensure_conf
-from .decoder import meta_json
-from .entry import RedBeatSchedulerEntry, decode_status, definition_digest, reserved_options, score_of, without_reserved
+from .decide import Decider, bounded
+from .entry import RedBeatSchedulerEntry, decode_status, reserved_options, without_reserved
 from .lock import BeatLock, make_token
-from .planning import Policy, latest_start, plan_waiting
+from .planning import latest_start, plan_waiting
 from .printable import printable
-from .runs import MAX_TIMESTAMP, InFlight, task_id_for
-from .schedules import clocked
-from .store import NEVER, Decision, DueRecord, Outcome, ScheduleStore, WrongTypeError, parked_reason, text
+from .runs import InFlight
+from .store import NEVER, Decision, DueRecord, Outcome, ScheduleStore, WrongTypeError, text
 
 __all__ = [
     "RedBeatScheduler",
@@ -347,19 +346,20 @@ class RedBeatScheduler(Scheduler):
         """
         now_dt = datetime.fromtimestamp(now, timezone.utc)
         cpu_limit = max(self.lock_timeout * ENTRY_CPU_FRACTION, MIN_ENTRY_CPU)
+        decider = self._decider()
         decisions: list[Decision] = []
         for record in records:
             if decisions and time.monotonic() - renewed_at > self.lock_timeout * DECIDE_FRACTION:
                 break
             started = time.thread_time()
-            decision = self._decide(record, now_dt)
+            decision = decider.decide(record, now_dt)
             spent = time.thread_time() - started
             if spent <= cpu_limit or decision.action in ("park", "drop"):
                 self._slow_once.discard(record.key)
             elif record.key in self._slow_once:
                 # Twice in a row: not a garbage collection or a cold start that happened to fall on it.
                 self._slow_once.discard(record.key)
-                decision = self._park(record, f"deciding when it runs took {spent:.2f}s of CPU (limit "
+                decision = decider.park(record, f"deciding when it runs took {spent:.2f}s of CPU (limit "
                                               f"{cpu_limit:.2f}s), twice: its schedule is too costly to evaluate")
             else:
                 self._slow_once.add(record.key)
@@ -428,98 +428,6 @@ class RedBeatScheduler(Scheduler):
             beat["claiming_paused_since"] = self._claiming_paused_since
         return json.dumps(beat)
 
-    def _decide(self, record: DueRecord, now: datetime) -> Decision:
-        """What to do with one due entry, from its stored state alone."""
-        if record.kind == "outside":
-            logger.warning(
-                "beat: removing %s from the schedule: it is not an entry key under the prefix %s "
-                "(beat never reads, writes or runs keys of other applications, nor its own %s keys)",
-                printable(record.key_text), printable(self.store.conf.key_prefix),
-                printable(self.store.keys.own + "..."),
-            )
-            return Decision(record, "drop")
-        if record.kind != "hash":
-            what = "no key" if record.kind == "none" else f"a {record.kind}, not an entry hash,"
-            logger.warning(
-                "beat: removing %s from the schedule: there is %s under that key "
-                "(members must be full keys such as %s; the key itself is left alone)",
-                printable(record.key_text), what, printable(self.store.key_for("<name>")),
-            )
-            return Decision(record, "drop")
-        if record.definition is None:
-            return self._park(record, "hash has no 'definition' field")
-        try:
-            record.key.decode()
-        except UnicodeDecodeError:
-            # Its task ids, history and runs in flight are keyed by its name as
-            # text: two such names could share them. Renamed, it runs.
-            return self._park(record, "its key is not valid UTF-8: rename it (RENAME, then ZADD the new name)")
-        key = record.key_text
-        try:
-            old = decode_status(record.status)
-            entry = self.Entry.from_stored(record.definition, record.meta, app=self.app, key=key, status=old)
-            if entry.last_run_at is None and entry.next_slot is None and record.score > 0:
-                # Never run: due at the score its writer gave it (0 means now).
-                entry.next_slot = datetime.fromtimestamp(record.score, timezone.utc)
-            plan = entry.plan(now)
-        except Exception as exc:  # any bad input must cost one entry, never the beat
-            return self._park(record, str(exc) or type(exc).__name__)
-        if not entry.enabled:
-            # Paused: it wakes at its regular slots and runs nothing, so that
-            # resuming it keeps its cadence (missed slots follow its catch-up policy).
-            return Decision(record, "move", score=score_of(plan.fire_at))
-        # A run-now request is served by the run that is due anyway, if there is one.
-        requested = _requested_at(record.run_now, now) if record.run_now is not None and not plan.runs else None
-        digest = definition_digest(record.definition)
-        ending = plan.finished and _bounded(entry)
-        if not plan.runs and requested is None and not plan.missed and not ending:
-            # Not due yet. Record the slot it waits for: the score is a fire
-            # time (jitter included), and must not be taken for a slot again.
-            status = None
-            if plan.next_slot is not None and plan.next_slot != entry.next_slot:
-                status = old.to_json(next_slot=plan.next_slot, definition=digest)
-            return Decision(record, "move", score=score_of(plan.fire_at), status=status)
-
-        now_ts = now.timestamp()
-        runs = self._runs_to_claim(key, entry.policy(), plan.runs, requested, now_ts)
-        status = old.to_json(
-            next_slot=plan.next_slot,
-            definition=digest,
-            last_dispatched_at=now_ts if runs else old.last_dispatched_at,
-            missed=old.missed + plan.missed,
-            last_missed_at=plan.last_missed.timestamp() if plan.last_missed else old.last_missed_at,
-        )
-        if plan.missed:
-            logger.warning("beat: %s missed %d slot(s) (catch-up %s)", printable(entry.name), plan.missed,
-                           printable(entry.policy().catch_up))
-        meta = meta_json(plan.runs[-1] if plan.runs else entry.last_run_at, entry.total_run_count + len(runs))
-        definition = None
-        if ending:
-            # Its last slot ran now, or it ended without one (a run-now took
-            # its last run, its end_at passed): on_finish applies either way.
-            if entry.policy().on_finish == "delete" and not runs:
-                return Decision(record, "delete")  # unless a run is still in flight: see _decide_batch
-            if entry.policy().on_finish == "disable":
-                entry.enabled = False  # done: kept, with its history, for people to see
-                definition = entry.definition_json()
-        return Decision(record, "run" if runs else "move", score=score_of(plan.fire_at), meta=meta,
-                        status=status, definition=definition, runs=runs, entry=entry)
-
-    def _runs_to_claim(self, key: str, policy: Policy, slots: list[datetime], requested: float | None,
-                       now: float) -> tuple[InFlight, ...]:
-        """Runs of ``slots``, each to reach the broker by its starting deadline, or of a
-        run-now request made at ``requested`` (no slot, so no deadline)."""
-        planned: list[tuple[float, float | None]]
-        if requested is not None:
-            planned = [(requested, None)]
-        else:
-            planned = [(slot.timestamp(), latest_start(key, slot, policy)) for slot in slots]
-        return tuple(
-            InFlight(task_id=task_id_for(key, at), key=key, scheduled=at, claimed_at=now, token=self._token,
-                     retry_at=now + self.lock_timeout, run_now=requested is not None, publish_by=deadline)
-            for at, deadline in planned
-        )
-
     # -- publishing -------------------------------------------------------------
 
     def _publish_claimed(self, claimed: list[Decision], renewed_at: float) -> None:
@@ -531,7 +439,7 @@ class RedBeatScheduler(Scheduler):
         """Delete the entries, given as (key, entry), that ran for the last time and asked for
         that (on_finish: delete), once none of their runs is left in flight: a retry needs the entry."""
         finished = [(key, entry) for key, entry in finished
-                    if _bounded(entry) and entry.policy().on_finish == "delete"]
+                    if bounded(entry) and entry.policy().on_finish == "delete"]
         if not finished:
             return
         waiting = self._keys_in_flight(published)
@@ -862,13 +770,15 @@ class RedBeatScheduler(Scheduler):
         taken = self.store.take_over(list(zip(originals, ready)), self.lock) or set()
         return [run for run in ready if run.task_id in taken], waiting
 
+    def _decide(self, record: DueRecord, now: datetime) -> Decision:
+        return self._decider().decide(record, now)
+
     def _park(self, record: DueRecord, reason: str) -> Decision:
-        logger.error(
-            "beat: parked entry %s, it will not run until fixed: %s "
-            "(write a correct definition and ZADD it back to the schedule)",
-            printable(record.key_text), printable(reason),
-        )
-        return Decision(record, "park", score=NEVER, reason=parked_reason(reason))
+        return self._decider().park(record, reason)
+
+    def _decider(self) -> Decider:
+        # Built when asked: a subclass or a test may set Entry or the lock timeout after construction.
+        return Decider(self.app, self.Entry, self.store.keys, self._token, self.lock_timeout)
 
     def _sleep_until(self, next_score: float | None) -> float:
         interval = self.max_interval
@@ -1061,26 +971,6 @@ def _causes(exc: BaseException | None) -> list[BaseException]:
         chain.append(exc)
         exc = exc.__cause__ or exc.__context__
     return chain
-
-
-def _bounded(entry: RedBeatSchedulerEntry) -> bool:
-    """Whether the entry asked to end (one-off, run limit, end date): then ``on_finish`` applies.
-
-    Other entries whose schedule is over (an rrule past its ``until``) just
-    stop, with a score of -1, as they did in celery-redbeat 2.x.
-    """
-    return (isinstance(entry.schedule, clocked) or entry.max_runs is not None or entry.end_at is not None
-            or entry.on_finish is not None)
-
-
-def _requested_at(raw: bytes, now: datetime) -> float:
-    """When a run-now request was made (its task id derives from it): the field's
-    value if it is UNIX seconds, else now (``HSET key run_now 1`` is fine)."""
-    try:
-        requested = float(raw)
-    except ValueError:
-        return now.timestamp()
-    return requested if 1e9 <= requested < MAX_TIMESTAMP else now.timestamp()
 
 
 def _paused(definition: bytes) -> bool:

@@ -1,0 +1,160 @@
+"""The decide stage of a tick: what to do with one due entry, from what was read alone.
+
+A ``DueRecord`` goes in, a ``Decision`` comes out (see ``store.Decision``):
+no Redis, no broker, so every action can be tested with a fixed clock, as
+``planning.plan_runs`` is. The scheduler claims the decisions in one script.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from celery import Celery
+from celery.utils.log import get_logger
+
+from .decoder import meta_json
+from .entry import RedBeatSchedulerEntry, decode_status, definition_digest, score_of
+from .keys import KeyNames
+from .planning import Policy, latest_start
+from .printable import printable
+from .runs import MAX_TIMESTAMP, InFlight, task_id_for
+from .schedules import clocked
+from .store import NEVER, Decision, DueRecord, parked_reason
+
+__all__ = ["Decider", "bounded", "requested_at"]
+
+logger = get_logger("celery.beat")
+
+
+class Decider:
+    """Decides for one beat: its app and entry class, its token (written into
+    the runs it claims) and its lock timeout (when a claimed run may be retried)."""
+
+    def __init__(self, app: Celery, entry_class: Any, keys: KeyNames, token: str, lock_timeout: float) -> None:
+        self.app = app
+        self.entry_class = entry_class
+        self.keys = keys
+        self.token = token
+        self.lock_timeout = lock_timeout
+
+    def decide(self, record: DueRecord, now: datetime) -> Decision:
+        """What to do with one due entry, from its stored state alone."""
+        if record.kind == "outside":
+            logger.warning(
+                "beat: removing %s from the schedule: it is not an entry key under the prefix %s "
+                "(beat never reads, writes or runs keys of other applications, nor its own %s keys)",
+                printable(record.key_text), printable(self.keys.prefix),
+                printable(self.keys.own + "..."),
+            )
+            return Decision(record, "drop")
+        if record.kind != "hash":
+            what = "no key" if record.kind == "none" else f"a {record.kind}, not an entry hash,"
+            logger.warning(
+                "beat: removing %s from the schedule: there is %s under that key "
+                "(members must be full keys such as %s; the key itself is left alone)",
+                printable(record.key_text), what, printable(self.keys.entry("<name>")),
+            )
+            return Decision(record, "drop")
+        if record.definition is None:
+            return self.park(record, "hash has no 'definition' field")
+        try:
+            record.key.decode()
+        except UnicodeDecodeError:
+            # Its task ids, history and runs in flight are keyed by its name as
+            # text: two such names could share them. Renamed, it runs.
+            return self.park(record, "its key is not valid UTF-8: rename it (RENAME, then ZADD the new name)")
+        key = record.key_text
+        try:
+            old = decode_status(record.status)
+            entry = self.entry_class.from_stored(record.definition, record.meta, app=self.app, key=key, status=old)
+            if entry.last_run_at is None and entry.next_slot is None and record.score > 0:
+                # Never run: due at the score its writer gave it (0 means now).
+                entry.next_slot = datetime.fromtimestamp(record.score, timezone.utc)
+            plan = entry.plan(now)
+        except Exception as exc:  # any bad input must cost one entry, never the beat
+            return self.park(record, str(exc) or type(exc).__name__)
+        if not entry.enabled:
+            # Paused: it wakes at its regular slots and runs nothing, so that
+            # resuming it keeps its cadence (missed slots follow its catch-up policy).
+            return Decision(record, "move", score=score_of(plan.fire_at))
+        # A run-now request is served by the run that is due anyway, if there is one.
+        requested = requested_at(record.run_now, now) if record.run_now is not None and not plan.runs else None
+        digest = definition_digest(record.definition)
+        ending = plan.finished and bounded(entry)
+        if not plan.runs and requested is None and not plan.missed and not ending:
+            # Not due yet. Record the slot it waits for: the score is a fire
+            # time (jitter included), and must not be taken for a slot again.
+            status = None
+            if plan.next_slot is not None and plan.next_slot != entry.next_slot:
+                status = old.to_json(next_slot=plan.next_slot, definition=digest)
+            return Decision(record, "move", score=score_of(plan.fire_at), status=status)
+
+        now_ts = now.timestamp()
+        runs = self.runs_to_claim(key, entry.policy(), plan.runs, requested, now_ts)
+        status = old.to_json(
+            next_slot=plan.next_slot,
+            definition=digest,
+            last_dispatched_at=now_ts if runs else old.last_dispatched_at,
+            missed=old.missed + plan.missed,
+            last_missed_at=plan.last_missed.timestamp() if plan.last_missed else old.last_missed_at,
+        )
+        if plan.missed:
+            logger.warning("beat: %s missed %d slot(s) (catch-up %s)", printable(entry.name), plan.missed,
+                           printable(entry.policy().catch_up))
+        meta = meta_json(plan.runs[-1] if plan.runs else entry.last_run_at, entry.total_run_count + len(runs))
+        definition = None
+        if ending:
+            # Its last slot ran now, or it ended without one (a run-now took
+            # its last run, its end_at passed): on_finish applies either way.
+            if entry.policy().on_finish == "delete" and not runs:
+                return Decision(record, "delete")  # unless a run is still in flight: see the scheduler's _decide_batch
+            if entry.policy().on_finish == "disable":
+                entry.enabled = False  # done: kept, with its history, for people to see
+                definition = entry.definition_json()
+        return Decision(record, "run" if runs else "move", score=score_of(plan.fire_at), meta=meta,
+                        status=status, definition=definition, runs=runs, entry=entry)
+
+    def runs_to_claim(self, key: str, policy: Policy, slots: list[datetime], requested: float | None,
+                       now: float) -> tuple[InFlight, ...]:
+        """Runs of ``slots``, each to reach the broker by its starting deadline, or of a
+        run-now request made at ``requested`` (no slot, so no deadline)."""
+        planned: list[tuple[float, float | None]]
+        if requested is not None:
+            planned = [(requested, None)]
+        else:
+            planned = [(slot.timestamp(), latest_start(key, slot, policy)) for slot in slots]
+        return tuple(
+            InFlight(task_id=task_id_for(key, at), key=key, scheduled=at, claimed_at=now, token=self.token,
+                     retry_at=now + self.lock_timeout, run_now=requested is not None, publish_by=deadline)
+            for at, deadline in planned
+        )
+
+    def park(self, record: DueRecord, reason: str) -> Decision:
+        """Set the entry aside with ``reason``, and say so in one error line."""
+        logger.error(
+            "beat: parked entry %s, it will not run until fixed: %s "
+            "(write a correct definition and ZADD it back to the schedule)",
+            printable(record.key_text), printable(reason),
+        )
+        return Decision(record, "park", score=NEVER, reason=parked_reason(reason))
+
+
+def bounded(entry: RedBeatSchedulerEntry) -> bool:
+    """Whether the entry asked to end (one-off, run limit, end date): then ``on_finish`` applies.
+
+    Other entries whose schedule is over (an rrule past its ``until``) just
+    stop, with a score of -1, as they did in celery-redbeat 2.x.
+    """
+    return (isinstance(entry.schedule, clocked) or entry.max_runs is not None or entry.end_at is not None
+            or entry.on_finish is not None)
+
+
+def requested_at(raw: bytes, now: datetime) -> float:
+    """When a run-now request was made (its task id derives from it): the field's
+    value if it is UNIX seconds, else now (``HSET key run_now 1`` is fine)."""
+    try:
+        requested = float(raw)
+    except ValueError:
+        return now.timestamp()
+    return requested if 1e9 <= requested < MAX_TIMESTAMP else now.timestamp()
