@@ -11,7 +11,7 @@ import sys
 
 import pytest
 import redis
-from conftest import free_port, make_app, wait_for
+from conftest import free_port, make_app
 
 from redbeat.client import build_client, display_url, get_redis
 from redbeat.config import DEFAULT_LOCK_TIMEOUT, MAX_CATCH_UP, ConfigurationError, ensure_conf
@@ -163,37 +163,12 @@ def tls_redis(tmp_path):
     """A redis-server answering only TLS on a free loopback port, with a throwaway CA: (port, CA file)."""
     if shutil.which("openssl") is None:
         pytest.skip("openssl is not installed")
-
-    def openssl(*args):
-        subprocess.run(["openssl", *args], cwd=tmp_path, check=True, capture_output=True, timeout=60)
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
-            "-days", "1", "-subj", "/CN=redbeat test CA")
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
-            "-subj", "/CN=127.0.0.1")
-    (tmp_path / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", "server.crt", "-days", "1", "-extfile", "san.cnf")
-    port = free_port()
-    server = subprocess.Popen(
-        [shutil.which("redis-server") or "redis-server", "--port", "0", "--tls-port", str(port),
-         "--bind", "127.0.0.1", "--tls-cert-file", "server.crt", "--tls-key-file", "server.key",
-         "--tls-ca-cert-file", "ca.crt", "--tls-auth-clients", "no", "--save", "", "--appendonly", "no"],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ca = str(tmp_path / "ca.crt")
-
-    def answers():
-        if server.poll() is not None:
-            pytest.skip("this redis-server cannot serve TLS")
-        try:
-            return redis.Redis(host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=ca, socket_timeout=1).ping()
-        except redis.ConnectionError:
-            return False
+    from topologies import TlsServer, make_certificates
+    server = TlsServer(tmp_path / "tls", make_certificates(tmp_path))
     try:
-        wait_for(answers, timeout=10, message="redis-server with TLS")
-        yield port, ca
+        yield server.port, server.certs["ca.crt"]
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        server.stop()
 
 
 def test_beat_ticks_over_tls_with_a_plain_url_and_use_ssl(tls_redis):

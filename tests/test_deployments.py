@@ -3,12 +3,10 @@ a three-master Redis Cluster, and TLS (rediss://)."""
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 from celery.schedules import schedule
 from conftest import make_app, published, tick_until
-from topologies import ClusterSetup, SentinelSetup, TlsServer
+from topologies import ClusterSetup, SentinelSetup, TlsServer, make_certificates
 
 from redbeat import RedBeatScheduler, RedBeatSchedulerEntry
 from redbeat.config import ConfigurationError
@@ -78,20 +76,6 @@ def test_a_cluster_without_a_hash_tag_prefix_is_refused_at_start():
     app = make_app("redis-cluster://127.0.0.1:7000")
     with pytest.raises(ConfigurationError, match=r"hash-tag prefix such as '\{redbeat\}:'"):
         RedBeatScheduler(app=app, lazy=True)
-
-
-def make_certificates(directory) -> dict:
-    """A CA and a server certificate for 127.0.0.1, made with the openssl command."""
-    def openssl(*args):
-        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True, timeout=60)
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=redbeat-test-ca",
-            "-keyout", "ca.key", "-out", "ca.crt")
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "server.key",
-            "-out", "server.csr")
-    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-            "-days", "2", "-extfile", "san.ext", "-out", "server.crt")
-    return {name: str(directory / f"{name}") for name in ("ca.crt", "server.crt", "server.key")}
 
 
 def test_tls_with_a_verified_server_certificate(tmp_path, redis_server, redis_url, broker_redis):

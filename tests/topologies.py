@@ -78,6 +78,20 @@ class TlsServer(ExtraServer):
             return False
 
 
+def make_certificates(directory) -> dict:
+    """A CA and a server certificate for 127.0.0.1, made with the openssl command."""
+    def openssl(*args):
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True, timeout=60)
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=redbeat-test-ca",
+            "-keyout", "ca.key", "-out", "ca.crt")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "server.key",
+            "-out", "server.csr")
+    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-days", "2", "-extfile", "san.ext", "-out", "server.crt")
+    return {name: str(directory / f"{name}") for name in ("ca.crt", "server.crt", "server.key")}
+
+
 SENTINEL_CONFIG = """port {port}
 bind 127.0.0.1
 dir {dir}
@@ -166,4 +180,4 @@ class ClusterSetup:
             node.stop()
 
 
-__all__ = ["ClusterSetup", "SentinelSetup", "ExtraServer", "TlsServer"]
+__all__ = ["ClusterSetup", "SentinelSetup", "ExtraServer", "TlsServer", "make_certificates"]
