@@ -59,12 +59,11 @@ class Decider:
         if record.definition is None:
             return self.park(record, "hash has no 'definition' field")
         try:
-            record.key.decode()
+            key = record.key.decode()
         except UnicodeDecodeError:
             # Its task ids, history and runs in flight are keyed by its name as
             # text: two such names could share them. Renamed, it runs.
             return self.park(record, "its key is not valid UTF-8: rename it (RENAME, then ZADD the new name)")
-        key = record.key_text
         try:
             old = decode_status(record.status)
             entry = self.entry_class.from_stored(record.definition, record.meta, app=self.app, key=key, status=old)

@@ -170,7 +170,7 @@ class RedBeatScheduler(Scheduler):
         # keeps running, and is deleted if the name leaves the configuration.
         # Only entry hashes are deleted: a key that holds something else now is someone else's.
         removed = {name for name, kind in zip(removed, self.store.key_types([self.store.key_for(n) for n in removed]))
-                   if kind in ("hash", "none")} if removed else set()
+                   if kind in ("hash", "none")}
         self.store.write_entries(changed, unchanged, removed, statics=list(wanted))
         self._statics_synced = True
         self._warn_if_redis_evicts()
@@ -769,12 +769,6 @@ class RedBeatScheduler(Scheduler):
             run.token, run.retry_at = self._token, now + self.lock_timeout
         taken = self.store.take_over(list(zip(originals, ready)), self.lock) or set()
         return [run for run in ready if run.task_id in taken], waiting
-
-    def _decide(self, record: DueRecord, now: datetime) -> Decision:
-        return self._decider().decide(record, now)
-
-    def _park(self, record: DueRecord, reason: str) -> Decision:
-        return self._decider().park(record, reason)
 
     def _decider(self) -> Decider:
         # Built when asked: a subclass or a test may set Entry or the lock timeout after construction.

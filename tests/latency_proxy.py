@@ -71,21 +71,27 @@ class LatencyProxy:
         while True:
             due, data = pending.get()
             time.sleep(max(due - time.monotonic(), 0.0))
-            try:
-                if not data:
-                    target.shutdown(socket.SHUT_WR)
-                    return
-                target.sendall(data)
-            except OSError:
+            if not _forward(data, target):
                 return
 
     def _pipe(self, source: socket.socket, target: socket.socket) -> None:
         while True:
             try:
                 data = source.recv(65536)
-                if not data:
-                    target.shutdown(socket.SHUT_WR)
-                    return
-                target.sendall(data)
             except OSError:
                 return
+            if not _forward(data, target):
+                return
+
+
+def _forward(data: bytes, target: socket.socket) -> bool:
+    """Send ``data`` on (no data: the other side closed, so close this one for
+    writing); False once the connection is done with."""
+    try:
+        if not data:
+            target.shutdown(socket.SHUT_WR)
+            return False
+        target.sendall(data)
+    except OSError:
+        return False
+    return True

@@ -139,14 +139,19 @@ def test_bad_input_written_into_a_live_schedule_costs_only_the_bad_entries(beats
     assert max(gaps) < 1.5, f"the good entry lost its timing: {gaps}"
 
 
+def broker_env(project_env: dict, schedule_server: RedisServer, broker: RedisServer, **settings: str) -> dict:
+    """The environment of a beat on ``schedule_server`` whose broker is a server of the
+    test's own (``broker``, so that the test can stop it), with more e2e_app settings."""
+    return dict(project_env, E2E_REDBEAT_URL=schedule_server.url(0), E2E_BROKER_URL=broker.url(0),
+                E2E_RECORD_URL=broker.url(2), E2E_LOCK_TIMEOUT=str(LOCK_TIMEOUT), PYTHONUNBUFFERED="1", **settings)
+
+
 def test_broker_outage_is_retried_with_the_same_task_ids_and_never_crashes_beat(
         tmp_path, schedule_server, project_env):
     broker = RedisServer(tmp_path / "broker-data")
     # catch_up "all": every run that waited out the outage is published (with "once"
     # only the newest would be, the others recorded as missed).
-    env = dict(project_env, E2E_REDBEAT_URL=schedule_server.url(0), E2E_BROKER_URL=broker.url(0),
-               E2E_RECORD_URL=broker.url(2), E2E_LOCK_TIMEOUT=str(LOCK_TIMEOUT), E2E_CATCH_UP="all",
-               PYTHONUNBUFFERED="1")
+    env = broker_env(project_env, schedule_server, broker, E2E_CATCH_UP="all")
     try:
         with Processes(tmp_path, env) as processes:
             beat = start_beat(processes, "beat")
@@ -184,9 +189,7 @@ def test_runs_waiting_out_a_broker_outage_are_missed_past_their_deadline_never_p
         return [r for r in records if outcome is None or r["outcome"] == outcome]
 
     broker = RedisServer(tmp_path / "broker-data")
-    env = dict(project_env, E2E_REDBEAT_URL=schedule_server.url(0), E2E_BROKER_URL=broker.url(0),
-               E2E_RECORD_URL=broker.url(2), E2E_LOCK_TIMEOUT=str(LOCK_TIMEOUT), E2E_HISTORY_SIZE="2000",
-               PYTHONUNBUFFERED="1")
+    env = broker_env(project_env, schedule_server, broker, E2E_HISTORY_SIZE="2000")
     try:
         with Processes(tmp_path, env) as processes:
             beat = start_beat(processes, "beat")

@@ -440,7 +440,8 @@ def claimed_now(scheduler, schedule_redis, names=("raw",)):
     for name in names:
         raw_entry(schedule_redis, name)
     batch = scheduler.store.read_due(time.time(), 10, scheduler.lock)
-    decisions = [scheduler._decide(r, datetime.now(timezone.utc)) for r in batch.records]
+    decider = scheduler._decider()
+    decisions = [decider.decide(r, datetime.now(timezone.utc)) for r in batch.records]
     return scheduler.store.claim(decisions, scheduler.lock)
 
 
