@@ -17,7 +17,8 @@ from celery.schedules import crontab, schedule, solar
 from redis.exceptions import ResponseError
 
 from .client import get_store
-from .entry import RedBeatSchedulerEntry, decode_status
+from .entry import RedBeatSchedulerEntry
+from .records import MAX_TIMESTAMP, Heartbeat, Parked, Status, unix_seconds
 from .schedules import clocked, rrule
 from .store import NEVER, ScheduleStore
 
@@ -26,7 +27,7 @@ EXPORT_FORMAT = "redbeat-export"
 ENTRY_FIELDS = ("definition", "meta", "status", "parked", "run_now")
 SCAN_CHUNK = 1000
 # The first UNIX second datetime cannot hold (year 10000): later scores are never due in practice.
-END_OF_TIME = 253402300800.0
+END_OF_TIME = MAX_TIMESTAMP
 
 __all__ = ["EntryView", "entries", "describe_schedule", "export_schedule", "plan_import", "apply_import",
            "beat_status", "doctor", "Finding", "WrongType", "wrong_types", "history", "key_text"]
@@ -63,14 +64,7 @@ class EntryView:
     def parked(self) -> str | None:
         """Why beat parked it (any text a parked field holds), None if it is not parked."""
         raw = self.fields.get("parked")
-        if raw is None:
-            return None
-        try:
-            record = json.loads(raw)
-        except (ValueError, RecursionError):
-            return key_text(raw) or "parked"
-        reason = record.get("reason") if isinstance(record, dict) else record
-        return "parked" if reason is None or reason == "" else str(reason)
+        return None if raw is None else Parked.from_json(raw).reason
 
     @property
     def next_run(self) -> datetime | None:
@@ -81,7 +75,7 @@ class EntryView:
     def summary(self) -> dict:
         """The entry for people and scripts: what ``list --json`` prints."""
         entry = self.entry
-        status = decode_status(self.fields.get("status"))
+        status = Status.from_json(self.fields.get("status"))
         return {
             "name": self.name,
             "key": self.key,
@@ -470,14 +464,14 @@ def beat_status(app: Celery, now: float | None = None) -> dict:
         host, _, rest = key_text(token).partition(":")
         pid = rest.partition(":")[0]
         holder = {"token": key_text(token), "host": host, "pid": int(pid) if pid.isdigit() else None}
-    beat, heartbeat_error = _heartbeat(overview["heartbeat"])
-    if beat and holder and beat.get("token") == holder["token"]:
-        holder["since"] = _iso_ts(_unix_seconds(beat.get("active_since")))
-    last_tick = _unix_seconds(beat.get("last_tick")) if beat else None
-    stopped_at = _unix_seconds(beat.get("stopped_at")) if beat else None
-    failing_since = _unix_seconds(beat.get("failing_since")) if beat else None
+    beat, fields, heartbeat_error = _heartbeat(overview["heartbeat"])
+    if beat and holder and beat.token == holder["token"]:
+        holder["since"] = _iso_ts(beat.active_since)
+    last_tick = beat.last_tick if beat else None
+    stopped_at = beat.stopped_at if beat else None
+    failing_since = beat.failing_since if beat else None
     # Set while the active beat claims nothing because too many runs wait in flight.
-    paused = beat.get("claiming_paused") if beat else None
+    paused = beat.claiming_paused if beat else None
     policy = store.eviction_policy()
     return {
         "lock_key": store.conf.lock_key,
@@ -487,8 +481,8 @@ def beat_status(app: Celery, now: float | None = None) -> dict:
         "stopped_at": _iso_ts(stopped_at),
         "failing_since": _iso_ts(failing_since),
         "failing_for": None if failing_since is None else round(now - failing_since, 3),
-        "error": _failure(beat) if beat and failing_since is not None else None,
-        "beat": beat,
+        "error": (beat.error or "(no reason given)") if beat and failing_since is not None else None,
+        "beat": fields,
         "heartbeat_error": heartbeat_error,
         "wrong_types": [w.as_dict() for w in wrong],
         "entries": overview["entries"],
@@ -497,37 +491,23 @@ def beat_status(app: Celery, now: float | None = None) -> dict:
         "never_due": overview["never_due"],
         "parked": overview["parked"],
         "in_flight": overview["in_flight"],
-        "claiming_paused": paused if isinstance(paused, str) else None,
-        "claiming_paused_since": _iso_ts(_unix_seconds(beat.get("claiming_paused_since"))) if beat and paused else None,
+        "claiming_paused": paused,
+        "claiming_paused_since": _iso_ts(beat.claiming_paused_since) if beat and paused else None,
         "eviction_policy": policy,
         "eviction_warning": bool(policy and policy.startswith("allkeys")),
     }
 
 
-def _heartbeat(raw: bytes | None) -> tuple[dict | None, str | None]:
-    """The heartbeat beat wrote, or why it cannot be read."""
+def _heartbeat(raw: bytes | None) -> tuple[Heartbeat | None, dict | None, str | None]:
+    """The heartbeat beat wrote (as read, and its JSON as written), or why it cannot be read."""
     if raw is None:
-        return None, None
+        return None, None, None
     try:
-        beat = json.loads(raw)
-    except (ValueError, RecursionError):
-        beat = None
-    if not isinstance(beat, dict) or _unix_seconds(beat.get("last_tick")) is None:
-        return None, "the heartbeat is unreadable (no JSON object with last_tick): beat rewrites it at its next tick"
-    return beat, None
-
-
-def _failure(beat: dict) -> str:
-    """Why the ticks of a failing beat fail, as it said in its heartbeat."""
-    error = beat.get("error")
-    return error if isinstance(error, str) and error else "(no reason given)"
-
-
-def _unix_seconds(value: Any) -> float | None:
-    """``value`` if it is a time datetime can hold, else None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < END_OF_TIME:
-        return None
-    return float(value)
+        beat, fields = Heartbeat.from_json(raw)
+    except ValueError:
+        return None, None, ("the heartbeat is unreadable (no JSON object with last_tick): beat rewrites it at its "
+                            "next tick")
+    return beat, fields, None
 
 
 # -- doctor -------------------------------------------------------------------------------
@@ -564,7 +544,7 @@ def doctor(app: Celery, configured_statics: set[str] | None = None) -> list[Find
         for run in runs:
             if run.retry_at < now - 60:
                 findings.append(Finding("stuck-in-flight", run.key, f"run {run.task_id} claimed at "
-                                        f"{_iso_ts(_unix_seconds(run.claimed_at))} is still not published"))
+                                        f"{_iso_ts(unix_seconds(run.claimed_at))} is still not published"))
         for task_id in unreadable:
             findings.append(Finding("bad-in-flight", key_text(task_id), "unreadable in-flight record; beat removes it"))
     for key, found in store.misfiled_histories():

@@ -1,12 +1,13 @@
 """The decide stage of a tick: what to do with one due entry, from what was read alone.
 
-A ``DueRecord`` goes in, a ``Decision`` comes out (see ``store.Decision``):
+A ``DueRecord`` goes in, a ``Decision`` comes out (see ``stages``):
 no Redis, no broker, so every action can be tested with a fixed clock, as
 ``planning.plan_runs`` is. The scheduler claims the decisions in one script.
 """
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -14,13 +15,14 @@ from celery import Celery
 from celery.utils.log import get_logger
 
 from .decoder import meta_json
-from .entry import RedBeatSchedulerEntry, decode_status, definition_digest, score_of
+from .entry import RedBeatSchedulerEntry, definition_digest, score_of
 from .keys import KeyNames
 from .planning import Policy, latest_start
 from .printable import printable
-from .runs import MAX_TIMESTAMP, InFlight, task_id_for
+from .records import MAX_TIMESTAMP, NEVER, InFlight, Parked, Status
+from .runs import task_id_for
 from .schedules import clocked
-from .store import NEVER, Decision, DueRecord, parked_reason
+from .stages import Action, Decision, DueRecord
 
 __all__ = ["Decider", "bounded", "requested_at"]
 
@@ -47,7 +49,7 @@ class Decider:
                 printable(record.key_text), printable(self.keys.prefix),
                 printable(self.keys.own + "..."),
             )
-            return Decision(record, "drop")
+            return Decision(record, Action.DROP)
         if record.kind != "hash":
             what = "no key" if record.kind == "none" else f"a {record.kind}, not an entry hash,"
             logger.warning(
@@ -55,7 +57,7 @@ class Decider:
                 "(members must be full keys such as %s; the key itself is left alone)",
                 printable(record.key_text), what, printable(self.keys.entry("<name>")),
             )
-            return Decision(record, "drop")
+            return Decision(record, Action.DROP)
         if record.definition is None:
             return self.park(record, "hash has no 'definition' field")
         try:
@@ -65,7 +67,7 @@ class Decider:
             # text: two such names could share them. Renamed, it runs.
             return self.park(record, "its key is not valid UTF-8: rename it (RENAME, then ZADD the new name)")
         try:
-            old = decode_status(record.status)
+            old = Status.from_json(record.status)
             entry = self.entry_class.from_stored(record.definition, record.meta, app=self.app, key=key, status=old)
             if entry.last_run_at is None and entry.next_slot is None and record.score > 0:
                 # Never run: due at the score its writer gave it (0 means now).
@@ -76,7 +78,7 @@ class Decider:
         if not entry.enabled:
             # Paused: it wakes at its regular slots and runs nothing, so that
             # resuming it keeps its cadence (missed slots follow its catch-up policy).
-            return Decision(record, "move", score=score_of(plan.fire_at))
+            return Decision(record, Action.MOVE, score=score_of(plan.fire_at))
         # A run-now request is served by the run that is due anyway, if there is one.
         requested = requested_at(record.run_now, now) if record.run_now is not None and not plan.runs else None
         digest = definition_digest(record.definition)
@@ -87,7 +89,7 @@ class Decider:
             status = None
             if plan.next_slot is not None and plan.next_slot != entry.next_slot:
                 status = old.to_json(next_slot=plan.next_slot, definition=digest)
-            return Decision(record, "move", score=score_of(plan.fire_at), status=status)
+            return Decision(record, Action.MOVE, score=score_of(plan.fire_at), status=status)
 
         now_ts = now.timestamp()
         runs = self.runs_to_claim(key, entry.policy(), plan.runs, requested, now_ts)
@@ -107,11 +109,12 @@ class Decider:
             # Its last slot ran now, or it ended without one (a run-now took
             # its last run, its end_at passed): on_finish applies either way.
             if entry.policy().on_finish == "delete" and not runs:
-                return Decision(record, "delete")  # unless a run is still in flight: see the scheduler's _decide_batch
+                # (unless a run is still in flight: see the scheduler's _decide_batch)
+                return Decision(record, Action.DELETE)
             if entry.policy().on_finish == "disable":
                 entry.enabled = False  # done: kept, with its history, for people to see
                 definition = entry.definition_json()
-        return Decision(record, "run" if runs else "move", score=score_of(plan.fire_at), meta=meta,
+        return Decision(record, Action.RUN if runs else Action.MOVE, score=score_of(plan.fire_at), meta=meta,
                         status=status, definition=definition, runs=runs, entry=entry)
 
     def runs_to_claim(self, key: str, policy: Policy, slots: list[datetime], requested: float | None,
@@ -136,7 +139,7 @@ class Decider:
             "(write a correct definition and ZADD it back to the schedule)",
             printable(record.key_text), printable(reason),
         )
-        return Decision(record, "park", score=NEVER, reason=parked_reason(reason))
+        return Decision(record, Action.PARK, score=NEVER, reason=Parked(reason, time.time()).to_json())
 
 
 def bounded(entry: RedBeatSchedulerEntry) -> bool:

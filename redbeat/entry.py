@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import reprlib
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import MINYEAR, datetime, timezone
 from typing import Any
 
@@ -17,12 +15,11 @@ from celery.schedules import crontab as celery_crontab
 
 from .client import get_store
 from .config import MAX_CATCH_UP, ensure_conf, number_problem
-from .decoder import MAX_INTERVAL, MIN_INTERVAL, DecodeError, dumps, loads, meta_json, to_timestamp
+from .decoder import MAX_INTERVAL, MIN_INTERVAL, DecodeError, dumps, meta_json, to_timestamp
 from .planning import CATCH_UP_POLICIES, ON_FINISH_ACTIONS, Plan, Policy, plan_runs, upcoming
-from .runs import MAX_TIMESTAMP
+from .records import MAX_TIMESTAMP, NEVER, Meta, Status, decode_json
 from .schedules import clocked, crontab
 from .slots import zone_of
-from .store import NEVER
 
 __all__ = ["RedBeatSchedulerEntry", "score_of", "DEFINITION_FIELDS", "OPTION_FIELDS", "RESERVED_HEADERS",
            "RESERVED_OPTIONS", "reserved_options", "without_reserved"]
@@ -166,7 +163,7 @@ class RedBeatSchedulerEntry(ScheduleEntry):
         state = cls.decode_meta(meta)
         if not fields.get("name") and key is not None:
             fields["name"] = key[len(ensure_conf(app).key_prefix):]
-        pointer = status if isinstance(status, Status) else decode_status(status)
+        pointer = status if isinstance(status, Status) else Status.from_json(status)
         # The recorded next slot holds only for the definition it was computed from.
         next_slot = None
         if pointer.next_slot is not None and pointer.definition == definition_digest(definition):
@@ -190,7 +187,7 @@ class RedBeatSchedulerEntry(ScheduleEntry):
     @staticmethod
     def decode_definition(definition: bytes | str) -> dict:
         """The constructor arguments in a stored ``definition``, checked field by field."""
-        decoded = _decode_json(definition, "definition")
+        decoded = decode_json(definition, "definition")
         if not isinstance(decoded, dict):
             raise DecodeError("definition must be a JSON object")
         fields = {name: decoded[name] for name in DEFINITION_FIELDS if name in decoded}
@@ -225,18 +222,8 @@ class RedBeatSchedulerEntry(ScheduleEntry):
     @staticmethod
     def decode_meta(meta: bytes | str | None, app: Celery | None = None) -> dict:
         """``last_run_at`` (None if never run) and ``total_run_count`` from stored ``meta``."""
-        if not meta:
-            return {"last_run_at": None, "total_run_count": 0}
-        decoded = _decode_json(meta, "meta")
-        if not isinstance(decoded, dict):
-            raise DecodeError("meta must be a JSON object")
-        last_run_at = decoded.get("last_run_at")
-        if last_run_at is not None and not isinstance(last_run_at, datetime):
-            raise DecodeError("meta field 'last_run_at' must be a datetime object or null")
-        count = decoded.get("total_run_count") or 0
-        if not isinstance(count, int) or isinstance(count, bool):
-            raise DecodeError("meta field 'total_run_count' must be an integer")
-        return {"last_run_at": last_run_at, "total_run_count": count}
+        state = Meta.from_json(meta)
+        return {"last_run_at": state.last_run_at, "total_run_count": state.total_run_count}
 
     # -- timing ---------------------------------------------------------------
 
@@ -375,18 +362,6 @@ class RedBeatSchedulerEntry(ScheduleEntry):
         return f"<RedBeatSchedulerEntry: {self.name} {self.task}({self.args!r}, {self.kwargs!r}) {self.schedule!r}>"
 
 
-def _decode_json(raw: bytes | str, field: str) -> Any:
-    try:
-        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-        return loads(text)
-    except UnicodeDecodeError as exc:
-        raise DecodeError(f"{field} is not valid UTF-8") from exc
-    except DecodeError:
-        raise
-    except (ValueError, RecursionError) as exc:  # also integers past Python's digit limit, deep nesting
-        raise DecodeError(f"{field} is not valid JSON: {type(exc).__name__}: {exc}") from exc
-
-
 def _expect(fields: dict, name: str, kind: type | tuple, words: str) -> None:
     value = fields.get(name)
     if value is None:
@@ -468,52 +443,6 @@ def _seconds_of(moment: datetime) -> float:
         return to_timestamp(moment)
     except (OverflowError, ValueError):
         return -1.0  # outside what a timestamp can hold: out of range too
-
-
-@dataclass(frozen=True)
-class Status:
-    """What beat records about an entry besides ``meta`` (the ``status`` field)."""
-
-    next_slot: datetime | None = None
-    last_dispatched_at: float | None = None
-    missed: int = 0
-    last_missed_at: float | None = None
-    definition: str | None = None  # digest of the definition next_slot was computed from
-
-    def to_json(self, **changes: Any) -> str:
-        fields: dict[str, Any] = {"next_slot": self.next_slot, "last_dispatched_at": self.last_dispatched_at,
-                  "missed": self.missed, "last_missed_at": self.last_missed_at, "definition": self.definition}
-        fields.update(changes)
-        if fields["next_slot"] is not None:
-            fields["next_slot"] = to_timestamp(fields["next_slot"])
-        return json.dumps({k: v for k, v in fields.items() if v is not None})
-
-
-def decode_status(raw: bytes | str | None) -> Status:
-    """The ``status`` field; an unreadable one counts as empty (beat rewrites it)."""
-    if not raw:
-        return Status()
-    try:
-        fields = json.loads(raw)
-        slot = fields.get("next_slot")
-        return Status(
-            next_slot=None if slot is None else datetime.fromtimestamp(float(slot), timezone.utc),
-            last_dispatched_at=_seconds(fields.get("last_dispatched_at")),
-            missed=int(fields.get("missed") or 0),
-            last_missed_at=_seconds(fields.get("last_missed_at")),
-            definition=fields.get("definition") if isinstance(fields.get("definition"), str) else None,
-        )
-    except (ValueError, TypeError, AttributeError, OverflowError, OSError, RecursionError):
-        return Status()
-
-
-def _seconds(value: Any) -> float | None:
-    if value is None:
-        return None
-    seconds = float(value)
-    if not 0 <= seconds < 253402300800:
-        raise ValueError("not UNIX seconds")
-    return seconds
 
 
 def definition_digest(definition: bytes | str) -> str:

@@ -16,7 +16,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from datetime import datetime, timezone
-from typing import Any, NamedTuple
+from typing import Any
 
 from celery import Celery
 from celery.beat import Scheduler
@@ -33,12 +33,13 @@ from . import __version__
 from .client import display_url, get_redis, get_store
 from .config import DEFAULT_LOCK_TIMEOUT, ConfigurationError, RedBeatConfig, ensure_conf
 from .decide import Decider, bounded
-from .entry import RedBeatSchedulerEntry, decode_status, reserved_options, without_reserved
+from .entry import RedBeatSchedulerEntry, reserved_options, without_reserved
 from .lock import BeatLock, make_token
 from .planning import latest_start, plan_waiting
 from .printable import printable
-from .runs import InFlight
-from .store import NEVER, Decision, DueRecord, Outcome, ScheduleStore, WrongTypeError, text
+from .records import NEVER, Heartbeat, InFlight, Outcome, OutcomeKind, Status
+from .stages import Action, Decision, DueRecord, PublishStop, SentBatch, text
+from .store import ScheduleStore, WrongTypeError
 
 __all__ = [
     "RedBeatScheduler",
@@ -354,7 +355,7 @@ class RedBeatScheduler(Scheduler):
             started = time.thread_time()
             decision = decider.decide(record, now_dt)
             spent = time.thread_time() - started
-            if spent <= cpu_limit or decision.action in ("park", "drop"):
+            if spent <= cpu_limit or decision.action in (Action.PARK, Action.DROP):
                 self._slow_once.discard(record.key)
             elif record.key in self._slow_once:
                 # Twice in a row: not a garbage collection or a cold start that happened to fall on it.
@@ -366,14 +367,14 @@ class RedBeatScheduler(Scheduler):
                 logger.warning("beat: deciding %s took %.2fs of CPU (limit %.2fs); it is parked if that happens "
                                "again", printable(record.key_text), spent, cpu_limit)
             decisions.append(decision)
-        deleting = [position for position, d in enumerate(decisions) if d.action == "delete"]
+        deleting = [position for position, d in enumerate(decisions) if d.action == Action.DELETE]
         if deleting:
             waiting = self._keys_in_flight()
             for position in deleting:
                 record = decisions[position].record
                 if record.key_text in waiting:
                     # Its last run waits for a retry, which needs the entry: deleted once that is out.
-                    decisions[position] = Decision(record, "move", score=NEVER)
+                    decisions[position] = Decision(record, Action.MOVE, score=NEVER)
         return decisions
 
     def _keys_in_flight(self, published: Iterable[str] = ()) -> set[str]:
@@ -415,18 +416,16 @@ class RedBeatScheduler(Scheduler):
             self._active_since = now
         if self._failing_since is None or self._last_good_tick is None:
             self._last_good_tick = now
-        beat = {"token": self._token, "host": socket.gethostname(), "pid": os.getpid(),
-                "version": __version__, "last_tick": self._last_good_tick, "active_since": self._active_since,
-                "lock_timeout": self.lock_timeout, "max_interval": self.max_interval,
-                "clock_offset": round(self._clock_offset, 3)}
-        if self._failing_since is not None:
-            beat["failing_since"] = self._failing_since
-            beat["error"] = self._failure
-        if self._claiming_paused_since is not None:
-            beat["claiming_paused"] = (f"{self._waiting} runs waiting in flight "
-                                       f"(redbeat_max_in_flight is {self.conf.max_in_flight})")
-            beat["claiming_paused_since"] = self._claiming_paused_since
-        return json.dumps(beat)
+        paused = self._claiming_paused_since is not None
+        return Heartbeat(
+            token=self._token, last_tick=self._last_good_tick, host=socket.gethostname(), pid=os.getpid(),
+            version=__version__, active_since=self._active_since, lock_timeout=self.lock_timeout,
+            max_interval=self.max_interval, clock_offset=round(self._clock_offset, 3),
+            failing_since=self._failing_since, error=self._failure if self._failing_since is not None else None,
+            claiming_paused=(f"{self._waiting} runs waiting in flight (redbeat_max_in_flight is "
+                             f"{self.conf.max_in_flight})") if paused else None,
+            claiming_paused_since=self._claiming_paused_since,
+        ).to_json()
 
     # -- publishing -------------------------------------------------------------
 
@@ -468,18 +467,18 @@ class RedBeatScheduler(Scheduler):
             position += batch.attempted
             sent_at = self.clock()
             published |= sent_ids
-            self._unrecorded += [Outcome(run, "published", sent_at) for run in batch.sent]
+            self._unrecorded += [Outcome(run, OutcomeKind.PUBLISHED, sent_at) for run in batch.sent]
             self._record_outcomes()
-            if batch.stop == "broker down":
+            if batch.stop == PublishStop.BROKER_DOWN:
                 # After a connection error the rest of the batch waits for its
                 # retry rather than each run waiting out the broker's own retries.
                 failed += [run for _, run in runs[position:]]
                 break
-            if batch.stop == "lock lost":
+            if batch.stop == PublishStop.LOCK_LOST:
                 assert self.lock is not None  # only a lock held can be lost
                 logger.warning("beat: lost lock %s while publishing; leaving %d runs to the lock holder",
                                self.lock.key, len(runs) - position)
-            if batch.stop in ("lock lost", "redis down"):
+            if batch.stop in (PublishStop.LOCK_LOST, PublishStop.REDIS_DOWN):
                 break  # the runs left stay in flight; the next read of the tick says what happened
         if failed:
             self._publish_failed(failed)
@@ -529,7 +528,7 @@ class RedBeatScheduler(Scheduler):
                     if error is None:
                         sent.append(run)
                     elif _broker_unreachable(error):
-                        stop = "broker down"
+                        stop = PublishStop.BROKER_DOWN
                         break
                 if buffered:
                     renewed_at = self._renew_lock()
@@ -542,7 +541,7 @@ class RedBeatScheduler(Scheduler):
             _reraise_shutdown(exc)
             logger.error("beat: could not publish a batch of %d runs, some may have reached the broker; they are "
                          "retried one at a time with the same task ids: %s", attempted, exc)
-            return SentBatch([], attempted, "broker down" if _broker_unreachable(exc) else None, renewed_at)
+            return SentBatch([], attempted, PublishStop.BROKER_DOWN if _broker_unreachable(exc) else None, renewed_at)
         return SentBatch(sent, attempted, stop, renewed_at)
 
     def _renew_lock(self) -> float:
@@ -554,9 +553,9 @@ class RedBeatScheduler(Scheduler):
         try:
             held = self.lock.renew()
         except RedisError as exc:
-            raise _LockNotConfirmedError("redis down") from exc
+            raise _LockNotConfirmedError(PublishStop.REDIS_DOWN) from exc
         if not held:
-            raise _LockNotConfirmedError("lock lost")
+            raise _LockNotConfirmedError(PublishStop.LOCK_LOST)
         return asked_at
 
     def _prepare_broker(self) -> None:
@@ -649,7 +648,7 @@ class RedBeatScheduler(Scheduler):
         missed: list[Outcome] = []
         for run in runs:
             if run.late_at(now):
-                missed.append(Outcome(run, "missed", now, DEADLINE_PASSED))
+                missed.append(Outcome(run, OutcomeKind.MISSED, now, DEADLINE_PASSED))
                 continue
             run.token = self._token  # ours now: its backoff is ours to keep
             (given_up if run.failed_at(now) else retry).append(run)
@@ -659,8 +658,8 @@ class RedBeatScheduler(Scheduler):
                 "beat: run of %s scheduled at %s failed to publish %d times; recorded as failed, not retried",
                 printable(run.key), datetime.fromtimestamp(run.scheduled, timezone.utc).isoformat(), run.attempts,
             )
-        self._unrecorded += [Outcome(run, "given-up", now, f"the broker did not take it in {run.attempts} attempts")
-                             for run in given_up]
+        self._unrecorded += [Outcome(run, OutcomeKind.GIVEN_UP, now,
+                                     f"the broker did not take it in {run.attempts} attempts") for run in given_up]
         self._record_missed(missed)
 
     def _record_missed(self, missed: list[Outcome]) -> None:
@@ -689,7 +688,7 @@ class RedBeatScheduler(Scheduler):
                 break
             writes = []
             for key, raw in zip(keys, self.store.statuses(keys)):
-                old, (count, newest) = decode_status(raw), self._uncounted[key]
+                old, (count, newest) = Status.from_json(raw), self._uncounted[key]
                 writes.append((key, raw, old.to_json(missed=old.missed + count,
                                                      last_missed_at=max(old.last_missed_at or 0.0, newest))))
             changed = self.store.write_statuses(writes)
@@ -725,7 +724,7 @@ class RedBeatScheduler(Scheduler):
                 entry = self.Entry.from_stored(definition, meta, app=self.app, key=key)
             except Exception as exc:
                 if definition or fields is None:  # unreadable: its history says what became of its runs
-                    missed += [Outcome(run, "missed", now, printable(f"its entry cannot be read: {exc}"))
+                    missed += [Outcome(run, OutcomeKind.MISSED, now, printable(f"its entry cannot be read: {exc}"))
                                for run in runs]
                 else:  # deleted, and its history with it
                     logger.warning("beat: dropping %d in-flight run(s) of %s: the entry is gone", len(runs),
@@ -875,22 +874,11 @@ class RedBeatScheduler(Scheduler):
         return "\n".join(lines)
 
 
-class SentBatch(NamedTuple):
-    """What ``_send_batch`` did: the runs sent, how many it tried (those not sent failed), why it
-    stopped before the end if it did (``"broker down"``, ``"lock lost"``, ``"redis down"``), and
-    when (monotonic) it last confirmed the lock."""
-
-    sent: list[InFlight]
-    attempted: int
-    stop: str | None
-    renewed_at: float
-
-
 class _LockNotConfirmedError(Exception):
     """The lock was lost while publishing, or Redis could not confirm it (``reason``): raised
     inside kombu's batch context so that it discards the messages buffered there."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: PublishStop) -> None:
         super().__init__(reason)
         self.reason = reason
 
@@ -935,9 +923,9 @@ def _settle_waiting(key: str, entry: RedBeatSchedulerEntry, runs: list[InFlight]
         if run.run_now:
             publish.append(run)
         elif slot in late:
-            missed.append(Outcome(run, "missed", now, DEADLINE_PASSED))
+            missed.append(Outcome(run, OutcomeKind.MISSED, now, DEADLINE_PASSED))
         elif slot in superseded:
-            missed.append(Outcome(run, "missed", now, f"catch_up {policy.catch_up} publishes {kept} of the "
+            missed.append(Outcome(run, OutcomeKind.MISSED, now, f"catch_up {policy.catch_up} publishes {kept} of the "
                                                       f"runs of its entry waiting in flight"))
         else:
             run.publish_by = latest_start(key, slot, policy)

@@ -19,8 +19,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any, NamedTuple, cast
+from typing import Any, cast
 
 from redis import Redis
 from redis.cluster import RedisCluster
@@ -28,12 +27,12 @@ from redis.exceptions import ResponseError
 
 from .config import RedBeatConfig
 from .lock import FENCE_LUA, LOCK_LOST, BeatLock
-from .runs import InFlight
+from .records import NEVER, InFlight, Outcome, Parked
+from .stages import Decision, DueBatch, DueRecord, text
 
-__all__ = ["ScheduleStore", "DueRecord", "Decision", "DueBatch", "Outcome", "NEVER", "WrongTypeError"]
+# DueRecord, Decision, DueBatch, Outcome and NEVER live in stages and records; imported from here too.
+__all__ = ["ScheduleStore", "DueRecord", "Decision", "DueBatch", "Outcome", "NEVER", "WrongTypeError", "text"]
 
-# Score of an entry that will not run again (its schedule is over, or it is parked).
-NEVER = -1.0
 # What a script returns when one of RedBeat's own keys has the wrong type.
 WRONG_TYPE = -2
 # Entries due within this many seconds are on time: each batch read gives
@@ -48,69 +47,6 @@ class WrongTypeError(RuntimeError):
         self.key, self.found, self.expected = key, found, expected
         super().__init__(f"{key} is a {found}, not a {expected} as RedBeat expects: nothing can be read from it "
                          f"until it is fixed (RENAME it aside, or DEL it if nothing in it matters)")
-
-
-class Outcome(NamedTuple):
-    """What became of a run, for its entry's history (a plain (run, outcome, when) tuple serves too)."""
-
-    run: InFlight
-    outcome: str  # "published", "given-up" or "missed"
-    when: float  # UNIX seconds
-    reason: str | None = None  # why it was not published
-
-
-@dataclass(slots=True)
-class DueRecord:
-    """An entry as read from Redis when it came due: raw bytes, not yet decoded."""
-
-    key: bytes  # as stored: a member need not be valid UTF-8
-    score: float
-    definition: bytes | None
-    meta: bytes | None
-    status: bytes | None = None
-    run_now: bytes | None = None
-    kind: str = "hash"  # the Redis type of the key: 'none' when it is gone
-
-    @property
-    def key_text(self) -> str:
-        return text(self.key)
-
-
-@dataclass(slots=True)
-class DueBatch:
-    records: list[DueRecord]
-    next_key: bytes | None = None  # the first entry not yet due, if any
-    next_score: float | None = None
-    in_flight: int = 0  # runs claimed but not yet known to be published
-    lock_lost: bool = False
-    # The in-flight key was of another type: (that type, where it was moved).
-    moved_in_flight: tuple[str, str] | None = None
-    now: float = 0.0  # the moment the batch was read at (UNIX seconds, Redis's clock unless given)
-
-
-@dataclass(slots=True)
-class Decision:
-    """What to do with one due record; applied only if the record is unchanged.
-
-    ``action`` is one of:
-    - ``run``: write ``score`` and whichever of ``meta``, ``status`` and
-      ``definition`` are given, record ``runs`` in flight and clear a
-      run-now request; the caller publishes the runs, then calls ``finish``;
-    - ``move``: the same without runs (not due yet, disabled, slots skipped);
-    - ``park``: record ``reason`` and take the entry out of the due range;
-    - ``drop``: remove a member whose key is gone or is no hash (the key stays);
-    - ``delete``: remove the entry (its last run is done and it asked for that).
-    """
-
-    record: DueRecord
-    action: str
-    score: float = NEVER
-    meta: str | None = None
-    status: str | None = None
-    definition: str | None = None
-    reason: str | None = None
-    runs: tuple[InFlight, ...] = ()
-    entry: Any = None  # the decoded entry, for publishing its runs; not stored
 
 
 class ScheduleStore:
@@ -490,13 +426,9 @@ class ScheduleStore:
             self._record(keys=[self.inflight_key], args=self._outcome_args([self.conf.history_size], outcomes))
 
     def _outcome_args(self, args: list, outcomes: Sequence[Outcome]) -> list:
-        for run, outcome, when, reason in (Outcome(*item) for item in outcomes):
-            # Written by hand: json.dumps of the whole dict costs several times
-            # more, per run, on the tick's hot path. The outcome is a plain word.
-            args += [run.task_id, self.history_key(run.key),
-                     f'{{"task_id": {json.dumps(run.task_id)}, "scheduled": {run.scheduled!r}, '
-                     f'"dispatched": {when!r}, "lateness": {round(when - run.scheduled, 6)!r}, '
-                     f'"outcome": "{outcome}"' + (f', "reason": {json.dumps(reason)}}}' if reason else "}")]
+        for outcome in outcomes:
+            run = outcome[0]
+            args += [run.task_id, self.history_key(run.key), Outcome(*outcome).history_record().to_json()]
         return args
 
     # Marks the heartbeat as stopped, but only the caller's own: a beat that
@@ -925,7 +857,7 @@ class ScheduleStore:
 
 def parked_reason(reason: str, now: float | None = None) -> str:
     """The JSON stored in an entry's ``parked`` field."""
-    return json.dumps({"reason": reason, "parked_at": time.time() if now is None else now})
+    return Parked(reason, time.time() if now is None else now).to_json()
 
 
 def _chunks(items: Iterable[Any], size: int) -> Iterator[list]:
@@ -941,8 +873,3 @@ def _chunks(items: Iterable[Any], size: int) -> Iterator[list]:
 
 def _glob_escape(prefix: str) -> str:
     return "".join("\\" + char if char in "*?[]\\" else char for char in prefix)
-
-
-def text(value: bytes | str) -> str:
-    """Text of a Redis reply; bytes that are not UTF-8 show as replacement characters."""
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value

@@ -1,0 +1,339 @@
+"""What RedBeat stores, as types: each record with its JSON in and out.
+
+- ``Meta``: an entry's ``meta`` field, its last run and run count (2.x's format);
+- ``Status``: an entry's ``status`` field, what beat knows besides meta;
+- ``Parked``: an entry's ``parked`` field, why beat set it aside;
+- ``InFlight``: a record of ``<prefix>:inflight``, a run claimed and not yet published;
+- ``HistoryRecord``: a record of ``<prefix>:history:<name>``, what became of a run;
+- ``Heartbeat``: ``<prefix>:heartbeat``, who ticks and how well.
+
+An entry's definition is the entry itself (``entry.RedBeatSchedulerEntry``,
+encoded by ``decoder``). See docs/format.rst for every field.
+
+Beat writes these on its hot path, once per run dispatched: the writers build
+the JSON text directly where ``json.dumps`` of a dict costs several times more.
+Anyone can write to Redis: the readers check every field, and raise
+ValueError (or return an empty record, where beat rewrites it) rather than
+pass on a value of the wrong type.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any, NamedTuple
+
+from .decoder import DecodeError, loads, meta_json, to_timestamp
+
+__all__ = ["Meta", "Status", "Parked", "InFlight", "HistoryRecord", "Outcome", "OutcomeKind", "Heartbeat",
+           "NEVER", "MAX_TIMESTAMP", "MAX_PUBLISH_ATTEMPTS", "unix_seconds", "decode_json"]
+
+# Score of an entry that will not run again (its schedule is over, or it is parked).
+NEVER = -1.0
+MAX_TIMESTAMP = 253402300800.0  # 10000-01-01: past it, datetime cannot follow
+# A run whose publishing keeps failing (the broker is down) is retried this
+# many times, backing off from 1 s to 30 s, then given up with an error log.
+MAX_PUBLISH_ATTEMPTS = 10
+RETRY_BACKOFF_MAX = 30.0
+# JSON string literal of a str, as json.dumps writes it (ASCII only).
+_string = json.encoder.encode_basestring_ascii
+
+
+def unix_seconds(value: Any) -> float | None:
+    """``value`` if it is a JSON number of UNIX seconds a datetime can hold, else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < MAX_TIMESTAMP:
+        return None
+    return float(value)
+
+
+def _checked_seconds(value: Any) -> float | None:
+    """None stays None; anything else must be UNIX seconds (ValueError otherwise)."""
+    if value is None:
+        return None
+    seconds = float(value)
+    if not 0 <= seconds < MAX_TIMESTAMP:
+        raise ValueError("not UNIX seconds")
+    return seconds
+
+
+def decode_json(raw: bytes | str, what: str) -> Any:
+    """JSON of a stored field, with the codec's objects; DecodeError naming ``what`` if it is none."""
+    try:
+        return loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"{what} is not valid UTF-8") from exc
+    except DecodeError:
+        raise
+    except (ValueError, RecursionError) as exc:  # also integers past Python's digit limit, deep nesting
+        raise DecodeError(f"{what} is not valid JSON: {type(exc).__name__}: {exc}") from exc
+
+
+# -- an entry's hash ------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Meta:
+    """An entry's ``meta``: when it last ran (None: never) and how many runs it had."""
+
+    last_run_at: datetime | None = None
+    total_run_count: int = 0
+
+    def to_json(self) -> str:
+        return meta_json(self.last_run_at, self.total_run_count)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str | None) -> Meta:
+        """Read ``meta`` (none stored: never run); DecodeError naming the field that is wrong."""
+        if not raw:
+            return cls()
+        decoded = decode_json(raw, "meta")
+        if not isinstance(decoded, dict):
+            raise DecodeError("meta must be a JSON object")
+        last_run_at = decoded.get("last_run_at")
+        if last_run_at is not None and not isinstance(last_run_at, datetime):
+            raise DecodeError("meta field 'last_run_at' must be a datetime object or null")
+        count = decoded.get("total_run_count") or 0
+        if not isinstance(count, int) or isinstance(count, bool):
+            raise DecodeError("meta field 'total_run_count' must be an integer")
+        return cls(last_run_at, count)
+
+
+@dataclass(frozen=True)
+class Status:
+    """What beat records about an entry besides ``meta`` (the ``status`` field)."""
+
+    next_slot: datetime | None = None
+    last_dispatched_at: float | None = None
+    missed: int = 0
+    last_missed_at: float | None = None
+    definition: str | None = None  # digest of the definition next_slot was computed from
+
+    def to_json(self, **changes: Any) -> str:
+        """The record, with ``changes`` (field names and new values) applied; None fields are left out."""
+        fields: dict[str, Any] = {"next_slot": self.next_slot, "last_dispatched_at": self.last_dispatched_at,
+                                  "missed": self.missed, "last_missed_at": self.last_missed_at,
+                                  "definition": self.definition}
+        fields.update(changes)
+        if fields["next_slot"] is not None:
+            fields["next_slot"] = to_timestamp(fields["next_slot"])
+        return json.dumps({k: v for k, v in fields.items() if v is not None})
+
+    @classmethod
+    def from_json(cls, raw: bytes | str | None) -> Status:
+        """Read ``status``; an unreadable one counts as empty (beat rewrites it)."""
+        if not raw:
+            return cls()
+        try:
+            fields = json.loads(raw)
+            slot = fields.get("next_slot")
+            return cls(
+                next_slot=None if slot is None else datetime.fromtimestamp(float(slot), timezone.utc),
+                last_dispatched_at=_checked_seconds(fields.get("last_dispatched_at")),
+                missed=int(fields.get("missed") or 0),
+                last_missed_at=_checked_seconds(fields.get("last_missed_at")),
+                definition=fields.get("definition") if isinstance(fields.get("definition"), str) else None,
+            )
+        except (ValueError, TypeError, AttributeError, OverflowError, OSError, RecursionError):
+            return cls()
+
+
+@dataclass(frozen=True, slots=True)
+class Parked:
+    """An entry's ``parked`` field: why beat set it aside, and when (UNIX seconds)."""
+
+    reason: str
+    parked_at: float | None = None
+
+    def to_json(self) -> str:
+        return json.dumps({"reason": self.reason, "parked_at": self.parked_at})
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Parked:
+        """Read ``parked`` as written by anyone: any text is a reason ("parked" if it gives none)."""
+        try:
+            record = json.loads(raw)
+        except (ValueError, RecursionError):
+            text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+            return cls(text or "parked")
+        reason = record.get("reason") if isinstance(record, dict) else record
+        parked_at = unix_seconds(record.get("parked_at")) if isinstance(record, dict) else None
+        return cls("parked" if reason is None or reason == "" else str(reason), parked_at)
+
+
+# -- runs ------------------------------------------------------------------------------------
+
+@dataclass
+class InFlight:
+    """A run claimed for publishing, kept in ``<prefix>:inflight`` until published.
+
+    Whoever holds the lock publishes a run whose record is still there at
+    ``retry_at``: the beat that claimed it died, paused, or met a broker error.
+    """
+
+    task_id: str
+    key: str
+    scheduled: float
+    claimed_at: float
+    token: str
+    retry_at: float
+    attempts: int = 0
+    # Asked for with run_now, not a slot of the schedule: no deadline or catch-up applies.
+    run_now: bool = False
+    # UNIX seconds after which the run must not reach the broker (its entry's
+    # starting deadline); set by beat before publishing, not stored.
+    publish_by: float | None = field(default=None, compare=False)
+
+    def to_json(self) -> str:
+        # ``run_now`` only when true, so that the records of slots read as before.
+        return (f'{{"task_id": {_string(self.task_id)}, "key": {_string(self.key)}, "scheduled": {self.scheduled!r}, '
+                f'"claimed_at": {self.claimed_at!r}, "token": {_string(self.token)}, '
+                f'"retry_at": {self.retry_at!r}, "attempts": {int(self.attempts)}'
+                + (', "run_now": true}' if self.run_now else "}"))
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> InFlight:
+        """Read a record; unknown fields are ignored, wrong types raise ValueError or TypeError."""
+        fields = json.loads(raw)
+        run = cls(
+            task_id=str(fields["task_id"]), key=str(fields["key"]), scheduled=float(fields["scheduled"]),
+            claimed_at=float(fields["claimed_at"]), token=str(fields.get("token", "")),
+            retry_at=float(fields["retry_at"]), attempts=int(fields.get("attempts", 0)),
+            run_now=fields.get("run_now") is True,
+        )
+        if not all(0 <= moment < MAX_TIMESTAMP for moment in (run.scheduled, run.claimed_at, run.retry_at)):
+            raise ValueError("times in an in-flight record must be UNIX seconds")
+        return run
+
+    def failed_at(self, now: float) -> bool:
+        """Count a failed publish; True if the run has had all its attempts."""
+        self.attempts += 1
+        self.retry_at = now + min(2.0 ** (self.attempts - 1), RETRY_BACKOFF_MAX)
+        return self.attempts >= MAX_PUBLISH_ATTEMPTS
+
+    def late_at(self, now: float) -> bool:
+        """Whether ``now`` is past the moment the run had to reach the broker by."""
+        return self.publish_by is not None and now > self.publish_by
+
+
+class OutcomeKind(str, Enum):
+    """What became of a run, as its history record says (the value is what is stored)."""
+
+    PUBLISHED = "published"
+    GIVEN_UP = "given-up"  # the broker did not take it in all its attempts
+    MISSED = "missed"  # not published: its starting deadline passed, or catch-up superseded it
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRecord:
+    """One record of an entry's run history, newest first in ``<prefix>:history:<name>``."""
+
+    task_id: str
+    scheduled: float  # the slot (UNIX seconds), or when a run-now was asked for
+    dispatched: float  # when it was published, given up or found missed
+    outcome: str  # an OutcomeKind's value; a record written by a newer RedBeat may hold another word
+    reason: str | None = None  # why it was not published
+
+    @property
+    def lateness(self) -> float:
+        return round(self.dispatched - self.scheduled, 6)
+
+    def to_json(self) -> str:
+        return (f'{{"task_id": {json.dumps(self.task_id)}, "scheduled": {self.scheduled!r}, '
+                f'"dispatched": {self.dispatched!r}, "lateness": {self.lateness!r}, '
+                f'"outcome": {json.dumps(str(self.outcome))}'
+                + (f', "reason": {json.dumps(self.reason)}}}' if self.reason else "}"))
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> HistoryRecord:
+        """Read a record; ValueError if it is not one (wrong JSON, a field missing or of another type)."""
+        try:
+            fields = json.loads(raw)
+        except RecursionError as exc:
+            raise ValueError("nested too deeply") from exc
+        if not isinstance(fields, dict):
+            raise ValueError("a history record is a JSON object")
+        scheduled, dispatched = unix_seconds(fields.get("scheduled")), unix_seconds(fields.get("dispatched"))
+        task_id, outcome, reason = fields.get("task_id"), fields.get("outcome"), fields.get("reason")
+        if scheduled is None or dispatched is None or not isinstance(task_id, str) or not isinstance(outcome, str):
+            raise ValueError("a history record has task_id, scheduled, dispatched and outcome")
+        return cls(task_id, scheduled, dispatched, outcome, reason if isinstance(reason, str) else None)
+
+
+class Outcome(NamedTuple):
+    """What became of a run in flight, to be recorded in its entry's history (a plain
+    (run, outcome, when[, reason]) tuple serves too)."""
+
+    run: InFlight
+    outcome: OutcomeKind | str
+    when: float  # UNIX seconds
+    reason: str | None = None  # why it was not published
+
+    def history_record(self) -> HistoryRecord:
+        return HistoryRecord(self.run.task_id, self.run.scheduled, self.when, str(self.outcome), self.reason)
+
+
+# -- the active beat -------------------------------------------------------------------------
+
+@dataclass
+class Heartbeat:
+    """Who ticks, and how well: written by the active beat as each tick starts.
+
+    Health means ticks complete, not that they start: ``last_tick`` is the
+    last tick that completed, ``failing_since`` and ``error`` say since when
+    and why the ticks after it fail. ``stopped_at`` is set as beat stops.
+    """
+
+    token: str
+    last_tick: float
+    host: str = ""
+    pid: int | None = None
+    version: str = ""
+    active_since: float | None = None
+    lock_timeout: float | None = None
+    max_interval: float | None = None
+    clock_offset: float = 0.0  # Redis's clock minus the beat host's, seconds
+    failing_since: float | None = None
+    error: str | None = None
+    claiming_paused: str | None = None  # why claiming is paused (too many runs in flight)
+    claiming_paused_since: float | None = None
+    stopped_at: float | None = None
+
+    def to_json(self) -> str:
+        # Fields that are unset are left out: readers of 3.0's heartbeat expect no others.
+        return json.dumps({name: value for name, value in asdict(self).items()
+                           if value is not None and not (name == "error" and self.failing_since is None)})
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> tuple[Heartbeat, dict]:
+        """Read a heartbeat: the record, with each field of the wrong type as unset, and
+        the JSON object as written. ValueError if it is none (no JSON object with last_tick)."""
+        try:
+            fields = json.loads(raw)
+        except (ValueError, RecursionError):
+            fields = None
+        last_tick = unix_seconds(fields.get("last_tick")) if isinstance(fields, dict) else None
+        if not isinstance(fields, dict) or last_tick is None:
+            raise ValueError("no JSON object with last_tick")
+
+        def text(name: str) -> str | None:
+            return fields[name] if isinstance(fields.get(name), str) else None
+
+        def number(name: str) -> float | None:
+            value = fields.get(name)
+            return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+        pid = fields.get("pid")
+        beat = cls(token=text("token") or "", last_tick=last_tick, host=text("host") or "",
+                   pid=pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
+                   version=text("version") or "", active_since=unix_seconds(fields.get("active_since")),
+                   lock_timeout=number("lock_timeout"), max_interval=number("max_interval"),
+                   clock_offset=number("clock_offset") or 0.0,
+                   failing_since=unix_seconds(fields.get("failing_since")), error=text("error"),
+                   claiming_paused=text("claiming_paused"),
+                   claiming_paused_since=unix_seconds(fields.get("claiming_paused_since")),
+                   stopped_at=unix_seconds(fields.get("stopped_at")))
+        return beat, fields
