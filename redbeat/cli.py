@@ -5,22 +5,28 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import sys
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from importlib import resources
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import click
 from celery import Celery
+from celery.schedules import BaseSchedule, schedule
+from dateutil.parser import parse as parse_datetime
+from dateutil.rrule import weekday
 from redis.exceptions import ConnectionError, RedisClusterException, ResponseError, TimeoutError
 
 from . import __version__, admin
 from .client import display_url, get_store
 from .config import ConfigurationError, ensure_conf
-from .decoder import DecodeError, dumps
+from .decoder import MAX_INTERVAL, MIN_INTERVAL, DecodeError, dumps
 from .entry import RedBeatSchedulerEntry
 from .printable import printable
+from .schedules import clocked, crontab, rrule
 from .store import WrongTypeError
 
 UTC = timezone.utc
@@ -279,43 +285,71 @@ def parse_json(value: str | None, what: str) -> Any:
         raise click.BadParameter(f"{what} must be JSON: {exc or 'nested too deeply'}") from None
 
 
-def rrule_from_text(text: str, timezone_name: str | None) -> dict:
-    """An rrule schedule object from an RFC 5545 rule ('FREQ=DAILY;BYHOUR=9', optionally 'RRULE:'...)."""
-    from dateutil.rrule import rrule, rrulestr
-
-    body = text.split("RRULE:", 1)[-1]
-    # Start at midnight: the rule's unset minutes and seconds come from dtstart.
-    zone = ZoneInfo(timezone_name) if timezone_name else UTC
-    midnight = datetime.now(zone).replace(hour=0, minute=0, second=0, microsecond=0)
-    parsed = rrulestr(body, dtstart=midnight)
-    if not isinstance(parsed, rrule):
+def rrule_from_text(text: str, timezone_name: str | None, now: datetime | None = None) -> rrule:
+    """An rrule schedule from an RFC 5545 rule ('FREQ=DAILY;BYHOUR=9', optionally 'RRULE:'...),
+    starting at midnight of ``now``'s day (default today) in its zone: the rule's unset
+    hours, minutes and seconds come from its start."""
+    lines = text.split("RRULE:", 1)[-1].upper().split()
+    if len(lines) != 1:
         raise ValueError("give one rule, without EXDATE, RDATE or more RRULE lines")
-    # The parsed parts live only in rrule's private attributes, which dateutil's stubs do not declare.
-    rule: Any = parsed
-    offset = midnight.utcoffset()
-    assert offset is not None  # midnight carries a zone
-    weekdays = [{"__type__": "weekday", "wkday": w} for w in (rule._byweekday or ())]
-    weekdays += [{"__type__": "weekday", "wkday": w, "n": n} for w, n in (rule._bynweekday or ())]
-    schedule: dict[str, Any] = {
-        "__type__": "rrule", "freq": rule._freq, "interval": rule._interval, "count": rule._count,
-        "dtstart": midnight.timestamp(), "dtstart_tz": (offset.total_seconds() // 60) or 0,
-        "bymonth": _listed(rule._bymonth), "bymonthday": _listed(rule._bymonthday),
-        "bysetpos": _listed(rule._bysetpos), "byyearday": _listed(rule._byyearday),
-        "byweekno": _listed(rule._byweekno), "byeaster": _listed(rule._byeaster),
-        "wkst": rule._wkst if "WKST" in body.upper() else None,
-        "byweekday": weekdays or None, "byhour": _listed(rule._byhour) if "BYHOUR" in body.upper() else None,
-        "byminute": _listed(rule._byminute) if "BYMINUTE" in body.upper() else None,
-        "bysecond": _listed(rule._bysecond) if "BYSECOND" in body.upper() else None,
-    }
-    if rule._until:
-        schedule["until"] = rule._until.timestamp()
-    if timezone_name:
-        schedule["timezone"] = timezone_name
-    return {k: v for k, v in schedule.items() if v is not None}
+    zone = ZoneInfo(timezone_name) if timezone_name else UTC
+    midnight = (now or datetime.now(UTC)).astimezone(zone).replace(hour=0, minute=0, second=0, microsecond=0)
+    return rrule(dtstart=midnight, timezone=timezone_name or None, **rrule_parts(lines[0]))
 
 
-def _listed(values: Any) -> list | None:
-    return sorted(values) if values else None
+def rrule_parts(line: str) -> dict[str, Any]:
+    """The rrule arguments of one RFC 5545 rule line, each list sorted and without repeats."""
+    parts: dict[str, Any] = {}
+    for part in line.split(";"):
+        name, _, value = part.partition("=")
+        if name not in RULE_PARTS:
+            raise ValueError(f"unknown rule part {name!r}")
+        argument, read = RULE_PARTS[name]
+        parts[argument] = read(value)
+    return parts
+
+
+def _numbers(value: str) -> list[int]:
+    return sorted({int(number) for number in value.split(",")})
+
+
+def _weekday_index(name: str) -> int:
+    if name not in WEEKDAY_NAMES:
+        raise ValueError(f"unknown weekday {name!r}")
+    return WEEKDAY_NAMES.index(name)
+
+
+def _weekdays(value: str) -> list[weekday]:
+    """BYDAY's weekdays ('MO', '-1FR'): the plain ones first, each group in weekday order."""
+    days = set()
+    for item in value.split(","):
+        match = re.fullmatch(r"([+-]?\d+)?([A-Z]{2})", item)
+        if match is None:
+            raise ValueError(f"unknown weekday {item!r}")
+        days.add(weekday(_weekday_index(match[2]), int(match[1]) if match[1] else None))
+    return sorted(days, key=lambda day: (day.n is not None, day.weekday, day.n or 0))
+
+
+def _until(value: str) -> datetime:
+    until = parse_datetime(value)
+    if until.tzinfo is None:  # the rule starts at an instant: its end must be one too
+        raise ValueError("RRULE UNTIL values must be specified in UTC when DTSTART is timezone-aware")
+    return until
+
+
+WEEKDAY_NAMES = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
+# Each part of an RFC 5545 rule: the rrule argument it gives and how its text is read.
+RULE_PARTS: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "FREQ": ("freq", str),
+    "INTERVAL": ("interval", int),
+    "COUNT": ("count", int),
+    "UNTIL": ("until", _until),
+    "WKST": ("wkst", _weekday_index),
+    "BYDAY": ("byweekday", _weekdays),
+    "BYWEEKDAY": ("byweekday", _weekdays),  # dateutil's name, which its parser takes too
+    **{name: (name.lower(), _numbers) for name in ("BYSETPOS", "BYMONTH", "BYMONTHDAY", "BYYEARDAY", "BYEASTER",
+                                                   "BYWEEKNO", "BYHOUR", "BYMINUTE", "BYSECOND")},
+}
 
 
 SCHEDULE_OPTIONS = ("every", "cron", "rrule", "at")
@@ -350,7 +384,7 @@ def add(tool: Tool, name: str | None, task: str | None, every: float | None, cro
         chosen = [opt for opt, value in zip(SCHEDULE_OPTIONS, (every, cron, rrule_text, at)) if value is not None]
         if len(chosen) != 1:
             raise click.UsageError("give exactly one of --every, --cron, --rrule, --at (or --file)")
-        definition = {"task": task, "schedule": _schedule_object(every, cron, rrule_text, at, timezone_name)}
+        definition = {"task": task, "schedule": schedule_from_options(every, cron, rrule_text, at, timezone_name)}
         if args_json is not None:
             definition["args"] = parse_json(args_json, "--args")
         if kwargs_json is not None:
@@ -375,19 +409,16 @@ def add(tool: Tool, name: str | None, task: str | None, every: float | None, cro
                          else f"added {name}"))
 
 
-def _schedule_object(every: float | None, cron: str | None, rrule_text: str | None, at: str | None,
-                     timezone_name: str | None) -> dict:
+def schedule_from_options(every: float | None, cron: str | None, rrule_text: str | None, at: str | None,
+                          timezone_name: str | None) -> BaseSchedule:
+    """The schedule one of ``add``'s options names (the caller passes exactly one)."""
     if every is not None:
-        return {"__type__": "interval", "every": every, "relative": False}
+        if not MIN_INTERVAL <= every < MAX_INTERVAL:  # NaN included; timedelta would overflow
+            raise click.ClickException(f"invalid entry: interval 'every' must be at least {MIN_INTERVAL} seconds "
+                                       f"and less than {MAX_INTERVAL:g}, not {every!r}")
+        return schedule(run_every=timedelta(seconds=every))
     if cron is not None:
-        parts = cron.split()
-        if len(parts) != 5:
-            raise click.BadParameter("--cron takes five fields: minute hour day-of-month month day-of-week")
-        names = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
-        schedule = {"__type__": "crontab", **dict(zip(names, parts))}
-        if timezone_name:
-            schedule["timezone"] = timezone_name
-        return schedule
+        return cron_from_text(cron, timezone_name)
     if rrule_text is not None:
         try:
             return rrule_from_text(rrule_text, timezone_name)
@@ -398,15 +429,27 @@ def _schedule_object(every: float | None, cron: str | None, rrule_text: str | No
         moment = datetime.fromisoformat(at)
     except ValueError:
         raise click.BadParameter(f"--at takes an ISO 8601 time such as 2026-12-24T18:00:00+01:00, not {at!r}") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return {"__type__": "clocked", "at": json.loads(dumps(moment))}
+    return clocked(moment)  # a time without a zone is taken as UTC
+
+
+def cron_from_text(text: str, timezone_name: str | None) -> crontab:
+    """A crontab from "minute hour day-of-month month day-of-week", in its own zone if one is named."""
+    parts = text.split()
+    if len(parts) != 5:
+        raise click.BadParameter("--cron takes five fields: minute hour day-of-month month day-of-week")
+    minute, hour, day_of_month, month_of_year, day_of_week = parts
+    try:
+        return crontab(minute=minute, hour=hour, day_of_month=day_of_month, month_of_year=month_of_year,
+                       day_of_week=day_of_week, timezone=timezone_name or None)
+    except Exception as exc:  # celery raises ValueError, but also others on odd fields; zoneinfo a KeyError
+        raise click.ClickException(f"invalid entry: bad crontab {text!r}: {exc}") from None
 
 
 def _checked_entry(tool: Tool, definition: dict) -> RedBeatSchedulerEntry:
     """The entry for ``definition``, refused with a message naming the field that is wrong."""
     try:
-        fields = RedBeatSchedulerEntry.decode_definition(json.dumps(definition))
+        # Through the codec: what beat will read back is what is checked.
+        fields = RedBeatSchedulerEntry.decode_definition(dumps(definition))
         return RedBeatSchedulerEntry(app=tool.app, **fields)
     except (DecodeError, ValueError, TypeError) as exc:
         raise click.ClickException(f"invalid entry: {exc}") from None

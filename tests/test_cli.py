@@ -7,13 +7,19 @@ import json
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
+from unittest import mock
 
+import click
 import jsonschema
 import pytest
 from click.testing import CliRunner
 from conftest import Processes, wait_for
 
+from redbeat import cli as cli_module
 from redbeat.cli import redbeat
+from redbeat.decoder import dumps, loads
+from redbeat.slots import next_slot
 
 RAW = {"name": "raw", "task": "tasks.raw", "schedule": {"__type__": "interval", "every": 30}, "args": [1]}
 
@@ -290,3 +296,134 @@ def test_bad_options_get_messages_not_tracebacks(cli, args, words):
 def test_add_rrule_keeps_bysetpos(cli, schedule_redis):
     cli("add", "last-weekday", "--task", "t", "--rrule", "FREQ=MONTHLY;BYDAY=MO,TU,WE,TH,FR;BYSETPOS=-1;BYHOUR=9")
     assert json.loads(schedule_redis.hget("redbeat:last-weekday", "definition"))["schedule"]["bysetpos"] == [-1]
+
+
+# -- the schedules `add` builds ----------------------------------------------------------------
+
+ADDED_AT = datetime(2026, 6, 3, 15, 0, tzinfo=timezone.utc)  # a Wednesday
+
+
+class FixedClock(datetime):
+    @classmethod
+    def now(cls, tz=None):
+        return ADDED_AT.astimezone(tz) if tz else ADDED_AT.replace(tzinfo=None)
+
+
+def added_schedule(option: str, value: str, zone: str | None):
+    """The schedule `add` builds from one schedule option, on ADDED_AT's day."""
+    given = {"every": None, "cron": None, "rrule": None, "at": None}
+    given[option] = float(value) if option == "every" else value
+    with mock.patch.object(cli_module, "datetime", FixedClock):
+        return cli_module.schedule_from_options(given["every"], given["cron"], given["rrule"], given["at"], zone)
+
+
+# What `add` wrote for each form before it built schedule objects and let the codec encode
+# them (tagged dicts written by hand from dateutil's private attributes), on ADDED_AT's day.
+WRITTEN_BEFORE = [
+    ("every", "10", None, '{"__type__": "interval", "every": 10.0, "relative": false}'),
+    ("every", "0.5", None, '{"__type__": "interval", "every": 0.5, "relative": false}'),
+    ("cron", "5 2 * * 1", "Europe/Paris", '{"__type__": "crontab", "minute": "5", "hour": "2", "day_of_month": "*", '
+     '"month_of_year": "*", "day_of_week": "1", "timezone": "Europe/Paris"}'),
+    ("cron", "*/15 * * * *", None, '{"__type__": "crontab", "minute": "*/15", "hour": "*", "day_of_month": "*", '
+     '"month_of_year": "*", "day_of_week": "*"}'),
+    ("cron", "0 9 1-7 * mon", "America/New_York", '{"__type__": "crontab", "minute": "0", "hour": "9", '
+     '"day_of_month": "1-7", "month_of_year": "*", "day_of_week": "mon", "timezone": "America/New_York"}'),
+    ("at", "2030-01-01T10:00:00+01:00", None, '{"__type__": "clocked", "at": {"__type__": "datetime", "year": 2030, '
+     '"month": 1, "day": 1, "hour": 10, "minute": 0, "second": 0, "microsecond": 0, "timezone": 3600.0}}'),
+    ("at", "2030-01-01T10:00:00", None, '{"__type__": "clocked", "at": {"__type__": "datetime", "year": 2030, '
+     '"month": 1, "day": 1, "hour": 10, "minute": 0, "second": 0, "microsecond": 0, "timezone": "UTC"}}'),
+    ("rrule", "FREQ=WEEKLY;BYDAY=MO;BYHOUR=9", "Asia/Tokyo", '{"__type__": "rrule", "freq": 2, "interval": 1, '
+     '"dtstart": 1780498800.0, "dtstart_tz": 540.0, "byweekday": [{"__type__": "weekday", "wkday": 0}], '
+     '"byhour": [9], "timezone": "Asia/Tokyo"}'),
+    ("rrule", "FREQ=MONTHLY;BYDAY=MO,TU,WE,TH,FR;BYSETPOS=-1;BYHOUR=9", None, '{"__type__": "rrule", "freq": 1, '
+     '"interval": 1, "dtstart": 1780444800.0, "dtstart_tz": 0, "bysetpos": [-1], "byweekday": [{"__type__": '
+     '"weekday", "wkday": 0}, {"__type__": "weekday", "wkday": 1}, {"__type__": "weekday", "wkday": 2}, '
+     '{"__type__": "weekday", "wkday": 3}, {"__type__": "weekday", "wkday": 4}], "byhour": [9]}'),
+    ("rrule", "RRULE:FREQ=DAILY;INTERVAL=2;BYHOUR=20,8;BYMINUTE=30", "Europe/Berlin", '{"__type__": "rrule", '
+     '"freq": 3, "interval": 2, "dtstart": 1780437600.0, "dtstart_tz": 120.0, "byhour": [8, 20], "byminute": [30], '
+     '"timezone": "Europe/Berlin"}'),
+    ("rrule", "FREQ=HOURLY;COUNT=10", None, '{"__type__": "rrule", "freq": 4, "interval": 1, "count": 10, '
+     '"dtstart": 1780444800.0, "dtstart_tz": 0}'),
+    ("rrule", "FREQ=DAILY;UNTIL=20301231T000000Z;BYHOUR=9", None, '{"__type__": "rrule", "freq": 3, "interval": 1, '
+     '"dtstart": 1780444800.0, "dtstart_tz": 0, "byhour": [9], "until": 1924905600.0}'),
+    ("rrule", "FREQ=MONTHLY;BYDAY=-1FR;BYHOUR=17", "America/New_York", '{"__type__": "rrule", "freq": 1, '
+     '"interval": 1, "dtstart": 1780459200.0, "dtstart_tz": -240.0, "byweekday": [{"__type__": "weekday", '
+     '"wkday": 4, "n": -1}], "byhour": [17], "timezone": "America/New_York"}'),
+    ("rrule", "FREQ=MONTHLY;BYDAY=+1MO,FR;BYHOUR=17", None, '{"__type__": "rrule", "freq": 1, "interval": 1, '
+     '"dtstart": 1780444800.0, "dtstart_tz": 0, "byweekday": [{"__type__": "weekday", "wkday": 4}, '
+     '{"__type__": "weekday", "wkday": 0, "n": 1}], "byhour": [17]}'),
+    ("rrule", "FREQ=YEARLY;BYMONTH=3;BYMONTHDAY=15;BYHOUR=6", None, '{"__type__": "rrule", "freq": 0, '
+     '"interval": 1, "dtstart": 1780444800.0, "dtstart_tz": 0, "bymonth": [3], "bymonthday": [15], "byhour": [6]}'),
+    ("rrule", "FREQ=WEEKLY;WKST=SU;BYDAY=SU,MO;INTERVAL=2", None, '{"__type__": "rrule", "freq": 2, "interval": 2, '
+     '"dtstart": 1780444800.0, "dtstart_tz": 0, "wkst": 6, "byweekday": [{"__type__": "weekday", "wkday": 0}, '
+     '{"__type__": "weekday", "wkday": 6}]}'),
+    ("rrule", "FREQ=MINUTELY;INTERVAL=15;BYSECOND=0", "Australia/Lord_Howe", '{"__type__": "rrule", "freq": 5, '
+     '"interval": 15, "dtstart": 1780493400.0, "dtstart_tz": 630.0, "bysecond": [0], '
+     '"timezone": "Australia/Lord_Howe"}'),
+    ("rrule", "freq=daily;byhour=9", None, '{"__type__": "rrule", "freq": 3, "interval": 1, "dtstart": 1780444800.0, '
+     '"dtstart_tz": 0, "byhour": [9]}'),
+    ("rrule", "FREQ=YEARLY;BYWEEKNO=1;BYDAY=MO", None, '{"__type__": "rrule", "freq": 0, "interval": 1, '
+     '"dtstart": 1780444800.0, "dtstart_tz": 0, "byweekno": [1], "byweekday": [{"__type__": "weekday", "wkday": 0}]}'),
+    ("rrule", "FREQ=YEARLY;BYYEARDAY=100,-1", None, '{"__type__": "rrule", "freq": 0, "interval": 1, '
+     '"dtstart": 1780444800.0, "dtstart_tz": 0, "byyearday": [-1, 100]}'),
+    ("rrule", "FREQ=YEARLY;BYEASTER=0", None, '{"__type__": "rrule", "freq": 0, "interval": 1, '
+     '"dtstart": 1780444800.0, "dtstart_tz": 0, "byeaster": [0]}'),
+]
+
+
+@pytest.mark.parametrize("option, value, zone, before", WRITTEN_BEFORE)
+def test_add_stores_the_same_definition_now_that_the_codec_encodes_its_schedule(option, value, zone, before):
+    # What `add` stores is the codec's encoding of the schedule it decodes from what it built.
+    assert dumps(loads(dumps(added_schedule(option, value, zone)))) == dumps(loads(before))
+
+
+# Rules whose day dateutil took from their start: written before with that day filled in,
+# now as given. The decoded rule starts on the same day, so it runs at the same instants.
+DAY_FROM_THE_START_BEFORE = [
+    ("FREQ=WEEKLY", '{"__type__": "rrule", "freq": 2, "interval": 1, "dtstart": 1780444800.0, "dtstart_tz": 0, '
+     '"byweekday": [{"__type__": "weekday", "wkday": 2}]}'),
+    ("FREQ=MONTHLY", '{"__type__": "rrule", "freq": 1, "interval": 1, "dtstart": 1780444800.0, "dtstart_tz": 0, '
+     '"bymonthday": [3]}'),
+    ("FREQ=YEARLY", '{"__type__": "rrule", "freq": 0, "interval": 1, "dtstart": 1780444800.0, "dtstart_tz": 0, '
+     '"bymonth": [6], "bymonthday": [3]}'),
+    ("FREQ=YEARLY;BYMONTH=3", '{"__type__": "rrule", "freq": 0, "interval": 1, "dtstart": 1780444800.0, '
+     '"dtstart_tz": 0, "bymonth": [3], "bymonthday": [3]}'),
+    # Weekly: dateutil ignores a weekday's position, which was dropped before and is kept now.
+    ("FREQ=WEEKLY;BYDAY=+1MO", '{"__type__": "rrule", "freq": 2, "interval": 1, "dtstart": 1780444800.0, '
+     '"dtstart_tz": 0, "byweekday": [{"__type__": "weekday", "wkday": 0}]}'),
+]
+
+
+@pytest.mark.parametrize("text, before", DAY_FROM_THE_START_BEFORE)
+def test_add_rrule_runs_at_the_same_instants_as_before_where_dateutil_filled_in_the_day(text, before):
+    now, after = loads(dumps(added_schedule("rrule", text, None))), loads(before)
+    assert slots_from(now, ADDED_AT, 30) == slots_from(after, ADDED_AT, 30)
+
+
+def slots_from(sched, moment: datetime, count: int) -> list[datetime]:
+    slots = [next_slot(sched, moment)]
+    while len(slots) < count:
+        slots.append(next_slot(sched, slots[-1]))
+    return slots
+
+
+@pytest.mark.parametrize("text, days", [
+    ("FREQ=MONTHLY;BYMONTHDAY=-1", [30, 31, 31]),  # was written without the day: the 3rd
+    ("FREQ=MONTHLY;BYMONTHDAY=1,-1", [30, 1, 31]),  # was written as the 1st only
+])
+def test_add_rrule_keeps_month_days_counted_from_the_end(text, days):
+    sched = loads(dumps(added_schedule("rrule", text, None)))
+    assert [slot.day for slot in slots_from(sched, ADDED_AT, 3)] == days
+
+
+@pytest.mark.parametrize("text, words", [
+    ("FREQ=DAILY;BYHOUR=x", "invalid literal"),
+    ("FREQ=DAILY;COLOR=RED", "unknown rule part 'COLOR'"),
+    ("FREQ=WEEKLY;BYDAY=XX", "unknown weekday 'XX'"),
+    ("FREQ=DAILY;UNTIL=20301231T000000", "must be specified in UTC"),
+    ("BYHOUR=9", "freq"),
+    ("", "give one rule"),
+])
+def test_add_rrule_refuses_a_bad_rule_naming_what_is_wrong(text, words):
+    with pytest.raises(click.BadParameter, match=words):
+        added_schedule("rrule", text, None)
