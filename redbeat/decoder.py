@@ -100,7 +100,7 @@ MIN_INTERVAL = 0.001
 MAX_INTERVAL = 1e12
 
 
-def _decode_interval(d: dict) -> schedule:
+def _decode_interval(d: dict) -> schedules.interval:
     every = d.get("every")
     if isinstance(every, bool) or not isinstance(every, (int, float)) or not MIN_INTERVAL <= every < MAX_INTERVAL:
         raise DecodeError(f"interval 'every' must be at least {MIN_INTERVAL} seconds "
@@ -109,7 +109,7 @@ def _decode_interval(d: dict) -> schedule:
     if not isinstance(relative, bool):
         # A string such as "false" would be taken as true.
         raise DecodeError(f"interval 'relative' must be true or false, not {reprlib.repr(relative)}")
-    return schedule(run_every=timedelta(seconds=every), relative=relative)
+    return schedules.interval(run_every=timedelta(seconds=every), relative=relative)
 
 
 _CRONTAB_FIELDS = ("minute", "hour", "day_of_week", "day_of_month", "month_of_year")

@@ -4,7 +4,12 @@ schedule is (in ``beat_schedule`` and in RedBeat entries):
 - ``rrule``: an RFC 5545 recurrence rule (python-dateutil), optionally in a
   time zone of its own;
 - ``crontab``: Celery's crontab with a time zone of its own;
-- ``clocked``: one run at a given instant.
+- ``clocked``: one run at a given instant;
+- ``interval``: Celery's interval schedule, answering in UTC as beat does.
+
+Each answers Celery's schedule interface (``remaining_estimate``, ``is_due``)
+with the slot beat dispatches (slots.py), so that whoever asks the schedule
+(user code, monitoring) hears what beat does.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from dateutil.relativedelta import relativedelta
 
 from .slots import MAX_SEARCH_DAYS, earliest_wall_after, first_instant_after, next_cron_slot
 
-__all__ = ["rrule", "crontab", "clocked", "ScheduleTooCostlyError"]
+__all__ = ["rrule", "crontab", "clocked", "interval", "ScheduleTooCostlyError"]
 
 UTC = timezone.utc  # the rrule and crontab arguments named "timezone" shadow the module name
 # The period of each frequency whose occurrences repeat every ``interval`` of
@@ -193,7 +198,8 @@ class rrule(BaseSchedule):  # noqa: N801 - the name is part of the public import
         Raises ScheduleTooCostlyError when that takes more than ``MAX_OCCURRENCES``
         occurrences, or when the rule has none within ``SEARCH_HORIZON``.
         """
-        moment = _aware(moment)
+        # In UTC: dateutil compares datetimes of one zone by their wall times, and slots.py reads instants in UTC.
+        moment = _utc(moment)
         if self.zone is None:
             return next(self.occurrences_after(moment), None)
         # Occurrences are wall times in the zone: start from the earliest wall
@@ -316,7 +322,7 @@ class rrule(BaseSchedule):  # noqa: N801 - the name is part of the public import
         next_run = self.next_after(last_run_at)
         if next_run is None:
             return None
-        return next_run - _aware(self.now())
+        return _utc(next_run) - _utc(self.now())
 
     def is_due(self, last_run_at: datetime) -> schedstate:
         remaining = self.remaining_estimate(last_run_at)
@@ -376,7 +382,7 @@ class crontab(celery_schedules.crontab):  # noqa: N801 - a drop-in for Celery's 
 
     def next_slot_after(self, moment: datetime) -> datetime | None:
         """The first slot strictly after ``moment``, by slots.py's daylight-saving rules."""
-        return next_cron_slot(self, _aware(moment).astimezone(UTC), self.tz)
+        return next_cron_slot(self, _utc(moment), self.tz)
 
     def remaining_estimate(self, last_run_at: datetime, ffwd: Any = None) -> timedelta:
         slot = self.next_slot_after(self.maybe_make_aware(last_run_at))
@@ -401,6 +407,15 @@ class crontab(celery_schedules.crontab):  # noqa: N801 - a drop-in for Celery's 
         return super().__repr__()[:-1] + zone + ">"
 
 
+class interval(celery_schedules.schedule):  # noqa: N801 - named like its tag in the data format
+    """Celery's interval schedule, answering ``remaining_estimate`` (hence ``is_due``) from
+    ``last_run_at`` in UTC, as beat does: Celery rounds a relative interval of a day or more
+    to midnight in the zone of the time it is given, beat to midnight UTC."""
+
+    def remaining_estimate(self, last_run_at: datetime) -> timedelta:
+        return super().remaining_estimate(_utc(last_run_at))
+
+
 class clocked(BaseSchedule):  # noqa: N801 - named like Celery's schedules
     """One run at the instant ``at`` (a naive datetime is taken as UTC)."""
 
@@ -409,12 +424,12 @@ class clocked(BaseSchedule):  # noqa: N801 - named like Celery's schedules
         self.at = _aware(at)
 
     def next_slot_after(self, moment: datetime) -> datetime | None:
-        return self.at if _aware(moment) < self.at else None
+        return self.at if _utc(moment) < _utc(self.at) else None
 
     def remaining_estimate(self, last_run_at: datetime | None) -> timedelta | None:
-        if last_run_at is not None and _aware(last_run_at) >= self.at:
+        if last_run_at is not None and _utc(last_run_at) >= _utc(self.at):
             return None
-        return self.at - _aware(self.now())
+        return _utc(self.at) - _utc(self.now())
 
     def is_due(self, last_run_at: datetime | None) -> schedstate:
         remaining = self.remaining_estimate(last_run_at)
@@ -511,3 +526,10 @@ def _as_list(value: Any) -> list:
 
 def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _utc(moment: datetime) -> datetime:
+    """``moment`` in UTC (naive taken as UTC). Two datetimes of one zone (the same
+    tzinfo object) compare and subtract by their wall times, which is wrong across a
+    daylight-saving change: in UTC they are instants."""
+    return _aware(moment).astimezone(UTC)
