@@ -190,6 +190,11 @@ def show(tool: Tool, name: str, as_json: bool) -> None:
         emit({**summary, "fields": fields, "next_runs": preview, "preview_error": preview_error,
               "history": history, "history_error": history_error})
         return
+    _print_entry(view, summary, fields)
+    _print_runs(runs, preview_error, history, history_error)
+
+
+def _print_entry(view: admin.EntryView, summary: dict, fields: dict) -> None:
     for label in ("name", "key", "task", "schedule", "enabled", "next_run", "last_run", "last_dispatched",
                   "total_run_count", "missed", "parked", "error"):
         if summary[label] is not None:
@@ -199,7 +204,11 @@ def show(tool: Tool, name: str, as_json: bool) -> None:
     for field_name, value in fields.items():
         shown = printable(value) if isinstance(value, str) else json.dumps(value, indent=2)
         click.echo(f"\n{printable(field_name)}:\n{shown}")
-    if preview:
+
+
+def _print_runs(runs: list[dict], preview_error: str | None, history: list[dict], history_error: str | None) -> None:
+    """The next runs and the recent ones, or why either cannot be shown."""
+    if runs:
         click.secho("\nnext runs:", bold=True)
         table([[f"{run['local']:%a %Y-%m-%d %H:%M:%S %Z}", f"{run['slot']:%Y-%m-%d %H:%M:%S} UTC",
                 f"{run['fire_at']:%H:%M:%S.%f}"[:-3]] for run in runs],
@@ -384,18 +393,8 @@ def add(tool: Tool, name: str | None, task: str | None, every: float | None, cro
         chosen = [opt for opt, value in zip(SCHEDULE_OPTIONS, (every, cron, rrule_text, at)) if value is not None]
         if len(chosen) != 1:
             raise click.UsageError("give exactly one of --every, --cron, --rrule, --at (or --file)")
-        definition = {"task": task, "schedule": schedule_from_options(every, cron, rrule_text, at, timezone_name)}
-        if args_json is not None:
-            definition["args"] = parse_json(args_json, "--args")
-        if kwargs_json is not None:
-            definition["kwargs"] = parse_json(kwargs_json, "--kwargs")
-        if queue:
-            definition["options"] = {"queue": queue}
-        if disabled:
-            definition["enabled"] = False
-        for option in extra_options:
-            field, _, value = option.partition("=")
-            definition[field] = parse_json(value, f"--option {field}")
+        definition = {"task": task, "schedule": schedule_from_options(every, cron, rrule_text, at, timezone_name),
+                      **_optional_fields(args_json, kwargs_json, queue, disabled, extra_options)}
     if not name:
         raise click.UsageError("give the entry a NAME")
     definition["name"] = name
@@ -407,6 +406,24 @@ def add(tool: Tool, name: str | None, task: str | None, every: float | None, cro
     click.echo(printable(f"added {name}: {admin.describe_schedule(entry.schedule)}, next run "
                          f"{datetime.fromtimestamp(entry.score, UTC):%Y-%m-%d %H:%M:%S} UTC" if entry.score >= 0
                          else f"added {name}"))
+
+
+def _optional_fields(args_json: str | None, kwargs_json: str | None, queue: str | None, disabled: bool,
+                     extra_options: tuple) -> dict[str, Any]:
+    """The definition fields ``add``'s options give besides the task and schedule."""
+    fields: dict[str, Any] = {}
+    if args_json is not None:
+        fields["args"] = parse_json(args_json, "--args")
+    if kwargs_json is not None:
+        fields["kwargs"] = parse_json(kwargs_json, "--kwargs")
+    if queue:
+        fields["options"] = {"queue": queue}
+    if disabled:
+        fields["enabled"] = False
+    for option in extra_options:
+        field, _, value = option.partition("=")
+        fields[field] = parse_json(value, f"--option {field}")
+    return fields
 
 
 def schedule_from_options(every: float | None, cron: str | None, rrule_text: str | None, at: str | None,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import reprlib
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -238,45 +239,54 @@ def _encode_rrule(rule: rrule) -> dict:
     return encoded
 
 
+def _encode_crontab(cron: crontab) -> dict:
+    encoded = {
+        "__type__": "crontab",
+        "minute": cron._orig_minute,
+        "hour": cron._orig_hour,
+        "day_of_week": cron._orig_day_of_week,
+        "day_of_month": cron._orig_day_of_month,
+        "month_of_year": cron._orig_month_of_year,
+    }
+    # Only when set: celery-redbeat 2.x cannot read a crontab with it.
+    if getattr(cron, "timezone", None):
+        encoded["timezone"] = cron.timezone
+    return encoded
+
+
+def _encode_weekday(day: weekday) -> dict:
+    # celery-redbeat 2.x writes only 'wkday' but reads 'n' too: keep FR(+2).
+    encoded = {"__type__": "weekday", "wkday": day.weekday}
+    if day.n is not None:
+        encoded["n"] = day.n
+    return encoded
+
+
+def _encode_interval(interval: schedule) -> dict:
+    return {"__type__": "interval", "every": interval.run_every.total_seconds(), "relative": bool(interval.relative)}
+
+
+# Each type the codec writes, with its encoder, checked in this order (the first that
+# the value is an instance of wins).
+_ENCODERS: tuple[tuple[type, Callable[[Any], Any]], ...] = (
+    (datetime, _encode_datetime),
+    (crontab, _encode_crontab),
+    (clocked, lambda obj: {"__type__": "clocked", "at": _encode_datetime(obj.at)}),
+    (rrule, _encode_rrule),
+    (solar, lambda obj: {"__type__": "solar", "event": obj.event, "lat": obj.lat, "lon": obj.lon}),
+    (weekday, _encode_weekday),
+    (schedule, _encode_interval),
+    (timedelta, lambda obj: obj.total_seconds()),
+)
+
+
 class RedBeatJSONEncoder(json.JSONEncoder):
     """Writes datetimes, Celery schedules and rrule weekdays as tagged objects."""
 
     def default(self, obj: Any) -> Any:
-        if isinstance(obj, datetime):
-            return _encode_datetime(obj)
-        if isinstance(obj, crontab):
-            encoded = {
-                "__type__": "crontab",
-                "minute": obj._orig_minute,
-                "hour": obj._orig_hour,
-                "day_of_week": obj._orig_day_of_week,
-                "day_of_month": obj._orig_day_of_month,
-                "month_of_year": obj._orig_month_of_year,
-            }
-            # Only when set: celery-redbeat 2.x cannot read a crontab with it.
-            if getattr(obj, "timezone", None):
-                encoded["timezone"] = obj.timezone
-            return encoded
-        if isinstance(obj, clocked):
-            return {"__type__": "clocked", "at": _encode_datetime(obj.at)}
-        if isinstance(obj, rrule):
-            return _encode_rrule(obj)
-        if isinstance(obj, solar):
-            return {"__type__": "solar", "event": obj.event, "lat": obj.lat, "lon": obj.lon}
-        if isinstance(obj, weekday):
-            # celery-redbeat 2.x writes only 'wkday' but reads 'n' too: keep FR(+2).
-            encoded = {"__type__": "weekday", "wkday": obj.weekday}
-            if obj.n is not None:
-                encoded["n"] = obj.n
-            return encoded
-        if isinstance(obj, schedule):
-            return {
-                "__type__": "interval",
-                "every": obj.run_every.total_seconds(),
-                "relative": bool(obj.relative),
-            }
-        if isinstance(obj, timedelta):
-            return obj.total_seconds()
+        for kind, encode in _ENCODERS:
+            if isinstance(obj, kind):
+                return encode(obj)
         return super().default(obj)
 
 

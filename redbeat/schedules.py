@@ -140,21 +140,11 @@ class rrule(BaseSchedule):  # noqa: N801 - the name is part of the public import
         super().__init__(**kwargs)
         self.timezone = timezone
         self.zone = ZoneInfo(timezone) if timezone else None
-        if isinstance(freq, str):
-            try:
-                freq = self.FREQ_MAP[freq.upper()]
-            except KeyError:
-                raise ValueError(f"unknown rrule freq {freq!r}") from None
-        if freq not in self.FREQ_MAP.values():
-            raise ValueError(f"unknown rrule freq {freq!r}")
-        if interval is not None and (not isinstance(interval, int) or interval < 1):
-            raise ValueError(f"rrule interval must be a whole number of at least 1, not {interval!r}")
-        if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 0):
-            raise ValueError(f"rrule count must be a whole number of at least 0, not {count!r}")
+        self.freq = self._checked_freq(freq)
+        _check_interval_and_count(interval, count)
         _check_by_fields(byweekday, wkst, bysetpos=bysetpos, bymonth=bymonth, bymonthday=bymonthday,
                          byyearday=byyearday, byweekno=byweekno, byeaster=byeaster, byhour=byhour,
                          byminute=byminute, bysecond=bysecond)
-        self.freq = freq
         self.dtstart = _aware(dtstart) if dtstart is not None else datetime.now(UTC)
         self.until = _aware(until) if until is not None else None
         self.interval = interval
@@ -170,6 +160,27 @@ class rrule(BaseSchedule):  # noqa: N801 - the name is part of the public import
         self.byhour = byhour
         self.byminute = byminute
         self.bysecond = bysecond
+        self.rrule, start = self._dateutil_rule()
+        self._rule_start = start.replace(microsecond=0)  # as dateutil keeps it
+        # Searched without its count, which occurrences_after keeps itself:
+        # dateutil refuses a count together with the until that bounds a search.
+        self._uncounted = self.rrule if count is None else self.rrule.replace(count=None)
+        self._occurrences_per_period: int | None = None
+
+    @classmethod
+    def _checked_freq(cls, freq: int | str) -> int:
+        """A dateutil frequency constant, from itself or its name."""
+        if isinstance(freq, str):
+            try:
+                freq = cls.FREQ_MAP[freq.upper()]
+            except KeyError:
+                raise ValueError(f"unknown rrule freq {freq!r}") from None
+        if freq not in cls.FREQ_MAP.values():
+            raise ValueError(f"unknown rrule freq {freq!r}")
+        return freq
+
+    def _dateutil_rule(self) -> tuple[dateutil.rrule.rrule, datetime]:
+        """The dateutil rule, and the start it counts from (in the zone's wall clock if it has one)."""
         if self.zone is None:
             # As in celery-redbeat 2.x: occurrences at dtstart's own UTC offset.
             start, until = self.dtstart, self.until
@@ -177,15 +188,11 @@ class rrule(BaseSchedule):  # noqa: N801 - the name is part of the public import
             # In the zone's wall clock; slots.py turns wall times into instants.
             start = self.dtstart.astimezone(self.zone).replace(tzinfo=None)
             until = self.until.astimezone(self.zone).replace(tzinfo=None) if self.until else None
-        self.rrule = dateutil.rrule.rrule(
-            freq,  # type: ignore[arg-type]  # checked against FREQ_MAP above; the stubs want a literal
+        rule = dateutil.rrule.rrule(
+            self.freq,  # type: ignore[arg-type]  # checked against FREQ_MAP; the stubs want a literal
             dtstart=start, until=until, **{name: getattr(self, name) for name in self.RULE_FIELDS},
         )
-        self._rule_start = start.replace(microsecond=0)  # as dateutil keeps it
-        # Searched without its count, which occurrences_after keeps itself:
-        # dateutil refuses a count together with the until that bounds a search.
-        self._uncounted = self.rrule if count is None else self.rrule.replace(count=None)
-        self._occurrences_per_period: int | None = None
+        return rule, start
 
     @property
     def every_hour(self) -> bool:
@@ -491,6 +498,13 @@ def _search(occurrences: Iterable[datetime], hint: Callable[[], str]) -> Iterato
             if guarded:
                 sys.setprofile(None)
         yield occurrence
+
+
+def _check_interval_and_count(interval: Any, count: Any) -> None:
+    if interval is not None and (not isinstance(interval, int) or interval < 1):
+        raise ValueError(f"rrule interval must be a whole number of at least 1, not {interval!r}")
+    if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 0):
+        raise ValueError(f"rrule count must be a whole number of at least 0, not {count!r}")
 
 
 def _check_by_fields(byweekday: Any, wkst: Any, **by_fields: Any) -> None:
