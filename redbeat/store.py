@@ -33,7 +33,7 @@ import time
 from .claims import Claims
 from .due import ON_TIME_WINDOW, DueReads
 from .entrywrites import EntryWrites
-from .lua import WRONG_TYPE
+from .lua import READ_ENTRY_LUA, RECORD_PUBLISHED_LUA, WRONG_TYPE
 from .queries import ScheduleQueries
 from .records import NEVER, Outcome, Parked
 from .stages import Decision, DueBatch, DueRecord, text
@@ -47,6 +47,10 @@ __all__ = ["ScheduleStore", "DueRecord", "Decision", "DueBatch", "Outcome", "NEV
 
 class ScheduleStore(DueReads, Claims, Statuses, EntryWrites, ScheduleQueries):
     """Reads and writes one app's schedule in Redis: every part of the store, on one client."""
+
+    # The shared Lua fragments (in ``lua``), where they were before the store had parts.
+    READ_ENTRY_LUA = READ_ENTRY_LUA
+    RECORD_PUBLISHED_LUA = RECORD_PUBLISHED_LUA
 
 
 def parked_reason(reason: str, now: float | None = None) -> str:
