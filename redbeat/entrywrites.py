@@ -1,6 +1,7 @@
 """Writing entries: the entry API, the static sync, an import, and the command line's edits.
 
-``save`` and ``save_many`` follow SAVE_LUA's score rule.
+Every way of writing a definition follows one score rule, SAVE_LUA's (see
+``EntryWrites.save`` and docs/adding-tasks.rst).
 """
 
 from __future__ import annotations
@@ -30,11 +31,12 @@ class EntryWrites(StorePart):
         super().__init__(client, conf)
         self._save = self.client.register_script(self.SAVE_LUA)
 
-    # Writes an entry's definition, and its meta only if it has none. A new
-    # entry gets its score; an existing one keeps its history, so its score
-    # becomes 0: beat looks at it at its next tick and runs it only if its
-    # stored meta says it is due. (A score computed from the caller's fresh
-    # object would push the entry back each time an app re-saves it.)
+    # The score rule of every way of writing a definition. A new entry gets
+    # its meta and its computed score. An existing entry keeps its meta and
+    # its history, loses a parked mark, and is scored 0: beat looks at it at
+    # its next tick and runs it only if its stored meta says it is due. (A
+    # score computed from the caller's fresh object would push the entry
+    # back each time an app re-saves it.) A hash without meta counts as new.
     # KEYS: schedule, entry   ARGV: SAVE_ARGS   Returns: 1
     SAVE_LUA = SAVE_ARGS.lua() + """
     redis.call('HSET', KEYS[2], 'definition', ARGV[ARG_DEFINITION])
@@ -57,18 +59,19 @@ class EntryWrites(StorePart):
 
     def _queue_save(self, pipe: Any, key: bytes | str, definition: bytes | str, meta: bytes | str,
                     score: float) -> None:
-        pipe.hset(key, "definition", definition)
-        pipe.hsetnx(key, "meta", meta)
-        pipe.hdel(key, "parked")
-        pipe.zadd(self.conf.schedule_key, {key: score})
+        """``save`` as part of ``pipe``."""
+        # redis-py refuses scripts in a Redis Cluster pipeline (which is no
+        # transaction there anyway): each save is then a call of its own.
+        client = self.client if isinstance(self.client, RedisCluster) else pipe
+        self._save(keys=[self.conf.schedule_key, key],
+                   args=SAVE_ARGS.pack(definition=definition, meta=meta, score=repr(score)), client=client)
 
     def save_many(self, items: Iterable[tuple[str, str, str, float]], chunk: int = 1000) -> int:
         """``save`` for many (key, definition, meta, score) at once: one round trip per ``chunk``."""
         count = 0
         pipe = self.client.pipeline(transaction=False)
         for key, definition, meta, score in items:
-            self._save(keys=[self.conf.schedule_key, key],
-                       args=SAVE_ARGS.pack(definition=definition, meta=meta, score=repr(score)), client=pipe)
+            self._queue_save(pipe, key, definition, meta, score)
             count += 1
             if count % chunk == 0:
                 pipe.execute()
@@ -85,10 +88,10 @@ class EntryWrites(StorePart):
         """Write entries by name in one transaction.
 
         ``changed`` holds (name, definition, meta, score) of new or edited
-        entries: their definition and score are written and their meta kept if
-        present. ``unchanged`` entries get their score back only if they had
-        none. ``removed`` names are deleted. ``statics``, when given, becomes
-        the set of static names.
+        entries, written as ``save`` writes them. ``unchanged`` entries are
+        not written: they get their score back only if they had none.
+        ``removed`` names are deleted. ``statics``, when given, becomes the
+        set of static names.
         """
         pipe = self.client.pipeline()
         for name, definition, meta, score in changed:
@@ -112,8 +115,8 @@ class EntryWrites(StorePart):
 
         An exact entry (from an export) replaces the whole hash with ``fields``
         (none: only its score comes back, as an orphan member); the others
-        write their definition and keep the meta of an entry that exists.
-        ``statics`` are added to the set of static names.
+        are written as ``save`` writes them. ``statics`` are added to the set
+        of static names.
         """
         pipe = self.client.pipeline()
         written = set()
