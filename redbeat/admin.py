@@ -255,7 +255,9 @@ def plan_import(app: Celery, data: Any) -> ImportPlan:
     """What importing ``data`` (an export, or ``{name: beat_schedule spec}``) would change.
 
     An export is written back exactly. Specs are written like ``beat_schedule``
-    entries: the definition only, keeping the run history of entries that exist.
+    entries: the definition only, keeping the run history of entries that exist
+    (``ScheduleStore.save``'s score rule); a spec whose definition is the
+    stored one is not written.
     Raises ValueError when ``data`` is neither.
     """
     if not isinstance(data, dict):
@@ -282,8 +284,6 @@ def plan_import(app: Celery, data: Any) -> ImportPlan:
             same = stored == fields and existing.score == score
         else:
             same = bool(stored) and _same_definition(stored.get("definition"), fields["definition"])
-            if not same:
-                score = _score_keeping_history(app, fields, existing)
         if same:
             plan.unchanged.append(name)
             continue
@@ -330,15 +330,27 @@ def _export_row(row: Any, prefix: str) -> tuple[str, float | None, dict[str, str
         raise ValueError(f"{key!r}: {exc}") from None
 
 
-def _spec_items(app: Celery, data: dict, plan: ImportPlan) -> list[tuple[str, None, dict[str, str]]]:
-    items = []
+def _spec_items(app: Celery, data: dict, plan: ImportPlan) -> list[tuple[str, float | None, dict[str, str]]]:
+    """(key, score as a new entry, fields) of each spec; specs that are no entry are invalid."""
+    items: list[tuple[str, float | None, dict[str, str]]] = []
     for name, spec in data.items():
         try:
             entry = RedBeatSchedulerEntry(name=name, app=app, **_spec_from_json(spec))
-            items.append((entry.key, None, {"definition": entry.definition_json(), "meta": entry.meta_json()}))
+            fields = {"definition": entry.definition_json(), "meta": entry.meta_json()}
         except Exception as exc:
             plan.invalid[name] = str(exc)
+            continue
+        items.append((entry.key, _first_score(entry), fields))
     return items
+
+
+def _first_score(entry: RedBeatSchedulerEntry) -> float:
+    """The score of a new entry; 0 (beat looks at it at once, and parks it if it
+    cannot schedule it either) when it cannot be computed."""
+    try:
+        return entry.score
+    except Exception:
+        return 0.0
 
 
 def _same_definition(stored: str | None, written: str) -> bool:
@@ -346,16 +358,6 @@ def _same_definition(stored: str | None, written: str) -> bool:
         return stored is not None and json.loads(stored) == json.loads(written)
     except (ValueError, RecursionError):
         return False
-
-
-def _score_keeping_history(app: Celery, fields: dict[str, str], existing: EntryView) -> float:
-    """The score of an imported definition, counted from the stored run history if
-    there is one; 0 (beat looks at it at once) when that history is unreadable."""
-    meta = existing.fields.get("meta") or fields["meta"]
-    try:
-        return RedBeatSchedulerEntry.from_stored(fields["definition"], meta, app=app).score
-    except Exception:
-        return 0.0
 
 
 def _spec_from_json(spec: Any) -> dict:

@@ -62,6 +62,11 @@ class KeyNames:
         """The run history of the entry under ``entry_key``."""
         return self.histories + entry_key[len(self.prefix):]
 
+    def set_aside(self, own_key: str, now: float) -> str:
+        """Where one of RedBeat's own keys found holding the wrong type of value
+        is moved at ``now`` (UNIX seconds), kept for whoever wrote it."""
+        return f"{own_key}:wrongtype:{round(now * 1000)}"
+
     def is_entry_key(self, key: str) -> bool:
         """Whether ``key`` can be an entry's: under the prefix, and not one of
         RedBeat's own keys. Beat never reads or writes any other."""

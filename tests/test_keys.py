@@ -23,3 +23,8 @@ def test_only_keys_under_the_prefix_that_are_not_redbeats_own_are_entry_keys():
     assert keys.is_entry_key("redbeat:nightly")
     assert not keys.is_entry_key("session:42")
     assert not keys.is_entry_key("redbeat::inflight")
+
+
+def test_an_own_key_of_the_wrong_type_is_set_aside_under_its_name_and_the_time_in_milliseconds():
+    keys = KeyNames("redbeat:")
+    assert keys.set_aside(keys.inflight, 1_800_000_000.1234) == "redbeat::inflight:wrongtype:1800000000123"

@@ -147,7 +147,10 @@ def test_changed_static_definition_is_updated_and_rescheduled(scheduler_for, app
     start_and_stop(scheduler_for(STATICS))
     changed = dict(STATICS, **{"every-hour": {"task": "tasks.hourly", "schedule": 60.0, "args": (2,)}})
     restarted_app = make_app(app.conf.redbeat_redis_url, broker_url=app.conf.broker_url)
-    scheduler_for(changed, target_app=restarted_app).tick()
+    scheduler = scheduler_for(changed, target_app=restarted_app)
+    # Written with score 0 (the score rule of docs/adding-tasks.rst): a tick decides it from its meta.
+    tick_until(scheduler, lambda: schedule_redis.zscore("redbeat::schedule", "redbeat:every-hour"),
+               message="the edited entry decided")
     entry = RedBeatSchedulerEntry.from_name("every-hour", app=restarted_app)
     assert list(entry.args) == [2]
     assert schedule_redis.zscore("redbeat::schedule", "redbeat:every-hour") == pytest.approx(
@@ -776,6 +779,9 @@ def test_update_from_dict_keeps_the_history_of_existing_entries(scheduler_for, s
     entry.save()
     score = schedule_redis.zscore("redbeat::schedule", "redbeat:hist")
     scheduler.update_from_dict({"hist": {"task": "tasks.h2", "schedule": 600.0}})
+    # Written with score 0 (the score rule of docs/adding-tasks.rst): a tick decides it from its meta.
+    tick_until(scheduler, lambda: schedule_redis.zscore("redbeat::schedule", "redbeat:hist"),
+               message="the edited entry decided")
     assert json.loads(schedule_redis.hget("redbeat:hist", "definition"))["task"] == "tasks.h2"
     assert schedule_redis.zscore("redbeat::schedule", "redbeat:hist") == pytest.approx(score, abs=1)
 

@@ -205,12 +205,13 @@ def test_a_take_over_gives_a_run_to_exactly_one_of_two_callers(store, owner):
 
 # -- one score rule for every way of saving ---------------------------------------------------
 #
-# The rule, as SAVE_LUA and docs/adding-tasks.rst state it: saving writes the
-# definition (and clears a parked mark). A new entry gets its meta and its
-# computed score. An existing entry keeps its meta and its history, and its
-# score becomes 0: beat looks at it at its next tick and runs it only if its
-# stored meta says it is due (a score computed by the caller would push the
-# entry back each time an app re-saves it).
+# The rule, as SAVE_LUA, docs/adding-tasks.rst and docs/format.rst state it:
+# writing a definition: a new entry gets its meta and its computed score. An
+# existing entry keeps its meta and its history, loses a parked mark, and is
+# scored 0: beat looks at it at its next tick and runs it only if its stored
+# meta says it is due. Finding a definition unchanged is not writing it: the
+# static sync and an import leave such an entry as it is (the static sync
+# restores its score only if it has none).
 
 LAST_RUN = datetime(2026, 1, 1, tzinfo=timezone.utc)
 STORED_META = meta_json(LAST_RUN, 7)
@@ -239,7 +240,8 @@ def _by_rewrite_definition(app, store, name, every):
 
 def _by_import(app, store, name, every):
     spec = {"task": "tasks.contract", "schedule": {"__type__": "interval", "every": every}}
-    assert apply_import(app, plan_import(app, {name: spec})) == 1
+    plan = plan_import(app, {name: spec})
+    assert apply_import(app, plan) == (0 if plan.unchanged == [name] else 1)
 
 
 def _by_static_sync(app, store, name, every):
@@ -250,24 +252,6 @@ def _by_static_sync(app, store, name, every):
         scheduler.close()
 
 
-# Two ways disagree with the rule (reported on issue 10): they write an
-# existing entry's score computed from its stored meta (update_from_dict
-# through store.write_entries, apply_import through plan_import's
-# _score_keeping_history), and leave the stored score of one whose definition
-# is unchanged (write_entries' ZADD NX; an import does not write it at all).
-DISAGREES = {
-    "update_from_dict": "the static sync writes an existing entry's score computed from its stored meta "
-                        "(or keeps the stored score if the definition is unchanged), not 0",
-    "apply_import": "a spec import writes an existing entry's score computed from its stored meta "
-                    "(or skips it if the definition is unchanged), not 0",
-}
-
-
-def _against_the_rule(savers: list) -> list:
-    return [pytest.param(*p.values, id=p.id, marks=[pytest.mark.xfail(strict=True, reason=DISAGREES[p.id])])
-            if p.id in DISAGREES else p for p in savers]
-
-
 SAVERS = [
     pytest.param(_by_entry_save, id="entry.save"),
     pytest.param(_by_save_many, id="save_many"),
@@ -276,6 +260,8 @@ SAVERS = [
     pytest.param(_by_import, id="apply_import"),
     pytest.param(_by_static_sync, id="update_from_dict"),
 ]
+# Savers that compare the definition with the stored one first, and write only a changed one.
+COMPARING = ("apply_import", "update_from_dict")
 
 
 @pytest.mark.parametrize("save", [p for p in SAVERS if p.id != "rewrite_definition"])
@@ -288,7 +274,7 @@ def test_saving_a_new_entry_gives_it_its_computed_score(contract_app, store, sav
     assert store.client.hget(key, "meta") is not None
 
 
-@pytest.mark.parametrize("save", _against_the_rule(SAVERS))
+@pytest.mark.parametrize("save", SAVERS)
 def test_saving_an_existing_entry_keeps_its_meta_and_history_and_scores_it_0(contract_app, store, save):
     key = put_entry(store, "kept", NOW + 999, meta=STORED_META)
     store.client.hset(key, "parked", json.dumps({"reason": "old", "parked_at": NOW}))
@@ -306,17 +292,40 @@ def test_saving_an_existing_entry_keeps_its_meta_and_history_and_scores_it_0(con
     assert score_of(store, key) == 0
 
 
-@pytest.mark.parametrize("save", _against_the_rule(SAVERS))
-def test_saving_an_unchanged_definition_again_scores_the_entry_0(contract_app, store, save):
+def _saved_again_with_its_score_moved(contract_app, store, save) -> str:
+    """Save an entry, give it a stored meta and a score of NOW + 999, and save the same definition again."""
     save(contract_app, store, "again", 600)
     key = store.key_for("again")
     store.client.hset(key, "meta", STORED_META)
     store.client.zadd(store.conf.schedule_key, {key: NOW + 999})
-
     save(contract_app, store, "again", 600)
+    return key
 
+
+@pytest.mark.parametrize("save", [p for p in SAVERS if p.id not in COMPARING])
+def test_saving_an_unchanged_definition_again_writes_it_and_scores_the_entry_0(contract_app, store, save):
+    key = _saved_again_with_its_score_moved(contract_app, store, save)
     assert store.client.hget(key, "meta") == STORED_META.encode()
     assert score_of(store, key) == 0
+
+
+@pytest.mark.parametrize("save", [p for p in SAVERS if p.id in COMPARING])
+def test_an_unchanged_definition_is_not_written_by_the_static_sync_nor_an_import(contract_app, store, save):
+    key = _saved_again_with_its_score_moved(contract_app, store, save)
+    assert store.client.hget(key, "meta") == STORED_META.encode()
+    assert score_of(store, key) == NOW + 999
+
+
+def test_the_static_sync_gives_an_unchanged_entry_out_of_the_schedule_its_score_back(contract_app, store):
+    _by_static_sync(contract_app, store, "restored", 3600)
+    key = store.key_for("restored")
+    expected = score_of(store, key)
+    store.client.zrem(store.conf.schedule_key, key)
+
+    _by_static_sync(contract_app, store, "restored", 3600)
+
+    # Counted from the stored meta: the entry is where it was.
+    assert score_of(store, key) == pytest.approx(expected, abs=5)
 
 
 # -- keys outside the prefix --------------------------------------------------------------------
