@@ -124,8 +124,9 @@ class RedBeatScheduler(Scheduler):
 
     @cached_property
     def ticker(self) -> Ticker:
-        """The tick's stages, built at the first tick: a subclass or a test may set
-        ``Entry``, the lock or the lock timeout after construction."""
+        """The tick's stages, built when first asked (by the first tick, or a test that
+        replaces one of them): a subclass or a test may set ``Entry``, the lock or the
+        lock timeout after construction."""
         store, lock, token, conf = self.store, self.lock, self._token, self.conf
         broker = Broker(self.app, lambda: self.producer, self._send_message, conf.publish_batch_size)
         on_finish = OnFinish(store, self.outcomes)
