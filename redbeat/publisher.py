@@ -26,7 +26,7 @@ from .records import InFlight, Outcome, OutcomeKind
 from .stages import PublishStop, SentBatch
 from .store import ScheduleStore
 
-__all__ = ["Publisher", "DeadlinePassedError", "DEADLINE_PASSED", "RENEW_FRACTION"]
+__all__ = ["Publisher", "Run", "DeadlinePassedError", "DEADLINE_PASSED", "RENEW_FRACTION"]
 
 logger = get_logger("celery.beat")
 
