@@ -178,7 +178,7 @@ def test_beat_ticks_over_tls_with_a_plain_url_and_use_ssl(tls_redis):
     scheduler = RedBeatScheduler(app=app)
     try:
         scheduler.tick()
-        assert scheduler._failing_since is None  # the tick did not fail
+        assert scheduler.health.failing_since is None  # the tick did not fail
     finally:
         scheduler.close()
     direct = redis.Redis(host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=ca, decode_responses=True)

@@ -264,7 +264,7 @@ def test_publishing_drops_protocol_headers_that_slipped_through(beat, broker_red
     run = InFlight(task_id=task_id_for("redbeat:adv", scheduled), key="redbeat:adv", scheduled=scheduled,
                    claimed_at=scheduled, token="t", retry_at=scheduled + 10)
     with caplog.at_level(logging.ERROR, logger="celery.beat"):
-        assert beat._send(entry, run) is None
+        assert beat.ticker.publisher.send(entry, run) is None
     [message] = published(broker_redis)
     headers = message["headers"]
     assert headers["task"] == "adv.t" and headers["id"] == headers["root_id"] == run.task_id

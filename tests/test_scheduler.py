@@ -343,18 +343,21 @@ def test_each_run_has_a_task_id_derived_from_entry_and_scheduled_time(scheduler_
     assert schedule_redis.hlen("redbeat::inflight") == 0
 
 
-class DiesAfterClaiming(RedBeatScheduler):
+def dies_after_claiming(app):
     """A beat that is killed between claiming its runs and publishing them."""
+    beat = RedBeatScheduler(app=app)
 
-    def _publish(self, runs, claimed_at):
-        self.lock.held = False  # and never ticks again
+    def killed(runs, renewed_at):
+        beat.lock.held = False  # and never ticks again
         return set()
+    beat.ticker.publisher.publish = killed
+    return beat
 
 
 def test_runs_claimed_by_a_beat_that_died_are_published_by_the_next_holder(
         scheduler_for, app, schedule_redis, broker_redis):
     app.conf.update(redbeat_lock_timeout=1)
-    dead = DiesAfterClaiming(app=app)
+    dead = dies_after_claiming(app)
     raw_entry(schedule_redis)
     dead.tick()
     assert tasks_sent(broker_redis) == []
@@ -396,23 +399,27 @@ def test_a_run_that_failed_to_publish_is_retried_with_the_same_task_id(app, sche
         scheduler.close()
 
 
-class BatchLostOnce(RedBeatScheduler):
+def batch_lost_once(app):
     """The connection drops while a batch of messages is sent: none arrives."""
-
-    failures = 1
+    scheduler = RedBeatScheduler(app=app)
+    broker = scheduler.ticker.broker
+    real_batch = broker.batch
+    failures = [1]
 
     @contextlib.contextmanager
-    def _broker_batch(self):
-        with super()._broker_batch():  # kombu's real batch, on the real broker
+    def lost_once():
+        with real_batch():  # kombu's real batch, on the real broker
             yield
-            if BatchLostOnce.failures:
-                BatchLostOnce.failures -= 1
+            if failures:
+                failures.pop()
                 raise ConnectionError("connection lost while sending the batch")
+    broker.batch = lost_once
+    return scheduler
 
 
 def test_a_batch_that_failed_to_reach_the_broker_is_retried_whole_with_the_same_task_ids(
         app, schedule_redis, broker_redis, caplog):
-    scheduler = BatchLostOnce(app=app)
+    scheduler = batch_lost_once(app)
     try:
         for name in ("one", "two", "three"):
             raw_entry(schedule_redis, name)
@@ -443,7 +450,7 @@ def claimed_now(scheduler, schedule_redis, names=("raw",)):
     for name in names:
         raw_entry(schedule_redis, name)
     batch = scheduler.store.read_due(time.time(), 10, scheduler.lock)
-    decider = scheduler._decider()
+    decider = scheduler.ticker.budget.decider
     decisions = [decider.decide(r, datetime.now(timezone.utc)) for r in batch.records]
     return scheduler.store.claim(decisions, scheduler.lock)
 
@@ -455,7 +462,7 @@ def test_a_beat_whose_lock_was_taken_after_claiming_publishes_nothing(scheduler_
     claimed = claimed_now(scheduler, schedule_redis)
     schedule_redis.set("redbeat::lock", "another-beat")  # it took the lock while this one was paused
     with caplog.at_level(logging.WARNING, logger="celery.beat"):
-        scheduler._publish_claimed(claimed, time.monotonic())
+        scheduler.ticker.publish_claimed(claimed, time.monotonic())
     assert "lost lock redbeat::lock while publishing; leaving 1 runs to the lock holder" in caplog.text
     assert tasks_sent(broker_redis) == []
     assert schedule_redis.hlen("redbeat::inflight") == 1
@@ -466,20 +473,25 @@ def test_a_beat_that_kept_its_lock_through_a_long_stall_confirms_it_and_publishe
     scheduler = scheduler_for(redbeat_lock_timeout=5)
     scheduler.tick()
     claimed = claimed_now(scheduler, schedule_redis)
-    scheduler._publish_claimed(claimed, time.monotonic() - 60)
+    scheduler.ticker.publish_claimed(claimed, time.monotonic() - 60)
     assert tasks_sent(broker_redis) == ["tasks.raw"]
     assert schedule_redis.hlen("redbeat::inflight") == 0
     assert schedule_redis.pttl("redbeat::lock") > 4000  # renewed by the check
 
 
-class LockTakenWhilePublishing(RedBeatScheduler):
+def lock_taken_while_publishing(app):
     """Another beat takes the lock right after the first message is handed to kombu,
     as if this beat had been paused there past its lock timeout."""
+    scheduler = RedBeatScheduler(app=app)
+    publisher = scheduler.ticker.publisher
+    send = publisher.send
 
-    def _send(self, entry, run):
-        error = super()._send(entry, run)
-        self.store.client.set(self.lock.key, "another-beat", px=60_000)  # as a beat writes it
+    def send_then_lose_the_lock(entry, run):
+        error = send(entry, run)
+        scheduler.store.client.set(scheduler.lock.key, "another-beat", px=60_000)  # as a beat writes it
         return error
+    publisher.send = send_then_lose_the_lock
+    return scheduler
 
 
 @pytest.mark.parametrize("batch_size, reached_the_broker", [(100, 0), (1, 1)])
@@ -489,12 +501,12 @@ def test_a_beat_that_loses_its_lock_while_publishing_sends_nothing_more(
     # before the batch is sent: the whole batch is dropped. One at a time,
     # the first went out before the lock was lost; the others are not sent.
     app.conf.update(redbeat_publish_batch_size=batch_size)
-    scheduler = LockTakenWhilePublishing(app=app)
+    scheduler = lock_taken_while_publishing(app)
     try:
         scheduler.tick()
         claimed = claimed_now(scheduler, schedule_redis, names=("one", "two", "three"))
-        assert scheduler._publish_buffered() is (batch_size > 1)
-        scheduler._publish_claimed(claimed, time.monotonic())
+        assert scheduler.ticker.broker.buffers() is (batch_size > 1)
+        scheduler.ticker.publish_claimed(claimed, time.monotonic())
         assert len(tasks_sent(broker_redis)) == reached_the_broker
         # The runs not sent stay in flight, for the lock holder to publish.
         assert schedule_redis.hlen("redbeat::inflight") == 3 - reached_the_broker
@@ -724,7 +736,7 @@ def test_bad_data_never_makes_tick_raise(scheduler_for, app, schedule_redis, cap
     schedule_redis.hset("redbeat::inflight", "x", json.dumps({"task_id": "x", "key": "redbeat:s", "scheduled": 1,
                                                              "claimed_at": 1e20, "token": "t", "retry_at": "soon"}))
     raw_entry(schedule_redis, "huge", every=1e300)
-    scheduler._statics_synced = False
+    scheduler.ticker.statics.synced = False
     with caplog.at_level(logging.WARNING, logger="celery.beat"):
         for _ in range(3):
             assert scheduler.tick() >= 0
@@ -754,9 +766,9 @@ def test_a_message_the_broker_rejects_does_not_hold_back_the_others(app, schedul
 
 def test_without_a_lock_two_beats_never_resume_the_same_run_twice(app, schedule_redis, broker_redis):
     app.conf.update(redbeat_lock_key=None)
-    first = DiesAfterClaiming(app=app)
+    first = dies_after_claiming(app)
     first.lock = None
-    first._publish = lambda runs, renewed_at: set()
+    first.ticker.publisher.publish = lambda runs, renewed_at: set()
     raw_entry(schedule_redis)
     first.tick()
     record = json.loads(schedule_redis.hvals("redbeat::inflight")[0])
@@ -909,7 +921,7 @@ def test_a_paused_static_entry_stays_paused_across_a_resync(scheduler_for, sched
     scheduler.tick()
     definition = json.loads(schedule_redis.hget("redbeat:s", "definition")) | {"enabled": False}
     schedule_redis.hset("redbeat:s", "definition", json.dumps(definition))
-    scheduler._statics_synced = False
+    scheduler.ticker.statics.synced = False
     scheduler.tick()
     assert json.loads(schedule_redis.hget("redbeat:s", "definition"))["enabled"] is False
 
@@ -949,23 +961,28 @@ def test_a_history_key_of_another_type_does_not_stop_dispatch(scheduler_for, sch
     assert schedule_redis.hlen("redbeat::inflight") == 0
 
 
-class KeyTurnsIntoAString(RedBeatScheduler):
+def key_turns_into_a_string(app):
     """Between reading and claiming, another program replaces a hash with a string."""
+    scheduler = RedBeatScheduler(app=app)
+    budget = scheduler.ticker.budget
+    decide_batch = budget.decide_batch
 
-    def _decide_batch(self, records, now, renewed_at):
-        decisions = super()._decide_batch(records, now, renewed_at)
-        client = self.store.client
+    def then_b_turns_into_a_string(records, now, renewed_at):
+        decisions = decide_batch(records, now, renewed_at)
+        client = scheduler.store.client
         if client.type("redbeat:b") == b"hash":
             client.delete("redbeat:b")
             client.set("redbeat:b", "a string now")
         return decisions
+    budget.decide_batch = then_b_turns_into_a_string
+    return scheduler
 
 
 def test_a_key_that_changed_type_before_the_claim_costs_no_other_entry_its_run(app, schedule_redis, broker_redis):
     raw_entry(schedule_redis, "a")
     schedule_redis.hset("redbeat:b", "note", "no definition yet")
     schedule_redis.zadd("redbeat::schedule", {"redbeat:b": 1})
-    scheduler = KeyTurnsIntoAString(app=app)
+    scheduler = key_turns_into_a_string(app)
     try:
         tick_until(scheduler, lambda: tasks_sent(broker_redis), timeout=5, message="a's run")
         scheduler.tick()
@@ -995,21 +1012,25 @@ def test_a_message_the_broker_refuses_costs_only_its_own_run(scheduler_for, sche
     assert left["key"] == "redbeat:a-refused"
 
 
-class LastRunsResumedOneFailing(RedBeatScheduler):
+def last_runs_resumed_one_failing(app):
     """The first of two resumed runs is published, the second fails once."""
+    scheduler = RedBeatScheduler(app=app)
+    publisher = scheduler.ticker.publisher
+    send = publisher.send
+    sends = []
 
-    sends = 0
-
-    def _send(self, entry, run):
-        LastRunsResumedOneFailing.sends += 1
-        if LastRunsResumedOneFailing.sends == 2:
+    def second_send_fails(entry, run):
+        sends.append(run)
+        if len(sends) == 2:
             return ConnectionError("broker unreachable")
-        return super()._send(entry, run)
+        return send(entry, run)
+    publisher.send = second_send_fails
+    return scheduler
 
 
 def test_an_entry_deleted_on_finish_waits_for_every_last_run_in_flight(app, schedule_redis, broker_redis):
     app.conf.update(redbeat_lock_timeout=1)
-    dead = DiesAfterClaiming(app=app)
+    dead = dies_after_claiming(app)
     dead.tick()
     entry = RedBeatSchedulerEntry("last2", "tasks.last2", schedule(1.0), catch_up="all", max_runs=2,
                                   on_finish="delete", app=app)
@@ -1017,7 +1038,7 @@ def test_an_entry_deleted_on_finish_waits_for_every_last_run_in_flight(app, sche
     entry.save()
     dead.tick()
     assert schedule_redis.hlen("redbeat::inflight") == 2 and tasks_sent(broker_redis) == []
-    successor = LastRunsResumedOneFailing(app=second_app(app, redbeat_lock_timeout=1))
+    successor = last_runs_resumed_one_failing(second_app(app, redbeat_lock_timeout=1))
     try:
         tick_until(successor, lambda: len(tasks_sent(broker_redis)) == 2, timeout=15, message="both last runs")
         wait_for(lambda: not schedule_redis.exists("redbeat:last2"), timeout=5, message="the entry deleted")
@@ -1221,7 +1242,7 @@ def test_a_run_recorded_again_by_a_close_in_the_middle_of_a_tick_is_in_its_histo
     # runs were recorded in Redis and before the tick forgot that it had to.
     run = InFlight(task_id=record["task_id"], key="redbeat:raw", scheduled=record["scheduled"],
                    claimed_at=record["scheduled"], token="", retry_at=0)
-    scheduler._unrecorded = [(run, "published", record["dispatched"])]
+    scheduler.outcomes.unrecorded = [(run, "published", record["dispatched"])]
     scheduler.close()
     assert scheduler.store.history("redbeat:raw") == [record]
 
@@ -1291,7 +1312,7 @@ def test_a_run_in_flight_whose_entry_key_became_a_string_is_recorded_missed(sche
     raw_entry(schedule_redis)
     tick_until(scheduler, lambda: schedule_redis.hlen("redbeat::inflight") == 0 and tasks_sent(broker_redis),
                message="the run settled and the canary ran")
-    assert scheduler._failing_since is None
+    assert scheduler.health.failing_since is None
     assert "tasks.raw" in tasks_sent(broker_redis) and len(tasks_sent(broker_redis)) == 1
 
 
@@ -1311,9 +1332,9 @@ def test_a_lock_key_that_is_an_entrys_hash_is_never_deleted(app, schedule_redis,
 
 def test_an_entry_slow_to_decide_once_is_warned_about_and_parked_only_the_second_time(
         scheduler_for, schedule_redis, broker_redis, caplog, monkeypatch):
-    from redbeat import schedulers
-    monkeypatch.setattr(schedulers, "MIN_ENTRY_CPU", 0.0)
-    monkeypatch.setattr(schedulers, "ENTRY_CPU_FRACTION", 0.0)
+    from redbeat import budget
+    monkeypatch.setattr(budget, "MIN_ENTRY_CPU", 0.0)
+    monkeypatch.setattr(budget, "ENTRY_CPU_FRACTION", 0.0)
     scheduler = scheduler_for()
     raw_entry(schedule_redis, every=0.2)
     with caplog.at_level(logging.WARNING, logger="celery.beat"):

@@ -1,0 +1,145 @@
+"""Celery's broker, as beat uses it: connecting before taking the lock, batches of
+messages, sending one run as a task message, and telling a broker that is down
+from one that refused a message."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+from celery import Celery
+from celery.utils.log import get_logger
+from kombu.exceptions import OperationalError as KombuOperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError as RedisResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .entry import RedBeatSchedulerEntry, reserved_options, without_reserved
+from .printable import printable
+from .records import InFlight
+
+__all__ = ["Broker", "broker_unreachable", "reraise_shutdown"]
+
+logger = get_logger("celery.beat")
+
+
+class Broker:
+    """Celery's producer for one beat.
+
+    ``producer`` gives the scheduler's producer (it connects when first
+    asked); ``send_message`` hands a task message to Celery's ``apply_async``
+    path, whose signals Sentry, tracing and users hook into.
+    """
+
+    def __init__(self, app: Celery, producer: Callable[[], Any],
+                 send_message: Callable[[RedBeatSchedulerEntry], None], batch_size: int) -> None:
+        self.app = app
+        self.producer = producer
+        self.send_message = send_message
+        self.batch_size = batch_size
+        self._prepared = False
+
+    def prepare(self) -> None:
+        """Connect to the broker and declare the default queue, before taking the lock.
+
+        On a distant broker that takes several round trips (a connection, its
+        channel's own, the queue's declaration): over two seconds at 300 ms
+        each. Counted against the lock in the first publish, it let the lock
+        expire, and beats took it from one another at start-up. Tried once
+        (Celery's broker_connection_max_retries apply): later, kombu
+        reconnects as it publishes.
+        """
+        if self._prepared:
+            return
+        self._prepared = True
+        try:
+            self.producer().maybe_declare(self.app.amqp.default_queue)
+        except Exception as exc:
+            logger.warning("beat: could not connect to the broker before taking the lock (%s); the first publish "
+                           "will try again", printable(exc))
+
+    def buffers(self) -> bool:
+        """Whether messages published in ``batch`` wait for the end of it.
+
+        kombu 5.7 and later buffer them on the transports that can (a pipeline
+        on Redis); on the others, and with older kombu, each goes out as it is
+        published.
+        """
+        producer = self.producer()
+        return (self.batch_size > 1 and hasattr(producer, "batch")
+                and bool(getattr(producer, "supports_batch_publish", False)))
+
+    def batch(self) -> contextlib.AbstractContextManager:
+        """A context in which publishing buffers messages and sends them at its
+        end, if the transport can (``buffers``); if it exits with an
+        exception, kombu discards what it buffered."""
+        if not self.buffers():
+            return contextlib.nullcontext()
+        # No flush of its own inside a batch: only the end of the context
+        # sends, so that a batch is published or failed as a whole.
+        return self.producer().batch(max_size=1_000_000)
+
+    def send(self, entry: RedBeatSchedulerEntry, run: InFlight) -> Exception | None:
+        """Publish one run of ``entry``; the error if it failed."""
+        logger.info("Scheduler: Sending due task %s (%s)", printable(entry.name), printable(entry.task))
+        try:
+            options = dict(entry.options or {})
+            refused = reserved_options(options)
+            if refused:
+                # Loading refuses such definitions; one built another way must not
+                # change the task the worker runs or its id either.
+                logger.error("beat: entry %s sets %s, which Celery's task protocol or RedBeat owns; sent without",
+                             printable(entry.name), ", ".join(refused))
+                options = without_reserved(options)
+            options["task_id"] = run.task_id
+            # Which run this is, for workers that want to recognise a duplicate.
+            options["headers"] = {**(options.get("headers") or {}),
+                                  "redbeat_key": run.key, "redbeat_scheduled": run.scheduled}
+            # One entry may send several runs, each with its own id: publish a copy.
+            # (copy.copy would go through ScheduleEntry.__reduce__, which drops the app.)
+            message = object.__new__(type(entry))
+            message.__dict__.update(entry.__dict__, options=options)
+            self.send_message(message)
+        except Exception as exc:
+            reraise_shutdown(exc)
+            logger.error("beat: could not publish %s (task id %s): %s", printable(entry.name), run.task_id,
+                         printable(exc))
+            return exc
+        return None
+
+
+def broker_unreachable(exc: BaseException) -> bool:
+    """Whether a publish failed for want of a broker (then the rest of the batch would too).
+
+    kombu wraps what the broker's client raised, so the whole chain of causes
+    counts: a broker that answered with an error (a Redis ResponseError, such
+    as a queue key of the wrong type) refused one message and is not down.
+    """
+    chain = _causes(exc)
+    if any(isinstance(cause, RedisResponseError) for cause in chain):
+        return False
+    return any(isinstance(cause, (OSError, ConnectionError, TimeoutError, KombuOperationalError,
+                                  RedisConnectionError, RedisTimeoutError)) for cause in chain)
+
+
+def reraise_shutdown(exc: BaseException) -> None:
+    """Raise the SystemExit or KeyboardInterrupt behind ``exc``, if there is one.
+
+    Celery's SIGTERM handler closes the scheduler and raises SystemExit
+    wherever beat is; inside a publish, the broker's client then fails on the
+    closed connection and raises an ordinary error instead. Caught as a
+    failed publish, it would keep beat running after its shutdown.
+    """
+    for cause in _causes(exc):
+        if isinstance(cause, (SystemExit, KeyboardInterrupt)):
+            raise cause
+
+
+def _causes(exc: BaseException | None) -> list[BaseException]:
+    """``exc`` and the chain of exceptions it was raised from or while handling."""
+    chain: list[BaseException] = []
+    while exc is not None and len(chain) < 20:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return chain
