@@ -153,13 +153,16 @@ class RedBeatSchedulerEntry(ScheduleEntry):
         app: Celery,
         key: str | None = None,
         status: bytes | str | Status | None = None,
+        fields: dict | None = None,
     ) -> RedBeatSchedulerEntry:
         """Build an entry from the raw ``definition``, ``meta`` and ``status`` of its hash
-        (``status`` may come decoded already).
+        (``status`` may come decoded already, and the definition as ``fields``, what
+        ``decode_definition`` returns for it: the entry takes that dict and what it holds).
 
         Raises ValueError (DecodeError) naming the field that is wrong.
         """
-        fields = cls.decode_definition(definition)
+        if fields is None:
+            fields = cls.decode_definition(definition)
         state = cls.decode_meta(meta)
         if not fields.get("name") and key is not None:
             fields["name"] = key[len(ensure_conf(app).key_prefix):]
@@ -245,9 +248,10 @@ class RedBeatSchedulerEntry(ScheduleEntry):
             jitter=either(self.jitter, 0.0),
         )
 
-    def plan(self, now: datetime) -> Plan:
-        """Which slots run if beat looks at this entry at ``now``."""
-        return plan_runs(self.key, self.schedule, self.policy(), self.last_run_at, self.next_slot,
+    def plan(self, now: datetime, policy: Policy | None = None) -> Plan:
+        """Which slots run if beat looks at this entry at ``now`` (``policy``: the
+        entry's ``policy()``, if the caller has it already)."""
+        return plan_runs(self.key, self.schedule, policy or self.policy(), self.last_run_at, self.next_slot,
                          self.total_run_count, now)
 
     def preview(self, count: int = 5, now: datetime | None = None) -> list[dict]:
