@@ -40,8 +40,8 @@ SCHEDULES = {
 
 
 def definition(name: str, schedule: str) -> bytes:
-    return ('{"name": "%s", "task": "bench.noop", "args": [], "kwargs": {}, "options": {}, '
-            '"schedule": %s, "enabled": true}' % (name, schedule)).encode()
+    return (f'{{"name": "{name}", "task": "bench.noop", "args": [], "kwargs": {{}}, "options": {{}}, '
+            f'"schedule": {schedule}, "enabled": true}}').encode()
 
 
 def steady_records(decider: Decider, kind: str, n: int) -> list[DueRecord]:
