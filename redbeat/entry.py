@@ -251,8 +251,8 @@ class RedBeatSchedulerEntry(ScheduleEntry):
     def plan(self, now: datetime, policy: Policy | None = None) -> Plan:
         """Which slots run if beat looks at this entry at ``now`` (``policy``: the
         entry's ``policy()``, if the caller has it already)."""
-        return plan_runs(self.key, self.schedule, policy or self.policy(), self.last_run_at, self.next_slot,
-                         self.total_run_count, now)
+        return plan_runs(self.key, self.schedule, self.policy() if policy is None else policy,
+                         self.last_run_at, self.next_slot, self.total_run_count, now)
 
     def preview(self, count: int = 5, now: datetime | None = None) -> list[dict]:
         """The next ``count`` runs, exactly as beat will dispatch them.

@@ -129,8 +129,8 @@ class Status:
         if fields["next_slot"] is not None:
             fields["next_slot"] = to_timestamp(fields["next_slot"])
         # The text json.dumps writes, built directly: beat writes a status per entry it decides.
-        return "{" + ", ".join(f"{_string(name)}: {_json_scalar(value)}"
-                               for name, value in fields.items() if value is not None) + "}"
+        return "{" + ", ".join([f"{_string(name)}: {_json_scalar(value)}"
+                                for name, value in fields.items() if value is not None]) + "}"
 
     @classmethod
     def from_json(cls, raw: bytes | str | None) -> Status:
