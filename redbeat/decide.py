@@ -11,7 +11,6 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
-from weakref import WeakKeyDictionary
 
 from celery import Celery
 from celery.utils.log import get_logger
@@ -26,13 +25,13 @@ from .runs import task_id_for
 from .schedules import clocked, crontab
 from .stages import Action, Decision, DueRecord
 
-__all__ = ["Decider", "Definitions", "definitions_of", "bounded", "requested_at", "DEFINITION_CACHE_SIZE"]
+__all__ = ["Decider", "Definitions", "bounded", "requested_at", "DEFINITION_CACHE_SIZE"]
 
 logger = get_logger("celery.beat")
 
 
-# Decoded crontab definitions kept per app: an entry's definition rarely changes
-# between its runs, and expanding a crontab's five fields is most of deciding it.
+# Decoded crontab definitions kept by a beat's decider: an entry's definition rarely
+# changes between its runs, and expanding a crontab's five fields is most of deciding it.
 # Keyed by the definition's bytes, so an edit is always seen; bounded, so that a
 # schedule of 100,000 entries costs about 6 MB at most (5.5 kB per definition).
 DEFINITION_CACHE_SIZE = 1024
@@ -67,20 +66,10 @@ class Definitions:
         return fields, digest
 
 
-_definitions: WeakKeyDictionary[Celery, Definitions] = WeakKeyDictionary()
-
-
-def definitions_of(app: Celery) -> Definitions:
-    """The decoded definitions of ``app``'s entries, shared by its deciders (one per batch)."""
-    found = _definitions.get(app)
-    if found is None:
-        found = _definitions[app] = Definitions()
-    return found
-
-
 def _fresh(value: Any) -> Any:
-    """A copy of the JSON arrays and objects in ``value``; what else JSON decodes
-    to (numbers, text, datetimes, schedules) is not changed by beat or Celery."""
+    """A copy of the JSON arrays and objects in ``value``; what else JSON decodes to
+    (numbers, text, datetimes, schedules) beat and Celery leave as it is (Celery sets
+    a schedule's app: the decider's, every time)."""
     if isinstance(value, dict):
         return {name: _fresh(item) for name, item in value.items()} if value else {}
     if isinstance(value, list):
@@ -102,7 +91,8 @@ class _Loaded:
 
 class Decider:
     """Decides for one beat: its app and entry class, its token (written into
-    the runs it claims) and its lock timeout (when a claimed run may be retried)."""
+    the runs it claims) and its lock timeout (when a claimed run may be retried).
+    It keeps the crontab definitions it decoded (``definitions``) for the next ticks."""
 
     def __init__(self, app: Celery, entry_class: Any, keys: KeyNames, token: str, lock_timeout: float,
                  definitions: Definitions | None = None) -> None:
@@ -111,7 +101,7 @@ class Decider:
         self.keys = keys
         self.token = token
         self.lock_timeout = lock_timeout
-        self.definitions = definitions_of(app) if definitions is None else definitions
+        self.definitions = Definitions() if definitions is None else definitions
 
     def decide(self, record: DueRecord, now: datetime) -> Decision:
         """What to do with one due entry, from its stored state alone."""

@@ -155,14 +155,12 @@ class RedBeatSchedulerEntry(ScheduleEntry):
         status: bytes | str | Status | None = None,
         fields: dict | None = None,
     ) -> RedBeatSchedulerEntry:
-        """Build an entry from the raw ``definition``, ``meta`` and ``status`` of its hash
-        (``status`` may come decoded already, and the definition as ``fields``, what
-        ``decode_definition`` returns for it: the entry takes that dict and what it holds).
+        """Build an entry from the raw ``definition``, ``meta`` and ``status`` of its hash (``status``
+        may come decoded, the definition too: ``fields`` from ``decode_definition``, the entry's to keep).
 
         Raises ValueError (DecodeError) naming the field that is wrong.
         """
-        if fields is None:
-            fields = cls.decode_definition(definition)
+        fields = cls.decode_definition(definition) if fields is None else fields
         state = cls.decode_meta(meta)
         if not fields.get("name") and key is not None:
             fields["name"] = key[len(ensure_conf(app).key_prefix):]
@@ -249,8 +247,7 @@ class RedBeatSchedulerEntry(ScheduleEntry):
         )
 
     def plan(self, now: datetime, policy: Policy | None = None) -> Plan:
-        """Which slots run if beat looks at this entry at ``now`` (``policy``: the
-        entry's ``policy()``, if the caller has it already)."""
+        """Which slots run if beat looks at this entry at ``now`` (``policy``: its ``policy()``, if known)."""
         return plan_runs(self.key, self.schedule, self.policy() if policy is None else policy,
                          self.last_run_at, self.next_slot, self.total_run_count, now)
 

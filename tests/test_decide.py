@@ -9,7 +9,7 @@ from unittest import mock
 import pytest
 
 from redbeat import RedBeatSchedulerEntry
-from redbeat.decide import Decider, Definitions, definitions_of
+from redbeat.decide import Decider, Definitions
 from redbeat.decoder import dumps, meta_json
 from redbeat.keys import KeyNames
 from redbeat.runs import task_id_for
@@ -195,9 +195,7 @@ def cron_record(definition=CRON):
     return record(definition, key=b"redbeat:cron", meta=meta_json(NOW - timedelta(minutes=5, seconds=10), 1))
 
 
-def test_a_crontab_definition_is_decoded_once_and_each_entry_gets_its_own_containers(fake_app):
-    definitions = Definitions()
-    decider = Decider(fake_app, RedBeatSchedulerEntry, KeyNames("redbeat:"), "t", 10.0, definitions=definitions)
+def test_a_crontab_definition_is_decoded_once_and_each_entry_gets_its_own_containers(decider):
     first = decider.decide(cron_record(), NOW).entry
     first.args[0].append(2)
     first.kwargs["a"]["b"] = 2
@@ -222,9 +220,3 @@ def test_decoded_definitions_are_bounded_and_only_crontabs_are_kept(fake_app):
         decider.decide(cron_record({**CRON, "schedule": {"__type__": "crontab", "minute": str(minute)}}), NOW)
     decider.decide(record(), NOW)  # an interval: cheap to decode, not kept
     assert len(definitions._decoded) == 2
-
-
-def test_deciders_of_one_app_share_its_decoded_definitions(fake_app):
-    first = Decider(fake_app, RedBeatSchedulerEntry, KeyNames("redbeat:"), "t", 10.0)
-    second = Decider(fake_app, RedBeatSchedulerEntry, KeyNames("redbeat:"), "t", 10.0)
-    assert first.definitions is second.definitions is definitions_of(fake_app)
