@@ -153,13 +153,14 @@ class RedBeatSchedulerEntry(ScheduleEntry):
         app: Celery,
         key: str | None = None,
         status: bytes | str | Status | None = None,
+        fields: dict | None = None,
     ) -> RedBeatSchedulerEntry:
-        """Build an entry from the raw ``definition``, ``meta`` and ``status`` of its hash
-        (``status`` may come decoded already).
+        """Build an entry from the raw ``definition``, ``meta`` and ``status`` of its hash (``status``
+        may come decoded, the definition too: ``fields`` from ``decode_definition``, the entry's to keep).
 
         Raises ValueError (DecodeError) naming the field that is wrong.
         """
-        fields = cls.decode_definition(definition)
+        fields = cls.decode_definition(definition) if fields is None else fields
         state = cls.decode_meta(meta)
         if not fields.get("name") and key is not None:
             fields["name"] = key[len(ensure_conf(app).key_prefix):]
@@ -245,10 +246,10 @@ class RedBeatSchedulerEntry(ScheduleEntry):
             jitter=either(self.jitter, 0.0),
         )
 
-    def plan(self, now: datetime) -> Plan:
-        """Which slots run if beat looks at this entry at ``now``."""
-        return plan_runs(self.key, self.schedule, self.policy(), self.last_run_at, self.next_slot,
-                         self.total_run_count, now)
+    def plan(self, now: datetime, policy: Policy | None = None) -> Plan:
+        """Which slots run if beat looks at this entry at ``now`` (``policy``: its ``policy()``, if known)."""
+        return plan_runs(self.key, self.schedule, self.policy() if policy is None else policy,
+                         self.last_run_at, self.next_slot, self.total_run_count, now)
 
     def preview(self, count: int = 5, now: datetime | None = None) -> list[dict]:
         """The next ``count`` runs, exactly as beat will dispatch them.

@@ -15,6 +15,7 @@ import hashlib
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import NamedTuple
 
 from celery.schedules import BaseSchedule, schedule
 
@@ -130,33 +131,8 @@ def plan_runs(key: str, sched: BaseSchedule, policy: Policy, last_run_at: dateti
     if fire_time(key, slot, policy.jitter) > now:
         return Plan(next_slot=slot, fire_at=fire_time(key, slot, policy.jitter))
 
-    keep = policy.catch_up_max if policy.catch_up == "all" else 1
-    due: deque[datetime] = deque(maxlen=max(keep, 1))
-    dropped = 0
-    last_dropped = None
-    scanned = 0
-    if isinstance(sched, schedule) and not sched.relative and policy.jitter == 0 and policy.end_at is None:
-        # An interval far behind: step straight to the last slots before now.
-        period = sched.run_every.total_seconds()
-        behind = int((now - slot).total_seconds() // period) - keep
-        if behind > 0:
-            slot += timedelta(seconds=behind * period)
-            dropped = behind
-            last_dropped = slot - timedelta(seconds=period)
-    while slot is not None and fire_time(key, slot, policy.jitter) <= now:
-        if len(due) == due.maxlen:
-            dropped += 1
-            last_dropped = due[0]  # about to fall out of the deque
-        due.append(slot)
-        scanned += 1
-        if scanned >= MAX_SLOT_SCAN:
-            slot = _within_window(sched, next_slot(sched, now), policy)
-            dropped += 1  # at least one more slot was passed over
-            break
-        slot = _following(sched, slot, policy)
-    following = slot
-
-    candidates = list(due)
+    scan = _scan_due(key, sched, policy, slot, now)
+    candidates, dropped, last_dropped, following = list(scan.due), scan.dropped, scan.last_dropped, scan.following
     if policy.catch_up == "skip" and (dropped or len(candidates) > 1):
         dropped += len(candidates)
         last_dropped = candidates[-1]
@@ -175,6 +151,45 @@ def plan_runs(key: str, sched: BaseSchedule, policy: Policy, last_run_at: dateti
     if following is not None:
         plan.fire_at = fire_time(key, following, policy.jitter)
     return plan
+
+
+class _Scan(NamedTuple):
+    """The slots due at ``now``, from the first: those the catch-up policy may keep
+    (the newest, oldest first), how many fell out before them, and the first not due."""
+
+    due: deque[datetime]
+    dropped: int
+    last_dropped: datetime | None
+    following: datetime | None
+
+
+def _scan_due(key: str, sched: BaseSchedule, policy: Policy, slot: datetime, now: datetime) -> _Scan:
+    keep = policy.catch_up_max if policy.catch_up == "all" else 1
+    due: deque[datetime] = deque(maxlen=max(keep, 1))
+    dropped = 0
+    last_dropped = None
+    scanned = 0
+    if isinstance(sched, schedule) and not sched.relative and policy.jitter == 0 and policy.end_at is None:
+        # An interval far behind: step straight to the last slots before now.
+        period = sched.run_every.total_seconds()
+        behind = int((now - slot).total_seconds() // period) - keep
+        if behind > 0:
+            slot += timedelta(seconds=behind * period)
+            dropped = behind
+            last_dropped = slot - timedelta(seconds=period)
+    following: datetime | None = slot
+    while following is not None and fire_time(key, following, policy.jitter) <= now:
+        if len(due) == due.maxlen:
+            dropped += 1
+            last_dropped = due[0]  # about to fall out of the deque
+        due.append(following)
+        scanned += 1
+        if scanned >= MAX_SLOT_SCAN:
+            following = _within_window(sched, next_slot(sched, now), policy)
+            dropped += 1  # at least one more slot was passed over
+            break
+        following = _following(sched, following, policy)
+    return _Scan(due, dropped, last_dropped, following)
 
 
 @dataclass

@@ -47,6 +47,22 @@ def test_status_reads_back_and_counts_anything_unreadable_as_empty():
         assert Status.from_json(raw) == Status()
 
 
+@pytest.mark.parametrize("changes", [
+    {},
+    {"next_slot": AT, "definition": "0123456789abcdef"},
+    {"last_dispatched_at": 1700000000.123456, "missed": 0, "last_missed_at": 1.5e9},
+    {"missed": 10**20, "definition": "caf\u00e9 \"quoted\" \u2603", "last_dispatched_at": 1700000000},
+    {"last_missed_at": float("nan"), "missed": True, "definition": None},
+])
+def test_status_writes_the_text_json_dumps_writes(changes):
+    status = Status(last_dispatched_at=1.25, missed=2)
+    fields = {"next_slot": None, "last_dispatched_at": 1.25, "missed": 2, "last_missed_at": None, "definition": None,
+              **changes}
+    if fields["next_slot"] is not None:
+        fields["next_slot"] = fields["next_slot"].timestamp()
+    assert status.to_json(**changes) == json.dumps({k: v for k, v in fields.items() if v is not None})
+
+
 def test_parked_reads_any_text_as_its_reason():
     assert Parked.from_json(Parked("bad rule", 1.7e9).to_json()) == Parked("bad rule", 1.7e9)
     assert Parked.from_json(b"by hand").reason == "by hand"
