@@ -175,7 +175,7 @@ class Decider:
             # Its last slot ran now, or it ended without one (a run-now took
             # its last run, its end_at passed): on_finish applies either way.
             if due.policy.on_finish == "delete" and not runs:
-                # (unless a run is still in flight: see the scheduler's _decide_batch)
+                # (unless a run is still in flight: see finishing.OnFinish.hold_deletes)
                 return Decision(record, Action.DELETE)
             if due.policy.on_finish == "disable":
                 entry.enabled = False  # done: kept, with its history, for people to see

@@ -11,14 +11,13 @@ from typing import Any
 from celery import Celery, current_app
 from celery.beat import ScheduleEntry
 from celery.schedules import BaseSchedule, schedstate
-from celery.schedules import crontab as celery_crontab
 
 from .client import get_store
 from .config import MAX_CATCH_UP, ensure_conf, number_problem
 from .decoder import MAX_INTERVAL, MIN_INTERVAL, DecodeError, dumps, meta_json, to_timestamp
 from .planning import CATCH_UP_POLICIES, ON_FINISH_ACTIONS, Plan, Policy, plan_runs, upcoming
 from .records import MAX_TIMESTAMP, NEVER, Meta, Status, decode_json
-from .schedules import clocked, crontab
+from .schedules import answering_as_beat, clocked
 from .slots import zone_of
 
 __all__ = ["RedBeatSchedulerEntry", "score_of", "DEFINITION_FIELDS", "OPTION_FIELDS", "RESERVED_HEADERS",
@@ -98,8 +97,7 @@ class RedBeatSchedulerEntry(ScheduleEntry):
             options=options,
             **clsargs,
         )
-        if type(self.schedule) is celery_crontab:
-            self.schedule = crontab.from_celery(self.schedule)  # answers with beat's next slot
+        self.schedule = answering_as_beat(self.schedule)  # Celery's crontab and interval answer otherwise
         if isinstance(self.schedule, clocked) and clsargs.get("last_run_at") is None:
             self.last_run_at = None  # a one-off has not run just because it was created
         self.enabled = enabled

@@ -422,6 +422,21 @@ class interval(celery_schedules.schedule):  # noqa: N801 - named like its tag in
     def remaining_estimate(self, last_run_at: datetime) -> timedelta:
         return super().remaining_estimate(_utc(last_run_at))
 
+    @classmethod
+    def from_celery(cls, every: celery_schedules.schedule) -> interval:
+        """The same interval as Celery's ``every`` (its period, app and clock)."""
+        return cls(run_every=every.run_every, relative=every.relative, nowfun=every.nowfun, app=every._app)
+
+
+def answering_as_beat(sched: Any) -> Any:
+    """``sched``, as RedBeat's own type where Celery's would answer ``remaining_estimate``
+    and ``is_due`` otherwise than beat dispatches (other schedules as they are)."""
+    if type(sched) is celery_schedules.crontab:
+        return crontab.from_celery(sched)
+    if type(sched) is celery_schedules.schedule:
+        return interval.from_celery(sched)
+    return sched
+
 
 class clocked(BaseSchedule):  # noqa: N801 - named like Celery's schedules
     """One run at the instant ``at`` (a naive datetime is taken as UTC)."""

@@ -12,6 +12,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from celery import Celery
+from celery.schedules import crontab as celery_crontab
+from celery.schedules import schedule as celery_interval
 from celery.schedules import solar
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -141,3 +143,15 @@ def test_a_relative_daily_interval_rounds_to_midnight_utc_as_beat_does_whatever_
     last = datetime(2026, 6, 1, 20, 0, tzinfo=ZoneInfo("Europe/Berlin"))  # 18:00 UTC
     daily.nowfun = lambda: last
     assert last + daily.remaining_estimate(last) == next_slot(daily, last) == datetime(2026, 6, 2, tzinfo=UTC)
+
+
+def test_celerys_own_schedules_in_an_entry_answer_as_beat_does_before_they_are_stored():
+    # As written in beat_schedule or a RedBeatSchedulerEntry: Celery's types, not yet read back from Redis.
+    app = APPS["Europe/Berlin"]
+    daily = RedBeatSchedulerEntry("d", "t", celery_interval(timedelta(days=1), relative=True, app=app), app=app)
+    hourly = RedBeatSchedulerEntry("h", "t", celery_crontab(minute=0, app=app), app=app)
+    assert type(daily.schedule).__module__ == type(hourly.schedule).__module__ == "redbeat.schedules"
+    last = datetime(2026, 6, 1, 20, 0, tzinfo=ZoneInfo("Europe/Berlin"))  # 18:00 UTC
+    daily.schedule.nowfun = lambda: last
+    assert last + daily.schedule.remaining_estimate(last) == datetime(2026, 6, 2, tzinfo=UTC)
+    assert daily.schedule == celery_interval(timedelta(days=1), relative=True)
