@@ -18,6 +18,7 @@ from redis.exceptions import ResponseError
 
 from .client import get_store
 from .entry import RedBeatSchedulerEntry
+from .entrywrites import ImportedWrite
 from .records import MAX_TIMESTAMP, Heartbeat, Parked, Status, unix_seconds
 from .schedules import clocked, rrule
 from .store import NEVER, ScheduleStore
@@ -372,7 +373,8 @@ def _spec_from_json(spec: Any) -> dict:
 def apply_import(app: Celery, plan: ImportPlan) -> int:
     """Write what ``plan`` says, in one transaction; returns how many entries were written."""
     return get_store(app).write_imported(
-        [(key_bytes(key), score, {key_bytes(name): key_bytes(value) for name, value in fields.items()}, exact)
+        [ImportedWrite(key_bytes(key), score, {key_bytes(name): key_bytes(value) for name, value in fields.items()},
+                       exact)
          for key, score, fields, exact in plan.writes],
         plan.statics)
 

@@ -400,7 +400,7 @@ def add(tool: Tool, name: str | None, task: str | None, every: float | None, cro
     definition["name"] = name
     entry = _checked_entry(tool, definition)
     key = entry.key
-    if get_store(tool.app).load(key)[0] is not None:
+    if get_store(tool.app).load(key).definition is not None:
         raise click.ClickException(f"an entry named {name!r} exists already (use edit, or remove it first)")
     entry.save()
     click.echo(printable(f"added {name}: {admin.describe_schedule(entry.schedule)}, next run "
@@ -513,7 +513,7 @@ def _patch_definition(tool: Tool, name: str, field: str, value: Any) -> None:
         raise click.ClickException("the name is the key: add the entry under the new name and remove the old one")
     store = get_store(tool.app)
     key = RedBeatSchedulerEntry.generate_key(tool.app, name)
-    raw, _, _ = store.load(key)
+    raw = store.load(key).definition
     if raw is None:
         raise click.ClickException(f"no entry named {name!r}")
     definition = _json_or_text(raw)

@@ -15,6 +15,7 @@ from celery.schedules import BaseSchedule, schedstate
 from .client import get_store
 from .config import MAX_CATCH_UP, ensure_conf, number_problem
 from .decoder import MAX_INTERVAL, MIN_INTERVAL, DecodeError, dumps, meta_json, to_timestamp
+from .entrywrites import EntryWrite
 from .planning import CATCH_UP_POLICIES, ON_FINISH_ACTIONS, Plan, Policy, plan_runs, upcoming
 from .records import MAX_TIMESTAMP, NEVER, Meta, Status, decode_json
 from .schedules import answering_as_beat, clocked
@@ -178,7 +179,7 @@ class RedBeatSchedulerEntry(ScheduleEntry):
     def load_definition(key: str, app: Celery | None = None, definition: Any = None) -> dict:
         app = app or current_app._get_current_object()
         if definition is None:
-            definition, _, _ = get_store(app).load(key)
+            definition = get_store(app).load(key).definition
         if not definition:
             raise KeyError(key)
         return RedBeatSchedulerEntry.decode_definition(definition)
@@ -215,8 +216,7 @@ class RedBeatSchedulerEntry(ScheduleEntry):
     @staticmethod
     def load_meta(key: str, app: Celery | None = None) -> dict:
         app = app or current_app._get_current_object()
-        _, meta, _ = get_store(app).load(key)
-        return RedBeatSchedulerEntry.decode_meta(meta)
+        return RedBeatSchedulerEntry.decode_meta(get_store(app).load(key).meta)
 
     @staticmethod
     def decode_meta(meta: bytes | str | None, app: Celery | None = None) -> dict:
@@ -326,7 +326,8 @@ class RedBeatSchedulerEntry(ScheduleEntry):
         """
         app = app or current_app._get_current_object()
         return get_store(app).save_many(
-            (entry.key, entry.checked_definition_json(), entry.meta_json(), entry.score) for entry in entries)
+            EntryWrite(entry.key, entry.checked_definition_json(), entry.meta_json(), entry.score)
+            for entry in entries)
 
     def delete(self) -> None:
         get_store(self.app).delete(self.key)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from redis import Redis
 from redis.cluster import RedisCluster
@@ -19,9 +19,44 @@ from .lua import ArgLayout
 from .stages import text
 from .storepart import StorePart, WrongTypeError
 
-__all__ = ["EntryWrites"]
+__all__ = ["EntryWrites", "EntryWrite", "UnchangedEntry", "ImportedWrite", "StoredFields"]
 
 SAVE_ARGS = ArgLayout("ARG_", ("definition", "meta", "score"), first=1)
+
+
+class EntryWrite(NamedTuple):
+    """A definition to write as ``save`` writes it: the entry's key (its name, for
+    ``write_entries``), the definition, and the meta and score it gets if it is new."""
+
+    key: str
+    definition: str
+    meta: str
+    score: float
+
+
+class UnchangedEntry(NamedTuple):
+    """An entry whose stored definition is already the one wanted: its name, and the
+    score it gets back if it has none."""
+
+    name: str
+    score: float
+
+
+class ImportedWrite(NamedTuple):
+    """One entry of an import (see ``write_imported``)."""
+
+    key: bytes
+    score: float
+    fields: dict[bytes, bytes]
+    exact: bool  # from an export: the whole hash, as exported
+
+
+class StoredFields(NamedTuple):
+    """An entry's hash fields as stored (None: not there)."""
+
+    definition: bytes | None
+    meta: bytes | None
+    status: bytes | None = None
 
 
 class EntryWrites(StorePart):
@@ -66,7 +101,7 @@ class EntryWrites(StorePart):
         self._save(keys=[self.conf.schedule_key, key],
                    args=SAVE_ARGS.pack(definition=definition, meta=meta, score=repr(score)), client=client)
 
-    def save_many(self, items: Iterable[tuple[str, str, str, float]], chunk: int = 1000) -> int:
+    def save_many(self, items: Iterable[EntryWrite], chunk: int = 1000) -> int:
         """``save`` for many (key, definition, meta, score) at once: one round trip per ``chunk``."""
         count = 0
         pipe = self.client.pipeline(transaction=False)
@@ -80,8 +115,8 @@ class EntryWrites(StorePart):
 
     def write_entries(
         self,
-        changed: Iterable[tuple[str, str, str, float]],
-        unchanged: Iterable[tuple[str, float]],
+        changed: Iterable[EntryWrite],
+        unchanged: Iterable[UnchangedEntry],
         removed: Iterable[str] = (),
         statics: Iterable[str] | None = None,
     ) -> None:
@@ -108,7 +143,7 @@ class EntryWrites(StorePart):
                 pipe.sadd(self.conf.statics_key, *statics)
         pipe.execute()
 
-    def write_imported(self, writes: Iterable[tuple[bytes, float, dict[bytes, bytes], bool]],
+    def write_imported(self, writes: Iterable[ImportedWrite],
                        statics: Sequence[str] = ()) -> int:
         """Write imported entries as (key, score, fields, exact), in one transaction;
         returns how many keys were written.
@@ -162,19 +197,19 @@ class EntryWrites(StorePart):
         pipe.delete(key)
         pipe.execute()
 
-    def load(self, key: str) -> tuple[bytes | None, bytes | None, bytes | None]:
+    def load(self, key: str) -> StoredFields:
         """An entry's ``definition``, ``meta`` and ``status``."""
         # The store's client answers in bytes (decode_responses=False); redis-py's types cannot tell.
         definition, meta, status = cast("list[bytes | None]", self.client.hmget(key, "definition", "meta", "status"))
-        return definition, meta, status
+        return StoredFields(definition, meta, status)
 
-    def load_many(self, keys: Sequence[str]) -> list[tuple[bytes | None, bytes | None] | None]:
+    def load_many(self, keys: Sequence[str]) -> list[StoredFields | None]:
         """Each key's ``definition`` and ``meta``; None for a key that holds
         another type than a hash (someone else's data, never to be written)."""
         pipe = self.client.pipeline(transaction=False)
         for key in keys:
             pipe.hmget(key, "definition", "meta")
-        return [None if isinstance(fields, ResponseError) else tuple(fields)
+        return [None if isinstance(fields, ResponseError) else StoredFields(*fields)
                 for fields in pipe.execute(raise_on_error=False)]
 
     def static_names(self) -> set[str]:

@@ -77,7 +77,7 @@ class Recovery:
         runs of an entry that cannot be read are missed, those of an entry gone are dropped."""
         entries, resumed, missed, gone = {}, [], [], []
         for (key, runs), fields in zip(by_key.items(), self.store.load_many(list(by_key))):
-            definition, meta = fields or (b"", None)
+            definition, meta = (fields.definition, fields.meta) if fields is not None else (b"", None)
             try:
                 if fields is None:
                     raise ValueError("its key holds another type than an entry hash")

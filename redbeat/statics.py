@@ -14,6 +14,7 @@ from celery.utils.log import get_logger
 
 from .config import RedBeatConfig
 from .entry import RedBeatSchedulerEntry
+from .entrywrites import EntryWrite, UnchangedEntry
 from .printable import printable
 from .store import ScheduleStore, WrongTypeError
 
@@ -88,18 +89,20 @@ class StaticSync:
             )
 
 
-def prepare_writes(store: ScheduleStore, specs: dict, entry_for: EntryFor) -> tuple[list, list]:
+def prepare_writes(store: ScheduleStore, specs: dict,
+                   entry_for: EntryFor) -> tuple[list[EntryWrite], list[UnchangedEntry]]:
     """The (name, definition, meta, score) of entries new or changed, and (name, score)
     of the others: stored run history is kept, so a rewritten entry does not lose its place."""
     names = list(specs)
     stored = store.load_many([store.key_for(name) for name in names])
-    changed, unchanged = [], []
+    changed: list[EntryWrite] = []
+    unchanged: list[UnchangedEntry] = []
     for name, fields in zip(names, stored):
         if fields is None:
             logger.error("beat: static entry %s not written: its key %s holds another type than an entry hash "
                          "(someone else's data?)", printable(name), printable(store.key_for(name)))
             continue
-        definition, meta = fields
+        definition, meta = fields.definition, fields.meta
         try:
             entry = entry_for(name, specs[name])
             new_definition = entry.definition_json()
@@ -117,9 +120,9 @@ def prepare_writes(store: ScheduleStore, specs: dict, entry_for: EntryFor) -> tu
             logger.error("beat: cannot schedule entry %s: %s", printable(name), printable(exc))
             continue
         if definition is not None and _same_json(definition, new_definition):
-            unchanged.append((name, score))
+            unchanged.append(UnchangedEntry(name, score))
         else:
-            changed.append((name, new_definition, entry.meta_json(), score))
+            changed.append(EntryWrite(name, new_definition, entry.meta_json(), score))
     return changed, unchanged
 
 
