@@ -298,7 +298,7 @@ def rrule_from_text(text: str, timezone_name: str | None, now: datetime | None =
     """An rrule schedule from an RFC 5545 rule ('FREQ=DAILY;BYHOUR=9', optionally 'RRULE:'...),
     starting at midnight of ``now``'s day (default today) in its zone: the rule's unset
     hours, minutes and seconds come from its start."""
-    lines = text.split("RRULE:", 1)[-1].upper().split()
+    lines = text.upper().split("RRULE:", 1)[-1].split()
     if len(lines) != 1:
         raise ValueError("give one rule, without EXDATE, RDATE or more RRULE lines")
     zone = ZoneInfo(timezone_name) if timezone_name else UTC

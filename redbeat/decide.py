@@ -32,9 +32,12 @@ logger = get_logger("celery.beat")
 
 # Decoded crontab definitions kept by a beat's decider: an entry's definition rarely
 # changes between its runs, and expanding a crontab's five fields is most of deciding it.
-# Keyed by the definition's bytes, so an edit is always seen; bounded, so that a
-# schedule of 100,000 entries costs about 6 MB at most (5.5 kB per definition).
+# Keyed by the definition's bytes, so an edit is always seen. Bounded in number
+# and in size: a definition longer than MAX_CACHED_DEFINITION (large args or
+# kwargs) is decoded each time, so a schedule of any size costs at most about
+# 8 MB here (a crontab definition decoded is about 5.5 kB, plus its bytes).
 DEFINITION_CACHE_SIZE = 1024
+MAX_CACHED_DEFINITION = 2048
 # Only crontabs: other schedules decode in a few microseconds, less than keeping
 # a copy costs on a miss (a drain of distinct entries misses every time), and an
 # rrule without dtstart starts when it is decoded, so it must be decoded each time.
@@ -42,7 +45,8 @@ _CACHED_SCHEDULES = (crontab,)
 
 
 class Definitions:
-    """Decoded definitions by (entry class, definition bytes), each given out as a fresh copy."""
+    """Decoded definitions by (entry class, definition bytes), each given out as a fresh
+    copy; the least recently used goes first when it is full."""
 
     def __init__(self, size: int = DEFINITION_CACHE_SIZE) -> None:
         self.size = size
@@ -50,17 +54,17 @@ class Definitions:
 
     def decode(self, entry_class: Any, definition: bytes) -> tuple[dict, str]:
         """``entry_class.decode_definition`` of ``definition``, and its digest."""
-        cached = self._decoded.get((entry_class, definition))
+        cached = self._decoded.pop((entry_class, definition), None)
         if cached is not None:
+            self._decoded[(entry_class, definition)] = cached  # the most recently used now (a dict keeps order)
             fields, digest = cached
             # The entry and whoever publishes it may change its containers: never the cached ones.
             return {name: _fresh(value) for name, value in fields.items()}, digest
         fields = entry_class.decode_definition(definition)
         digest = definition_digest(definition)
-        if isinstance(fields["schedule"], _CACHED_SCHEDULES) and self.size:
+        if isinstance(fields["schedule"], _CACHED_SCHEDULES) and self.size and len(definition) <= MAX_CACHED_DEFINITION:
             if len(self._decoded) >= self.size:
-                # The oldest goes first (a dict keeps insertion order).
-                self._decoded.pop(next(iter(self._decoded)), None)
+                self._decoded.pop(next(iter(self._decoded)), None)  # the least recently used
             self._decoded[(entry_class, definition)] = ({name: _fresh(value) for name, value in fields.items()},
                                                         digest)
         return fields, digest

@@ -9,7 +9,6 @@ See docs/design.rst.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import cached_property
 from typing import Any
 
 from celery import Celery
@@ -22,7 +21,7 @@ from .broker import Broker
 from .budget import DecideBudget
 from .client import display_url, get_redis, get_store
 from .config import DEFAULT_LOCK_TIMEOUT, ConfigurationError, RedBeatConfig, ensure_conf
-from .decide import Decider
+from .decide import Decider, Definitions
 from .entry import RedBeatSchedulerEntry
 from .finishing import OnFinish
 from .health import RedisClock, TickHealth
@@ -70,6 +69,10 @@ class RedBeatScheduler(Scheduler):
         self.health = TickHealth(self.clock, display_url(self.conf.redis_url))
         # What became of runs in flight, not yet in Redis: recorded with the next read, or by close.
         self.outcomes = Outcomes()
+        # Decoded crontab definitions, kept for the next ticks (and across a rebuilt ticker).
+        self._definitions = Definitions()
+        self._ticker: Ticker | None = None
+        self._ticker_built_for: tuple = ()
         super().__init__(app, **kwargs)
 
     @property
@@ -122,11 +125,17 @@ class RedBeatScheduler(Scheduler):
         ticker.succeeded()
         return interval
 
-    @cached_property
+    @property
     def ticker(self) -> Ticker:
         """The tick's stages, built when first asked (by the first tick, or a test that
-        replaces one of them): a subclass or a test may set ``Entry``, the lock or the
-        lock timeout after construction."""
+        replaces one of them), and built again when ``Entry``, the lock, the lock timeout
+        or ``max_interval`` change: a subclass or a test may set them at any time."""
+        built_for = (self.Entry, self.lock, self.lock_timeout, self.max_interval)
+        if self._ticker is None or self._ticker_built_for != built_for:
+            self._ticker, self._ticker_built_for = self._build_ticker(), built_for
+        return self._ticker
+
+    def _build_ticker(self) -> Ticker:
         store, lock, token, conf = self.store, self.lock, self._token, self.conf
         broker = Broker(self.app, lambda: self.producer, self._send_message, conf.publish_batch_size)
         on_finish = OnFinish(store, self.outcomes)
@@ -136,9 +145,9 @@ class RedBeatScheduler(Scheduler):
         recovery = Recovery(app=self.app, entry_class=self.Entry, store=store, lock=lock, token=token,
                             lock_timeout=self.lock_timeout, batch_size=conf.claim_batch_size, publisher=publisher,
                             on_finish=on_finish, outcomes=self.outcomes)
-        decider = Decider(self.app, self.Entry, store.keys, token, self.lock_timeout)
+        decider = Decider(self.app, self.Entry, store.keys, token, self.lock_timeout, self._definitions)
         return Ticker(store=store, lock=lock, conf=conf, token=token, lock_timeout=self.lock_timeout,
-                      max_interval=self.max_interval, clock=self._clock, health=self.health,
+                      max_interval=self.max_interval, clock=self._clock, now=self.clock, health=self.health,
                       outcomes=self.outcomes, broker=broker,
                       statics=StaticSync(store, self.static_schedule, self._maybe_entry),
                       budget=DecideBudget(decider, self.lock_timeout), on_finish=on_finish,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Callable
 
 from celery.utils.log import get_logger
 
@@ -91,7 +92,8 @@ class Ticker:
     """
 
     def __init__(self, *, store: ScheduleStore, lock: BeatLock | None, conf: RedBeatConfig, token: str,
-                 lock_timeout: float, max_interval: float, clock: RedisClock, health: TickHealth,
+                 lock_timeout: float, max_interval: float, clock: RedisClock, now: Callable[[], float],
+                 health: TickHealth,
                  outcomes: Outcomes, broker: Broker, statics: StaticSync, budget: DecideBudget,
                  on_finish: OnFinish, publisher: Publisher, recovery: Recovery) -> None:
         self.store = store
@@ -101,6 +103,7 @@ class Ticker:
         self.lock_timeout = lock_timeout
         self.max_interval = max_interval
         self.clock = clock
+        self.now = now  # the scheduler's clock(): Redis's time, as a subclass may tell it
         self.health = health
         self.outcomes = outcomes
         self.broker = broker
@@ -196,7 +199,7 @@ class Ticker:
         and the first read of a tick writes the heartbeat."""
         asked_at = self.clock.host_clock()
         batch = self.store.read_due(None, self.conf.claim_batch_size, self.lock,
-                                    self._heartbeat(self.clock.now()) if first else "",
+                                    self._heartbeat(self.now()) if first else "",
                                     published=self.outcomes.unrecorded, repair=True)
         self.outcomes.recorded()
         if batch.lock_lost:
@@ -231,7 +234,7 @@ class Ticker:
     def _sleep_until(self, next_score: float | None) -> float:
         interval = self.max_interval
         if next_score is not None:
-            interval = min(interval, max(next_score - self.clock.now(), 0.0))
+            interval = min(interval, max(next_score - self.now(), 0.0))
         if self.lock is not None:
             # Renew well before expiry: a third of the timeout survives two missed renewals.
             interval = min(interval, self.lock_timeout / 3)

@@ -427,3 +427,8 @@ def test_add_rrule_keeps_month_days_counted_from_the_end(text, days):
 def test_add_rrule_refuses_a_bad_rule_naming_what_is_wrong(text, words):
     with pytest.raises(click.BadParameter, match=words):
         added_schedule("rrule", text, None)
+
+
+def test_add_rrule_reads_a_lowercase_rrule_prefix():
+    sched = added_schedule("rrule", "rrule:freq=daily;byhour=9", None)
+    assert sched.byhour == [9]

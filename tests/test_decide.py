@@ -220,3 +220,27 @@ def test_decoded_definitions_are_bounded_and_only_crontabs_are_kept(fake_app):
         decider.decide(cron_record({**CRON, "schedule": {"__type__": "crontab", "minute": str(minute)}}), NOW)
     decider.decide(record(), NOW)  # an interval: cheap to decode, not kept
     assert len(definitions._decoded) == 2
+
+
+def test_a_long_definition_is_never_kept_so_the_cache_stays_small(fake_app):
+    definitions = Definitions()
+    decider = Decider(fake_app, RedBeatSchedulerEntry, KeyNames("redbeat:"), "token", 10.0, definitions)
+    payload = "x" * 200_000
+    now = datetime.now(timezone.utc)
+    for number in range(40):
+        definition = json.dumps({"name": f"big{number}", "task": "t", "args": [payload],
+                                 "schedule": {"__type__": "crontab", "minute": "*"}}).encode()
+        decider.decide(DueRecord(f"redbeat:big{number}".encode(), 0.0, definition, None), now)
+    assert sum(len(definition) for _, definition in definitions._decoded) == 0
+
+
+def test_the_definitions_used_most_recently_stay_when_the_cache_is_full(fake_app):
+    definitions = Definitions(size=2)
+    decode = definitions.decode
+    texts = [json.dumps({"task": "t", "schedule": {"__type__": "crontab", "minute": str(m)}}).encode()
+             for m in range(3)]
+    decode(RedBeatSchedulerEntry, texts[0])
+    decode(RedBeatSchedulerEntry, texts[1])
+    decode(RedBeatSchedulerEntry, texts[0])  # used again: the least recently used is now texts[1]
+    decode(RedBeatSchedulerEntry, texts[2])
+    assert [text for _, text in definitions._decoded] == [texts[0], texts[2]]

@@ -1343,3 +1343,27 @@ def test_an_entry_slow_to_decide_once_is_warned_about_and_parked_only_the_second
         assert "it is parked if that happens again" in caplog.text
         tick_until(scheduler, lambda: schedule_redis.hget("redbeat:raw", "parked"), message="parked the second time")
     assert "twice" in json.loads(schedule_redis.hget("redbeat:raw", "parked"))["reason"]
+
+
+def test_a_max_interval_set_after_the_first_tick_bounds_the_sleep(scheduler_for):
+    scheduler = scheduler_for(redbeat_lock_timeout=300)
+    assert scheduler.tick() == pytest.approx(100)  # nothing due: a third of the lock timeout
+    scheduler.max_interval = 2
+    assert scheduler.tick() <= 2
+
+
+def test_an_entry_class_set_after_the_first_tick_decides_the_entries(scheduler_for, schedule_redis, broker_redis):
+    loaded = []
+
+    class CountingEntry(RedBeatSchedulerEntry):
+        @classmethod
+        def from_stored(cls, *args, **kwargs):
+            loaded.append(kwargs.get("key"))
+            return super().from_stored(*args, **kwargs)
+
+    scheduler = scheduler_for()
+    scheduler.tick()
+    scheduler.Entry = CountingEntry
+    raw_entry(schedule_redis)
+    tick_until(scheduler, lambda: tasks_sent(broker_redis), message="the raw entry's run")
+    assert "redbeat:raw" in loaded
