@@ -82,7 +82,7 @@ def _fresh(value: Any) -> Any:
 
 
 @dataclass(slots=True)
-class _Loaded:
+class _DecodedEntry:
     """A due entry as decoded, with what deciding it needs more than once."""
 
     key: str
@@ -135,7 +135,7 @@ class Decider:
             return self.wait(record, due)
         return self.dispatch(record, due, requested, ending, now)
 
-    def load(self, record: DueRecord, key: str, now: datetime) -> _Loaded:
+    def load(self, record: DueRecord, key: str, now: datetime) -> _DecodedEntry:
         """The entry of ``record`` and its plan at ``now``; raises on bad input."""
         assert record.definition is not None  # checked by decide
         old = Status.from_json(record.status)
@@ -146,9 +146,9 @@ class Decider:
             # Never run: due at the score its writer gave it (0 means now).
             entry.next_slot = datetime.fromtimestamp(record.score, timezone.utc)
         policy = entry.policy()
-        return _Loaded(key, entry, old, digest, policy, entry.plan(now, policy))
+        return _DecodedEntry(key, entry, old, digest, policy, entry.plan(now, policy))
 
-    def wait(self, record: DueRecord, due: _Loaded) -> Decision:
+    def wait(self, record: DueRecord, due: _DecodedEntry) -> Decision:
         """Not due yet. Record the slot it waits for: the score is a fire time
         (jitter included), and must not be taken for a slot again."""
         status = None
@@ -156,7 +156,7 @@ class Decider:
             status = due.old.to_json(next_slot=due.plan.next_slot, definition=due.digest)
         return Decision(record, Action.MOVE, score=score_of(due.plan.fire_at), status=status)
 
-    def dispatch(self, record: DueRecord, due: _Loaded, requested: float | None, ending: bool,
+    def dispatch(self, record: DueRecord, due: _DecodedEntry, requested: float | None, ending: bool,
                  now: datetime) -> Decision:
         """Claim the runs due (or asked for), record the slots missed, and apply
         ``on_finish`` if the entry is ending."""

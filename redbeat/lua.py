@@ -1,10 +1,10 @@
 """What the store's Lua scripts share: named argument positions, and the
 fragments that more than one script includes.
 
-A script reads its arguments by position (``ARGV[i + 8]``), and Python packs
-them by position. ``ArgLayout`` names each position once, for both: Python
-packs and parses by name, and the script reads ``ARGV[i + CLAIM_SCORE]``
-from Lua locals that the layout declares.
+A script reads its arguments by position, and Python packs them by
+position. ``ArgLayout`` names each position once, for both: Python packs and
+parses by name, and the script reads ``ARGV[i + F_SCORE]`` (or
+``ARGV[ARG_LIMIT]``) from Lua locals that the layout declares.
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ class Outcomes:
         """The task ids of the runs not yet recorded (their records are still in flight)."""
         return {outcome[0].task_id for outcome in self.unrecorded}
 
-    def recorded(self) -> None:
+    def forget_recorded(self) -> None:
         """The store recorded every outcome pending (a read took them along)."""
         self.unrecorded = []
 

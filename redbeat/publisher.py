@@ -180,7 +180,7 @@ class Publisher:
             if time.monotonic() - progress.renewed_at > self.lock_timeout * RENEW_FRACTION:
                 progress.renewed_at = self._renew_lock()
             progress.attempted += 1
-            # Recorded as missed by _failed.
+            # A run past its deadline is not sent: _failed records it as missed.
             error = DeadlinePassedError(run.task_id) if run.late_at(self.clock()) else self.send(entry, run)
             if error is None:
                 progress.sent.append(run)

@@ -1,4 +1,5 @@
-"""Runs: one dispatch of an entry for one scheduled time.
+"""Task ids of runs: one dispatch of an entry for one scheduled time (its record
+in flight is ``records.InFlight``).
 
 A run gets a task id derived from its entry and its scheduled time, so that
 if a crash makes beat publish the same run twice, both messages carry the same
@@ -10,10 +11,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 
-# The record of a run in flight lives with the other stored records; imported from here too.
-from .records import MAX_PUBLISH_ATTEMPTS, MAX_TIMESTAMP, RETRY_BACKOFF_MAX, InFlight
-
-__all__ = ["InFlight", "task_id_for", "RUN_NAMESPACE", "MAX_PUBLISH_ATTEMPTS", "MAX_TIMESTAMP", "RETRY_BACKOFF_MAX"]
+__all__ = ["task_id_for", "RUN_NAMESPACE"]
 
 # Fixed forever: changing it would change every task id RedBeat derives.
 RUN_NAMESPACE = uuid.UUID("6f1d7a0e-4b1c-5c3e-9a57-2d0c8e3b9f41")

@@ -3,7 +3,8 @@
 The read gives a ``DueBatch`` of ``DueRecord`` (raw bytes, as stored); the
 decide stage turns each record into a ``Decision``; the claim applies the
 decisions that still hold; the publisher reports each batch it sent as a
-``SentBatch``, and what became of each run as a ``records.Outcome``.
+``SentBatch`` (with a ``PublishStop`` if it stopped early), and what became
+of each run as a ``records.Outcome``.
 """
 
 from __future__ import annotations

@@ -28,31 +28,20 @@ method that runs them:
 
 from __future__ import annotations
 
-import time
-
 from .claims import Claims
 from .due import ON_TIME_WINDOW, DueReads
 from .entrywrites import EntryWrites
-from .lua import READ_ENTRY_LUA, RECORD_PUBLISHED_LUA, WRONG_TYPE
+from .lua import WRONG_TYPE
 from .queries import ScheduleQueries
-from .records import NEVER, Outcome, Parked
+from .records import NEVER, Outcome
 from .stages import Decision, DueBatch, DueRecord, text
 from .statuses import Statuses
 from .storepart import WrongTypeError
 
 # DueRecord, Decision, DueBatch, Outcome and NEVER live in stages and records; imported from here too.
 __all__ = ["ScheduleStore", "DueRecord", "Decision", "DueBatch", "Outcome", "NEVER", "WrongTypeError", "text",
-           "WRONG_TYPE", "ON_TIME_WINDOW", "parked_reason"]
+           "WRONG_TYPE", "ON_TIME_WINDOW"]
 
 
 class ScheduleStore(DueReads, Claims, Statuses, EntryWrites, ScheduleQueries):
     """Reads and writes one app's schedule in Redis: every part of the store, on one client."""
-
-    # The shared Lua fragments (in ``lua``), where they were before the store had parts.
-    READ_ENTRY_LUA = READ_ENTRY_LUA
-    RECORD_PUBLISHED_LUA = RECORD_PUBLISHED_LUA
-
-
-def parked_reason(reason: str, now: float | None = None) -> str:
-    """The JSON stored in an entry's ``parked`` field."""
-    return Parked(reason, time.time() if now is None else now).to_json()

@@ -201,7 +201,7 @@ class Ticker:
         batch = self.store.read_due(None, self.conf.claim_batch_size, self.lock,
                                     self._heartbeat(self.now()) if first else "",
                                     published=self.outcomes.unrecorded, repair=True)
-        self.outcomes.recorded()
+        self.outcomes.forget_recorded()
         if batch.lock_lost:
             return batch
         self.clock.observe(batch.now, (asked_at + self.clock.host_clock()) / 2)

@@ -27,7 +27,7 @@ from conftest import ROOT, Processes, RedisServer, make_app, published, wait_for
 
 from redbeat.cli import redbeat
 from redbeat.entry import RedBeatSchedulerEntry
-from redbeat.runs import InFlight
+from redbeat.records import InFlight
 
 DOC = ROOT / "docs" / "configuration.rst"
 USER = "redbeat"

@@ -21,7 +21,8 @@ from redbeat.cli import redbeat
 from redbeat.config import MAX_CATCH_UP
 from redbeat.decoder import DecodeError, to_timestamp
 from redbeat.entry import PROTOCOL_HEADERS, RESERVED_HEADERS, RESERVED_OPTIONS
-from redbeat.runs import InFlight, task_id_for
+from redbeat.records import InFlight
+from redbeat.runs import task_id_for
 from redbeat.schedules import rrule
 from redbeat.slots import next_slot
 

@@ -6,7 +6,8 @@ import uuid
 from hypothesis import given
 from hypothesis import strategies as st
 
-from redbeat.runs import RUN_NAMESPACE, InFlight, task_id_for
+from redbeat.records import InFlight
+from redbeat.runs import RUN_NAMESPACE, task_id_for
 
 
 @given(st.text(max_size=40), st.floats(min_value=0, max_value=253402300799, allow_nan=False))

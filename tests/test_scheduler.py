@@ -14,7 +14,8 @@ from celery.schedules import crontab, schedule
 from conftest import RAW_DEFINITION, make_app, published, raw_entry, tasks_sent, tick_until, wait_for
 
 from redbeat import RedBeatScheduler, RedBeatSchedulerEntry
-from redbeat.runs import InFlight, task_id_for
+from redbeat.records import InFlight
+from redbeat.runs import task_id_for
 
 # -- dispatch ---------------------------------------------------------------------
 

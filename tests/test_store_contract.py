@@ -19,7 +19,8 @@ from redbeat.admin import apply_import, plan_import
 from redbeat.client import get_store
 from redbeat.decoder import meta_json
 from redbeat.lock import BeatLock
-from redbeat.runs import InFlight, task_id_for
+from redbeat.records import InFlight
+from redbeat.runs import task_id_for
 from redbeat.store import Decision, Outcome, ScheduleStore
 
 NOW = 1_800_000_000.0  # the "now" passed to read_due: the tests do not depend on either clock
