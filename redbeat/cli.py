@@ -21,10 +21,12 @@ from dateutil.rrule import weekday
 from redis.exceptions import ConnectionError, RedisClusterException, ResponseError, TimeoutError
 
 from . import __version__, admin
-from .client import display_url, get_store
-from .config import ConfigurationError, ensure_conf
+from .client import build_client, display_url, get_store
+from .config import DEFAULT_KEY_PREFIX, HASH_TAG, ConfigurationError, ensure_conf
 from .decoder import MAX_INTERVAL, MIN_INTERVAL, DecodeError, dumps
 from .entry import RedBeatSchedulerEntry
+from .keys import KeyNames
+from .prefixmove import MoveAction, MoveError, MovePlan, MoveResult, PrefixMover
 from .printable import printable
 from .schedules import clocked, crontab, rrule
 from .store import WrongTypeError
@@ -95,7 +97,9 @@ def redbeat(ctx: click.Context, redis_url: str | None, prefix: str | None) -> No
     if prefix:
         app.conf.redbeat_key_prefix = prefix
     ctx.obj = Tool(app)
-    if ctx.invoked_subcommand != "schema":
+    # move-prefix reads the configured prefix as its source, which Redis
+    # Cluster refuses to run beat with: it builds its own client.
+    if ctx.invoked_subcommand not in ("schema", "move-prefix"):
         try:
             get_store(app)  # builds the client (no connection yet), so that a bad URL is said at once
         except ValueError as exc:
@@ -697,6 +701,93 @@ def doctor(tool: Tool, as_json: bool) -> None:
         table([[f.kind, f.key, f.explanation] for f in findings], ["KIND", "KEY", "WHAT IT MEANS"])
     if findings:
         sys.exit(1)
+
+
+# -- moving to another prefix ------------------------------------------------------------------
+
+@redbeat.command(name="move-prefix")
+@click.option("--to", "to_prefix", required=True, help="The new key prefix; on Redis Cluster a hash-tagged one "
+                                                       "such as '{redbeat}:'.")
+@click.option("--from", "from_prefix", help="The prefix the schedule is under now (default: the configured one).")
+@click.option("--apply", "apply_move", is_flag=True, help="Move (default: only report what would move).")
+@click.option("--force", is_flag=True, help="Write over conflicting entries, and move while a beat holds the lock "
+                                            "(taking it, which stops that beat dispatching) or ticks.")
+@pass_tool
+def move_prefix(tool: Tool, to_prefix: str, from_prefix: str | None, apply_move: bool, force: bool) -> None:
+    """Move the schedule, key by key, to another key prefix (docs/configuration.rst, Redis Cluster)."""
+    source = KeyNames(from_prefix if from_prefix is not None else _configured_prefix(tool.app))
+    target = KeyNames(to_prefix)
+    if not source.prefix or not target.prefix or source.prefix.startswith(target.prefix) \
+            or target.prefix.startswith(source.prefix):
+        raise click.ClickException(f"cannot move from {source.prefix!r} to {target.prefix!r}: each prefix must be "
+                                   "non-empty and neither may start with the other")
+    mover = _mover(tool.app, source, target)
+    try:
+        if apply_move:
+            result = mover.apply(force)
+            _print_move(result.plan, result)
+        else:
+            _print_move(mover.plan(force), None)
+    except MoveError as exc:
+        raise click.ClickException(printable(str(exc))) from None
+
+
+def _configured_prefix(app: Celery) -> str:
+    """``redbeat_key_prefix`` as set (lower case first, as RedBeatConfig reads it), which
+    cannot be read through RedBeatConfig on a cluster: it refuses that prefix."""
+    for name in ("redbeat_key_prefix", "REDBEAT_KEY_PREFIX"):
+        if app.conf.get(name) is not None:
+            return str(app.conf.get(name))
+    return DEFAULT_KEY_PREFIX
+
+
+def _mover(app: Celery, source: KeyNames, target: KeyNames) -> PrefixMover:
+    """The mover, on a client built from the app's settings with the new prefix;
+    the source lock is the configured one when the source is the configured prefix."""
+    configured = _configured_prefix(app)
+    app.conf.redbeat_key_prefix = target.prefix
+    try:
+        conf = ensure_conf(app)
+    except ConfigurationError:
+        if HASH_TAG.search(target.prefix):
+            raise
+        raise click.ClickException(f"--to {target.prefix!r} has no hash tag, which Redis Cluster needs: "
+                                   "use one such as '{redbeat}:'") from None
+    lock_setting = conf.either_or("redbeat_lock_key", None) if source.prefix == configured else None
+    lock_key = source.lock(lock_setting) or source.default_lock
+    return PrefixMover(build_client(conf, decode_responses=False), source, target, lock_key)
+
+
+def _print_move(plan: MovePlan, result: MoveResult | None) -> None:
+    click.echo(printable(f"from {plan.source.prefix!r} to {plan.target.prefix!r}"))
+    table([[entry.action, entry.member, entry.target, repr(entry.score), "yes" if entry.static else "",
+            entry.history, entry.reason] for entry in plan.entries],
+          ["ACTION", "ENTRY", "TO", "SCORE", "STATIC", "HISTORY", "NOTE"])
+    click.echo("   ".join(f"{action}: {plan.count(action)}" for action in MoveAction))
+    for line in _move_notes(plan):
+        click.echo(printable(line))
+    if result is not None:
+        click.echo(f"moved {result.moved} entries and {result.in_flight} runs in flight")
+    click.echo(printable(f"then set redbeat_key_prefix = {plan.target.prefix!r} in the configuration "
+                         "(and the ACL user's key pattern), and start beat"))
+    if result is None:
+        click.echo("dry run: nothing written (add --apply to move)")
+
+
+def _move_notes(plan: MovePlan) -> list[str]:
+    """What the move does besides entries: static names, runs in flight, the lock, the heartbeat."""
+    notes = [f"statics: {len(plan.statics)} names to {plan.target.statics} for the entries moved",
+             f"in flight: {len(plan.in_flight)} runs to {plan.target.inflight}, task ids kept"]
+    if plan.lock_holder is not None:
+        notes.append(f"lock: {plan.lock_key} is held by {plan.lock_holder}: stop that beat first "
+                     "(or --force, which takes its lock)")
+    else:
+        notes.append(f"lock: {plan.lock_key} is free: the move holds it while it runs, so no beat starts")
+    if plan.heartbeat_age is not None:
+        notes.append(f"heartbeat: a beat ticked {plan.heartbeat_age:.0f}s ago: stop it first")
+    else:
+        notes.append(f"heartbeat: no beat ticking; {plan.source.heartbeat} is left to expire")
+    return notes
 
 
 def main() -> None:

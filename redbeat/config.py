@@ -96,7 +96,9 @@ class RedBeatConfig:
         if self.uses_cluster and not HASH_TAG.search(self.key_prefix):
             raise ConfigurationError(
                 f"Redis Cluster needs every RedBeat key in one hash slot: set redbeat_key_prefix to a "
-                f"hash-tag prefix such as '{{redbeat}}:' (it is {self.key_prefix!r})"
+                f"hash-tag prefix such as '{{redbeat}}:' (it is {self.key_prefix!r}). A schedule stored under "
+                f"{self.key_prefix!r} moves there with: redbeat move-prefix --to '{{redbeat}}:' "
+                f"(docs/configuration.rst, 'Moving a schedule to a hash-tagged prefix')"
             )
 
     @property
