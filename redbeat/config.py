@@ -21,7 +21,7 @@ from .keys import KeyNames
 logger = logging.getLogger("celery.beat")
 
 __all__ = ["RedBeatConfig", "ensure_conf", "ConfigurationError", "display_url", "number_problem", "MAX_CATCH_UP",
-           "NO_LIMIT", "no_deadline"]
+           "NO_LIMIT", "catch_up_limit", "no_deadline"]
 
 DEFAULT_KEY_PREFIX = "redbeat:"
 # Short enough that a standby takes over within seconds of a crash, long enough
@@ -130,7 +130,7 @@ class RedBeatConfig:
         if value is None:
             return DEFAULT_CATCH_UP_MAX
         if _is_no_limit(value):
-            return MAX_CATCH_UP  # no limit: the most one entry may send at once
+            return catch_up_limit(NO_LIMIT)
         return int(_number_setting("redbeat_catch_up_max", value, 0, MAX_CATCH_UP, whole=True))
 
     def _max_in_flight(self) -> int:
@@ -240,6 +240,11 @@ def number_problem(value: Any, low: float, high: float | None, whole: bool = Fal
         return None
     kind = "a whole number" if whole else "a number of seconds"
     return f"{kind} from {low:g} to {high:g}" if high is not None else f"{kind}, at least {low:g}"
+
+
+def catch_up_limit(catch_up_max: int) -> int:
+    """A catch-up maximum with -1 (no limit) as the most one entry may send at once."""
+    return MAX_CATCH_UP if catch_up_max == NO_LIMIT else catch_up_max
 
 
 def no_deadline(deadline: float | None) -> float | None:

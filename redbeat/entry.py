@@ -13,7 +13,7 @@ from celery.beat import ScheduleEntry
 from celery.schedules import BaseSchedule, schedstate
 
 from .client import get_store
-from .config import MAX_CATCH_UP, NO_LIMIT, ensure_conf, no_deadline, number_problem
+from .config import MAX_CATCH_UP, NO_LIMIT, catch_up_limit, ensure_conf, no_deadline, number_problem
 from .decoder import MAX_INTERVAL, MIN_INTERVAL, DecodeError, dumps, meta_json, to_timestamp
 from .entrywrites import EntryWrite
 from .planning import CATCH_UP_POLICIES, ON_FINISH_ACTIONS, Plan, Policy, plan_runs, upcoming
@@ -233,11 +233,9 @@ class RedBeatSchedulerEntry(ScheduleEntry):
         def either(value: Any, default: Any) -> Any:
             return default if value is None else value
 
-        catch_up_max = either(self.catch_up_max, conf.catch_up_max)
         return Policy(
             catch_up=either(self.catch_up, conf.catch_up),
-            # -1: no limit of the entry's own; the cap on what one entry sends at once stays.
-            catch_up_max=MAX_CATCH_UP if catch_up_max == NO_LIMIT else catch_up_max,
+            catch_up_max=catch_up_limit(either(self.catch_up_max, conf.catch_up_max)),
             # The entry's -1 or 0 (no deadline) overrides the setting's deadline, its null does not.
             starting_deadline=no_deadline(either(self.starting_deadline, conf.starting_deadline)),
             start_at=self.start_at,
