@@ -8,12 +8,12 @@ from urllib.parse import unquote, urlparse
 import redis
 from celery import Celery, current_app
 from redis.cluster import ClusterNode, RedisCluster
-from redis.sentinel import Sentinel
+from redis.sentinel import Sentinel, SentinelConnectionPool
 
-from .config import OWN_REDIS_OPTIONS, RedBeatConfig, display_url, ensure_conf
+from .config import HASH_TAG, OWN_REDIS_OPTIONS, ConfigurationError, RedBeatConfig, display_url, ensure_conf
 from .store import ScheduleStore
 
-__all__ = ["get_redis", "get_store", "build_client", "display_url"]
+__all__ = ["get_redis", "get_store", "build_client", "bytes_twin", "injected_client", "display_url"]
 
 # Without timeouts a Redis that stops answering (a partition, a paused VM)
 # would hang beat inside a socket read forever; with them beat logs and retries.
@@ -84,22 +84,84 @@ def _cluster_client(url: str, own: dict, options: dict) -> RedisCluster:
 
 def get_redis(app: Celery | None = None) -> redis.Redis | RedisCluster:
     """The app's (default: the current app's) Redis client for the schedule,
-    answering in ``str`` as in celery-redbeat 2.x. Created on first use and kept on the app.
+    answering in ``str`` as in celery-redbeat 2.x: the one set on
+    ``app.redbeat_redis``, else one built from the settings and kept there.
     """
     app = app or current_app._get_current_object()
     client = getattr(app, "redbeat_redis", None)
     if client is None:
         client = build_client(ensure_conf(app), decode_responses=True)
-        app.redbeat_redis = client
+        app.redbeat_redis = app.redbeat_built_redis = client
+    return client
+
+
+def injected_client(app: Celery) -> redis.Redis | RedisCluster | None:
+    """The client the user set on ``app.redbeat_redis`` (None: none, or the one get_redis built)."""
+    client = getattr(app, "redbeat_redis", None)
+    if client is None or client is getattr(app, "redbeat_built_redis", None):
+        return None
     return client
 
 
 def get_store(app: Celery) -> ScheduleStore:
     """The app's schedule store. It reads bytes, so one entry that is not
-    valid UTF-8 cannot break the decoding of a whole batch."""
+    valid UTF-8 cannot break the decoding of a whole batch.
+
+    celery-redbeat 2.x did every read and write through ``app.redbeat_redis``,
+    and projects set their own client there (a cluster client, a fakeredis in
+    their tests): the store then talks to that client's server, through a
+    twin of it that answers in bytes, and follows it when it is replaced. A
+    store set on ``app.redbeat_store`` directly is used as it is.
+    """
     store = getattr(app, "redbeat_store", None)
-    if store is None:
-        conf = ensure_conf(app)
-        store = ScheduleStore(build_client(conf, decode_responses=False), conf)
-        app.redbeat_store = store
+    injected = injected_client(app)
+    built = getattr(app, "redbeat_store_built", None)  # (the store we built, the client it follows)
+    if store is not None and (built is None or built[0] is not store or built[1] is injected):
+        return store
+    conf = ensure_conf(app)
+    client = build_client(conf, decode_responses=False) if injected is None else bytes_twin(injected, conf)
+    store = ScheduleStore(client, conf)
+    app.redbeat_store, app.redbeat_store_built = store, (store, injected)
     return store
+
+
+# Connection-pool arguments that a pool sets for itself, tied to that pool.
+_POOL_OWNED = frozenset({"connection_pool", "maint_notifications_pool_handler"})
+
+
+def bytes_twin(client: Any, conf: RedBeatConfig) -> redis.Redis | RedisCluster:
+    """A client for the same server, with the same connection settings, that answers in bytes:
+    ``client`` itself if it does not decode. Raises ConfigurationError if none can be built."""
+    client = getattr(client, "wrapped_connection", client)  # 2.x's RetryingConnection wraps the client
+    if isinstance(client, RedisCluster) and not HASH_TAG.search(conf.key_prefix):
+        raise ConfigurationError(
+            f"app.redbeat_redis is a Redis Cluster client: every RedBeat key must be in one hash slot; "
+            f"set redbeat_key_prefix to a hash-tag prefix such as '{{redbeat}}:' (it is {conf.key_prefix!r})")
+    encoder = getattr(client, "get_encoder", None)
+    if encoder is not None and not encoder().decode_responses:
+        return client
+    if isinstance(client, RedisCluster):
+        nodes = [ClusterNode(node.host, node.port) for node in client.get_nodes()]
+        options = _without_pool_owned(client.nodes_manager.connection_kwargs)
+        return RedisCluster(startup_nodes=nodes, **options)
+    pool = getattr(client, "connection_pool", None)
+    if isinstance(client, redis.Redis) and isinstance(pool, redis.ConnectionPool):
+        options = _without_pool_owned(pool.connection_kwargs)
+        options.update(connection_class=pool.connection_class, max_connections=pool.max_connections)
+        if isinstance(pool, SentinelConnectionPool):
+            twin_pool: redis.ConnectionPool = SentinelConnectionPool(
+                pool.service_name, pool.sentinel_manager, is_master=pool.is_master,
+                check_connection=pool.check_connection, **options)
+        else:
+            twin_pool = redis.ConnectionPool(**options)
+        return redis.Redis(connection_pool=twin_pool)
+    raise ConfigurationError(
+        f"app.redbeat_redis holds a {type(client).__name__} that answers in text, and RedBeat cannot build "
+        f"a twin of it that answers in bytes: set a redis.Redis or RedisCluster client there, or one made "
+        f"with decode_responses=False")
+
+
+def _without_pool_owned(kwargs: dict) -> dict:
+    options = {name: value for name, value in kwargs.items() if name not in _POOL_OWNED}
+    options["decode_responses"] = False
+    return options

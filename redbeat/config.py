@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import warnings
 from typing import Any
 
 import celery.app.utils
@@ -19,7 +20,8 @@ from .keys import KeyNames
 
 logger = logging.getLogger("celery.beat")
 
-__all__ = ["RedBeatConfig", "ensure_conf", "ConfigurationError", "display_url", "number_problem", "MAX_CATCH_UP"]
+__all__ = ["RedBeatConfig", "ensure_conf", "ConfigurationError", "display_url", "number_problem", "MAX_CATCH_UP",
+           "NO_LIMIT", "catch_up_limit", "no_deadline"]
 
 DEFAULT_KEY_PREFIX = "redbeat:"
 # Short enough that a standby takes over within seconds of a crash, long enough
@@ -41,10 +43,16 @@ DEFAULT_MAX_IN_FLIGHT = 10_000
 # setting and the entry field alike): a 1 ms interval would otherwise send
 # that many messages per tick from one entry.
 MAX_CATCH_UP = 1000
+# What people write for "no limit" in a count or a limit (a setting or an entry's option).
+NO_LIMIT = -1
 # redbeat_redis_options keys that are ours, not redis-py's.
 OWN_REDIS_OPTIONS = frozenset(
     {"retry_period", "cluster", "sentinels", "service_name", "sentinel_kwargs", "startup_nodes"}
 )
+# What celery-redbeat 2.x's Sentinel client read from broker_transport_options
+# besides OWN_REDIS_OPTIONS, when RedBeat shares a Sentinel broker's settings.
+SENTINEL_BROKER_OPTIONS = frozenset({"username", "password", "db", "socket_timeout", "credential_provider"})
+TLS_URL_SCHEMES = ("rediss://", "rediss-sentinel://", "rediss-cluster://")
 REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://", "redis+socket://", "redis-sentinel://",
                      "rediss-sentinel://", "redis-cluster://", "rediss-cluster://")
 
@@ -88,7 +96,7 @@ class RedBeatConfig:
         self.max_in_flight: int = self._max_in_flight()
         history = self.either_or("redbeat_history_size", None)
         self.history_size: int = 20 if history is None else int(history)
-        self.redis_url, self.redis_use_ssl = self._connection_settings()
+        self.redis_url, self.redis_use_ssl, self.url_from_broker = self._connection_settings()
         self.redis_options: dict[str, Any] = self._redis_options()
         if self.redis_use_ssl and str(self.redis_url or "").startswith(("unix://", "redis+socket://")):
             raise ConfigurationError("redbeat_redis_use_ssl (or broker_use_ssl) turns TLS on, "
@@ -123,6 +131,8 @@ class RedBeatConfig:
         value = self.either_or("redbeat_catch_up_max", None)
         if value is None:
             return DEFAULT_CATCH_UP_MAX
+        if _is_no_limit(value):
+            return catch_up_limit(NO_LIMIT)
         return int(_number_setting("redbeat_catch_up_max", value, 0, MAX_CATCH_UP, whole=True))
 
     def _max_in_flight(self) -> int:
@@ -133,13 +143,16 @@ class RedBeatConfig:
 
     def _starting_deadline(self) -> float | None:
         value = self.either_or("redbeat_starting_deadline", None)
-        return None if value is None else float(_number_setting("redbeat_starting_deadline", value, 0, None))
+        if value is None or _is_no_limit(value):
+            return None
+        return no_deadline(float(_number_setting("redbeat_starting_deadline", value, 0, None)))
 
-    def _connection_settings(self) -> tuple[str | None, Any]:
+    def _connection_settings(self) -> tuple[str | None, Any, bool]:
+        """The schedule's URL, its TLS settings, and whether both come from the broker's."""
         url = self.either_or("redbeat_redis_url", None)
         use_ssl = self.either_or("redbeat_redis_use_ssl", None)
         if url:
-            return url, use_ssl
+            return url, self._broker_tls_files(url) if use_ssl is None else use_ssl, False
         broker_url = self.app.conf.broker_url
         if isinstance(broker_url, str) and broker_url.startswith(REDIS_URL_SCHEMES):
             # A failover list ("redis://h1/0;redis://h2/0"): the schedule lives on
@@ -150,18 +163,46 @@ class RedBeatConfig:
                 "Set redbeat_redis_url to make this explicit.",
                 display_url(url),
             )
-            return url, use_ssl if use_ssl is not None else self.app.conf.broker_use_ssl
-        return None, use_ssl
+            return url, use_ssl if use_ssl is not None else self.app.conf.broker_use_ssl, True
+        return None, use_ssl, False
+
+    def _broker_tls_files(self, url: str) -> dict | None:
+        """The redis-py TLS settings (``ssl_*``: CA, certificate, key, checks) of
+        ``broker_use_ssl``, for a ``rediss`` URL without ``redbeat_redis_use_ssl``:
+        celery-redbeat 2.x applied them, and without them the server's
+        certificate is checked against the system's CAs only."""
+        broker_ssl = self.app.conf.broker_use_ssl
+        if not str(url).startswith(TLS_URL_SCHEMES) or not isinstance(broker_ssl, dict):
+            return None
+        return {name: value for name, value in broker_ssl.items() if name.startswith("ssl_")} or None
+
+    @property
+    def redbeat_redis_options(self) -> dict[str, Any]:
+        """2.x's name for ``redis_options``."""
+        return self.redis_options
+
+    def is_key_in_conf(self, name: str) -> bool:
+        """Whether setting ``name`` is set, in lower or upper case (2.x's name for the test)."""
+        return self.either_or(name.lower(), _UNSET) is not _UNSET
 
     def _redis_options(self) -> dict[str, Any]:
         options = self.either_or("redbeat_redis_options", None)
         if options is not None:
+            if "retry_period" in options:
+                # 2.x wrapped the client in a RetryingConnection; that meaning is gone.
+                message = ("redbeat_redis_options 'retry_period' has no effect: beat retries Redis with a "
+                           "backoff for as long as it is away; give redis-py a 'retry' to retry single calls")
+                warnings.warn(message, DeprecationWarning, stacklevel=3)
+                logger.warning("beat: %s", message)
             return dict(options)
         # celery-redbeat 2.x read Sentinel and Cluster settings from the broker's
         # transport options when it shared the broker's URL: keep such set-ups working.
-        if self.redis_url and self.redis_url == self.app.conf.broker_url:
+        if self.url_from_broker:
             transport = self.app.conf.broker_transport_options or {}
-            own = {key: value for key, value in transport.items() if key in OWN_REDIS_OPTIONS}
+            shared = OWN_REDIS_OPTIONS
+            if str(self.redis_url).startswith(("redis-sentinel://", "rediss-sentinel://")):
+                shared = shared | SENTINEL_BROKER_OPTIONS  # the master's credentials, as 2.x read them
+            own = {key: value for key, value in transport.items() if key in shared}
             if own:
                 logger.warning("beat: using %s from broker_transport_options; "
                                "set redbeat_redis_options instead", ", ".join(sorted(own)))
@@ -169,7 +210,11 @@ class RedBeatConfig:
         return {}
 
     def require_redis_url(self) -> str:
+        """The schedule's URL; raises ConfigurationError without one, unless the app has
+        a client of the user's on ``app.redbeat_redis`` (then "": that client is used)."""
         if not self.redis_url:
+            if getattr(self.app, "redbeat_redis", None) is not None:
+                return ""
             raise ConfigurationError(
                 "RedBeat needs a Redis server: set redbeat_redis_url "
                 "(for example redbeat_redis_url = 'redis://localhost:6379/1') "
@@ -197,6 +242,24 @@ def number_problem(value: Any, low: float, high: float | None, whole: bool = Fal
         return None
     kind = "a whole number" if whole else "a number of seconds"
     return f"{kind} from {low:g} to {high:g}" if high is not None else f"{kind}, at least {low:g}"
+
+
+def catch_up_limit(catch_up_max: int) -> int:
+    """A catch-up maximum with -1 (no limit) as the most one entry may send at once."""
+    return MAX_CATCH_UP if catch_up_max == NO_LIMIT else catch_up_max
+
+
+def no_deadline(deadline: float | None) -> float | None:
+    """A starting deadline with the values meaning none (-1, and 0: no dispatch is ever
+    exactly on time, so a zero deadline taken literally would skip every slot) as None."""
+    return None if deadline is None or deadline <= 0 else deadline
+
+
+def _is_no_limit(value: Any) -> bool:
+    """-1, or "-1" from the environment."""
+    if isinstance(value, str):
+        return value.strip() == str(NO_LIMIT)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == NO_LIMIT
 
 
 def _number_setting(name: str, value: Any, low: float, high: float | None, whole: bool = False) -> float:

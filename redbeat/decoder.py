@@ -20,6 +20,7 @@ from celery.schedules import crontab, schedule, solar
 from dateutil.rrule import weekday
 
 from . import schedules
+from .legacy import Kept, legacy_lookup
 from .schedules import clocked, rrule
 
 __all__ = [
@@ -157,6 +158,8 @@ def _decode_rrule(d: dict) -> rrule:
         offset = fields.pop(f"{name}_tz", 0) or 0
         if seconds is not None and not isinstance(seconds, datetime):
             fields[name] = from_timestamp(seconds, offset)
+    if fields.get("timezone") == "":
+        del fields["timezone"]  # no zone of its own, as for a crontab
     if fields.get("timezone") is not None:
         _checked_zone(fields["timezone"])
     try:
@@ -308,3 +311,7 @@ def dumps(value: Any) -> str:
 
 def loads(text: str | bytes) -> Any:
     return _DECODER.decode(text.decode("utf-8") if isinstance(text, (bytes, bytearray)) else text)
+
+
+# Modules 2.x's decoder imported, kept importable from it (docs/compat-names.rst).
+__getattr__ = legacy_lookup(__name__, {"calendar": Kept("calendar"), "zoneinfo": Kept("zoneinfo")})

@@ -13,7 +13,7 @@ from celery.beat import ScheduleEntry
 from celery.schedules import BaseSchedule, schedstate
 
 from .client import get_store
-from .config import MAX_CATCH_UP, ensure_conf, number_problem
+from .config import MAX_CATCH_UP, NO_LIMIT, catch_up_limit, ensure_conf, no_deadline, number_problem
 from .decoder import MAX_INTERVAL, MIN_INTERVAL, DecodeError, dumps, meta_json, to_timestamp
 from .entrywrites import EntryWrite
 from .planning import CATCH_UP_POLICIES, ON_FINISH_ACTIONS, Plan, Policy, plan_runs, upcoming
@@ -235,8 +235,9 @@ class RedBeatSchedulerEntry(ScheduleEntry):
 
         return Policy(
             catch_up=either(self.catch_up, conf.catch_up),
-            catch_up_max=either(self.catch_up_max, conf.catch_up_max),
-            starting_deadline=either(self.starting_deadline, conf.starting_deadline),
+            catch_up_max=catch_up_limit(either(self.catch_up_max, conf.catch_up_max)),
+            # The entry's -1 or 0 (no deadline) overrides the setting's deadline, its null does not.
+            starting_deadline=no_deadline(either(self.starting_deadline, conf.starting_deadline)),
             start_at=self.start_at,
             end_at=self.end_at,
             max_runs=self.max_runs,
@@ -407,7 +408,12 @@ def check_options(fields: dict) -> None:
     """Raise DecodeError naming the first scheduling option that is not valid.
 
     Numbers must be finite JSON numbers (not booleans) within a range, so
-    that no option is ambiguous and one entry's cost stays bounded.
+    that no option is ambiguous and one entry's cost stays bounded. What a
+    reasonable person writes for "none" is taken so (docs/format.rst): null
+    everywhere (the setting, or no limit); -1 for ``catch_up_max``,
+    ``max_runs`` and ``starting_deadline``; 0 for ``starting_deadline`` and
+    ``jitter``. Refused as ambiguous: ``max_runs`` 0 (never, or no limit?),
+    ``catch_up`` true or false (which policy?), a negative ``jitter``.
     """
     if fields.keys().isdisjoint(OPTION_FIELDS):
         return  # most entries set none: spare beat's hot path the checks
@@ -415,9 +421,15 @@ def check_options(fields: dict) -> None:
         raise DecodeError(f"definition field 'catch_up' must be one of {', '.join(CATCH_UP_POLICIES)}")
     if fields.get("on_finish") is not None and fields["on_finish"] not in ON_FINISH_ACTIONS:
         raise DecodeError(f"definition field 'on_finish' must be one of {', '.join(ON_FINISH_ACTIONS)}")
-    _check_number(fields, "catch_up_max", 0, MAX_CATCH_UP, whole=True)
-    _check_number(fields, "max_runs", -1, None, whole=True, words="a whole number, at least 0 (-1 or null: no limit)")
-    _check_number(fields, "starting_deadline", 0, None)
+    _check_number(fields, "catch_up_max", 0, MAX_CATCH_UP, whole=True,
+                  words=f"a whole number from 0 to {MAX_CATCH_UP} (-1 or null: no limit of its own)", minus_one=True)
+    if fields.get("max_runs") == 0 and not isinstance(fields["max_runs"], bool):
+        raise DecodeError("definition field 'max_runs' is 0, which could mean never or no limit: "
+                          "write -1 or null for no limit, or set 'enabled' to false for never")
+    _check_number(fields, "max_runs", 1, None, whole=True, words="a whole number, at least 1 (-1 or null: no limit)",
+                  minus_one=True)
+    _check_number(fields, "starting_deadline", 0, None,
+                  words="a number of seconds, at least 0 (-1, 0 or null: no deadline of its own)", minus_one=True)
     _check_number(fields, "jitter", 0, MAX_JITTER)
     for name in ("start_at", "end_at"):
         _expect(fields, name, datetime, "a datetime object")
@@ -429,9 +441,10 @@ def check_options(fields: dict) -> None:
 
 
 def _check_number(fields: dict, name: str, low: float, high: float | None, whole: bool = False,
-                  words: str | None = None) -> None:
+                  words: str | None = None, minus_one: bool = False) -> None:
+    """Refuse ``fields[name]`` unless null, within [low, high], or -1 when ``minus_one`` (no limit)."""
     value = fields.get(name)
-    if value is None:
+    if value is None or (minus_one and value == NO_LIMIT and not isinstance(value, bool)):
         return
     problem = number_problem(value, low, high, whole)
     if problem:

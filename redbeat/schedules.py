@@ -27,6 +27,7 @@ from celery import schedules as celery_schedules
 from celery.schedules import BaseSchedule, schedstate
 from dateutil.relativedelta import relativedelta
 
+from .legacy import Kept, legacy_lookup
 from .slots import MAX_SEARCH_DAYS, earliest_wall_after, first_instant_after, next_cron_slot
 
 __all__ = ["rrule", "crontab", "clocked", "interval", "ScheduleTooCostlyError"]
@@ -562,3 +563,13 @@ def _utc(moment: datetime) -> datetime:
     tzinfo object) compare and subtract by their wall times, which is wrong across a
     daylight-saving change: in UTC they are instants."""
     return _aware(moment).astimezone(UTC)
+
+
+# Names 2.x's schedules module imported, kept importable from it (docs/compat-names.rst).
+# Its "schedule" was Celery's BaseSchedule, not Celery's interval schedule.
+__getattr__ = legacy_lookup(__name__, {
+    "schedule": Kept("celery.schedules", "BaseSchedule"),
+    "dateutil_rrule": Kept("dateutil.rrule", "rrule"),
+    **{name: Kept("dateutil.rrule", name)
+       for name in ("YEARLY", "MONTHLY", "WEEKLY", "DAILY", "HOURLY", "MINUTELY", "SECONDLY")},
+})

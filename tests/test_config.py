@@ -235,7 +235,7 @@ def test_celery_report_shows_no_redbeat_secret(tmp_path, project_env):
 
 @pytest.mark.parametrize("setting, value, read", [
     ("redbeat_catch_up_max", 0, 0), ("redbeat_catch_up_max", "50", 50), ("redbeat_catch_up_max", None, 100),
-    ("redbeat_starting_deadline", "2.5", 2.5), ("redbeat_starting_deadline", 0, 0.0),
+    ("redbeat_starting_deadline", "2.5", 2.5), ("redbeat_starting_deadline", 0, None),
     ("redbeat_max_in_flight", None, 10_000), ("redbeat_max_in_flight", "50", 50), ("redbeat_max_in_flight", 1, 1),
 ])
 def test_numeric_settings_are_read(setting, value, read):
@@ -243,9 +243,9 @@ def test_numeric_settings_are_read(setting, value, read):
 
 
 @pytest.mark.parametrize("setting, value", [
-    ("redbeat_catch_up_max", MAX_CATCH_UP + 1), ("redbeat_catch_up_max", -1), ("redbeat_catch_up_max", True),
+    ("redbeat_catch_up_max", MAX_CATCH_UP + 1), ("redbeat_catch_up_max", -2), ("redbeat_catch_up_max", True),
     ("redbeat_catch_up_max", "many"), ("redbeat_starting_deadline", float("nan")),
-    ("redbeat_starting_deadline", "inf"), ("redbeat_starting_deadline", -1), ("redbeat_starting_deadline", True),
+    ("redbeat_starting_deadline", "inf"), ("redbeat_starting_deadline", -2), ("redbeat_starting_deadline", True),
     ("redbeat_max_in_flight", 0), ("redbeat_max_in_flight", 2.5), ("redbeat_max_in_flight", True),
 ])
 def test_ambiguous_or_unbounded_numeric_settings_stop_beat_naming_the_setting(setting, value):
