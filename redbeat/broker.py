@@ -19,24 +19,40 @@ from .entry import RedBeatSchedulerEntry, reserved_options, without_reserved
 from .printable import printable
 from .records import InFlight
 
-__all__ = ["Broker", "broker_unreachable", "reraise_shutdown"]
+__all__ = ["Broker", "MessageSender", "broker_unreachable", "claimed_run", "reraise_shutdown"]
 
 logger = get_logger("celery.beat")
+
+# Publishes one task message (an entry copied for one run, see Broker.send).
+MessageSender = Callable[[RedBeatSchedulerEntry], None]
+# The attribute of such a message that holds its run: the scheduler's hooks
+# (maybe_due, apply_entry, reserve) tell by it a run beat claimed from an entry
+# somebody else hands them.
+_RUN_ATTRIBUTE = "_redbeat_run"
+
+
+def claimed_run(entry: RedBeatSchedulerEntry) -> InFlight | None:
+    """The run ``entry`` is the task message of, if beat claimed it and is publishing it."""
+    return vars(entry).get(_RUN_ATTRIBUTE)
 
 
 class Broker:
     """Celery's producer for one beat.
 
     ``producer`` gives the scheduler's producer (it connects when first
-    asked); ``send_message`` hands a task message to Celery's ``apply_async``
-    path, whose signals Sentry, tracing and users hook into.
+    asked); ``sender`` gives the function that hands a task message to
+    Celery's ``apply_async`` path, whose signals Sentry, tracing and users
+    hook into. It is asked once per batch, in ``batch``: the scheduler's
+    hooks may be replaced at any time, and looking at them once per run
+    would cost every run of a large drain.
     """
 
-    def __init__(self, app: Celery, producer: Callable[[], Any],
-                 send_message: Callable[[RedBeatSchedulerEntry], None], batch_size: int) -> None:
+    def __init__(self, app: Celery, producer: Callable[[], Any], sender: Callable[[], MessageSender],
+                 batch_size: int) -> None:
         self.app = app
         self.producer = producer
-        self.send_message = send_message
+        self.sender = sender
+        self.send_message: MessageSender | None = None  # the sender's answer for the batch being sent
         self.batch_size = batch_size
         self._prepared = False
 
@@ -74,6 +90,7 @@ class Broker:
         """A context in which publishing buffers messages and sends them at its
         end, if the transport can (``buffers``); if it exits with an
         exception, kombu discards what it buffered."""
+        self.send_message = self.sender()
         if not self.buffers():
             return contextlib.nullcontext()
         # No flush of its own inside a batch: only the end of the context
@@ -100,7 +117,8 @@ class Broker:
             # (copy.copy would go through ScheduleEntry.__reduce__, which drops the app.)
             message = object.__new__(type(entry))
             message.__dict__.update(entry.__dict__, options=options)
-            self.send_message(message)
+            message.__dict__[_RUN_ATTRIBUTE] = run
+            (self.send_message or self.sender())(message)
         except Exception as exc:
             reraise_shutdown(exc)
             logger.error("beat: could not publish %s (task id %s): %s", printable(entry.name), run.task_id,

@@ -9,6 +9,7 @@ See docs/design.rst.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import Any
 
 from celery import Celery
@@ -17,7 +18,7 @@ from celery.utils.log import get_logger
 from celery.utils.time import humanize_seconds
 from redis.exceptions import RedisError
 
-from .broker import Broker
+from .broker import Broker, MessageSender, claimed_run
 from .budget import DecideBudget
 from .client import display_url, get_redis, get_store
 from .config import DEFAULT_LOCK_TIMEOUT, OWN_REDIS_OPTIONS, ConfigurationError, RedBeatConfig, ensure_conf
@@ -29,6 +30,8 @@ from .health import RedisClock, TickHealth
 from .legacy import ADD_ENTRY_ERROR, Kept, legacy_lookup
 from .lock import BeatLock, make_token
 from .outcomes import Outcomes
+from .planning import plan_runs
+from .printable import printable
 from .publisher import Publisher
 from .recovery import Recovery
 from .statics import StaticSync, prepare_writes, static_schedule
@@ -180,7 +183,7 @@ class RedBeatScheduler(Scheduler):
 
     def _build_ticker(self) -> Ticker:
         store, lock, token, conf = self.store, self.lock, self._token, self.conf
-        broker = Broker(self.app, lambda: self.producer, self._send_message, conf.publish_batch_size)
+        broker = Broker(self.app, lambda: self.producer, self._message_sender, conf.publish_batch_size)
         on_finish = OnFinish(store, self.outcomes)
         publisher = Publisher(send=broker.send, broker=broker, store=store, lock=lock, token=token,
                               clock=self.clock, outcomes=self.outcomes, batch_size=conf.publish_batch_size,
@@ -196,10 +199,90 @@ class RedBeatScheduler(Scheduler):
                       budget=DecideBudget(decider, self.lock_timeout), on_finish=on_finish,
                       publisher=publisher, recovery=recovery)
 
+    def _message_sender(self) -> MessageSender:
+        """How the runs of the next batch are published, asked once per batch.
+
+        celery-redbeat 2.x's tick called ``maybe_due`` for each entry due, and
+        subclasses and integrations (sentry-sdk 2.0 to 2.28) replace it or
+        ``apply_entry``: then each run goes through them, once. Otherwise
+        straight to ``apply_async``, which is looked up at each call and so
+        honoured either way (sentry-sdk 2.29 and later replace it).
+        """
+        if self._publish_hooks_replaced():
+            return self._send_through_maybe_due
+        return self._send_message
+
+    def _publish_hooks_replaced(self) -> bool:
+        """Whether ``maybe_due`` or ``apply_entry`` is another than RedBeat's, on the class or the instance."""
+        hooks = type(self).maybe_due, type(self).apply_entry
+        return hooks != _OWN_PUBLISH_HOOKS or "maybe_due" in vars(self) or "apply_entry" in vars(self)
+
     def _send_message(self, message: RedBeatSchedulerEntry) -> None:
-        # Through apply_async, looked up at each call: Celery's signals, sentry-sdk
-        # and subclasses hook into it.
         self.apply_async(message, producer=self.producer, advance=False)
+
+    def _send_through_maybe_due(self, message: RedBeatSchedulerEntry) -> None:
+        # The producer by keyword, as 2.x passed it: sentry-sdk's wrapper takes
+        # exactly (scheduler, entry) as positional arguments.
+        self.maybe_due(message, producer=self.producer)
+
+    # -- Celery's hooks, for each run published ----------------------------------
+
+    def maybe_due(self, entry: RedBeatSchedulerEntry, producer: Any = None) -> float:
+        """Publish ``entry`` if it is due; the seconds until it is next due.
+
+        For a run beat claimed (its tick calls this hook only when a subclass
+        or an integration replaced it or ``apply_entry``), the claim decided
+        already that it is due: it is published without asking again. Any
+        other entry is published if ``is_due`` says so, without recording the
+        run (beat's tick records the runs it publishes).
+        """
+        run = claimed_run(entry)
+        if run is None:
+            is_due, next_time_to_run = self.is_due(entry)
+            if is_due:
+                self.apply_entry(entry, producer=producer)
+            return next_time_to_run
+        self.apply_entry(entry, producer=producer)
+        return self._seconds_to_next_run(entry, run.scheduled, run.run_now)
+
+    def apply_entry(self, entry: RedBeatSchedulerEntry, producer: Any = None) -> None:
+        """Publish ``entry`` now, through ``apply_async``.
+
+        A run beat claimed fails with the error: beat's publisher records the
+        failure and retries the run with the same task id (Celery's own
+        ``apply_entry`` logs an error and goes on, which would lose the run).
+        Any other entry is logged and its error logged, as Celery does.
+        """
+        if claimed_run(entry) is not None:
+            self.apply_async(entry, producer=producer, advance=False)
+            return
+        logger.info("Scheduler: Sending due task %s (%s)", printable(entry.name), printable(entry.task))
+        try:
+            self.apply_async(entry, producer=producer, advance=False)
+        except Exception as exc:
+            logger.error("Scheduler: could not publish %s: %s", printable(entry.name), printable(exc))
+
+    def reserve(self, entry: RedBeatSchedulerEntry) -> RedBeatSchedulerEntry:
+        """Record a run of ``entry`` (Celery's ``apply_async`` does, unless told
+        ``advance=False``); a run beat claimed was recorded by the claim, so a
+        2.x-style ``maybe_due`` that calls ``apply_async(entry)`` records it once."""
+        if claimed_run(entry) is not None:
+            return entry
+        return super().reserve(entry)
+
+    def _seconds_to_next_run(self, entry: RedBeatSchedulerEntry, scheduled: float, run_now: bool) -> float:
+        """Seconds from now until ``entry`` is due again after its run of ``scheduled``
+        (``max_interval`` if it never is)."""
+        now = self.clock()
+        # A run-now request leaves the entry's schedule as it was.
+        after = entry.last_run_at if run_now else datetime.fromtimestamp(scheduled, timezone.utc)
+        plan = plan_runs(entry.key, entry.schedule, entry.policy(), after, None, entry.total_run_count + 1,
+                         datetime.fromtimestamp(now, timezone.utc))
+        if plan.runs:
+            return 0.0
+        if plan.fire_at is None:
+            return float(self.max_interval)
+        return max(0.0, plan.fire_at.timestamp() - now)
 
     # -- Celery's Scheduler API -------------------------------------------------
 
@@ -251,6 +334,10 @@ class RedBeatScheduler(Scheduler):
         else:
             lines.append("       . lock -> disabled")
         return "\n".join(lines)
+
+
+# RedBeat's own publish hooks, taken before anything can replace them on the class.
+_OWN_PUBLISH_HOOKS = (RedBeatScheduler.maybe_due, RedBeatScheduler.apply_entry)
 
 
 def acquire_distributed_beat_lock(sender: Any = None, *args: Any, **kwargs: Any) -> None:
