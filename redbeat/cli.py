@@ -513,15 +513,16 @@ def _patch_definition(tool: Tool, name: str, field: str, value: Any) -> None:
         raise click.ClickException("the name is the key: add the entry under the new name and remove the old one")
     store = get_store(tool.app)
     key = RedBeatSchedulerEntry.generate_key(tool.app, name)
-    raw = store.load(key).definition
+    stored = store.load(key)
+    raw = stored.definition
     if raw is None:
         raise click.ClickException(f"no entry named {name!r}")
     definition = _json_or_text(raw)
     if not isinstance(definition, dict):
         raise click.ClickException(f"entry {name!r} has a definition that is not a JSON object")
     definition[field] = value
-    _checked_entry(tool, {**definition, "name": name})
-    store.rewrite_definition(key, json.dumps(definition))
+    entry = _checked_entry(tool, {**definition, "name": name})
+    store.save(entry.write_over(stored, json.dumps(definition)))
 
 
 @redbeat.command(name="run-now")

@@ -6,6 +6,7 @@ import hashlib
 import reprlib
 from collections.abc import Iterable
 from datetime import MINYEAR, datetime, timezone
+from itertools import islice
 from typing import Any
 
 from celery import Celery, current_app
@@ -15,13 +16,13 @@ from celery.schedules import BaseSchedule, schedstate
 from .client import get_store
 from .config import MAX_CATCH_UP, ensure_conf, number_problem
 from .decoder import MAX_INTERVAL, MIN_INTERVAL, DecodeError, dumps, meta_json, to_timestamp
-from .entrywrites import EntryWrite
+from .entrywrites import EntryWrite, StoredFields
 from .planning import CATCH_UP_POLICIES, ON_FINISH_ACTIONS, Plan, Policy, plan_runs, upcoming
 from .records import MAX_TIMESTAMP, NEVER, Meta, Status, decode_json
 from .schedules import answering_as_beat, clocked
 from .slots import zone_of
 
-__all__ = ["RedBeatSchedulerEntry", "score_of", "DEFINITION_FIELDS", "OPTION_FIELDS", "RESERVED_HEADERS",
+__all__ = ["RedBeatSchedulerEntry", "score_of", "bounded", "DEFINITION_FIELDS", "OPTION_FIELDS", "RESERVED_HEADERS",
            "RESERVED_OPTIONS", "reserved_options", "without_reserved"]
 
 # Scheduling options (RedBeat 3): optional definition fields, written only when
@@ -30,6 +31,9 @@ OPTION_FIELDS = ("catch_up", "catch_up_max", "starting_deadline", "start_at", "e
                  "on_finish", "jitter")
 # Definition fields of the data format; other fields are ignored when reading.
 DEFINITION_FIELDS = ("name", "task", "args", "kwargs", "options", "schedule", "enabled") + OPTION_FIELDS
+
+# Entries ``save_many`` reads and writes per round trip.
+SAVE_CHUNK = 1000
 
 # Jitter spreads the runs of a slot; a delay of more than a day moves them to another day.
 MAX_JITTER = 86400.0
@@ -68,6 +72,7 @@ class RedBeatSchedulerEntry(ScheduleEntry):
     # Set by celery's ScheduleEntry, which has no type information: declared here for the checker.
     schedule: Any
     last_run_at: datetime | None
+    total_run_count: int
 
     def __init__(
         self,
@@ -276,6 +281,17 @@ class RedBeatSchedulerEntry(ScheduleEntry):
         """The entry's score in the schedule: UNIX seconds of ``due_at``, -1 for never."""
         return score_of(self.due_at)
 
+    def next_score(self, now: datetime | None = None) -> float:
+        """The score beat gives the entry as it is (definition, run history, recorded next
+        slot) when it looks at it at ``now``: ``now`` if it has runs due, slots to record as
+        missed or an end to apply (``bounded``), else the fire time of its next slot (-1:
+        none); a paused entry the fire time of its next regular slot, where beat moves it."""
+        now = (now or self._default_now()).astimezone(timezone.utc)
+        plan = self.plan(now)
+        if self.enabled and (plan.runs or plan.missed or (plan.finished and bounded(self))):
+            return now.timestamp()
+        return score_of(plan.fire_at)
+
     def is_due(self) -> schedstate:
         if not self.enabled:
             return schedstate(False, 5.0)
@@ -309,25 +325,59 @@ class RedBeatSchedulerEntry(ScheduleEntry):
     def meta_json(self) -> str:
         return meta_json(self.last_run_at, self.total_run_count)
 
+    def write_over(self, stored: StoredFields | None, definition: str | None = None) -> EntryWrite:
+        """How saving this entry as ``definition`` (by default its own) writes over the fields
+        ``stored`` under its key (None: no hash there): the score rule of every way of saving
+        (see ``EntryWrites.SAVE_LUA``, docs/adding-tasks.rst).
+
+        A new entry (no stored meta) gets its own meta and ``score``, which may raise. An
+        existing one keeps its stored meta, and this entry takes that run history; it is
+        scored as beat will score it at its next tick: the new definition with the stored
+        meta and status (``next_score``), or 0 if they cannot be read (beat then decides,
+        and parks it if it must).
+        """
+        definition = self.definition_json() if definition is None else definition
+        if stored is None or stored.meta is None:
+            return EntryWrite(self.key, definition, self.meta_json(), self.score)
+        try:
+            as_stored = self.from_stored(definition, stored.meta, app=self.app, key=self.key, status=stored.status)
+            score = as_stored.next_score()
+        except Exception:  # any bad stored field must cost this score, never the save
+            return EntryWrite(self.key, definition, stored.meta, 0.0)
+        self.last_run_at, self.total_run_count = as_stored.last_run_at, as_stored.total_run_count
+        self.next_slot = as_stored.next_slot
+        return EntryWrite(self.key, definition, stored.meta, score)
+
     def save(self) -> RedBeatSchedulerEntry:
-        """Store the definition and schedule it; an existing entry keeps its meta.
+        """Store the definition and schedule it (see ``write_over``): an existing entry keeps
+        its run history, and its score stays its real next run.
 
         Raises DecodeError, naming the field, for a definition beat would park.
         """
-        get_store(self.app).save(self.key, self.checked_definition_json(), self.meta_json(), self.score)
+        definition = self.checked_definition_json()
+        store = get_store(self.app)
+        store.save(self.write_over(store.load(self.key), definition))
         return self
 
     @classmethod
     def save_many(cls, entries: Iterable[RedBeatSchedulerEntry], app: Celery | None = None) -> int:
-        """``save`` many entries with a round trip per thousand, not per entry; returns how many.
+        """``save`` many entries with two round trips per thousand, not per entry
+        (one reads what is stored, one writes); returns how many.
 
         Raises DecodeError for the first definition beat would park; the
-        entries before it in ``entries`` may have been written.
+        entries of the thousands before it may have been written.
         """
         app = app or current_app._get_current_object()
-        return get_store(app).save_many(
-            EntryWrite(entry.key, entry.checked_definition_json(), entry.meta_json(), entry.score)
-            for entry in entries)
+        store = get_store(app)
+        count = 0
+        chunks = iter(entries)
+        while chunk := list(islice(chunks, SAVE_CHUNK)):
+            definitions = [entry.checked_definition_json() for entry in chunk]
+            stored = store.load_many([entry.key for entry in chunk])
+            count += store.save_many([entry.write_over(fields, definition)
+                                      for entry, definition, fields in zip(chunk, definitions, stored)],
+                                     chunk=SAVE_CHUNK)
+        return count
 
     def delete(self) -> None:
         get_store(self.app).delete(self.key)
@@ -360,6 +410,16 @@ class RedBeatSchedulerEntry(ScheduleEntry):
 
     def __repr__(self) -> str:
         return f"<RedBeatSchedulerEntry: {self.name} {self.task}({self.args!r}, {self.kwargs!r}) {self.schedule!r}>"
+
+
+def bounded(entry: RedBeatSchedulerEntry) -> bool:
+    """Whether the entry asked to end (one-off, run limit, end date): then ``on_finish`` applies.
+
+    Other entries whose schedule is over (an rrule past its ``until``) just
+    stop, with a score of -1, as they did in celery-redbeat 2.x.
+    """
+    return (isinstance(entry.schedule, clocked) or entry.max_runs is not None or entry.end_at is not None
+            or entry.on_finish is not None)
 
 
 def _expect(fields: dict, name: str, kind: type | tuple, words: str) -> None:
