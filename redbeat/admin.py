@@ -17,7 +17,7 @@ from celery.schedules import crontab, schedule, solar
 from redis.exceptions import ResponseError
 
 from .client import get_store
-from .entry import RedBeatSchedulerEntry
+from .entry import RedBeatSchedulerEntry, write_over
 from .entrywrites import ImportedWrite, StoredFields
 from .records import MAX_TIMESTAMP, Heartbeat, Parked, Status, unix_seconds
 from .schedules import clocked, rrule
@@ -257,7 +257,7 @@ def plan_import(app: Celery, data: Any) -> ImportPlan:
 
     An export is written back exactly. Specs are written like ``beat_schedule``
     entries: the definition only, keeping the run history of entries that exist,
-    with the score rule of every save (``RedBeatSchedulerEntry.write_over``); a
+    with the score rule of every save (``entry.write_over``); a
     spec whose definition is the stored one is not written.
     Raises ValueError when ``data`` is neither.
     """
@@ -359,7 +359,7 @@ def _spec_write(entry: RedBeatSchedulerEntry, existing: EntryView) -> tuple[floa
     raw = existing.fields
     stored = StoredFields(raw.get("definition"), raw.get("meta"), raw.get("status")) if raw else None
     try:
-        write = entry.write_over(stored)
+        write = write_over(entry, stored)
     except Exception:
         return 0.0, {"definition": entry.definition_json(), "meta": entry.meta_json()}
     return write.score, {"definition": key_text(write.definition), "meta": key_text(write.meta)}

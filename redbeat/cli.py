@@ -24,7 +24,7 @@ from . import __version__, admin
 from .client import display_url, get_store
 from .config import ConfigurationError, ensure_conf
 from .decoder import MAX_INTERVAL, MIN_INTERVAL, DecodeError, dumps
-from .entry import RedBeatSchedulerEntry
+from .entry import RedBeatSchedulerEntry, write_over
 from .printable import printable
 from .schedules import clocked, crontab, rrule
 from .store import WrongTypeError
@@ -522,7 +522,7 @@ def _patch_definition(tool: Tool, name: str, field: str, value: Any) -> None:
         raise click.ClickException(f"entry {name!r} has a definition that is not a JSON object")
     definition[field] = value
     entry = _checked_entry(tool, {**definition, "name": name})
-    store.save(entry.write_over(stored, json.dumps(definition)))
+    store.save(write_over(entry, stored, json.dumps(definition)))
 
 
 @redbeat.command(name="run-now")

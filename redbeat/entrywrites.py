@@ -28,7 +28,7 @@ class EntryWrite(NamedTuple):
     """A definition to write as ``save`` writes it (see SAVE_LUA): the entry's key,
     the definition, and a meta and a score. ``meta`` is the meta the score was
     computed from: the stored one of an existing entry, the new entry's own
-    otherwise (``RedBeatSchedulerEntry.write_over`` makes both)."""
+    otherwise (``entry.write_over`` makes both)."""
 
     key: bytes | str
     definition: bytes | str
@@ -69,7 +69,7 @@ class EntryWrites(StorePart):
         self._save = self.client.register_script(self.SAVE_LUA)
 
     # The score rule of every way of writing a definition. The score is
-    # computed beforehand (RedBeatSchedulerEntry.write_over) from ARG_META:
+    # computed beforehand (entry.write_over) from ARG_META:
     # the stored meta and status of an existing entry, with the new
     # definition, is what beat would compute at its next tick; a new entry
     # has its own meta. The script writes the definition, drops a parked mark

@@ -13,7 +13,7 @@ from celery.schedules import crontab
 from celery.utils.log import get_logger
 
 from .config import RedBeatConfig
-from .entry import RedBeatSchedulerEntry
+from .entry import RedBeatSchedulerEntry, write_over
 from .entrywrites import EntryWrite, UnchangedEntry
 from .printable import printable
 from .store import ScheduleStore, WrongTypeError
@@ -92,7 +92,7 @@ class StaticSync:
 def prepare_writes(store: ScheduleStore, specs: dict,
                    entry_for: EntryFor) -> tuple[list[EntryWrite], list[UnchangedEntry]]:
     """The writes of entries new or changed, and (name, score) of the others, each
-    scored by the rule of every save (``RedBeatSchedulerEntry.write_over``): an
+    scored by the rule of every save (``entry.write_over``): an
     existing entry keeps its run history and its place."""
     names = list(specs)
     stored = store.load_many([store.key_for(name) for name in names])
@@ -107,7 +107,7 @@ def prepare_writes(store: ScheduleStore, specs: dict,
             entry = entry_for(name, specs[name])
             if _paused(fields.definition) and "enabled" not in _spec_fields(specs[name]):
                 entry.enabled = False  # paused at run time (redbeat pause): a re-sync keeps it paused
-            write = entry.write_over(fields)
+            write = write_over(entry, fields)
         except Exception as exc:
             logger.error("beat: cannot use schedule entry %s: %s", printable(name), printable(exc))
             continue

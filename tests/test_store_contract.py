@@ -20,6 +20,7 @@ from redbeat.admin import apply_import, plan_import
 from redbeat.cli import Tool, _patch_definition
 from redbeat.client import get_store
 from redbeat.decoder import meta_json
+from redbeat.entry import write_over
 from redbeat.entrywrites import ImportedWrite
 from redbeat.lock import BeatLock
 from redbeat.records import InFlight
@@ -209,7 +210,7 @@ def test_a_take_over_gives_a_run_to_exactly_one_of_two_callers(store, owner):
 
 # -- one score rule for every way of saving ---------------------------------------------------
 #
-# The rule, as SAVE_LUA, RedBeatSchedulerEntry.write_over, docs/adding-tasks.rst and
+# The rule, as SAVE_LUA, entry.write_over, docs/adding-tasks.rst and
 # docs/format.rst state it: writing a definition, a new entry gets its meta and its
 # computed score. An existing entry keeps its meta and its history and loses a parked
 # mark; its score is the one beat will give it at its next tick, computed from its
@@ -245,7 +246,7 @@ def _by_save_many(app, store, name, every, enabled=True):
 
 def _by_store_save(app, store, name, every, enabled=True):
     entry = _entry(app, name, every, enabled)
-    store.save(entry.write_over(store.load(entry.key)))
+    store.save(write_over(entry, store.load(entry.key)))
 
 
 def _by_cli_edit(app, store, name, every, enabled=True):
@@ -400,7 +401,7 @@ def test_a_score_computed_from_meta_that_changed_before_the_write_is_not_written
     the meta read is stale, so the entry gets 0 and beat decides from what is stored."""
     _, meta = _stored_meta(100)
     key = put_entry(store, "raced", NOW + 999, meta=meta)
-    write = _entry(contract_app, "raced", 600).write_over(store.load(key))
+    write = write_over(_entry(contract_app, "raced", 600), store.load(key))
     assert write.score > 0
     claimed = meta_json(datetime.now(timezone.utc), RUNS + 1)
     store.client.hset(key, "meta", claimed)
@@ -415,7 +416,7 @@ def test_a_score_computed_from_meta_that_changed_before_the_write_is_not_written
 @pytest.mark.parametrize("write_it", WRITES)
 def test_an_entry_created_between_the_read_and_the_write_is_scored_0(contract_app, store, write_it):
     entry = _entry(contract_app, "created", 600)
-    write = entry.write_over(store.load(entry.key))
+    write = write_over(entry, store.load(entry.key))
     _, meta = _stored_meta(100)
     put_entry(store, "created", NOW + 999, meta=meta)
 
