@@ -68,11 +68,10 @@ class EntryWrites(StorePart):
         super().__init__(client, conf)
         self._save = self.client.register_script(self.SAVE_LUA)
 
-    # The score rule of every way of writing a definition. The score is
-    # computed beforehand (entry.write_over) from ARG_META:
-    # the stored meta and status of an existing entry, with the new
-    # definition, is what beat would compute at its next tick; a new entry
-    # has its own meta. The script writes the definition, drops a parked mark
+    # The score rule of every way of writing a definition. The score comes
+    # computed (entry.write_over) from ARG_META: for an existing entry, its
+    # stored meta and status with the new definition, what beat would
+    # compute at its next tick; for a new entry, its own meta. The script writes the definition, drops a parked mark
     # (a new definition deserves a new chance), writes ARG_META only if the
     # hash has no meta (an existing entry keeps its meta and its history),
     # and writes ARG_SCORE only if the stored meta is then ARG_META: the
