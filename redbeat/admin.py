@@ -17,8 +17,8 @@ from celery.schedules import crontab, schedule, solar
 from redis.exceptions import ResponseError
 
 from .client import get_store
-from .entry import RedBeatSchedulerEntry
-from .entrywrites import ImportedWrite
+from .entry import RedBeatSchedulerEntry, write_over
+from .entrywrites import ImportedWrite, StoredFields
 from .records import MAX_TIMESTAMP, Heartbeat, Parked, Status, unix_seconds
 from .schedules import clocked, rrule
 from .store import NEVER, ScheduleStore
@@ -256,9 +256,9 @@ def plan_import(app: Celery, data: Any) -> ImportPlan:
     """What importing ``data`` (an export, or ``{name: beat_schedule spec}``) would change.
 
     An export is written back exactly. Specs are written like ``beat_schedule``
-    entries: the definition only, keeping the run history of entries that exist
-    (``ScheduleStore.save``'s score rule); a spec whose definition is the
-    stored one is not written.
+    entries: the definition only, keeping the run history of entries that exist,
+    with the score rule of every save (``entry.write_over``); a
+    spec whose definition is the stored one is not written.
     Raises ValueError when ``data`` is neither.
     """
     if not isinstance(data, dict):
@@ -267,7 +267,8 @@ def plan_import(app: Celery, data: Any) -> ImportPlan:
     prefix = store.conf.key_prefix
     plan = ImportPlan()
     exact = data.get("format") == EXPORT_FORMAT
-    items = _export_items(data, prefix, plan) if exact else _spec_items(app, data, plan)
+    specs: dict[str, RedBeatSchedulerEntry] = {}
+    items = _export_items(data, prefix, plan) if exact else _spec_items(app, data, plan, specs)
     current = {view.key: view for view in entries(app, [key for key, _, _ in items])}
     for key, score, fields in items:
         name = key[len(prefix):]
@@ -289,6 +290,8 @@ def plan_import(app: Celery, data: Any) -> ImportPlan:
             plan.unchanged.append(name)
             continue
         (plan.update if stored else plan.create).append(name)
+        if not exact:
+            score, fields = _spec_write(specs[key], existing)
         plan.writes.append((key, NEVER if score is None else score, fields, exact))
     return plan
 
@@ -331,27 +334,35 @@ def _export_row(row: Any, prefix: str) -> tuple[str, float | None, dict[str, str
         raise ValueError(f"{key!r}: {exc}") from None
 
 
-def _spec_items(app: Celery, data: dict, plan: ImportPlan) -> list[tuple[str, float | None, dict[str, str]]]:
-    """(key, score as a new entry, fields) of each spec; specs that are no entry are invalid."""
+def _spec_items(app: Celery, data: dict, plan: ImportPlan,
+                specs: dict[str, RedBeatSchedulerEntry]) -> list[tuple[str, float | None, dict[str, str]]]:
+    """(key, no score yet, definition) of each spec, its entry put in ``specs`` by key;
+    specs that are no entry are invalid."""
     items: list[tuple[str, float | None, dict[str, str]]] = []
     for name, spec in data.items():
         try:
             entry = RedBeatSchedulerEntry(name=name, app=app, **_spec_from_json(spec))
-            fields = {"definition": entry.definition_json(), "meta": entry.meta_json()}
+            fields = {"definition": entry.definition_json()}
         except Exception as exc:
             plan.invalid[name] = str(exc)
             continue
-        items.append((entry.key, _first_score(entry), fields))
+        specs[entry.key] = entry
+        items.append((entry.key, None, fields))
     return items
 
 
-def _first_score(entry: RedBeatSchedulerEntry) -> float:
-    """The score of a new entry; 0 (beat looks at it at once, and parks it if it
-    cannot schedule it either) when it cannot be computed."""
+def _spec_write(entry: RedBeatSchedulerEntry, existing: EntryView) -> tuple[float, dict[str, str]]:
+    """The score and fields (definition and meta) an import writes for a spec's ``entry``
+    over what ``existing`` holds, by the score rule of every save; a new entry whose
+    score cannot be computed gets 0 (beat looks at it at once, and parks it if it
+    cannot schedule it either)."""
+    raw = existing.fields
+    stored = StoredFields(raw.get("definition"), raw.get("meta"), raw.get("status")) if raw else None
     try:
-        return entry.score
+        write = write_over(entry, stored)
     except Exception:
-        return 0.0
+        return 0.0, {"definition": entry.definition_json(), "meta": entry.meta_json()}
+    return write.score, {"definition": key_text(write.definition), "meta": key_text(write.meta)}
 
 
 def _same_definition(stored: str | None, written: str) -> bool:

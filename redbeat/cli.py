@@ -24,7 +24,7 @@ from . import __version__, admin
 from .client import build_client, display_url, get_store
 from .config import DEFAULT_KEY_PREFIX, HASH_TAG, ConfigurationError, ensure_conf
 from .decoder import MAX_INTERVAL, MIN_INTERVAL, DecodeError, dumps
-from .entry import RedBeatSchedulerEntry
+from .entry import RedBeatSchedulerEntry, write_over
 from .keys import KeyNames
 from .prefixmove import MoveAction, MoveError, MovePlan, MoveResult, PrefixMover
 from .printable import printable
@@ -517,15 +517,16 @@ def _patch_definition(tool: Tool, name: str, field: str, value: Any) -> None:
         raise click.ClickException("the name is the key: add the entry under the new name and remove the old one")
     store = get_store(tool.app)
     key = RedBeatSchedulerEntry.generate_key(tool.app, name)
-    raw = store.load(key).definition
+    stored = store.load(key)
+    raw = stored.definition
     if raw is None:
         raise click.ClickException(f"no entry named {name!r}")
     definition = _json_or_text(raw)
     if not isinstance(definition, dict):
         raise click.ClickException(f"entry {name!r} has a definition that is not a JSON object")
     definition[field] = value
-    _checked_entry(tool, {**definition, "name": name})
-    store.rewrite_definition(key, json.dumps(definition))
+    entry = _checked_entry(tool, {**definition, "name": name})
+    store.save(write_over(entry, stored, json.dumps(definition)))
 
 
 @redbeat.command(name="run-now")

@@ -16,13 +16,13 @@ from celery import Celery
 from celery.utils.log import get_logger
 
 from .decoder import meta_json
-from .entry import RedBeatSchedulerEntry, definition_digest, score_of
+from .entry import RedBeatSchedulerEntry, bounded, definition_digest, score_of
 from .keys import KeyNames
 from .planning import Plan, Policy, latest_start
 from .printable import printable
 from .records import MAX_TIMESTAMP, NEVER, InFlight, Parked, Status
 from .runs import task_id_for
-from .schedules import clocked, crontab
+from .schedules import crontab
 from .stages import Action, Decision, DueRecord
 
 __all__ = ["Decider", "Definitions", "bounded", "requested_at", "DEFINITION_CACHE_SIZE"]
@@ -228,16 +228,6 @@ class Decider:
             printable(record.key_text), printable(reason),
         )
         return Decision(record, Action.PARK, score=NEVER, reason=Parked(reason, time.time()).to_json())
-
-
-def bounded(entry: RedBeatSchedulerEntry) -> bool:
-    """Whether the entry asked to end (one-off, run limit, end date): then ``on_finish`` applies.
-
-    Other entries whose schedule is over (an rrule past its ``until``) just
-    stop, with a score of -1, as they did in celery-redbeat 2.x.
-    """
-    return (isinstance(entry.schedule, clocked) or entry.max_runs is not None or entry.end_at is not None
-            or entry.on_finish is not None)
 
 
 def requested_at(raw: bytes, now: datetime) -> float:

@@ -6,7 +6,8 @@ import hashlib
 import reprlib
 from collections.abc import Iterable
 from datetime import MINYEAR, datetime, timezone
-from typing import Any
+from itertools import islice
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery, current_app
 from celery.beat import ScheduleEntry
@@ -15,14 +16,17 @@ from celery.schedules import BaseSchedule, schedstate
 from .client import get_store
 from .config import MAX_CATCH_UP, NO_LIMIT, catch_up_limit, ensure_conf, no_deadline, number_problem
 from .decoder import MAX_INTERVAL, MIN_INTERVAL, DecodeError, dumps, meta_json, to_timestamp
-from .entrywrites import EntryWrite
+from .entrywrites import EntryWrite, StoredFields
 from .planning import CATCH_UP_POLICIES, ON_FINISH_ACTIONS, Plan, Policy, plan_runs, upcoming
 from .records import MAX_TIMESTAMP, NEVER, Meta, Status, decode_json
 from .schedules import answering_as_beat, clocked
 from .slots import zone_of
 
-__all__ = ["RedBeatSchedulerEntry", "score_of", "DEFINITION_FIELDS", "OPTION_FIELDS", "RESERVED_HEADERS",
-           "RESERVED_OPTIONS", "reserved_options", "without_reserved"]
+if TYPE_CHECKING:
+    from .store import ScheduleStore
+
+__all__ = ["RedBeatSchedulerEntry", "score_of", "bounded", "next_score", "write_over", "DEFINITION_FIELDS",
+           "OPTION_FIELDS", "RESERVED_HEADERS", "RESERVED_OPTIONS", "reserved_options", "without_reserved"]
 
 # Scheduling options (RedBeat 3): optional definition fields, written only when
 # set, because celery-redbeat 2.x refuses definitions with fields it does not know.
@@ -30,6 +34,9 @@ OPTION_FIELDS = ("catch_up", "catch_up_max", "starting_deadline", "start_at", "e
                  "on_finish", "jitter")
 # Definition fields of the data format; other fields are ignored when reading.
 DEFINITION_FIELDS = ("name", "task", "args", "kwargs", "options", "schedule", "enabled") + OPTION_FIELDS
+
+# Entries ``save_many`` reads and writes per round trip.
+SAVE_CHUNK = 1000
 
 # Jitter spreads the runs of a slot; a delay of more than a day moves them to another day.
 MAX_JITTER = 86400.0
@@ -68,6 +75,7 @@ class RedBeatSchedulerEntry(ScheduleEntry):
     # Set by celery's ScheduleEntry, which has no type information: declared here for the checker.
     schedule: Any
     last_run_at: datetime | None
+    total_run_count: int
 
     def __init__(
         self,
@@ -311,24 +319,22 @@ class RedBeatSchedulerEntry(ScheduleEntry):
         return meta_json(self.last_run_at, self.total_run_count)
 
     def save(self) -> RedBeatSchedulerEntry:
-        """Store the definition and schedule it; an existing entry keeps its meta.
+        """Store the definition and schedule it; an existing entry keeps its meta (see ``write_over``).
 
         Raises DecodeError, naming the field, for a definition beat would park.
         """
-        get_store(self.app).save(self.key, self.checked_definition_json(), self.meta_json(), self.score)
+        store = get_store(self.app)
+        store.save(write_over(self, store.load(self.key), self.checked_definition_json()))
         return self
 
     @classmethod
     def save_many(cls, entries: Iterable[RedBeatSchedulerEntry], app: Celery | None = None) -> int:
-        """``save`` many entries with a round trip per thousand, not per entry; returns how many.
+        """``save`` many entries with two round trips (a read, a write) per thousand; returns how many.
 
         Raises DecodeError for the first definition beat would park; the
-        entries before it in ``entries`` may have been written.
+        thousands of entries before it may have been written.
         """
-        app = app or current_app._get_current_object()
-        return get_store(app).save_many(
-            EntryWrite(entry.key, entry.checked_definition_json(), entry.meta_json(), entry.score)
-            for entry in entries)
+        return _save_in_chunks(get_store(app or current_app._get_current_object()), entries)
 
     def delete(self) -> None:
         get_store(self.app).delete(self.key)
@@ -361,6 +367,66 @@ class RedBeatSchedulerEntry(ScheduleEntry):
 
     def __repr__(self) -> str:
         return f"<RedBeatSchedulerEntry: {self.name} {self.task}({self.args!r}, {self.kwargs!r}) {self.schedule!r}>"
+
+
+def next_score(entry: RedBeatSchedulerEntry, now: datetime | None = None) -> float:
+    """The score beat gives ``entry`` as it is (definition, run history, recorded next
+    slot) when it looks at it at ``now``: ``now`` if it has runs due, slots to record as
+    missed or an end to apply (``bounded``), else the fire time of its next slot (-1:
+    none); a paused entry the fire time of its next regular slot, where beat moves it."""
+    now = (now or entry._default_now()).astimezone(timezone.utc)
+    plan = entry.plan(now)
+    if entry.enabled and (plan.runs or plan.missed or (plan.finished and bounded(entry))):
+        return now.timestamp()
+    return score_of(plan.fire_at)
+
+
+def write_over(entry: RedBeatSchedulerEntry, stored: StoredFields | None, definition: str | None = None) -> EntryWrite:
+    """How saving ``entry`` as ``definition`` (by default its own) writes over the fields
+    ``stored`` under its key (None: no hash there): the score rule of every way of saving
+    (see ``EntryWrites.SAVE_LUA``, docs/adding-tasks.rst).
+
+    A new entry (no stored meta) gets its own meta and ``score``, which may raise. An
+    existing one keeps its stored meta, and ``entry`` takes that run history; it is
+    scored as beat will score it at its next tick: the new definition with the stored
+    meta and status (``next_score``), or 0 if they cannot be read (beat then decides,
+    and parks it if it must).
+    """
+    definition = entry.definition_json() if definition is None else definition
+    if stored is None or stored.meta is None:
+        return EntryWrite(entry.key, definition, entry.meta_json(), entry.score)
+    try:
+        as_stored = entry.from_stored(definition, stored.meta, app=entry.app, key=entry.key, status=stored.status)
+        score = next_score(as_stored)
+    except Exception:  # any bad stored field must cost this score, never the save
+        return EntryWrite(entry.key, definition, stored.meta, 0.0)
+    entry.last_run_at, entry.total_run_count = as_stored.last_run_at, as_stored.total_run_count
+    entry.next_slot = as_stored.next_slot
+    return EntryWrite(entry.key, definition, stored.meta, score)
+
+
+def _save_in_chunks(store: ScheduleStore, entries: Iterable[RedBeatSchedulerEntry]) -> int:
+    """``save`` each of ``entries``: per SAVE_CHUNK entries, one round trip reads what
+    is stored, one writes."""
+    count = 0
+    chunks = iter(entries)
+    while chunk := list(islice(chunks, SAVE_CHUNK)):
+        definitions = [entry.checked_definition_json() for entry in chunk]
+        stored = store.load_many([entry.key for entry in chunk])
+        count += store.save_many([write_over(entry, fields, definition)
+                                  for entry, definition, fields in zip(chunk, definitions, stored)],
+                                 chunk=SAVE_CHUNK)
+    return count
+
+
+def bounded(entry: RedBeatSchedulerEntry) -> bool:
+    """Whether the entry asked to end (one-off, run limit, end date): then ``on_finish`` applies.
+
+    Other entries whose schedule is over (an rrule past its ``until``) just
+    stop, with a score of -1, as they did in celery-redbeat 2.x.
+    """
+    return (isinstance(entry.schedule, clocked) or entry.max_runs is not None or entry.end_at is not None
+            or entry.on_finish is not None)
 
 
 def _expect(fields: dict, name: str, kind: type | tuple, words: str) -> None:

@@ -25,12 +25,14 @@ SAVE_ARGS = ArgLayout("ARG_", ("definition", "meta", "score"), first=1)
 
 
 class EntryWrite(NamedTuple):
-    """A definition to write as ``save`` writes it: the entry's key (its name, for
-    ``write_entries``), the definition, and the meta and score it gets if it is new."""
+    """A definition to write as ``save`` writes it (see SAVE_LUA): the entry's key,
+    the definition, and a meta and a score. ``meta`` is the meta the score was
+    computed from: the stored one of an existing entry, the new entry's own
+    otherwise (``entry.write_over`` makes both)."""
 
-    key: str
-    definition: str
-    meta: str
+    key: bytes | str
+    definition: bytes | str
+    meta: bytes | str
     score: float
 
 
@@ -66,47 +68,55 @@ class EntryWrites(StorePart):
         super().__init__(client, conf)
         self._save = self.client.register_script(self.SAVE_LUA)
 
-    # The score rule of every way of writing a definition. A new entry gets
-    # its meta and its computed score. An existing entry keeps its meta and
-    # its history, loses a parked mark, and is scored 0: beat looks at it at
-    # its next tick and runs it only if its stored meta says it is due. (A
-    # score computed from the caller's fresh object would push the entry
-    # back each time an app re-saves it.) A hash without meta counts as new.
-    # KEYS: schedule, entry   ARGV: SAVE_ARGS   Returns: 1
+    # The score rule of every way of writing a definition. The score comes
+    # computed (entry.write_over) from ARG_META: for an existing entry, its
+    # stored meta and status with the new definition, what beat would
+    # compute at its next tick; for a new entry, its own meta. The script writes the definition, drops a parked mark
+    # (a new definition deserves a new chance), writes ARG_META only if the
+    # hash has no meta (an existing entry keeps its meta and its history),
+    # and writes ARG_SCORE only if the stored meta is then ARG_META: the
+    # score holds for what is stored. If beat claimed a run since the meta
+    # was read (or someone created the entry meanwhile), or a run-now request
+    # waits, the score is 0: beat decides at its next tick, from what is
+    # stored. So the score is a real next run at every moment but the
+    # instants of such races, and never one from the caller's fresh object
+    # (which would push the entry back each time an app re-saves it).
+    # KEYS: schedule, entry   ARGV: SAVE_ARGS
+    # Returns: 1 if ARG_SCORE was written, 0 if 0 was
     SAVE_LUA = SAVE_ARGS.lua() + """
     redis.call('HSET', KEYS[2], 'definition', ARGV[ARG_DEFINITION])
     redis.call('HDEL', KEYS[2], 'parked')
-    if redis.call('HSETNX', KEYS[2], 'meta', ARGV[ARG_META]) == 1 then
+    redis.call('HSETNX', KEYS[2], 'meta', ARGV[ARG_META])
+    if redis.call('HGET', KEYS[2], 'meta') == ARGV[ARG_META] and redis.call('HEXISTS', KEYS[2], 'run_now') == 0 then
         redis.call('ZADD', KEYS[1], ARGV[ARG_SCORE], KEYS[2])
-    else
-        redis.call('ZADD', KEYS[1], 0, KEYS[2])
+        return 1
     end
-    return 1
+    redis.call('ZADD', KEYS[1], 0, KEYS[2])
+    return 0
     """
 
-    def save(self, key: str, definition: str, meta: str, score: float) -> None:
-        """Write an entry's definition; meta and score only if it is new (see SAVE_LUA).
+    def save(self, write: EntryWrite) -> bool:
+        """Write an entry's definition, with the score rule of SAVE_LUA; whether
+        ``write.score`` was written (False: 0 was, for beat to decide)."""
+        return bool(self._save(keys=[self.conf.schedule_key, write.key], args=self._save_args(write)))
 
-        Saving also clears a parked mark: a new definition deserves a new chance.
-        """
-        self._save(keys=[self.conf.schedule_key, key], args=SAVE_ARGS.pack(definition=definition, meta=meta,
-                                                                            score=repr(score)))
+    @staticmethod
+    def _save_args(write: EntryWrite) -> list:
+        return SAVE_ARGS.pack(definition=write.definition, meta=write.meta, score=repr(write.score))
 
-    def _queue_save(self, pipe: Any, key: bytes | str, definition: bytes | str, meta: bytes | str,
-                    score: float) -> None:
+    def _queue_save(self, pipe: Any, write: EntryWrite) -> None:
         """``save`` as part of ``pipe``."""
         # redis-py refuses scripts in a Redis Cluster pipeline (which is no
         # transaction there anyway): each save is then a call of its own.
         client = self.client if isinstance(self.client, RedisCluster) else pipe
-        self._save(keys=[self.conf.schedule_key, key],
-                   args=SAVE_ARGS.pack(definition=definition, meta=meta, score=repr(score)), client=client)
+        self._save(keys=[self.conf.schedule_key, write.key], args=self._save_args(write), client=client)
 
-    def save_many(self, items: Iterable[EntryWrite], chunk: int = 1000) -> int:
-        """``save`` for many (key, definition, meta, score) at once: one round trip per ``chunk``."""
+    def save_many(self, writes: Iterable[EntryWrite], chunk: int = 1000) -> int:
+        """``save`` for many at once: one round trip per ``chunk``."""
         count = 0
         pipe = self.client.pipeline(transaction=False)
-        for key, definition, meta, score in items:
-            self._queue_save(pipe, key, definition, meta, score)
+        for write in writes:
+            self._queue_save(pipe, write)
             count += 1
             if count % chunk == 0:
                 pipe.execute()
@@ -122,15 +132,15 @@ class EntryWrites(StorePart):
     ) -> None:
         """Write entries by name in one transaction.
 
-        ``changed`` holds (name, definition, meta, score) of new or edited
-        entries, written as ``save`` writes them. ``unchanged`` entries are
+        ``changed`` holds the writes of new or edited entries, written as
+        ``save`` writes them. ``unchanged`` entries are
         not written: they get their score back only if they had none.
         ``removed`` names are deleted. ``statics``, when given, becomes the
         set of static names.
         """
         pipe = self.client.pipeline()
-        for name, definition, meta, score in changed:
-            self._queue_save(pipe, self.key_for(name), definition, meta, score)
+        for write in changed:
+            self._queue_save(pipe, write)
         for name, score in unchanged:
             pipe.zadd(self.conf.schedule_key, {self.key_for(name): score}, nx=True)
         for name in removed:
@@ -164,19 +174,11 @@ class EntryWrites(StorePart):
                     pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
                 pipe.zadd(self.conf.schedule_key, {key: score})
             else:
-                self._queue_save(pipe, key, fields[b"definition"], fields[b"meta"], score)
+                self._queue_save(pipe, EntryWrite(key, fields[b"definition"], fields[b"meta"], score))
         if statics:
             pipe.sadd(self.conf.statics_key, *statics)
         pipe.execute()
         return len(written)
-
-    def rewrite_definition(self, key: str, definition: str) -> None:
-        """Replace an entry's definition (meta kept) and have beat look at it at its next tick."""
-        pipe = self.client.pipeline()
-        pipe.hset(key, "definition", definition)
-        pipe.hdel(key, "parked")
-        pipe.zadd(self.conf.schedule_key, {key: 0})
-        pipe.execute()
 
     def request_run_now(self, key: str) -> None:
         """Ask beat to dispatch the entry once at its next tick, off its regular schedule."""
@@ -204,11 +206,11 @@ class EntryWrites(StorePart):
         return StoredFields(definition, meta, status)
 
     def load_many(self, keys: Sequence[str]) -> list[StoredFields | None]:
-        """Each key's ``definition`` and ``meta``; None for a key that holds
-        another type than a hash (someone else's data, never to be written)."""
+        """Each key's ``definition``, ``meta`` and ``status`` in one round trip; None for a
+        key that holds another type than a hash (someone else's data, never to be written)."""
         pipe = self.client.pipeline(transaction=False)
         for key in keys:
-            pipe.hmget(key, "definition", "meta")
+            pipe.hmget(key, "definition", "meta", "status")
         return [None if isinstance(fields, ResponseError) else StoredFields(*fields)
                 for fields in pipe.execute(raise_on_error=False)]
 

@@ -13,7 +13,7 @@ from celery.schedules import crontab
 from celery.utils.log import get_logger
 
 from .config import RedBeatConfig
-from .entry import RedBeatSchedulerEntry
+from .entry import RedBeatSchedulerEntry, write_over
 from .entrywrites import EntryWrite, UnchangedEntry
 from .printable import printable
 from .store import ScheduleStore, WrongTypeError
@@ -91,8 +91,9 @@ class StaticSync:
 
 def prepare_writes(store: ScheduleStore, specs: dict,
                    entry_for: EntryFor) -> tuple[list[EntryWrite], list[UnchangedEntry]]:
-    """The (name, definition, meta, score) of entries new or changed, and (name, score)
-    of the others: stored run history is kept, so a rewritten entry does not lose its place."""
+    """The writes of entries new or changed, and (name, score) of the others, each
+    scored by the rule of every save (``entry.write_over``): an
+    existing entry keeps its run history and its place."""
     names = list(specs)
     stored = store.load_many([store.key_for(name) for name in names])
     changed: list[EntryWrite] = []
@@ -102,43 +103,24 @@ def prepare_writes(store: ScheduleStore, specs: dict,
             logger.error("beat: static entry %s not written: its key %s holds another type than an entry hash "
                          "(someone else's data?)", printable(name), printable(store.key_for(name)))
             continue
-        definition, meta = fields.definition, fields.meta
         try:
             entry = entry_for(name, specs[name])
-            new_definition = entry.definition_json()
+            if _paused(fields.definition) and "enabled" not in _spec_fields(specs[name]):
+                entry.enabled = False  # paused at run time (redbeat pause): a re-sync keeps it paused
+            write = write_over(entry, fields)
         except Exception as exc:
             logger.error("beat: cannot use schedule entry %s: %s", printable(name), printable(exc))
             continue
-        if definition is not None and _paused(definition) and "enabled" not in _spec_fields(specs[name]):
-            entry.enabled = False  # paused at run time (redbeat pause): a re-sync keeps it paused
-            new_definition = entry.definition_json()
-        if meta:
-            _keep_history(name, entry, meta)
-        try:
-            score = entry.score
-        except Exception as exc:
-            logger.error("beat: cannot schedule entry %s: %s", printable(name), printable(exc))
-            continue
-        if definition is not None and _same_json(definition, new_definition):
-            unchanged.append(UnchangedEntry(name, score))
+        if fields.definition is not None and _same_json(fields.definition, write.definition):
+            unchanged.append(UnchangedEntry(name, write.score))
         else:
-            changed.append(EntryWrite(name, new_definition, entry.meta_json(), score))
+            changed.append(write)
     return changed, unchanged
 
 
-def _keep_history(name: str, entry: RedBeatSchedulerEntry, meta: bytes) -> None:
-    """Give ``entry`` the run history of its stored ``meta``."""
+def _paused(definition: bytes | None) -> bool:
     try:
-        state = entry.decode_meta(meta)
-        entry.last_run_at = state["last_run_at"]
-        entry.total_run_count = state["total_run_count"]
-    except Exception as exc:
-        logger.warning("beat: entry %s has unreadable meta (%s); keeping it", printable(name), printable(exc))
-
-
-def _paused(definition: bytes) -> bool:
-    try:
-        return json.loads(definition).get("enabled") is False
+        return definition is not None and json.loads(definition).get("enabled") is False
     except (ValueError, AttributeError):
         return False
 
@@ -147,7 +129,7 @@ def _spec_fields(spec: Any) -> Any:
     return spec if isinstance(spec, dict) else vars(spec)
 
 
-def _same_json(stored: bytes, written: str) -> bool:
+def _same_json(stored: bytes, written: bytes | str) -> bool:
     """Whether two JSON texts hold the same value (key order and 60 vs 60.0 aside)."""
     try:
         return json.loads(stored) == json.loads(written)

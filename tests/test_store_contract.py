@@ -8,6 +8,7 @@ production runs (Redis). The scripts are called directly, as beat calls them.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 from datetime import datetime, timezone
 
@@ -16,8 +17,11 @@ from celery import Celery
 
 from redbeat import RedBeatScheduler, RedBeatSchedulerEntry
 from redbeat.admin import apply_import, plan_import
+from redbeat.cli import Tool, _patch_definition
 from redbeat.client import get_store
 from redbeat.decoder import meta_json
+from redbeat.entry import write_over
+from redbeat.entrywrites import ImportedWrite
 from redbeat.lock import BeatLock
 from redbeat.records import InFlight
 from redbeat.runs import task_id_for
@@ -206,49 +210,59 @@ def test_a_take_over_gives_a_run_to_exactly_one_of_two_callers(store, owner):
 
 # -- one score rule for every way of saving ---------------------------------------------------
 #
-# The rule, as SAVE_LUA, docs/adding-tasks.rst and docs/format.rst state it:
-# writing a definition: a new entry gets its meta and its computed score. An
-# existing entry keeps its meta and its history, loses a parked mark, and is
-# scored 0: beat looks at it at its next tick and runs it only if its stored
-# meta says it is due. Finding a definition unchanged is not writing it: the
-# static sync and an import leave such an entry as it is (the static sync
-# restores its score only if it has none).
+# The rule, as SAVE_LUA, entry.write_over, docs/adding-tasks.rst and
+# docs/format.rst state it: writing a definition, a new entry gets its meta and its
+# computed score. An existing entry keeps its meta and its history and loses a parked
+# mark; its score is the one beat will give it at its next tick, computed from its
+# stored meta and status with the new definition: now if runs are due, else its next
+# fire time (paused: that of its next regular slot). So the score is a real next run
+# at every moment, and an app re-saving its entries never pushes them back. The score
+# is 0 (beat decides at its next tick) only if the stored meta changed between the
+# read and the write (beat claimed a run), a run-now request waits, or the stored meta
+# cannot be read. Finding a definition unchanged is not writing it: the static sync
+# and an import leave such an entry as it is (the static sync restores its score only
+# if it has none).
 
-LAST_RUN = datetime(2026, 1, 1, tzinfo=timezone.utc)
-STORED_META = meta_json(LAST_RUN, 7)
-
-
-def _entry(app: Celery, name: str, every: float) -> RedBeatSchedulerEntry:
-    return RedBeatSchedulerEntry(name=name, task="tasks.contract", schedule=every, app=app)
-
-
-def _by_entry_save(app, store, name, every):
-    _entry(app, name, every).save()
+RUNS = 7
 
 
-def _by_save_many(app, store, name, every):
-    RedBeatSchedulerEntry.save_many([_entry(app, name, every)], app=app)
+def _stored_meta(last_run_ago: float) -> tuple[float, str]:
+    """When the entry last ran (``last_run_ago`` seconds ago, whole seconds) and its meta."""
+    last_run = float(int(time.time() - last_run_ago))
+    return last_run, meta_json(datetime.fromtimestamp(last_run, timezone.utc), RUNS)
 
 
-def _by_store_save(app, store, name, every):
-    entry = _entry(app, name, every)
-    store.save(entry.key, entry.definition_json(), entry.meta_json(), entry.score)
+def _entry(app: Celery, name: str, every: float, enabled: bool = True) -> RedBeatSchedulerEntry:
+    return RedBeatSchedulerEntry(name=name, task="tasks.contract", schedule=every, enabled=enabled, app=app)
 
 
-def _by_rewrite_definition(app, store, name, every):
-    store.rewrite_definition(store.key_for(name), _entry(app, name, every).definition_json())
+def _by_entry_save(app, store, name, every, enabled=True):
+    _entry(app, name, every, enabled).save()
 
 
-def _by_import(app, store, name, every):
-    spec = {"task": "tasks.contract", "schedule": {"__type__": "interval", "every": every}}
+def _by_save_many(app, store, name, every, enabled=True):
+    RedBeatSchedulerEntry.save_many([_entry(app, name, every, enabled)], app=app)
+
+
+def _by_store_save(app, store, name, every, enabled=True):
+    entry = _entry(app, name, every, enabled)
+    store.save(write_over(entry, store.load(entry.key)))
+
+
+def _by_cli_edit(app, store, name, every, enabled=True):
+    _patch_definition(Tool(app), name, "schedule", {"__type__": "interval", "every": every})
+
+
+def _by_import(app, store, name, every, enabled=True):
+    spec = {"task": "tasks.contract", "schedule": {"__type__": "interval", "every": every}, "enabled": enabled}
     plan = plan_import(app, {name: spec})
     assert apply_import(app, plan) == (0 if plan.unchanged == [name] else 1)
 
 
-def _by_static_sync(app, store, name, every):
+def _by_static_sync(app, store, name, every, enabled=True):
     scheduler = RedBeatScheduler(app=app, lock_key=None)
     try:
-        scheduler.update_from_dict({name: {"task": "tasks.contract", "schedule": float(every)}})
+        scheduler.update_from_dict({name: {"task": "tasks.contract", "schedule": float(every), "enabled": enabled}})
     finally:
         scheduler.close()
 
@@ -257,7 +271,7 @@ SAVERS = [
     pytest.param(_by_entry_save, id="entry.save"),
     pytest.param(_by_save_many, id="save_many"),
     pytest.param(_by_store_save, id="store.save"),
-    pytest.param(_by_rewrite_definition, id="rewrite_definition"),
+    pytest.param(_by_cli_edit, id="cli_edit"),
     pytest.param(_by_import, id="apply_import"),
     pytest.param(_by_static_sync, id="update_from_dict"),
 ]
@@ -265,7 +279,7 @@ SAVERS = [
 COMPARING = ("apply_import", "update_from_dict")
 
 
-@pytest.mark.parametrize("save", [p for p in SAVERS if p.id != "rewrite_definition"])
+@pytest.mark.parametrize("save", [p for p in SAVERS if p.id != "cli_edit"])
 def test_saving_a_new_entry_gives_it_its_computed_score(contract_app, store, save):
     expected = _entry(contract_app, "fresh", 3600).score
     save(contract_app, store, "fresh", 3600)
@@ -276,8 +290,9 @@ def test_saving_a_new_entry_gives_it_its_computed_score(contract_app, store, sav
 
 
 @pytest.mark.parametrize("save", SAVERS)
-def test_saving_an_existing_entry_keeps_its_meta_and_history_and_scores_it_0(contract_app, store, save):
-    key = put_entry(store, "kept", NOW + 999, meta=STORED_META)
+def test_saving_an_existing_entry_keeps_its_meta_and_history_and_scores_its_next_run(contract_app, store, save):
+    last_run, meta = _stored_meta(100)
+    key = put_entry(store, "kept", NOW + 999, meta=meta)
     store.client.hset(key, "parked", json.dumps({"reason": "old", "parked_at": NOW}))
     history_key = store.history_key(key)
     store.client.lpush(history_key, json.dumps({"task_id": "earlier", "outcome": "published"}))
@@ -287,33 +302,63 @@ def test_saving_an_existing_entry_keeps_its_meta_and_history_and_scores_it_0(con
 
     definition = json.loads(store.client.hget(key, "definition"))
     assert definition["schedule"]["every"] == 600
-    assert store.client.hget(key, "meta") == STORED_META.encode()
+    assert store.client.hget(key, "meta") == meta.encode()
     assert not store.client.hexists(key, "parked")
     assert store.client.dump(history_key) == history
+    # The new definition counted from the stored last run: beat's next tick would say the same.
+    assert score_of(store, key) == last_run + 600
+
+
+@pytest.mark.parametrize("save", SAVERS)
+def test_an_existing_entry_with_a_run_due_is_scored_now(contract_app, store, save):
+    _, meta = _stored_meta(1000)
+    key = put_entry(store, "due", NOW + 999, meta=meta)
+    save(contract_app, store, "due", 600)
+    assert score_of(store, key) == pytest.approx(time.time(), abs=5)
+
+
+@pytest.mark.parametrize("save", SAVERS)
+def test_a_paused_entry_is_scored_at_its_next_regular_slot_as_beat_moves_it(contract_app, store, save):
+    last_run, meta = _stored_meta(1000)
+    key = put_entry(store, "paused", NOW + 999, meta=meta, enabled=False)
+    save(contract_app, store, "paused", 600, enabled=False)
+    assert json.loads(store.client.hget(key, "definition"))["enabled"] is False
+    # Its slot at last_run + 600 passed while paused: not run, and not waited for either.
+    assert score_of(store, key) == last_run + 1200
+
+
+@pytest.mark.parametrize("save", SAVERS)
+def test_an_existing_entry_with_unreadable_meta_keeps_it_and_is_scored_0(contract_app, store, save):
+    key = put_entry(store, "unreadable", NOW + 999, meta="not json")
+    save(contract_app, store, "unreadable", 600)
+    assert store.client.hget(key, "meta") == b"not json"
     assert score_of(store, key) == 0
 
 
-def _saved_again_with_its_score_moved(contract_app, store, save) -> str:
-    """Save an entry, give it a stored meta and a score of NOW + 999, and save the same definition again."""
-    save(contract_app, store, "again", 600)
+@pytest.mark.parametrize("save", SAVERS)
+def test_re_saving_an_unchanged_entry_never_moves_its_next_run_later(contract_app, store, save):
+    """2.x scored a re-saved entry from the caller's fresh object (last run: now),
+    pushing it back at each save: an app re-saving at start-up starved it."""
+    _by_entry_save(contract_app, store, "again", 600)
     key = store.key_for("again")
-    store.client.hset(key, "meta", STORED_META)
-    store.client.zadd(store.conf.schedule_key, {key: NOW + 999})
+    last_run, meta = _stored_meta(100)
+    store.client.hset(key, "meta", meta)  # as beat records a run, with its next one as the score
+    store.client.zadd(store.conf.schedule_key, {key: last_run + 600})
+
     save(contract_app, store, "again", 600)
-    return key
 
-
-@pytest.mark.parametrize("save", [p for p in SAVERS if p.id not in COMPARING])
-def test_saving_an_unchanged_definition_again_writes_it_and_scores_the_entry_0(contract_app, store, save):
-    key = _saved_again_with_its_score_moved(contract_app, store, save)
-    assert store.client.hget(key, "meta") == STORED_META.encode()
-    assert score_of(store, key) == 0
+    assert store.client.hget(key, "meta") == meta.encode()
+    assert score_of(store, key) == last_run + 600
 
 
 @pytest.mark.parametrize("save", [p for p in SAVERS if p.id in COMPARING])
 def test_an_unchanged_definition_is_not_written_by_the_static_sync_nor_an_import(contract_app, store, save):
-    key = _saved_again_with_its_score_moved(contract_app, store, save)
-    assert store.client.hget(key, "meta") == STORED_META.encode()
+    save(contract_app, store, "again", 600)
+    key = store.key_for("again")
+    _, meta = _stored_meta(100)
+    store.client.hset(key, "meta", meta)
+    store.client.zadd(store.conf.schedule_key, {key: NOW + 999})
+    save(contract_app, store, "again", 600)
     assert score_of(store, key) == NOW + 999
 
 
@@ -327,6 +372,68 @@ def test_the_static_sync_gives_an_unchanged_entry_out_of_the_schedule_its_score_
 
     # Counted from the stored meta: the entry is where it was.
     assert score_of(store, key) == pytest.approx(expected, abs=5)
+
+
+def _write_by_save(store, write):
+    store.save(write)
+
+
+def _write_by_save_many(store, write):
+    store.save_many([write])
+
+
+def _write_by_write_entries(store, write):
+    store.write_entries([write], [])
+
+
+def _write_by_write_imported(store, write):
+    store.write_imported([ImportedWrite(write.key.encode(), write.score,
+                                        {b"definition": write.definition.encode(), b"meta": write.meta}, False)])
+
+
+WRITES = [pytest.param(call, id=call.__name__.removeprefix("_write_by_"))
+          for call in (_write_by_save, _write_by_save_many, _write_by_write_entries, _write_by_write_imported)]
+
+
+@pytest.mark.parametrize("write_it", WRITES)
+def test_a_score_computed_from_meta_that_changed_before_the_write_is_not_written(contract_app, store, write_it):
+    """Beat claimed a run between a saver's read and its write: the score computed from
+    the meta read is stale, so the entry gets 0 and beat decides from what is stored."""
+    _, meta = _stored_meta(100)
+    key = put_entry(store, "raced", NOW + 999, meta=meta)
+    write = write_over(_entry(contract_app, "raced", 600), store.load(key))
+    assert write.score > 0
+    claimed = meta_json(datetime.now(timezone.utc), RUNS + 1)
+    store.client.hset(key, "meta", claimed)
+
+    write_it(store, write)
+
+    assert store.client.hget(key, "meta") == claimed.encode()
+    assert json.loads(store.client.hget(key, "definition"))["schedule"]["every"] == 600
+    assert score_of(store, key) == 0
+
+
+@pytest.mark.parametrize("write_it", WRITES)
+def test_an_entry_created_between_the_read_and_the_write_is_scored_0(contract_app, store, write_it):
+    entry = _entry(contract_app, "created", 600)
+    write = write_over(entry, store.load(entry.key))
+    _, meta = _stored_meta(100)
+    put_entry(store, "created", NOW + 999, meta=meta)
+
+    write_it(store, write)
+
+    assert store.client.hget(entry.key, "meta") == meta.encode()
+    assert score_of(store, entry.key) == 0
+
+
+@pytest.mark.parametrize("save", SAVERS)
+def test_a_waiting_run_now_request_keeps_the_entry_due_at_beats_next_tick(contract_app, store, save):
+    _, meta = _stored_meta(100)
+    key = put_entry(store, "asked", NOW + 999, meta=meta)
+    store.request_run_now(key)
+    save(contract_app, store, "asked", 600)
+    assert store.client.hexists(key, "run_now")
+    assert score_of(store, key) == 0
 
 
 # -- keys outside the prefix --------------------------------------------------------------------
