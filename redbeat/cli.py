@@ -689,13 +689,15 @@ def doctor(tool: Tool, as_json: bool) -> None:
     if configured is not None:
         configured.add("celery.backend_cleanup")  # Celery's own entry, added by beat itself
     findings = admin.doctor(tool.app, configured)
+    wrong = any(not finding.notice for finding in findings)
     if as_json:
         emit([finding.as_dict() for finding in findings])
-    elif not findings:
-        click.secho("nothing wrong found", fg="green")
     else:
-        table([[f.kind, f.key, f.explanation] for f in findings], ["KIND", "KEY", "WHAT IT MEANS"])
-    if any(not finding.notice for finding in findings):
+        if not wrong:  # notices only: worth knowing, nothing wrong
+            click.secho("nothing wrong found", fg="green")
+        if findings:
+            table([[f.kind, f.key, f.explanation] for f in findings], ["KIND", "KEY", "WHAT IT MEANS"])
+    if wrong:
         sys.exit(1)
 
 

@@ -214,6 +214,9 @@ def plan_entry(key: str, name: str, score: float | None, fields: Mapping[str, by
         return Plan(key, Action.KEEP, ("already rolled back",))
     if definition is None or score is None or score < 0:
         return Plan(key, Action.SKIP, ("2.x's beat never reads it (negative score or no definition)",))
+    if not _is_utf8(key):
+        return Plan(key, Action.HOLD, ("key is not valid UTF-8: 2.x's tick fails reading the schedule with it",),
+                    read=(definition, meta or b""))
     action, reasons, rewritten = plan_definition(definition, name)
     read = (definition, meta or b"")
     if action is Action.HOLD:
@@ -223,6 +226,19 @@ def plan_entry(key: str, name: str, score: float | None, fields: Mapping[str, by
         return Plan(key, Action.KEEP)
     return Plan(key, Action.REWRITE, reasons + meta_reasons,
                 rewritten or (definition.decode() if isinstance(definition, bytes) else definition), new_meta, read)
+
+
+def _is_utf8(key: str) -> bool:
+    """Whether a key read with surrogateescape was valid UTF-8."""
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _raw(key: str) -> bytes:
+    return key.encode("utf-8", "surrogateescape")
 
 
 @dataclass(frozen=True)
@@ -277,7 +293,8 @@ class RollbackSteps(StorePart):
     """
 
     def rewrite(self, plan: Plan, side: str) -> bool:
-        return bool(self._rewrite(keys=[plan.key], args=[*plan.read, side, plan.definition or "", plan.meta or ""]))
+        args = [*plan.read, side, plan.definition or "", plan.meta or ""]
+        return bool(self._rewrite(keys=[_raw(plan.key)], args=args))
 
     # Moves an entry, with its score, from the schedule to the held set.
     # KEYS: the entry, the schedule, the held set   ARGV: definition as read
@@ -291,7 +308,7 @@ class RollbackSteps(StorePart):
     """
 
     def hold(self, plan: Plan) -> bool:
-        return bool(self._hold(keys=[plan.key, self.conf.schedule_key, self.held_key], args=[plan.read[0]]))
+        return bool(self._hold(keys=[_raw(plan.key), self.conf.schedule_key, self.held_key], args=[plan.read[0]]))
 
     # Drops SIDE_FIELD, writing RedBeat's definition back if given; a restored
     # entry in the schedule is scored 0, so that beat looks at it at its next tick.
@@ -311,7 +328,7 @@ class RollbackSteps(StorePart):
     """
 
     def restore(self, plan: UndoPlan) -> bool:
-        return bool(self._restore(keys=[plan.key, self.conf.schedule_key], args=[*plan.read, plan.restore or ""]))
+        return bool(self._restore(keys=[_raw(plan.key), self.conf.schedule_key], args=[*plan.read, plan.restore or ""]))
 
     # Puts a held entry back in the schedule at its score (unless it is there
     # already, or its hash is gone) and out of the held set.
@@ -327,7 +344,7 @@ class RollbackSteps(StorePart):
     """
 
     def unhold(self, key: str) -> bool:
-        return bool(self._unhold(keys=[key, self.conf.schedule_key, self.held_key]))
+        return bool(self._unhold(keys=[_raw(key), self.conf.schedule_key, self.held_key]))
 
     def held(self) -> list[str]:
         return [member.decode("utf-8", "surrogateescape") for member, _ in self.client.zscan_iter(self.held_key)]

@@ -90,6 +90,13 @@ def test_plain_definitions_and_entries_2x_never_reads_are_left_alone():
     assert plan_entry("redbeat:e", "e", 0.0, {"definition": jittered, SIDE_FIELD: b"{}"}).action is Action.KEEP
 
 
+def test_an_entry_whose_key_is_not_utf8_is_held():
+    """2.x reads the schedule with decode_responses: one such member fails its whole tick."""
+    key = b"redbeat:caf\xe9".decode("utf-8", "surrogateescape")
+    plan = plan_entry(key, key[8:], 0.0, {"definition": json.dumps(definition(key[8:], 60)).encode()})
+    assert plan.action is Action.HOLD and "not valid UTF-8" in plan.reasons[0]
+
+
 @pytest.mark.parametrize("meta, why", [
     ({"last_run_at": None, "total_run_count": 2, "note": "x"}, "meta field note"),
     ({"total_run_count": 2}, "without last_run_at"),
