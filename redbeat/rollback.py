@@ -293,7 +293,7 @@ class RollbackSteps(StorePart):
     """
 
     def rewrite(self, plan: Plan, side: str) -> bool:
-        args = [*plan.read, side, plan.definition or "", plan.meta or ""]
+        args: list[bytes | str] = [*plan.read, side, plan.definition or "", plan.meta or ""]
         return bool(self._rewrite(keys=[_raw(plan.key)], args=args))
 
     # Moves an entry, with its score, from the schedule to the held set.
