@@ -16,6 +16,7 @@ from celery import Celery
 from celery.schedules import crontab, schedule, solar
 from redis.exceptions import ResponseError
 
+from . import rollback
 from .client import get_store
 from .entry import RedBeatSchedulerEntry, write_over
 from .entrywrites import ImportedWrite, StoredFields
@@ -532,9 +533,11 @@ class Finding:
     kind: str
     key: str
     explanation: str
+    # Worth knowing, nothing wrong: doctor still exits 0 (the rollback risk of RedBeat's own options).
+    notice: bool = False
 
     def as_dict(self) -> dict:
-        return {"kind": self.kind, "key": self.key, "explanation": self.explanation}
+        return {"kind": self.kind, "key": self.key, "explanation": self.explanation, "notice": self.notice}
 
 
 def doctor(app: Celery, configured_statics: set[str] | None = None) -> list[Finding]:
@@ -571,14 +574,35 @@ def doctor(app: Celery, configured_statics: set[str] | None = None) -> list[Find
 def _schedule_findings(app: Celery, store: ScheduleStore) -> list[Finding]:
     findings = []
     scheduled = set()
+    risk = rollback.Survey()
     for view in entries(app):
         scheduled.add(key_bytes(view.key))
         finding = _finding(view)
         if finding is not None:
             findings.append(finding)
+        if view.kind == "hash":
+            risk.add(view.key, view.name, view.score, view.fields)
+    findings += _rollback_findings(store, risk, rollback.held(app))
     for key in store.unscheduled_hashes(scheduled):
         findings.append(Finding("unscheduled", key_text(key), "entry hash not in the schedule: beat never looks "
                                 f"at it. Add it with ZADD {store.conf.schedule_key} 0 {key_text(key)}"))
+    return findings
+
+
+def _rollback_findings(store: ScheduleStore, risk: rollback.Survey, held: list[str]) -> list[Finding]:
+    """How far celery-redbeat 2.x could run this schedule (docs/migrating.rst)."""
+    findings = []
+    if risk.unreadable:
+        first = "; ".join(f"{plan.key}: {plan.reasons[0]}" for plan in risk.unreadable[:3])
+        findings.append(Finding("2x-unreadable", store.conf.schedule_key, f"{len(risk.unreadable)} entries "
+                                "celery-redbeat 2.4.2 cannot run as they are (its beat stops at its first tick, or "
+                                f"drops or misruns them), such as {first}. Before rolling back run: "
+                                "redbeat rollback-to-2", notice=True))
+    rolled_back = risk.rolled_back + held
+    if rolled_back:
+        findings.append(Finding("rolled-back", store.conf.schedule_key, f"{len(rolled_back)} entries still as "
+                                f"rollback-to-2 left them (plain semantics, or held out of the schedule), such as "
+                                f"{', '.join(rolled_back[:3])}. Run: redbeat rollback-to-2 --undo --apply"))
     return findings
 
 

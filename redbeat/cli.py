@@ -20,7 +20,7 @@ from dateutil.parser import parse as parse_datetime
 from dateutil.rrule import weekday
 from redis.exceptions import ConnectionError, RedisClusterException, ResponseError, TimeoutError
 
-from . import __version__, admin
+from . import __version__, admin, rollback
 from .client import build_client, display_url, get_store
 from .config import DEFAULT_KEY_PREFIX, HASH_TAG, ConfigurationError, ensure_conf
 from .decoder import MAX_INTERVAL, MIN_INTERVAL, DecodeError, dumps
@@ -694,13 +694,15 @@ def doctor(tool: Tool, as_json: bool) -> None:
     if configured is not None:
         configured.add("celery.backend_cleanup")  # Celery's own entry, added by beat itself
     findings = admin.doctor(tool.app, configured)
+    wrong = any(not finding.notice for finding in findings)
     if as_json:
         emit([finding.as_dict() for finding in findings])
-    elif not findings:
-        click.secho("nothing wrong found", fg="green")
     else:
-        table([[f.kind, f.key, f.explanation] for f in findings], ["KIND", "KEY", "WHAT IT MEANS"])
-    if findings:
+        if not wrong:  # notices only: worth knowing, nothing wrong
+            click.secho("nothing wrong found", fg="green")
+        if findings:
+            table([[f.kind, f.key, f.explanation] for f in findings], ["KIND", "KEY", "WHAT IT MEANS"])
+    if wrong:
         sys.exit(1)
 
 
@@ -789,6 +791,56 @@ def _move_notes(plan: MovePlan) -> list[str]:
     else:
         notes.append(f"heartbeat: no beat ticking; {plan.source.heartbeat} is left to expire")
     return notes
+
+
+@redbeat.command("rollback-to-2")
+@click.option("--apply", "apply_changes", is_flag=True, help="Write the changes (without it: a dry run).")
+@click.option("--undo", is_flag=True, help="Put back what a rollback changed, before RedBeat runs the schedule.")
+@json_option
+@pass_tool
+def rollback_to_2(tool: Tool, apply_changes: bool, undo: bool, as_json: bool) -> None:
+    """Prepare the schedule for celery-redbeat 2.x (a dry run unless --apply), or --undo it.
+
+    Entries 2.x cannot read get a 2.x-readable definition (RedBeat's kept
+    aside in the entry's hash); entries 2.x cannot run at all are held out of
+    the schedule. Stop 2.x's beat before --undo --apply.
+    """
+    if undo:
+        rewritten, held = rollback.undo_plans(tool.app)
+        missed = rollback.undo(tool.app, rewritten, held) if apply_changes else []
+        rows = [[p.key, "restore" if p.restore else "keep", p.note] for p in rewritten]
+        rows += [[key, "put back", "back in the schedule at its score"] for key in held]
+    else:
+        planned = rollback.plans(tool.app)
+        missed = [p.key for p in rollback.apply(tool.app, planned)] if apply_changes else []
+        rows = [[p.key, str(p.action), "; ".join(p.reasons)] for p in planned]
+    if as_json:
+        emit({"applied": apply_changes, "entries": [dict(zip(("key", "action", "why"), row)) for row in rows],
+              "changed_meanwhile": missed})
+        return
+    if not rows:
+        click.echo("nothing to do: " + ("no entry is rolled back" if undo else
+                                          "celery-redbeat 2.x can read every entry in the schedule"))
+        return
+    table(rows, ["KEY", "ACTION", "WHY"])
+    _print_rollback_summary(rows, missed, apply_changes, undo)
+
+
+def _print_rollback_summary(rows: list[list[str]], missed: list[str], applied: bool, undo: bool) -> None:
+    held = sum(1 for row in rows if row[1] == "hold")
+    if held:
+        click.echo(f"{held} held entries will not run under celery-redbeat 2.x; --undo puts them back.")
+    if not undo and len(rows) > held:
+        click.echo("Rewritten entries run under 2.x with plain semantics: the options dropped are named above "
+                   "(a crontab without its timezone runs in the app's timezone).")
+    for key in missed:
+        click.echo(printable(f"{key}: changed meanwhile, left as it is: run the command again"), err=True)
+    if not applied:
+        click.echo("Dry run: nothing written. Add --apply to write these changes.")
+    elif undo:
+        click.echo("Undone: RedBeat's beat can run the schedule.")
+    else:
+        click.echo("Applied: celery-redbeat 2.x can run the schedule. Undo with: redbeat rollback-to-2 --undo --apply")
 
 
 def main() -> None:

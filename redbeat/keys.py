@@ -48,6 +48,12 @@ class KeyNames:
         """What every entry's history key starts with."""
         return self.own + "history:"
 
+    @property
+    def held_for_3(self) -> str:
+        """Entries that ``redbeat rollback-to-2`` holds out of the schedule while
+        celery-redbeat 2.x runs it (rollback.py)."""
+        return self.own + "held-for-3"
+
     def lock(self, configured: str | None) -> str | None:
         """The lock's key for a ``redbeat_lock_key`` setting (None: no lock). A
         key given without the prefix gets it, as in celery-redbeat 2.x."""

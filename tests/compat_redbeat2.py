@@ -3,10 +3,13 @@ replace), never beside ours: both are imported as ``redbeat``.
 
     python compat_redbeat2.py REDIS_URL read KEY...   load entries, print them as JSON
     python compat_redbeat2.py REDIS_URL write         save one entry of each kind
+    python compat_redbeat2.py REDIS_URL tick          run one tick of 2.x's beat (no lock, in-memory
+                                                      broker); print the entries it sent, or its error
 """
 
 import json
 import sys
+import traceback
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -15,7 +18,7 @@ from celery.schedules import crontab, schedule
 from dateutil.rrule import FR, MO
 
 import redbeat
-from redbeat import RedBeatSchedulerEntry
+from redbeat import RedBeatScheduler, RedBeatSchedulerEntry
 from redbeat.schedules import rrule
 
 
@@ -32,6 +35,27 @@ def describe(entry):
         "total_run_count": entry.total_run_count,
         "score": entry.score,
     }
+
+
+def tick(app):
+    """One tick of 2.x's own scheduler, as its beat's loop runs it: an exception
+    here is one that ends 2.x's beat process (Celery's loop does not catch it)."""
+    sent = []
+
+    class Recording(RedBeatScheduler):
+        def apply_async(self, entry, *args, **kwargs):
+            sent.append(entry.name)
+            return super().apply_async(entry, *args, **kwargs)
+
+    # No lock (the tick would extend one beat_init never took) and no
+    # backend_cleanup entry written into the schedule under test.
+    app.conf.update(broker_url="memory://", redbeat_lock_key=None, result_expires=None)
+    try:
+        scheduler = Recording(app=app)
+        scheduler.tick()
+    except Exception as exc:
+        return {"sent": sent, "error": f"{type(exc).__name__}: {exc}", "where": traceback.format_exc(limit=-3)}
+    return {"sent": sent, "error": None}
 
 
 def main():
@@ -57,6 +81,8 @@ def main():
         entries[0].reschedule(datetime(2026, 2, 1, 12, tzinfo=ZoneInfo("Europe/Paris")))
         entries[1].next()
         print(json.dumps([entry.key for entry in entries]))
+    elif command == "tick":
+        print(json.dumps(tick(app)))
     else:
         raise SystemExit(f"unknown command {command}")
 
