@@ -15,7 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError as RedisResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .entry import RedBeatSchedulerEntry, reserved_options, without_reserved
+from .entry import CLAIMED_RUN, RedBeatSchedulerEntry, reserved_options, without_reserved
 from .printable import printable
 from .records import InFlight
 
@@ -25,15 +25,13 @@ logger = get_logger("celery.beat")
 
 # Publishes one task message (an entry copied for one run, see Broker.send).
 MessageSender = Callable[[RedBeatSchedulerEntry], None]
-# The attribute of such a message that holds its run: the scheduler's hooks
-# (maybe_due, apply_entry, reserve) tell by it a run beat claimed from an entry
-# somebody else hands them.
-_RUN_ATTRIBUTE = "_redbeat_run"
 
 
 def claimed_run(entry: RedBeatSchedulerEntry) -> InFlight | None:
-    """The run ``entry`` is the task message of, if beat claimed it and is publishing it."""
-    return vars(entry).get(_RUN_ATTRIBUTE)
+    """The run ``entry`` is the task message of, if beat claimed it and is publishing it: the
+    scheduler's hooks (maybe_due, apply_entry, reserve) tell by it a run beat claimed from
+    an entry somebody else hands them."""
+    return vars(entry).get(CLAIMED_RUN)
 
 
 class Broker:
@@ -117,7 +115,7 @@ class Broker:
             # (copy.copy would go through ScheduleEntry.__reduce__, which drops the app.)
             message = object.__new__(type(entry))
             message.__dict__.update(entry.__dict__, options=options)
-            message.__dict__[_RUN_ATTRIBUTE] = run
+            message.__dict__[CLAIMED_RUN] = run
             (self.send_message or self.sender())(message)
         except Exception as exc:
             reraise_shutdown(exc)

