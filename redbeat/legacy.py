@@ -19,8 +19,8 @@ import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-__all__ = ["Kept", "legacy_lookup", "LUA_EXTEND_TO_SCRIPT", "RetryingConnection", "REDBEAT_SENTINEL_KEY",
-           "ADD_ENTRY_ERROR"]
+__all__ = ["Kept", "legacy_lookup", "SCHEDULERS_NAMES", "LUA_EXTEND_TO_SCRIPT", "RetryingConnection",
+           "REDBEAT_SENTINEL_KEY", "ADD_ENTRY_ERROR"]
 
 
 class Kept(NamedTuple):
@@ -94,3 +94,38 @@ class RetryingConnection:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.wrapped_connection, name)
+
+
+_GONE_LOCK = ("RedBeat's lock renews itself at every tick to a fixed expiry, as this script did; "
+              "a scheduler subclass needs no extend script")
+_NO_TENACITY = "RedBeat does not use tenacity: import it from tenacity"
+# What else redbeat.schedulers of 2.x held at module level, by name.
+SCHEDULERS_NAMES = {
+    "redis": Kept("redis"),
+    "Redis": Kept("redis", "Redis"),
+    "Sentinel": Kept("redis.sentinel", "Sentinel"),
+    "MasterNotFoundError": Kept("redis.sentinel", "MasterNotFoundError"),
+    "json": Kept("json"),
+    "ssl": Kept("ssl"),
+    "warnings": Kept("warnings"),
+    "MINYEAR": Kept("datetime", "MINYEAR"),
+    "datetime": Kept("datetime", "datetime"),
+    "app_or_default": Kept("celery.app", "app_or_default"),
+    "DEFAULT_MAX_INTERVAL": Kept("celery.beat", "DEFAULT_MAX_INTERVAL"),
+    "ScheduleEntry": Kept("celery.beat", "ScheduleEntry"),
+    "beat_init": Kept("celery.signals", "beat_init"),
+    "cached_property": Kept("kombu.utils.objects", "cached_property"),
+    "maybe_sanitize_url": Kept("kombu.utils.url", "maybe_sanitize_url"),
+    "LUA_EXTEND_TO_SCRIPT": Kept("redbeat.legacy", "LUA_EXTEND_TO_SCRIPT", _GONE_LOCK),
+    "REDBEAT_SENTINEL_KEY": Kept("redbeat.legacy", "REDBEAT_SENTINEL_KEY",
+                                 "RedBeat keeps no Sentinel object on the app: the client on "
+                                 "app.redbeat_redis follows the master through fail-overs"),
+    "RetryingConnection": Kept("redbeat.legacy", "RetryingConnection",
+                               "it delegates to the client without retrying: RedBeat's beat retries Redis "
+                               "with a backoff by itself; give the client a redis.retry.Retry to retry "
+                               "single calls"),
+    "retry": Kept("tenacity", "retry", _NO_TENACITY),
+    "retry_if_exception_type": Kept("tenacity", "retry_if_exception_type", _NO_TENACITY),
+    "stop_after_delay": Kept("tenacity", "stop_after_delay", _NO_TENACITY),
+    "wait_exponential": Kept("tenacity", "wait_exponential", _NO_TENACITY),
+}

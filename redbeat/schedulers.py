@@ -27,7 +27,7 @@ from .decoder import RedBeatJSONDecoder, RedBeatJSONEncoder, to_timestamp
 from .entry import RedBeatSchedulerEntry
 from .finishing import OnFinish
 from .health import RedisClock, TickHealth
-from .legacy import ADD_ENTRY_ERROR, Kept, legacy_lookup
+from .legacy import ADD_ENTRY_ERROR, SCHEDULERS_NAMES, legacy_lookup
 from .lock import BeatLock, make_token
 from .outcomes import Outcomes
 from .planning import plan_runs
@@ -59,39 +59,8 @@ REDBEAT_REDIS_KEY = "redbeat_redis"
 # 2.x's name for the redbeat_redis_options keys that are RedBeat's, not redis-py's.
 REDBEAT_INTERNAL_OPTIONS = tuple(sorted(OWN_REDIS_OPTIONS))
 
-_GONE_LOCK = ("RedBeat's lock renews itself at every tick to a fixed expiry, as this script did; "
-              "a scheduler subclass needs no extend script")
-_NO_TENACITY = "RedBeat does not use tenacity: import it from tenacity"
 # The rest of 2.x's module-level names (docs/compat-names.rst), served when first asked for.
-__getattr__ = legacy_lookup(__name__, {
-    "redis": Kept("redis"),
-    "Redis": Kept("redis", "Redis"),
-    "Sentinel": Kept("redis.sentinel", "Sentinel"),
-    "MasterNotFoundError": Kept("redis.sentinel", "MasterNotFoundError"),
-    "json": Kept("json"),
-    "ssl": Kept("ssl"),
-    "warnings": Kept("warnings"),
-    "MINYEAR": Kept("datetime", "MINYEAR"),
-    "datetime": Kept("datetime", "datetime"),
-    "app_or_default": Kept("celery.app", "app_or_default"),
-    "DEFAULT_MAX_INTERVAL": Kept("celery.beat", "DEFAULT_MAX_INTERVAL"),
-    "ScheduleEntry": Kept("celery.beat", "ScheduleEntry"),
-    "beat_init": Kept("celery.signals", "beat_init"),
-    "cached_property": Kept("kombu.utils.objects", "cached_property"),
-    "maybe_sanitize_url": Kept("kombu.utils.url", "maybe_sanitize_url"),
-    "LUA_EXTEND_TO_SCRIPT": Kept("redbeat.legacy", "LUA_EXTEND_TO_SCRIPT", _GONE_LOCK),
-    "REDBEAT_SENTINEL_KEY": Kept("redbeat.legacy", "REDBEAT_SENTINEL_KEY",
-                                 "RedBeat keeps no Sentinel object on the app: the client on "
-                                 "app.redbeat_redis follows the master through fail-overs"),
-    "RetryingConnection": Kept("redbeat.legacy", "RetryingConnection",
-                               "it delegates to the client without retrying: RedBeat's beat retries Redis "
-                               "with a backoff by itself; give the client a redis.retry.Retry to retry "
-                               "single calls"),
-    "retry": Kept("tenacity", "retry", _NO_TENACITY),
-    "retry_if_exception_type": Kept("tenacity", "retry_if_exception_type", _NO_TENACITY),
-    "stop_after_delay": Kept("tenacity", "stop_after_delay", _NO_TENACITY),
-    "wait_exponential": Kept("tenacity", "wait_exponential", _NO_TENACITY),
-})
+__getattr__ = legacy_lookup(__name__, SCHEDULERS_NAMES)
 
 logger = get_logger("celery.beat")
 
