@@ -30,8 +30,8 @@ def command_socket_options(conf: RedBeatConfig) -> dict[str, Any]:
     """The socket options a command's client gets on top of everything else
     (none for beat's): ``conf.command_timeout`` to connect and to read, and
     no retries, so that a Redis that never answers ends the command after
-    one timeout, as a probe's own timeout needs (redis-py retries three times
-    with a backoff by default, and a Sentinel client does for each sentinel)."""
+    one timeout, as a probe's own timeout needs (redis-py retries a failed call
+    with a backoff by default, and a Sentinel client does so for each sentinel)."""
     if conf.command_timeout is None:
         return {}
     return {"socket_timeout": conf.command_timeout, "socket_connect_timeout": conf.command_timeout,
