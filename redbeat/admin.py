@@ -20,7 +20,7 @@ from . import rollback
 from .client import get_store
 from .entry import RedBeatSchedulerEntry, write_over
 from .entrywrites import ImportedWrite, StoredFields
-from .records import MAX_TIMESTAMP, Heartbeat, Parked, Status, unix_seconds
+from .records import MAX_TIMESTAMP, Heartbeat, InFlight, Parked, Status, unix_seconds
 from .schedules import clocked, rrule
 from .store import NEVER, ScheduleStore
 
@@ -28,6 +28,9 @@ UTC = timezone.utc
 EXPORT_FORMAT = "redbeat-export"
 ENTRY_FIELDS = ("definition", "meta", "status", "parked", "run_now")
 SCAN_CHUNK = 1000
+# A run in flight whose retry is this many seconds overdue is stuck: beat retries
+# a publish every few seconds while it holds the lock.
+STUCK_AFTER = 60.0
 # The first UNIX second datetime cannot hold (year 10000): later scores are never due in practice.
 END_OF_TIME = MAX_TIMESTAMP
 
@@ -507,11 +510,24 @@ def beat_status(app: Celery, now: float | None = None) -> dict:
         "never_due": overview["never_due"],
         "parked": overview["parked"],
         "in_flight": overview["in_flight"],
+        "stuck_in_flight": _stuck_in_flight(store, now, overview["in_flight"]),
         "claiming_paused": paused,
         "claiming_paused_since": _iso_ts(beat.claiming_paused_since) if beat and paused else None,
         "eviction_policy": policy,
         "eviction_warning": bool(policy and policy.startswith("allkeys")),
     }
+
+
+def is_stuck(run: InFlight, now: float) -> bool:
+    """Whether a run in flight is still not published long after its retry was due."""
+    return run.retry_at < now - STUCK_AFTER
+
+
+def _stuck_in_flight(store: ScheduleStore, now: float, in_flight: int | None) -> int | None:
+    """How many runs in flight are stuck (None: the in-flight hash cannot be read)."""
+    if not in_flight:
+        return in_flight
+    return sum(is_stuck(run, now) for run in store.in_flight()[1])
 
 
 def _heartbeat(raw: bytes | None) -> tuple[Heartbeat | None, dict | None, str | None]:
@@ -560,7 +576,7 @@ def doctor(app: Celery, configured_statics: set[str] | None = None) -> list[Find
         _, runs, unreadable = store.in_flight()
         now = store.time()
         for run in runs:
-            if run.retry_at < now - 60:
+            if is_stuck(run, now):
                 findings.append(Finding("stuck-in-flight", run.key, f"run {run.task_id} claimed at "
                                         f"{_iso_ts(unix_seconds(run.claimed_at))} is still not published"))
         for task_id in unreadable:

@@ -9,6 +9,7 @@ import re
 import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from enum import IntEnum
 from importlib import resources
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -18,11 +19,20 @@ from celery import Celery
 from celery.schedules import BaseSchedule, schedule
 from dateutil.parser import parse as parse_datetime
 from dateutil.rrule import weekday
-from redis.exceptions import ConnectionError, RedisClusterException, ResponseError, TimeoutError
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    ConnectionError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+    TimeoutError,
+)
+from redis.sentinel import MasterNotFoundError
 
 from . import __version__, admin, rollback
 from .client import build_client, display_url, get_store
-from .config import DEFAULT_KEY_PREFIX, HASH_TAG, ConfigurationError, ensure_conf
+from .config import DEFAULT_KEY_PREFIX, HASH_TAG, ConfigurationError, RedBeatConfig, ensure_conf
 from .decoder import MAX_INTERVAL, MIN_INTERVAL, DecodeError, dumps
 from .entry import RedBeatSchedulerEntry, write_over
 from .keys import KeyNames
@@ -34,12 +44,44 @@ from .store import WrongTypeError
 UTC = timezone.utc
 
 
-class Tool:
-    """What every command needs: the app and how to print."""
+class ExitCode(IntEnum):
+    """What a command's exit status says (docs/cli.rst, *Exit codes*)."""
 
-    def __init__(self, app: Celery, as_json: bool = False) -> None:
+    OK = 0
+    # status: unhealthy; doctor: something wrong found; any command: it could not do what was asked.
+    FAILED = 1
+    USAGE = 2  # click's own: an unknown option, a bad value
+    # status: beat ticks, but runs do not go out as they should (restarting beat would not help).
+    DEGRADED = 3
+    # Redis out of reach or refusing: connection refused, no answer in time, unknown host,
+    # credentials refused, a command refused; says nothing about beat.
+    REDIS = 4
+    CONFIGURATION = 5  # no Redis URL, an unreadable one, a bad setting
+
+
+class RedisUnusable(click.ClickException):
+    """Redis could not be reached or refused the command: one line, exit 4."""
+
+    exit_code = ExitCode.REDIS
+
+
+class BadConfiguration(click.ClickException):
+    """No Redis URL, an unreadable one, a bad setting: one line, exit 5."""
+
+    exit_code = ExitCode.CONFIGURATION
+
+
+class Tool:
+    """What every command needs: the app, how to print, and the Redis timeout given on the command line."""
+
+    def __init__(self, app: Celery, as_json: bool = False, timeout: float | None = None) -> None:
         self.app = app
         self.as_json = as_json
+        self.timeout = timeout
+
+    def apply_timeout(self, conf: RedBeatConfig) -> None:
+        """Give the command's clients its Redis timeout: --timeout, else redbeat_command_timeout, else 2 s."""
+        conf.command_timeout = self.timeout if self.timeout is not None else conf.command_timeout_setting()
 
     def entry(self, name: str) -> RedBeatSchedulerEntry:
         try:
@@ -55,40 +97,76 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON f
 
 
 class RedBeatGroup(click.Group):
-    """Failures any command can meet, each said in one line with a non-zero exit,
-    never as a traceback: Redis out of reach, a bad URL, a refused command, and
-    one of RedBeat's own keys holding another type (named, with the fix)."""
+    """Failures any command can meet, each said in one line with its exit code,
+    never as a traceback: Redis out of reach or refusing, a bad URL or setting,
+    and one of RedBeat's own keys holding another type (named, with the fix)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (ConnectionError, TimeoutError, RedisClusterException) as exc:
-            raise click.ClickException(f"cannot reach Redis at {_where(ctx)}: {exc}") from None
         except ConfigurationError as exc:
-            raise click.ClickException(str(exc)) from None
-        except (ResponseError, WrongTypeError) as exc:
+            raise BadConfiguration(printable(str(exc))) from None
+        except (RedisError, RedisClusterException, WrongTypeError) as exc:
             wrong_type = isinstance(exc, WrongTypeError) or str(exc).startswith("WRONGTYPE")
             wrong = admin.wrong_types(ctx.obj.app) if wrong_type else []
             if wrong:
                 raise click.ClickException(printable("; ".join(w.explanation() for w in wrong))) from None
-            raise click.ClickException(f"Redis refused a command: {exc}") from None
+            raise RedisUnusable(printable(_redis_problem(ctx, exc))) from None
+
+
+def _redis_problem(ctx: click.Context, exc: Exception) -> str:
+    """What went wrong with Redis, in one line that names the server."""
+    where, reason = _where(ctx), _reason(exc)
+    if isinstance(exc, (AuthenticationError, AuthorizationError)):
+        return f"Redis at {where} refused the credentials: {reason}"
+    if isinstance(exc, TimeoutError):
+        tool = ctx.find_object(Tool)
+        conf = getattr(tool.app, "redbeat_conf", None) if tool else None
+        waited = f" within {conf.command_timeout:g}s" if conf and conf.command_timeout else ""
+        return f"cannot reach Redis at {where}: no answer{waited} ({reason})"
+    if isinstance(exc, (ConnectionError, RedisClusterException)):
+        return f"cannot reach Redis at {where}: {reason}"
+    if isinstance(exc, ResponseError):
+        return f"Redis at {where} refused a command: {reason}"
+    return f"Redis at {where} failed: {reason}"
+
+
+def _reason(exc: Exception) -> str:
+    """The exception's message; a Sentinel client's (the repr of each sentinel's client,
+    a screenful each) cut down to the service, and each sentinel's address and error."""
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, MasterNotFoundError):
+        service, _, errors = text.partition(" : ")
+        said = [f"{host}:{port} {kind}" for host, port, kind in
+                re.findall(r"host=([^,]+),port=(\d+),.*? - (?:\w+:)?(\w+)", errors)]
+        text = service + (f" (sentinels: {'; '.join(said)})" if said else "")
+    return text
 
 
 def _where(ctx: click.Context) -> str:
-    """The Redis URL, password masked; a URL too broken to mask is not shown."""
+    """The Redis URL, password masked; of a URL too broken to parse, all before the host is masked."""
     tool = ctx.find_object(Tool)
+    url = getattr(getattr(tool.app, "redbeat_conf", None), "redis_url", None) if tool else None
+    if url is None and tool:
+        url = tool.app.conf.get("redbeat_redis_url") or tool.app.conf.get("REDBEAT_REDIS_URL")
     try:
-        return display_url(ensure_conf(tool.app).redis_url) if tool else "(not set)"
+        return display_url(url)
     except ValueError:
-        return "(the configured URL)"
+        return re.sub(r"://.*@", "://**@", str(url))
+
+
+def timeout_option(help_text: str) -> Callable:
+    return click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS", help=help_text)
 
 
 @click.group(name="redbeat", cls=RedBeatGroup)
 @click.option("--redis-url", envvar="REDBEAT_REDIS_URL", help="Redis URL of the schedule (standalone use).")
 @click.option("--prefix", envvar="REDBEAT_KEY_PREFIX", help="Key prefix (default redbeat:).")
+@timeout_option("Seconds to wait for Redis to connect and for each answer, without retries [default: the "
+                "redbeat_command_timeout setting, else 2].")
 @click.version_option(__version__, prog_name="redbeat")
 @click.pass_context
-def redbeat(ctx: click.Context, redis_url: str | None, prefix: str | None) -> None:
+def redbeat(ctx: click.Context, redis_url: str | None, prefix: str | None, timeout: float | None) -> None:
     """Inspect and manage the RedBeat schedule."""
     app = getattr(ctx.obj, "app", None)  # set when run as `celery -A proj redbeat`
     if app is None or redis_url:
@@ -96,14 +174,24 @@ def redbeat(ctx: click.Context, redis_url: str | None, prefix: str | None) -> No
         app.conf.redbeat_redis_url = redis_url or "redis://localhost:6379/0"
     if prefix:
         app.conf.redbeat_key_prefix = prefix
-    ctx.obj = Tool(app)
+    ctx.obj = Tool(app, timeout=timeout)
     # move-prefix reads the configured prefix as its source, which Redis
-    # Cluster refuses to run beat with: it builds its own client.
-    if ctx.invoked_subcommand not in ("schema", "move-prefix"):
-        try:
-            get_store(app)  # builds the client (no connection yet), so that a bad URL is said at once
-        except ValueError as exc:
-            raise click.ClickException(f"bad Redis URL {_where(ctx)}: {exc}") from None
+    # Cluster refuses to run beat with: it builds its own client. status
+    # takes a --timeout of its own, which its client must be built with.
+    if ctx.invoked_subcommand not in ("schema", "move-prefix", "status"):
+        _build_store(ctx)
+
+
+def _build_store(ctx: click.Context) -> None:
+    """Build the command's store with its timeout (no connection yet, but on Redis
+    Cluster), so that a URL or options redis-py cannot read are said at once."""
+    tool = ctx.find_object(Tool)
+    assert tool is not None
+    tool.apply_timeout(ensure_conf(tool.app))
+    try:
+        get_store(tool.app)
+    except (ValueError, TypeError) as exc:
+        raise BadConfiguration(printable(f"bad Redis URL or options {_where(ctx)}: {exc}")) from None
 
 
 def emit(data: Any) -> None:
@@ -617,15 +705,42 @@ def _print_import(plan: admin.ImportPlan, applied: bool, written: int) -> None:
 @redbeat.command()
 @click.option("--max-age", type=float, default=60.0, show_default=True,
               help="Exit 1 when beat last completed a tick longer ago than this many seconds.")
+@timeout_option("Seconds to wait for Redis to connect and for each answer [default: the group's --timeout].")
 @json_option
-@pass_tool
-def status(tool: Tool, max_age: float, as_json: bool) -> None:
+@click.pass_context
+def status(ctx: click.Context, max_age: float, timeout: float | None, as_json: bool) -> None:
     """Who holds the lock, when beat last ticked, how late the schedule runs.
 
-    Exits non-zero when no beat completed a tick within --max-age seconds, its
-    ticks are failing, or the last one stopped: usable as a health check.
+    A health check: exits 0 healthy, 1 when no beat completed a tick within
+    --max-age seconds, its ticks are failing or the last one stopped, 3 when
+    beat ticks but runs do not go out (degraded), 4 when Redis cannot be
+    reached in --timeout seconds, 5 on a configuration error.
     """
+    tool = ctx.find_object(Tool)
+    assert tool is not None
+    if timeout is not None:
+        tool.timeout = timeout
+    _build_store(ctx)
     report = admin.beat_status(tool.app)
+    problems = _unhealthy(report, max_age)
+    degraded = _degraded(report)
+    report["healthy"], report["degraded"] = not problems, degraded
+    if as_json:
+        emit(report)
+    else:
+        _print_status(report)
+        if problems:
+            click.secho(printable(f"UNHEALTHY: {'; '.join(problems)}"), fg="red", bold=True)
+        elif degraded:
+            click.secho(printable(f"DEGRADED: {'; '.join(degraded)}"), fg="yellow", bold=True)
+        else:
+            click.secho("healthy", fg="green", bold=True)
+    if problems or degraded:
+        sys.exit(ExitCode.FAILED if problems else ExitCode.DEGRADED)
+
+
+def _unhealthy(report: dict, max_age: float) -> list[str]:
+    """Why no beat dispatches the schedule, if none does."""
     problems = []
     if report["stopped_at"]:
         problems.append("beat stopped")
@@ -634,17 +749,19 @@ def status(tool: Tool, max_age: float, as_json: bool) -> None:
         problems.append(f"ticks failing for {max(report['failing_for'], 0):.0f}s: {report['error']}")
     elif report["last_tick_age"] is None or report["last_tick_age"] > max_age:
         problems.append(f"no tick within {max_age:g}s")
-    problems += [w["explanation"] for w in report["wrong_types"] if w["stops_beat"]]
-    healthy = not problems
-    report["healthy"] = healthy
-    if as_json:
-        emit(report)
-    else:
-        _print_status(report)
-        click.secho("healthy" if healthy else printable(f"UNHEALTHY: {'; '.join(problems)}"),
-                    fg="green" if healthy else "red", bold=True)
-    if not healthy:
-        sys.exit(1)
+    return problems + [w["explanation"] for w in report["wrong_types"] if w["stops_beat"]]
+
+
+def _degraded(report: dict) -> list[str]:
+    """Why runs do not go out while beat ticks: a broker that is down or slower than the
+    schedule, most likely, which restarting beat would not mend."""
+    reasons = []
+    if report["claiming_paused"]:
+        reasons.append(f"claiming paused: {report['claiming_paused']}")
+    if report["stuck_in_flight"]:
+        reasons.append(f"{report['stuck_in_flight']} runs in flight not published for over "
+                       f"{admin.STUCK_AFTER:g}s")
+    return reasons
 
 
 def _print_status(report: dict) -> None:
@@ -724,7 +841,7 @@ def move_prefix(tool: Tool, to_prefix: str, from_prefix: str | None, apply_move:
             or target.prefix.startswith(source.prefix):
         raise click.ClickException(f"cannot move from {source.prefix!r} to {target.prefix!r}: each prefix must be "
                                    "non-empty and neither may start with the other")
-    mover = _mover(tool.app, source, target)
+    mover = _mover(tool, source, target)
     try:
         if apply_move:
             result = mover.apply(force)
@@ -744,9 +861,10 @@ def _configured_prefix(app: Celery) -> str:
     return DEFAULT_KEY_PREFIX
 
 
-def _mover(app: Celery, source: KeyNames, target: KeyNames) -> PrefixMover:
+def _mover(tool: Tool, source: KeyNames, target: KeyNames) -> PrefixMover:
     """The mover, on a client built from the app's settings with the new prefix;
     the source lock is the configured one when the source is the configured prefix."""
+    app = tool.app
     configured = _configured_prefix(app)
     app.conf.redbeat_key_prefix = target.prefix
     try:
@@ -756,6 +874,7 @@ def _mover(app: Celery, source: KeyNames, target: KeyNames) -> PrefixMover:
             raise
         raise click.ClickException(f"--to {target.prefix!r} has no hash tag, which Redis Cluster needs: "
                                    "use one such as '{redbeat}:'") from None
+    tool.apply_timeout(conf)
     lock_setting = conf.either_or("redbeat_lock_key", None) if source.prefix == configured else None
     lock_key = source.lock(lock_setting) or source.default_lock
     return PrefixMover(build_client(conf, decode_responses=False), source, target, lock_key)

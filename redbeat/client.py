@@ -7,7 +7,9 @@ from urllib.parse import unquote, urlparse
 
 import redis
 from celery import Celery, current_app
+from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
+from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from .config import HASH_TAG, OWN_REDIS_OPTIONS, ConfigurationError, RedBeatConfig, display_url, ensure_conf
@@ -24,6 +26,18 @@ DEFAULT_SOCKET_OPTIONS = {
 }
 
 
+def command_socket_options(conf: RedBeatConfig) -> dict[str, Any]:
+    """The socket options a command's client gets on top of everything else
+    (none for beat's): ``conf.command_timeout`` to connect and to read, and
+    no retries, so that a Redis that never answers ends the command after
+    one timeout, as a probe's own timeout needs (redis-py retries a failed call
+    with a backoff by default, and a Sentinel client does so for each sentinel)."""
+    if conf.command_timeout is None:
+        return {}
+    return {"socket_timeout": conf.command_timeout, "socket_connect_timeout": conf.command_timeout,
+            "retry": Retry(NoBackoff(), 0)}
+
+
 def build_client(conf: RedBeatConfig, decode_responses: bool) -> redis.Redis | RedisCluster:
     """A redis-py client for ``redbeat_redis_url`` and ``redbeat_redis_options``.
 
@@ -36,6 +50,7 @@ def build_client(conf: RedBeatConfig, decode_responses: bool) -> redis.Redis | R
     options: dict[str, Any] = dict(DEFAULT_SOCKET_OPTIONS)
     options.update((k, v) for k, v in own.items() if k not in OWN_REDIS_OPTIONS)
     options["decode_responses"] = decode_responses
+    options.update(command_socket_options(conf))
     use_ssl = conf.redis_use_ssl
     if use_ssl:
         if url.startswith("redis://"):
@@ -46,13 +61,13 @@ def build_client(conf: RedBeatConfig, decode_responses: bool) -> redis.Redis | R
         if isinstance(use_ssl, dict):
             options.update(use_ssl)
     if url.startswith(("redis-sentinel://", "rediss-sentinel://")):
-        return _sentinel_client(url, own, options)
+        return _sentinel_client(url, own, options, command_socket_options(conf))
     if url.startswith(("redis-cluster://", "rediss-cluster://")) or own.get("cluster"):
         return _cluster_client(url, own, options)
     return redis.Redis.from_url(url, **options)
 
 
-def _sentinel_client(url: str, own: dict, options: dict) -> redis.Redis:
+def _sentinel_client(url: str, own: dict, options: dict, command_options: dict) -> redis.Redis:
     parsed = urlparse(url)
     if url.startswith("rediss-"):
         options["ssl"] = True
@@ -66,6 +81,7 @@ def _sentinel_client(url: str, own: dict, options: dict) -> redis.Redis:
     sentinel_kwargs = dict(DEFAULT_SOCKET_OPTIONS)
     sentinel_kwargs.pop("health_check_interval")
     sentinel_kwargs.update(own.get("sentinel_kwargs") or {})
+    sentinel_kwargs.update(command_options)
     sentinel = Sentinel([tuple(node) for node in sentinels], sentinel_kwargs=sentinel_kwargs)
     return sentinel.master_for(own.get("service_name", "master"), db=int(db), **options)
 
@@ -131,22 +147,23 @@ _POOL_OWNED = frozenset({"connection_pool", "maint_notifications_pool_handler"})
 
 def bytes_twin(client: Any, conf: RedBeatConfig) -> redis.Redis | RedisCluster:
     """A client for the same server, with the same connection settings, that answers in bytes:
-    ``client`` itself if it does not decode. Raises ConfigurationError if none can be built."""
+    ``client`` itself if it does not decode (and no command timeout is set: a command's
+    client gets its own). Raises ConfigurationError if none can be built."""
     client = getattr(client, "wrapped_connection", client)  # 2.x's RetryingConnection wraps the client
     if isinstance(client, RedisCluster) and not HASH_TAG.search(conf.key_prefix):
         raise ConfigurationError(
             f"app.redbeat_redis is a Redis Cluster client: every RedBeat key must be in one hash slot; "
             f"set redbeat_key_prefix to a hash-tag prefix such as '{{redbeat}}:' (it is {conf.key_prefix!r})")
     encoder = getattr(client, "get_encoder", None)
-    if encoder is not None and not encoder().decode_responses:
+    if encoder is not None and not encoder().decode_responses and conf.command_timeout is None:
         return client
     if isinstance(client, RedisCluster):
         nodes = [ClusterNode(node.host, node.port) for node in client.get_nodes()]
-        options = _without_pool_owned(client.nodes_manager.connection_kwargs)
+        options = _without_pool_owned(client.nodes_manager.connection_kwargs, conf)
         return RedisCluster(startup_nodes=nodes, **options)
     pool = getattr(client, "connection_pool", None)
     if isinstance(client, redis.Redis) and isinstance(pool, redis.ConnectionPool):
-        options = _without_pool_owned(pool.connection_kwargs)
+        options = _without_pool_owned(pool.connection_kwargs, conf)
         options.update(connection_class=pool.connection_class, max_connections=pool.max_connections)
         if isinstance(pool, SentinelConnectionPool):
             twin_pool: redis.ConnectionPool = SentinelConnectionPool(
@@ -161,7 +178,8 @@ def bytes_twin(client: Any, conf: RedBeatConfig) -> redis.Redis | RedisCluster:
         f"with decode_responses=False")
 
 
-def _without_pool_owned(kwargs: dict) -> dict:
+def _without_pool_owned(kwargs: dict, conf: RedBeatConfig) -> dict:
     options = {name: value for name, value in kwargs.items() if name not in _POOL_OWNED}
     options["decode_responses"] = False
+    options.update(command_socket_options(conf))
     return options

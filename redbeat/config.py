@@ -35,6 +35,10 @@ DEFAULT_CLAIM_BATCH_SIZE = 500
 # with the same task ids).
 DEFAULT_PUBLISH_BATCH_SIZE = 100
 DEFAULT_CATCH_UP_MAX = 100
+# The command line's Redis timeout: well inside the 1 s default of a
+# Kubernetes exec probe is too tight for a Redis across a network; two seconds
+# with the probe's timeoutSeconds set to 3 leaves the command time to say why.
+DEFAULT_COMMAND_TIMEOUT = 2.0
 # Beat stops claiming new runs while this many wait in flight (a broker that
 # is down or slower than the schedule's demand): the hash of runs in flight,
 # and each tick's work on it, stay bounded.
@@ -98,6 +102,10 @@ class RedBeatConfig:
         self.history_size: int = 20 if history is None else int(history)
         self.redis_url, self.redis_use_ssl, self.url_from_broker = self._connection_settings()
         self.redis_options: dict[str, Any] = self._redis_options()
+        # Seconds the clients built for a command wait to connect and for each answer,
+        # without retries: the command line sets it (``command_timeout_setting``); beat's
+        # clients keep their own timeouts and retries (None).
+        self.command_timeout: float | None = None
         if self.redis_use_ssl and str(self.redis_url or "").startswith(("unix://", "redis+socket://")):
             raise ConfigurationError("redbeat_redis_use_ssl (or broker_use_ssl) turns TLS on, "
                                      "which a unix socket URL cannot use")
@@ -175,6 +183,13 @@ class RedBeatConfig:
         if not str(url).startswith(TLS_URL_SCHEMES) or not isinstance(broker_ssl, dict):
             return None
         return {name: value for name, value in broker_ssl.items() if name.startswith("ssl_")} or None
+
+    def command_timeout_setting(self) -> float:
+        """``redbeat_command_timeout``: the command line's Redis timeout, in seconds."""
+        value = self.either_or("redbeat_command_timeout", None)
+        if value is None:
+            return DEFAULT_COMMAND_TIMEOUT
+        return float(_number_setting("redbeat_command_timeout", value, 0.001, None))
 
     @property
     def redbeat_redis_options(self) -> dict[str, Any]:

@@ -203,15 +203,18 @@ def test_status_without_beat_is_unhealthy(cli):
     assert report["healthy"] is False and report["lock_holder"] is None
 
 
-def test_status_shows_that_beat_paused_claiming_and_stays_healthy(cli, schedule_redis):
+def test_status_shows_that_beat_paused_claiming_and_is_degraded(cli, schedule_redis):
     schedule_redis.set("redbeat::heartbeat", json.dumps({
         "token": "vm:1:x", "host": "vm", "pid": 1, "last_tick": time.time(), "claiming_paused_since": 1795521819.0,
         "claiming_paused": "10000 runs waiting in flight (redbeat_max_in_flight is 10000)\x1b[2J"}))
-    report = json.loads(cli("status", "--json"))
+    # Degraded, not unhealthy: beat ticks, and restarting it would not make the broker take the runs.
+    report = json.loads(cli("status", "--json", code=3))
     assert report["claiming_paused"].startswith("10000 runs waiting in flight")
     assert report["claiming_paused_since"] == "2026-11-24T12:03:39+00:00" and report["healthy"] is True
-    text = cli("status")
+    assert report["degraded"] == [f"claiming paused: {report['claiming_paused']}"]
+    text = cli("status", code=3)
     assert "claiming: paused since 2026-11-24T12:03:39+00:00: 10000 runs waiting in flight" in text
+    assert "DEGRADED: claiming paused: 10000 runs waiting in flight" in text
     assert "\x1b" not in text  # Redis data reaches the terminal escaped
 
 

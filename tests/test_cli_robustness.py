@@ -407,14 +407,14 @@ def test_redis_text_reaches_the_terminal_escaped(raw, redis_url, tmp_path, color
 @pytest.mark.parametrize("args", [["list"], ["show", "x"], ["status"], ["doctor"], ["export"], ["remove", "x"],
                                   ["pause", "x"], ["run-now", "x"], ["edit", "x", "args", "[]"],
                                   ["add", "x", "--task", "t", "--every", "5"]])
-@pytest.mark.parametrize("url, words", [
-    ("redis://127.0.0.1:{port}/0", "cannot reach Redis at redis://127.0.0.1:"),
-    ("redis://127.0.0.1:not-a-port/0", "bad Redis URL"),
-    ("nosuch://127.0.0.1/0", "bad Redis URL"),
+@pytest.mark.parametrize("url, words, code", [
+    ("redis://127.0.0.1:{port}/0", "cannot reach Redis at redis://127.0.0.1:", 4),
+    ("redis://127.0.0.1:not-a-port/0", "bad Redis URL", 5),
+    ("nosuch://127.0.0.1/0", "bad Redis URL", 5),
 ])
-def test_redis_out_of_reach_is_one_line(args, url, words):
+def test_redis_out_of_reach_is_one_line(args, url, words, code):
     from conftest import free_port
 
     result = invoke(url.format(port=free_port()), *args)
-    output = finished(result, (1,))
+    output = finished(result, (code,))
     assert output.startswith("Error: ") and words in output and len(output.strip().splitlines()) == 1, output
