@@ -143,7 +143,7 @@ def relative(moment: datetime | None, now: float) -> str:
 @click.option("--sort", type=click.Choice(["next", "name", "task", "last"]), default="next", show_default=True)
 @pass_tool
 def list_entries(tool: Tool, as_json: bool, pattern: str | None, task: str | None, sort: str) -> None:
-    """A table of entries: schedule, next and last run, run count, parked reason."""
+    """A table of entries: schedule, next and last run, runs published (and given up), parked reason."""
     from fnmatch import fnmatch
 
     views = [v for v in admin.entries(tool.app)
