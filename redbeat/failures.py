@@ -48,9 +48,10 @@ _SIGNATURE_MISMATCH = re.compile(
     r"takes from \d+ to \d+ positional arguments|takes no arguments|got an unexpected keyword argument|"
     r"got multiple values for argument|got some positional-only arguments passed as keyword")
 # Redis answers that refuse a command for a while only: its memory is full, it is
-# loading, it is a replica being promoted, a cluster or its primary is down, a script runs.
-_PASSING_REFUSALS = ("OOM", "LOADING", "READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "BUSY",
-                     "NOREPLICAS", "MISCONF")
+# loading, it is a replica being promoted, a cluster or its primary is down, a script
+# runs. The code starts the answer, or follows redis-py's words for a pipeline's command.
+_PASSING_REFUSAL = re.compile(r"(?:^|caused error: )(OOM|LOADING|READONLY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|BUSY|"
+                              r"NOREPLICAS|MISCONF)\b")
 # URLs (a broker's, with its password) never go into a reason.
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S*")
 
@@ -104,8 +105,7 @@ def _permanent_kind(exc: BaseException) -> FailureKind | None:
     if isinstance(exc, EncodeError):
         return FailureKind.ENCODING
     if isinstance(exc, RedisResponseError):
-        passing = str(exc).split(" ", 1)[0].upper() in _PASSING_REFUSALS
-        return None if passing else FailureKind.REFUSED_BY_BROKER
+        return None if _PASSING_REFUSAL.search(str(exc)) else FailureKind.REFUSED_BY_BROKER
     if isinstance(exc, TypeError) and _SIGNATURE_MISMATCH.search(str(exc)):
         return FailureKind.BAD_ARGUMENTS
     return None

@@ -104,6 +104,13 @@ def encode_error() -> BaseException:
     (raised(ReadOnlyError("READONLY You can't write against a read only replica.")), FailureKind.TRANSIENT,
      "READONLY"),
     (raised(ResponseError("LOADING Redis is loading the dataset in memory")), FailureKind.TRANSIENT, "LOADING"),
+    # The words redis-py puts around the answer to a command of a pipeline (kombu's batches).
+    (raised(ResponseError("Command # 1 (LPUSH celery) of pipeline caused error: OOM command not allowed")),
+     FailureKind.TRANSIENT, "OOM"),
+    (raised(ResponseError("Command # 1 (LLEN q) of pipeline caused error: WRONGTYPE Operation against a key")),
+     FailureKind.REFUSED_BY_BROKER, "WRONGTYPE"),
+    (raised(ResponseError("BUSYGROUP Consumer Group name already exists")), FailureKind.REFUSED_BY_BROKER,
+     "BUSYGROUP"),
     # Unknown errors keep the bounded retries.
     (raised(ValueError("something odd")), FailureKind.TRANSIENT, "ValueError: something odd"),
     (raised(TypeError("unsupported operand type(s) for +: 'int' and 'str'")), FailureKind.TRANSIENT,
