@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -35,7 +36,7 @@ STUCK_AFTER = 60.0
 END_OF_TIME = MAX_TIMESTAMP
 
 __all__ = ["EntryView", "entries", "describe_schedule", "export_schedule", "plan_import", "apply_import",
-           "beat_status", "doctor", "Finding", "WrongType", "wrong_types", "history", "key_text"]
+           "beat_status", "doctor", "Finding", "WrongType", "wrong_types", "history", "key_text", "in_flight_counts"]
 
 
 def key_text(raw: bytes | str) -> str:
@@ -77,10 +78,12 @@ class EntryView:
             return None
         return datetime.fromtimestamp(self.score, UTC)
 
-    def summary(self) -> dict:
-        """The entry for people and scripts: what ``list --json`` prints."""
+    def summary(self, in_flight: int = 0) -> dict:
+        """The entry for people and scripts: what ``list --json`` prints; ``in_flight``
+        is how many of its runs wait in flight (``in_flight_counts``)."""
         entry = self.entry
         status = Status.from_json(self.fields.get("status"))
+        failure = status.last_failure
         return {
             "name": self.name,
             "key": self.key,
@@ -91,10 +94,32 @@ class EntryView:
             "last_run": _iso(entry.last_run_at) if entry else None,
             "last_dispatched": _iso_ts(status.last_dispatched_at),
             "total_run_count": entry.total_run_count if entry else None,
+            "published": _published(entry.total_run_count, status, in_flight) if entry else None,
+            "given_up": status.given_up,
+            "in_flight": in_flight,
+            "last_failure": None if failure is None else {"at": _iso_ts(failure.at), "class": failure.kind,
+                                                          "reason": failure.reason},
             "missed": status.missed,
             "parked": self.parked,
             "error": self.error,
         }
+
+
+def _published(total_run_count: int, status: Status, in_flight: int) -> int:
+    """How many runs reached the broker: meta counts every run claimed, like celery-redbeat
+    2.x, so the runs never published (given up, missed in flight: counted in status) and
+    those still waiting in flight are taken off. Derived rather than counted, because
+    counting would add a status write for every run published."""
+    return max(total_run_count - status.given_up - status.missed_in_flight - in_flight, 0)
+
+
+def in_flight_counts(app: Celery) -> Counter[str]:
+    """How many runs of each entry (by key) wait in flight; one read of the in-flight hash
+    (none counted if that key holds another type: ``doctor`` says so)."""
+    try:
+        return Counter(run.key for run in get_store(app).in_flight()[1])
+    except ResponseError:
+        return Counter()
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -19,7 +19,7 @@ from .entry import CLAIMED_RUN, RedBeatSchedulerEntry, reserved_options, without
 from .printable import printable
 from .records import InFlight
 
-__all__ = ["Broker", "MessageSender", "broker_unreachable", "claimed_run", "reraise_shutdown"]
+__all__ = ["Broker", "MessageSender", "broker_unreachable", "causes", "claimed_run", "reraise_shutdown"]
 
 logger = get_logger("celery.beat")
 
@@ -96,7 +96,7 @@ class Broker:
         return self.producer().batch(max_size=1_000_000)
 
     def send(self, entry: RedBeatSchedulerEntry, run: InFlight) -> Exception | None:
-        """Publish one run of ``entry``; the error if it failed."""
+        """Publish one run of ``entry``; the error if it failed (not logged here)."""
         logger.info("Scheduler: Sending due task %s (%s)", printable(entry.name), printable(entry.task))
         try:
             options = dict(entry.options or {})
@@ -119,9 +119,7 @@ class Broker:
             (self.send_message or self.sender())(message)
         except Exception as exc:
             reraise_shutdown(exc)
-            logger.error("beat: could not publish %s (task id %s): %s", printable(entry.name), run.task_id,
-                         printable(exc))
-            return exc
+            return exc  # logged by the publisher, which tells a run to retry from one given up
         return None
 
 
@@ -132,7 +130,7 @@ def broker_unreachable(exc: BaseException) -> bool:
     counts: a broker that answered with an error (a Redis ResponseError, such
     as a queue key of the wrong type) refused one message and is not down.
     """
-    chain = _causes(exc)
+    chain = causes(exc)
     if any(isinstance(cause, RedisResponseError) for cause in chain):
         return False
     return any(isinstance(cause, (OSError, ConnectionError, TimeoutError, KombuOperationalError,
@@ -147,12 +145,12 @@ def reraise_shutdown(exc: BaseException) -> None:
     closed connection and raises an ordinary error instead. Caught as a
     failed publish, it would keep beat running after its shutdown.
     """
-    for cause in _causes(exc):
+    for cause in causes(exc):
         if isinstance(cause, (SystemExit, KeyboardInterrupt)):
             raise cause
 
 
-def _causes(exc: BaseException | None) -> list[BaseException]:
+def causes(exc: BaseException | None) -> list[BaseException]:
     """``exc`` and the chain of exceptions it was raised from or while handling."""
     chain: list[BaseException] = []
     while exc is not None and len(chain) < 20:

@@ -231,12 +231,13 @@ def relative(moment: datetime | None, now: float) -> str:
 @click.option("--sort", type=click.Choice(["next", "name", "task", "last"]), default="next", show_default=True)
 @pass_tool
 def list_entries(tool: Tool, as_json: bool, pattern: str | None, task: str | None, sort: str) -> None:
-    """A table of entries: schedule, next and last run, run count, parked reason."""
+    """A table of entries: schedule, next and last run, runs published (and given up), parked reason."""
     from fnmatch import fnmatch
 
     views = [v for v in admin.entries(tool.app)
              if (pattern is None or fnmatch(v.name, pattern)) and (task is None or (v.entry and v.entry.task == task))]
-    summaries = [v.summary() for v in views]
+    in_flight = admin.in_flight_counts(tool.app)
+    summaries = [v.summary(in_flight[v.key]) for v in views]
     sort_key = {"next": lambda s: (s["next_run"] is None, s["next_run"] or ""), "name": lambda s: s["name"],
                 "task": lambda s: s["task"] or "", "last": lambda s: s["last_run"] or ""}[sort]
     order = sorted(range(len(views)), key=lambda i: sort_key(summaries[i]))
@@ -255,7 +256,7 @@ def list_entries(tool: Tool, as_json: bool, pattern: str | None, task: str | Non
             {True: "yes", False: "no", None: "-"}[summary["enabled"]],
             _next_run_words(view, now),
             relative(last, now) if last else "never",
-            str(summary["total_run_count"] if summary["total_run_count"] is not None else "-"),
+            _runs_words(summary),
             summary["parked"] or summary["error"] or "",
         ])
     table(rows, ["NAME", "TASK", "SCHEDULE", "ENABLED", "NEXT RUN", "LAST RUN", "RUNS", "PARKED"])
@@ -277,7 +278,7 @@ def show(tool: Tool, name: str, as_json: bool) -> None:
                 "local": run["local"].isoformat()} for run in runs]
     history, wrong_history = admin.history(tool.app, view.key)
     history_error = wrong_history.explanation() if wrong_history else None
-    summary = view.summary()
+    summary = view.summary(admin.in_flight_counts(tool.app)[view.key])
     if as_json:
         emit({**summary, "fields": fields, "next_runs": preview, "preview_error": preview_error,
               "history": history, "history_error": history_error})
@@ -288,9 +289,12 @@ def show(tool: Tool, name: str, as_json: bool) -> None:
 
 def _print_entry(view: admin.EntryView, summary: dict, fields: dict) -> None:
     for label in ("name", "key", "task", "schedule", "enabled", "next_run", "last_run", "last_dispatched",
-                  "total_run_count", "missed", "parked", "error"):
+                  "total_run_count", "published", "given_up", "in_flight", "missed", "parked", "error"):
         if summary[label] is not None:
             click.echo(f"{label:>16}: {printable(summary[label])}")
+    failure = summary["last_failure"]
+    if failure is not None:
+        click.secho(f"{'last_failure':>16}: {printable(failure['reason'])} (given up at {failure['at']})", fg="red")
     if view.kind != "hash":
         click.echo(f"{'score':>16}: {view.score:g}")
     for field_name, value in fields.items():
@@ -351,6 +355,14 @@ def _next_run_words(view: admin.EntryView, now: float) -> str:
     if view.next_run is None:
         return "never" if view.score < 0 else f"never (score {view.score:g})"
     return f"{relative(view.next_run, now)} ({view.next_run:%Y-%m-%d %H:%M:%S} UTC)"
+
+
+def _runs_words(summary: dict) -> str:
+    """The runs that reached the broker, and those given up if any."""
+    if summary["published"] is None:
+        return "-"
+    given_up = f" ({summary['given_up']} given up)" if summary["given_up"] else ""
+    return f"{summary['published']}{given_up}"
 
 
 def _last_dispatch(view: admin.EntryView) -> datetime | None:

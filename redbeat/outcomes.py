@@ -11,29 +11,50 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from celery.utils.log import get_logger
 
 from .printable import printable
-from .records import Outcome, Status
+from .records import LastFailure, Outcome, Status
 from .store import ScheduleStore
 
-__all__ = ["Outcomes"]
+__all__ = ["Outcomes", "Unpublished"]
 
 logger = get_logger("celery.beat")
 
 
+@dataclass
+class Unpublished:
+    """An entry's runs missed in flight or given up, not yet counted in its ``status``."""
+
+    missed: int = 0
+    last_missed_at: float = 0.0  # the newest slot missed
+    given_up: int = 0
+    last_failure: LastFailure | None = None
+
+    def status_changes(self, old: Status) -> dict:
+        """The fields of ``old`` with these runs counted in, for ``Status.to_json``."""
+        changes: dict = {}
+        if self.missed:
+            changes.update(missed=old.missed + self.missed, missed_in_flight=old.missed_in_flight + self.missed,
+                           last_missed_at=max(old.last_missed_at or 0.0, self.last_missed_at))
+        if self.given_up:
+            changes.update(given_up=old.given_up + self.given_up, last_failure=self.last_failure)
+        return changes
+
+
 class Outcomes:
     """Runs published, given up or missed, not yet recorded in Redis (``unrecorded``), and
-    the runs missed in flight not yet counted in their entries' status, by entry key:
-    (how many, newest slot) (``uncounted``).
+    the runs missed in flight or given up not yet counted in their entries' status, by
+    entry key (``uncounted``).
 
     Until a run is recorded, the next lock holder publishes it again, with the same task id.
     """
 
     def __init__(self) -> None:
         self.unrecorded: list[Outcome] = []
-        self.uncounted: dict[str, tuple[int, float]] = {}
+        self.uncounted: dict[str, Unpublished] = {}
 
     def add(self, outcomes: Iterable[Outcome]) -> None:
         self.unrecorded += outcomes
@@ -46,8 +67,25 @@ class Outcomes:
         for (key, reason), count in Counter((o.run.key, o.reason) for o in missed).items():
             logger.warning("beat: %s missed %d run(s) that waited in flight: %s", printable(key), count, reason)
         for outcome in missed:
-            count, newest = self.uncounted.get(outcome.run.key, (0, 0.0))
-            self.uncounted[outcome.run.key] = (count + 1, max(newest, outcome.run.scheduled))
+            counts = self.uncounted.setdefault(outcome.run.key, Unpublished())
+            counts.missed += 1
+            counts.last_missed_at = max(counts.last_missed_at, outcome.run.scheduled)
+
+    def add_given_up(self, given_up: list[tuple[Outcome, str]]) -> None:
+        """Runs beat gave up publishing, each with the class of its failure: recorded in their
+        history like missed runs, counted in their entries' status (``given_up``,
+        ``last_failure``), and logged in one error line per entry and class: a run that can
+        never be published must not fill the log with a line per run."""
+        self.unrecorded += [outcome for outcome, _ in given_up]
+        groups: dict[tuple[str, str], list[Outcome]] = {}
+        for outcome, kind in given_up:
+            groups.setdefault((outcome.run.key, kind), []).append(outcome)
+            counts = self.uncounted.setdefault(outcome.run.key, Unpublished())
+            counts.given_up += 1
+            counts.last_failure = LastFailure(outcome.when, kind, outcome.reason or kind)
+        for (key, _), outcomes in groups.items():
+            logger.error("beat: gave up publishing %d run(s) of %s, not retried: %s", len(outcomes), printable(key),
+                         outcomes[-1].reason)
 
     def task_ids(self) -> set[str]:
         """The task ids of the runs not yet recorded (their records are still in flight)."""
@@ -63,14 +101,16 @@ class Outcomes:
             store.record(self.unrecorded)
             self.unrecorded = []
 
-    def count_missed(self, store: ScheduleStore) -> None:
-        """Add the runs missed in flight to their entries' ``status`` (``missed``, ``last_missed_at``).
+    def count_unpublished(self, store: ScheduleStore) -> None:
+        """Add the runs missed in flight and given up to their entries' ``status``
+        (``missed``, ``missed_in_flight``, ``last_missed_at``, ``given_up``, ``last_failure``).
 
         At the end of a tick, after its claims: a claim writes the status it
         read at the start of the tick, and would undo a count made in between.
-        Two round trips however many runs: read the statuses, then write each
-        only if it did not change meanwhile (another beat's claim); one that
-        changed is read again, a few times at most.
+        Two round trips however many runs, and none in a tick where every run
+        went out: read the statuses, then write each only if it did not change
+        meanwhile (another beat's claim); one that changed is read again, a few
+        times at most.
         """
         keys = list(self.uncounted)
         for _ in range(3):
@@ -78,9 +118,8 @@ class Outcomes:
                 break
             writes = []
             for key, raw in zip(keys, store.statuses(keys)):
-                old, (count, newest) = Status.from_json(raw), self.uncounted[key]
-                writes.append((key, raw, old.to_json(missed=old.missed + count,
-                                                     last_missed_at=max(old.last_missed_at or 0.0, newest))))
+                old = Status.from_json(raw)
+                writes.append((key, raw, old.to_json(**self.uncounted[key].status_changes(old))))
             changed = store.write_statuses(writes)
             for key in set(keys) - set(changed):
                 del self.uncounted[key]  # counted: a failure after this must not count it again

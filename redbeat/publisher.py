@@ -2,9 +2,10 @@
 
 Before each batch the lock is confirmed and renewed; a beat that lost it,
 or cannot reach Redis to confirm it, sends nothing more. A broker that is
-down stops the publishing: the runs left wait for their retry. What became
-of each run goes into the tick's ``Outcomes``; the runs published are
-recorded right after each batch.
+down stops the publishing: the runs left wait for their retry. A run that
+can never be published (``failures.classify`` says why) is given up at once
+instead. What became of each run goes into the tick's ``Outcomes``; the runs
+published are recorded right after each batch.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
 from celery.utils.log import get_logger
 from redis.exceptions import RedisError
 
 from .broker import Broker, broker_unreachable, reraise_shutdown
 from .entry import RedBeatSchedulerEntry
+from .failures import Failure, FailureKind, classify
 from .lock import BeatLock
 from .outcomes import Outcomes
 from .printable import printable
@@ -26,7 +27,7 @@ from .records import InFlight, Outcome, OutcomeKind
 from .stages import PublishStop, SentBatch
 from .store import ScheduleStore
 
-__all__ = ["Publisher", "Run", "DeadlinePassedError", "DEADLINE_PASSED", "RENEW_FRACTION"]
+__all__ = ["Publisher", "Run", "DEADLINE_PASSED", "RENEW_FRACTION"]
 
 logger = get_logger("celery.beat")
 
@@ -42,10 +43,6 @@ DEADLINE_PASSED = "its starting deadline passed while it waited in flight"
 Run = tuple[RedBeatSchedulerEntry, InFlight]
 
 
-class DeadlinePassedError(Exception):
-    """A run's starting deadline passed before it could be handed to the broker."""
-
-
 class _LockNotConfirmedError(Exception):
     """The lock was lost while publishing, or Redis could not confirm it (``reason``): raised
     inside kombu's batch context so that it discards the messages buffered there."""
@@ -58,9 +55,11 @@ class _LockNotConfirmedError(Exception):
 @dataclass
 class _Progress:
     """How far a batch got: the runs sent, how many were tried, why it stopped, and when
-    (monotonic) the lock was last confirmed."""
+    (monotonic) the lock was last confirmed; how each run that failed failed, by task id
+    (shared by the batches of one publish)."""
 
     renewed_at: float
+    failures: dict[str, Failure]
     sent: list[InFlight] = field(default_factory=list)
     attempted: int = 0
     stop: PublishStop | None = None
@@ -98,9 +97,10 @@ class Publisher:
         """
         published: set[str] = set()
         failed: list[InFlight] = []
+        failures: dict[str, Failure] = {}
         position = 0
         while position < len(runs):
-            batch = self._send_batch(runs[position:self._batch_end(runs, position)], renewed_at)
+            batch = self._send_batch(runs[position:self._batch_end(runs, position)], renewed_at, failures)
             renewed_at = batch.renewed_at
             sent_ids = {run.task_id for run in batch.sent}
             failed += [run for _, run in runs[position:position + batch.attempted] if run.task_id not in sent_ids]
@@ -121,7 +121,7 @@ class Publisher:
             if batch.stop in (PublishStop.LOCK_LOST, PublishStop.REDIS_DOWN):
                 break  # the runs left stay in flight; the next read of the tick says what happened
         if failed:
-            self._failed(failed)
+            self._failed(failed, failures)
         return published
 
     def _batch_end(self, runs: Sequence[Run], start: int) -> int:
@@ -139,7 +139,7 @@ class Publisher:
                 return position
         return end
 
-    def _send_batch(self, runs: Sequence[Run], renewed_at: float) -> SentBatch:
+    def _send_batch(self, runs: Sequence[Run], renewed_at: float, failures: dict[str, Failure]) -> SentBatch:
         """Publish runs in one go.
 
         The lock is confirmed (and renewed) before the batch goes to the
@@ -150,9 +150,10 @@ class Publisher:
         is dropped unsent, and its runs stay in flight for the lock holder.
         When the batch as a whole fails to reach the broker, its delivery is
         uncertain: none of its runs counts as sent, and all are retried with
-        the same task ids.
+        the same task ids, each alone: a batch of one run failed for that run
+        (a broker that refuses what a buffered batch sends says so at its end).
         """
-        progress = _Progress(renewed_at)
+        progress = _Progress(renewed_at, failures)
         buffered = self.broker.buffers()
         try:
             with self.broker.batch():
@@ -171,6 +172,8 @@ class Publisher:
             logger.error("beat: could not publish a batch of %d runs, some may have reached the broker; they are "
                          "retried one at a time with the same task ids: %s", progress.attempted, exc)
             stop = PublishStop.BROKER_DOWN if broker_unreachable(exc) else None
+            if len(runs) == 1 and progress.attempted == 1:
+                failures[runs[0][1].task_id] = classify(exc)
             return SentBatch([], progress.attempted, stop, progress.renewed_at)
         return SentBatch(progress.sent, progress.attempted, progress.stop, progress.renewed_at)
 
@@ -180,11 +183,18 @@ class Publisher:
             if time.monotonic() - progress.renewed_at > self.lock_timeout * RENEW_FRACTION:
                 progress.renewed_at = self._renew_lock()
             progress.attempted += 1
-            # A run past its deadline is not sent: _failed records it as missed.
-            error = DeadlinePassedError(run.task_id) if run.late_at(self.clock()) else self.send(entry, run)
+            if run.late_at(self.clock()):
+                continue  # not sent: _failed records it as missed
+            error = self.send(entry, run)
             if error is None:
                 progress.sent.append(run)
-            elif broker_unreachable(error):
+                continue
+            failure = progress.failures[run.task_id] = classify(error)
+            if not failure.permanent:
+                # Given up at once otherwise, and logged once per entry (Outcomes.add_given_up).
+                logger.error("beat: could not publish %s (task id %s): %s", printable(run.key), run.task_id,
+                             failure.error)
+            if broker_unreachable(error):
                 progress.stop = PublishStop.BROKER_DOWN
                 return
 
@@ -202,25 +212,35 @@ class Publisher:
             raise _LockNotConfirmedError(PublishStop.LOCK_LOST)
         return asked_at
 
-    def _failed(self, runs: list[InFlight]) -> None:
+    def _failed(self, runs: list[InFlight], failures: dict[str, Failure]) -> None:
         """Keep runs that failed to publish for a retry; record those past their
-        starting deadline as missed, and those out of attempts as given up."""
+        starting deadline as missed, and as given up those that can never be
+        published (``failures``, by task id) and those out of attempts."""
         now = self.clock()
         retry: list[InFlight] = []
-        given_up: list[InFlight] = []
+        given_up: list[tuple[Outcome, str]] = []
         missed: list[Outcome] = []
         for run in runs:
             if run.late_at(now):
                 missed.append(Outcome(run, OutcomeKind.MISSED, now, DEADLINE_PASSED))
                 continue
             run.token = self.token  # ours now: its backoff is ours to keep
-            (given_up if run.failed_at(now) else retry).append(run)
+            failure = failures.get(run.task_id)
+            if failure is not None and failure.permanent:
+                run.attempts += 1
+                given_up.append((Outcome(run, OutcomeKind.GIVEN_UP, now, failure.reason), failure.kind.value))
+            elif run.failed_at(now):
+                given_up.append((Outcome(run, OutcomeKind.GIVEN_UP, now, _out_of_attempts(run, failure)),
+                                 FailureKind.TRANSIENT.value))
+            else:
+                retry.append(run)
         self.store.retry_later(retry, self.lock)
-        for run in given_up:
-            logger.error(
-                "beat: run of %s scheduled at %s failed to publish %d times; recorded as failed, not retried",
-                printable(run.key), datetime.fromtimestamp(run.scheduled, timezone.utc).isoformat(), run.attempts,
-            )
-        self.outcomes.add(Outcome(run, OutcomeKind.GIVEN_UP, now, f"the broker did not take it in {run.attempts} "
-                                                                  "attempts") for run in given_up)
+        self.outcomes.add_given_up(given_up)
         self.outcomes.add_missed(missed)
+
+
+def _out_of_attempts(run: InFlight, last: Failure | None) -> str:
+    """Why a run that failed to publish all its attempts was given up: the last error, if known
+    (a batch that failed as a whole leaves its runs without one)."""
+    reason = f"{FailureKind.TRANSIENT}: the broker did not take it in {run.attempts} attempts"
+    return reason if last is None else f"{reason}; last error: {last.error}"

@@ -28,8 +28,8 @@ from typing import Any, NamedTuple
 
 from .decoder import DecodeError, loads, meta_json, to_timestamp
 
-__all__ = ["Meta", "Status", "Parked", "InFlight", "HistoryRecord", "Outcome", "OutcomeKind", "Heartbeat",
-           "NEVER", "MAX_TIMESTAMP", "MAX_PUBLISH_ATTEMPTS", "unix_seconds", "decode_json"]
+__all__ = ["Meta", "Status", "LastFailure", "Parked", "InFlight", "HistoryRecord", "Outcome", "OutcomeKind",
+           "Heartbeat", "NEVER", "MAX_TIMESTAMP", "MAX_PUBLISH_ATTEMPTS", "unix_seconds", "decode_json"]
 
 # Score of an entry that will not run again (its schedule is over, or it is parked).
 NEVER = -1.0
@@ -110,6 +110,29 @@ class Meta:
         return cls(last_run_at, count)
 
 
+@dataclass(frozen=True, slots=True)
+class LastFailure:
+    """The last run of an entry that beat gave up publishing: when (UNIX seconds), the
+    class of the failure (a ``failures.FailureKind`` value) and why, in words."""
+
+    at: float
+    kind: str
+    reason: str
+
+    def as_json_object(self) -> dict[str, Any]:
+        return {"at": self.at, "class": self.kind, "reason": self.reason}
+
+    @classmethod
+    def from_json_object(cls, value: Any) -> LastFailure | None:
+        """Read the ``last_failure`` object of a status; None if it is not one."""
+        if not isinstance(value, dict):
+            return None
+        at, kind, reason = unix_seconds(value.get("at")), value.get("class"), value.get("reason")
+        if at is None or not isinstance(kind, str) or not isinstance(reason, str):
+            return None
+        return cls(at, kind, reason)
+
+
 @dataclass(frozen=True)
 class Status:
     """What beat records about an entry besides ``meta`` (the ``status`` field)."""
@@ -119,15 +142,26 @@ class Status:
     missed: int = 0
     last_missed_at: float | None = None
     definition: str | None = None  # digest of the definition next_slot was computed from
+    # Runs claimed (counted in meta's total_run_count) that never reached the broker:
+    # those given up, the last of them, and those missed in flight (also in ``missed``).
+    given_up: int = 0
+    last_failure: LastFailure | None = None
+    missed_in_flight: int = 0
 
     def to_json(self, **changes: Any) -> str:
-        """The record, with ``changes`` (field names and new values) applied; None fields are left out."""
+        """The record, with ``changes`` (field names and new values) applied; None fields are left out,
+        and so are the counts of runs not published while they are 0."""
         fields: dict[str, Any] = {"next_slot": self.next_slot, "last_dispatched_at": self.last_dispatched_at,
                                   "missed": self.missed, "last_missed_at": self.last_missed_at,
-                                  "definition": self.definition}
+                                  "definition": self.definition, "given_up": self.given_up,
+                                  "last_failure": self.last_failure, "missed_in_flight": self.missed_in_flight}
         fields.update(changes)
         if fields["next_slot"] is not None:
             fields["next_slot"] = to_timestamp(fields["next_slot"])
+        fields["given_up"] = fields["given_up"] or None
+        fields["missed_in_flight"] = fields["missed_in_flight"] or None
+        if fields["last_failure"] is not None:
+            fields["last_failure"] = fields["last_failure"].as_json_object()
         # The text json.dumps writes, built directly: beat writes a status per entry it decides.
         return "{" + ", ".join([f"{_string(name)}: {_json_scalar(value)}"
                                 for name, value in fields.items() if value is not None]) + "}"
@@ -146,6 +180,9 @@ class Status:
                 missed=int(fields.get("missed") or 0),
                 last_missed_at=_checked_seconds(fields.get("last_missed_at")),
                 definition=fields.get("definition") if isinstance(fields.get("definition"), str) else None,
+                given_up=int(fields.get("given_up") or 0),
+                last_failure=LastFailure.from_json_object(fields.get("last_failure")),
+                missed_in_flight=int(fields.get("missed_in_flight") or 0),
             )
         except (ValueError, TypeError, AttributeError, OverflowError, OSError, RecursionError):
             return cls()
@@ -233,7 +270,7 @@ class OutcomeKind(str, Enum):
     """What became of a run, as its history record says (the value is what is stored)."""
 
     PUBLISHED = "published"
-    GIVEN_UP = "given-up"  # the broker did not take it in all its attempts
+    GIVEN_UP = "given-up"  # it cannot be published, or the broker did not take it in all its attempts
     MISSED = "missed"  # not published: its starting deadline passed, or catch-up superseded it
 
     def __str__(self) -> str:

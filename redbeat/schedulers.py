@@ -282,7 +282,7 @@ class RedBeatScheduler(Scheduler):
     def close(self) -> None:
         try:
             self.outcomes.record(self.store)
-            self.outcomes.count_missed(self.store)
+            self.outcomes.count_unpublished(self.store)
             # Health checks then see at once that no beat ticks, instead of
             # waiting for the heartbeat to age.
             self.store.stop_heartbeat(self._token, self.clock())

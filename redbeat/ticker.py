@@ -119,7 +119,7 @@ class Ticker:
         """Dispatch what is due; the seconds to sleep before the next tick."""
         interval = self._dispatch()
         self.outcomes.record(self.store)
-        self.outcomes.count_missed(self.store)
+        self.outcomes.count_unpublished(self.store)
         return interval
 
     def succeeded(self) -> None:

@@ -8,7 +8,7 @@ import contextlib
 import logging
 import time
 
-from redbeat.outcomes import Outcomes
+from redbeat.outcomes import Outcomes, Unpublished
 from redbeat.publisher import DEADLINE_PASSED, Publisher
 from redbeat.records import MAX_PUBLISH_ATTEMPTS, InFlight, OutcomeKind
 
@@ -126,7 +126,7 @@ def test_a_run_past_its_deadline_is_never_sent_and_is_missed():
     assert broker.delivered == ["t1"]
     [missed] = publisher.outcomes.unrecorded  # recorded with the tick's next read
     assert missed.outcome == OutcomeKind.MISSED and missed.reason == DEADLINE_PASSED
-    assert publisher.outcomes.uncounted == {"redbeat:e": (1, late.scheduled)}
+    assert publisher.outcomes.uncounted == {"redbeat:e": Unpublished(missed=1, last_missed_at=late.scheduled)}
 
 
 def test_a_run_refused_on_its_last_attempt_is_given_up():
@@ -136,4 +136,5 @@ def test_a_run_refused_on_its_last_attempt_is_given_up():
     assert publisher.store.retried == []
     [given_up] = publisher.outcomes.unrecorded
     assert given_up.outcome == OutcomeKind.GIVEN_UP
-    assert given_up.reason == f"the broker did not take it in {MAX_PUBLISH_ATTEMPTS} attempts"
+    assert given_up.reason == (f"transient: the broker did not take it in {MAX_PUBLISH_ATTEMPTS} attempts; "
+                               "last error: ValueError: refused")

@@ -997,8 +997,8 @@ def test_a_key_that_changed_type_before_the_claim_costs_no_other_entry_its_run(a
 
 
 @pytest.mark.parametrize("batch_size, most_copies", [(1, 1), (100, 2)])
-def test_a_message_the_broker_refuses_costs_only_its_own_run(scheduler_for, schedule_redis, broker_redis,
-                                                             batch_size, most_copies):
+def test_a_message_the_broker_refuses_costs_only_its_own_run_which_is_given_up(scheduler_for, schedule_redis,
+                                                                               broker_redis, batch_size, most_copies):
     broker_redis.set("refusing", "a string where a queue should be")  # LPUSH answers WRONGTYPE
     scheduler = scheduler_for(redbeat_publish_batch_size=batch_size)
     raw_entry(schedule_redis, "a-refused", options={"queue": "refusing"})  # read first, the others after it
@@ -1007,11 +1007,16 @@ def test_a_message_the_broker_refuses_costs_only_its_own_run(scheduler_for, sche
 
     def good_ids():
         return [m["id"] for m in published(broker_redis)]
-    tick_until(scheduler, lambda: len(set(good_ids())) == 3 and schedule_redis.hlen("redbeat::inflight") == 1,
-               timeout=10, message="the three good runs published, the refused one waiting")
+    def refused():
+        return [json.loads(r) for r in schedule_redis.lrange("redbeat::history:a-refused", 0, -1)]
+    tick_until(scheduler, lambda: len(set(good_ids())) == 3 and refused(),
+               timeout=10, message="the three good runs published, the refused one given up")
     assert max(good_ids().count(task_id) for task_id in good_ids()) <= most_copies
-    [left] = [json.loads(r) for r in schedule_redis.hvals("redbeat::inflight")]
-    assert left["key"] == "redbeat:a-refused"
+    # A refusal is no passing failure: the run is given up (alone, after a refused batch), not retried.
+    [record] = refused()
+    assert record["outcome"] == "given-up" and record["reason"].startswith("refused-by-broker: ResponseError: ")
+    assert "WRONGTYPE" in record["reason"]
+    assert schedule_redis.hlen("redbeat::inflight") == 0
 
 
 def last_runs_resumed_one_failing(app):
