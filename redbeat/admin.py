@@ -663,4 +663,18 @@ def _finding(view: EntryView) -> Finding | None:
     if view.score is not None and view.next_run is None and view.score != 0:
         why = "it is disabled" if view.entry and not view.entry.enabled else "its schedule has no further runs"
         return Finding("never-due", view.key, f"score {view.score:g}: beat will not look at it again ({why})")
-    return None
+    return _given_up_finding(view)
+
+
+def _given_up_finding(view: EntryView) -> Finding | None:
+    """Runs beat gave up publishing: a finding while the last run claimed was one of them
+    (it will fail again until the entry is fixed), a notice once a later run went out."""
+    status = Status.from_json(view.fields.get("status"))
+    failure = status.last_failure
+    if failure is None:
+        return None
+    still = status.last_dispatched_at is None or failure.at >= status.last_dispatched_at
+    explanation = (f"{status.given_up} run(s) given up, the last at {_iso_ts(failure.at)}: {failure.reason}"
+                   + ("; fix the entry (its arguments, options or task) and beat publishes its next run"
+                      if still else "; runs since then were published"))
+    return Finding("given-up", view.key, explanation, notice=not still)

@@ -436,3 +436,19 @@ def test_add_rrule_refuses_a_bad_rule_naming_what_is_wrong(text, words):
 def test_add_rrule_reads_a_lowercase_rrule_prefix():
     sched = added_schedule("rrule", "rrule:freq=daily;byhour=9", None)
     assert sched.byhour == [9]
+
+
+def test_doctor_explains_runs_given_up_until_a_later_run_is_published(cli, schedule_redis):
+    failure = {"at": 1795521819.0, "class": "bad-arguments", "reason": "bad-arguments: add() missing 1 required "
+                                                                      "positional argument: 'y'"}
+    schedule_redis.hset("redbeat:raw", mapping={"definition": json.dumps(RAW), "status": json.dumps(
+        {"given_up": 2, "last_failure": failure, "last_dispatched_at": failure["at"] - 1})})
+    schedule_redis.zadd("redbeat::schedule", {"redbeat:raw": time.time() + 60})
+    [finding] = [f for f in json.loads(cli("doctor", "--json", code=1)) if f["kind"] == "given-up"]
+    assert not finding["notice"] and "2 run(s) given up" in finding["explanation"]
+    assert "missing 1 required positional argument" in finding["explanation"]
+    # A later run went out: worth knowing, nothing wrong now.
+    schedule_redis.hset("redbeat:raw", "status", json.dumps(
+        {"given_up": 2, "last_failure": failure, "last_dispatched_at": failure["at"] + 60}))
+    [finding] = [f for f in json.loads(cli("doctor", "--json")) if f["kind"] == "given-up"]
+    assert finding["notice"] and "runs since then were published" in finding["explanation"]
