@@ -21,7 +21,7 @@ from . import rollback
 from .client import get_store
 from .entry import RedBeatSchedulerEntry, write_over
 from .entrywrites import ImportedWrite, StoredFields
-from .records import MAX_TIMESTAMP, Heartbeat, InFlight, Parked, Status, unix_seconds
+from .records import MAX_TIMESTAMP, Heartbeat, InFlight, Parked, Status, same_json, unix_seconds
 from .schedules import clocked, rrule
 from .store import NEVER, ScheduleStore
 
@@ -314,7 +314,7 @@ def plan_import(app: Celery, data: Any) -> ImportPlan:
         if exact:
             same = stored == fields and existing.score == score
         else:
-            same = bool(stored) and _same_definition(stored.get("definition"), fields["definition"])
+            same = bool(stored) and same_json(stored.get("definition"), fields["definition"])
         if same:
             plan.unchanged.append(name)
             continue
@@ -392,13 +392,6 @@ def _spec_write(entry: RedBeatSchedulerEntry, existing: EntryView) -> tuple[floa
     except Exception:
         return 0.0, {"definition": entry.definition_json(), "meta": entry.meta_json()}
     return write.score, {"definition": key_text(write.definition), "meta": key_text(write.meta)}
-
-
-def _same_definition(stored: str | None, written: str) -> bool:
-    try:
-        return stored is not None and json.loads(stored) == json.loads(written)
-    except (ValueError, RecursionError):
-        return False
 
 
 def _spec_from_json(spec: Any) -> dict:

@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 from .decoder import DecodeError, loads, meta_json, to_timestamp
 
 __all__ = ["Meta", "Status", "LastFailure", "Parked", "InFlight", "HistoryRecord", "Outcome", "OutcomeKind",
-           "Heartbeat", "NEVER", "MAX_TIMESTAMP", "MAX_PUBLISH_ATTEMPTS", "unix_seconds", "decode_json"]
+           "Heartbeat", "NEVER", "MAX_TIMESTAMP", "MAX_PUBLISH_ATTEMPTS", "unix_seconds", "decode_json", "same_json"]
 
 # Score of an entry that will not run again (its schedule is over, or it is parked).
 NEVER = -1.0
@@ -57,6 +57,15 @@ def _json_scalar(value: Any) -> str:
     if kind is str:
         return _string(value)
     return json.dumps(value)
+
+
+def same_json(stored: bytes | str | None, written: bytes | str) -> bool:
+    """Whether a stored JSON text holds the same value as ``written`` (key order and 60
+    vs 60.0 aside); nothing stored, or text that is no JSON, is not the same."""
+    try:
+        return stored is not None and json.loads(stored) == json.loads(written)
+    except (ValueError, RecursionError):
+        return False
 
 
 def _checked_seconds(value: Any) -> float | None:

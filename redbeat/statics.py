@@ -16,6 +16,7 @@ from .config import RedBeatConfig
 from .entry import RedBeatSchedulerEntry, write_over
 from .entrywrites import EntryWrite, UnchangedEntry
 from .printable import printable
+from .records import same_json
 from .store import ScheduleStore, WrongTypeError
 
 __all__ = ["StaticSync", "prepare_writes", "static_schedule"]
@@ -111,7 +112,7 @@ def prepare_writes(store: ScheduleStore, specs: dict,
         except Exception as exc:
             logger.error("beat: cannot use schedule entry %s: %s", printable(name), printable(exc))
             continue
-        if fields.definition is not None and _same_json(fields.definition, write.definition):
+        if same_json(fields.definition, write.definition):
             unchanged.append(UnchangedEntry(name, write.score))
         else:
             changed.append(write)
@@ -127,11 +128,3 @@ def _paused(definition: bytes | None) -> bool:
 
 def _spec_fields(spec: Any) -> Any:
     return spec if isinstance(spec, dict) else vars(spec)
-
-
-def _same_json(stored: bytes, written: bytes | str) -> bool:
-    """Whether two JSON texts hold the same value (key order and 60 vs 60.0 aside)."""
-    try:
-        return json.loads(stored) == json.loads(written)
-    except ValueError:
-        return False
