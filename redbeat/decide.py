@@ -185,7 +185,7 @@ class Decider:
                 entry.enabled = False  # done: kept, with its history, for people to see
                 definition = entry.definition_json()
         return Decision(record, Action.RUN if runs else Action.MOVE, score=score_of(plan.fire_at), meta=meta,
-                        status=status, definition=definition, runs=runs, entry=entry)
+                        status=status, definition=definition, runs=runs, missed=plan.missed, entry=entry)
 
     def runs_to_claim(self, key: str, policy: Policy, slots: list[datetime], requested: float | None,
                       now: float) -> tuple[InFlight, ...]:

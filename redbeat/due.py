@@ -28,7 +28,7 @@ ON_TIME_WINDOW = 5.0
 
 READ_DUE_ARGS = fenced_layout("now", "limit", "heartbeat", "history_size", "prefix", "set_aside", "on_time_window")
 # READ_DUE_LUA's reply: a header, then a group of DUE_RECORD per entry due.
-DUE_HEADER = ArgLayout("HEAD_", ("status", "next_key", "next_score", "in_flight", "moved", "now"), first=1)
+DUE_HEADER = ArgLayout("HEAD_", ("status", "next_key", "next_score", "in_flight", "moved", "now", "due"), first=1)
 DUE_RECORD = ArgLayout("REC_", ("key", "score", "kind", "definition", "meta", "status", "run_now"), first=1)
 RECORD_ARGS = ArgLayout("ARG_", ("history_size",), first=1)
 STOP_HEARTBEAT_ARGS = ArgLayout("ARG_", ("token", "stopped_at"), first=1)
@@ -51,7 +51,7 @@ class DueReads(StorePart):
     # Returns: LOCK_LOST; {WRONG_TYPE, the schedule's type}; or DUE_HEADER
     #   (1, key and score of the first entry not due yet, runs in flight, the
     #   type of a wrong-typed in-flight key moved aside or '', the time it read
-    #   at), then DUE_RECORD for each entry due (at most ARGV[ARG_LIMIT]).
+    #   at, how many entries are due then), then DUE_RECORD for each entry due (at most ARGV[ARG_LIMIT]).
     # "Now" is Redis's clock (TIME) unless given: every beat then decides by
     # the same clock, however far its own host's clock is off.
     # Fairness: a backlog (entries due long ago, such as thousands written
@@ -116,6 +116,7 @@ class DueReads(StorePart):
     reply[HEAD_IN_FLIGHT] = in_flight_readable and redis.call('HLEN', KEYS[3]) or 0
     reply[HEAD_MOVED] = moved
     reply[HEAD_NOW] = now
+    reply[HEAD_DUE] = redis.call('ZCOUNT', KEYS[2], 0, now)  -- the backlog, for metrics: O(log N)
     local n = HEAD_SIZE
     local function add(members, count)
         for i = 1, 2 * count, 2 do
@@ -156,7 +157,8 @@ class DueReads(StorePart):
         next_score = float(head["next_score"]) if head["next_score"] is not None else None
         moved = (text(head["moved"]), set_aside) if head["moved"] else None
         return DueBatch(_due_records(reply[len(DUE_HEADER):]), head["next_key"], next_score,
-                        in_flight=head["in_flight"], moved_in_flight=moved, now=float(head["now"]))
+                        in_flight=head["in_flight"], moved_in_flight=moved, now=float(head["now"]),
+                        due=head["due"])
 
     # Records published runs without reading what is due (RECORD_PUBLISHED_LUA).
     # KEYS: inflight   ARGV: RECORD_ARGS, then RUN_RECORD for each run   Returns: 1

@@ -13,7 +13,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from .printable import printable
 from .store import WrongTypeError
 
-__all__ = ["RedisClock", "TickHealth", "CLOCK_SKEW_WARNING", "RETRY_FIRST", "RETRY_MAX"]
+__all__ = ["RedisClock", "TickHealth", "CLOCK_SKEW_WARNING", "RETRY_FIRST", "RETRY_MAX", "STALLED_AFTER"]
 
 logger = get_logger("celery.beat")
 
@@ -21,6 +21,11 @@ logger = get_logger("celery.beat")
 CLOCK_SKEW_WARNING = 1.0
 RETRY_FIRST = 0.1
 RETRY_MAX = 1.0
+# A beat process counts as stalled (its liveness check fails) once its next tick is
+# this many seconds overdue, or a tick has run for this long: Celery's loop calls
+# tick again as soon as the sleep the last one asked for is over, and a tick hands
+# back within a few lock renewals however much is due.
+STALLED_AFTER = 60.0
 
 
 class RedisClock:
@@ -64,6 +69,34 @@ class TickHealth:
         self.retry_delay = RETRY_FIRST
         self.last_good_tick: float | None = None
         self.active_since: float | None = None
+        self._tick_started: float | None = None  # monotonic, while a tick runs
+        self._next_tick_at: float | None = None  # monotonic: when the last tick asked to be called again
+
+    def tick_started(self) -> None:
+        self._tick_started = time.monotonic()
+
+    def tick_ended(self, interval: float) -> None:
+        """A tick handed back, asking to be called again in ``interval`` seconds."""
+        self._tick_started = None
+        self._next_tick_at = time.monotonic() + interval
+
+    def liveness(self) -> tuple[bool, str]:
+        """Whether this beat process still ticks (its loop is not stuck), and why, in one
+        line: what a per-process liveness probe asks. A beat whose ticks fail (Redis is
+        down) is alive: restarting it would not help."""
+        now = time.monotonic()
+        if self._tick_started is not None:
+            running = now - self._tick_started
+            if running > STALLED_AFTER:
+                return False, f"stalled: a tick has run for {running:.0f}s"
+            return True, f"ticking: a tick has run for {running:.1f}s"
+        if self._next_tick_at is None:
+            return True, "starting: no tick yet"
+        overdue = now - self._next_tick_at
+        if overdue > STALLED_AFTER:
+            return False, f"stalled: the next tick is {overdue:.0f}s overdue"
+        failing = f"; ticks failing: {self.failure}" if self.failing_since is not None else ""
+        return True, f"ticking: next tick in {max(-overdue, 0.0):.1f}s{failing}"
 
     def ticking(self, now: float) -> float:
         """A tick starts at ``now``; returns the heartbeat's ``last_tick``, which advances

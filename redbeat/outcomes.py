@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 from celery.utils.log import get_logger
 
+from .metrics import BeatMetrics, MissedReason
 from .printable import printable
-from .records import LastFailure, Outcome, Status
+from .records import LastFailure, Outcome, OutcomeKind, Status
 from .store import ScheduleStore
 
 __all__ = ["Outcomes", "Unpublished"]
@@ -50,14 +51,19 @@ class Outcomes:
     entry key (``uncounted``).
 
     Until a run is recorded, the next lock holder publishes it again, with the same task id.
+    Each outcome is counted in ``metrics`` as it is added.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: BeatMetrics | None = None) -> None:
         self.unrecorded: list[Outcome] = []
         self.uncounted: dict[str, Unpublished] = {}
+        self.metrics = BeatMetrics() if metrics is None else metrics
 
     def add(self, outcomes: Iterable[Outcome]) -> None:
-        self.unrecorded += outcomes
+        """Runs published (or deleted with their entry: ``finishing``)."""
+        added = list(outcomes)
+        self.unrecorded += added
+        self.metrics.published(o for o in added if o.outcome == OutcomeKind.PUBLISHED)
 
     def add_missed(self, missed: list[Outcome]) -> None:
         """Runs in flight that will not be published: recorded in their history (with the
@@ -66,6 +72,7 @@ class Outcomes:
         self.unrecorded += missed
         for (key, reason), count in Counter((o.run.key, o.reason) for o in missed).items():
             logger.warning("beat: %s missed %d run(s) that waited in flight: %s", printable(key), count, reason)
+            self.metrics.missed(MissedReason.of(reason), count, key)
         for outcome in missed:
             counts = self.uncounted.setdefault(outcome.run.key, Unpublished())
             counts.missed += 1
@@ -77,6 +84,7 @@ class Outcomes:
         ``last_failure``), and logged in one error line per entry and class: a run that can
         never be published must not fill the log with a line per run."""
         self.unrecorded += [outcome for outcome, _ in given_up]
+        self.metrics.given_up(given_up)
         groups: dict[tuple[str, str], list[Outcome]] = {}
         for outcome, kind in given_up:
             groups.setdefault((outcome.run.key, kind), []).append(outcome)

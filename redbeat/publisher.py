@@ -21,6 +21,7 @@ from .broker import Broker, broker_unreachable, reraise_shutdown
 from .entry import RedBeatSchedulerEntry
 from .failures import Failure, FailureKind, classify
 from .lock import BeatLock
+from .metrics import BeatMetrics
 from .outcomes import Outcomes
 from .printable import printable
 from .records import InFlight, Outcome, OutcomeKind
@@ -75,7 +76,8 @@ class Publisher:
 
     def __init__(self, *, send: Callable[[RedBeatSchedulerEntry, InFlight], Exception | None], broker: Broker,
                  store: ScheduleStore, lock: BeatLock | None, token: str, clock: Callable[[], float],
-                 outcomes: Outcomes, batch_size: int, lock_timeout: float) -> None:
+                 outcomes: Outcomes, batch_size: int, lock_timeout: float,
+                 metrics: BeatMetrics | None = None) -> None:
         self.send = send
         self.broker = broker
         self.store = store
@@ -85,6 +87,7 @@ class Publisher:
         self.outcomes = outcomes
         self.batch_size = batch_size
         self.lock_timeout = lock_timeout
+        self.metrics = BeatMetrics() if metrics is None else metrics
 
     def publish(self, runs: Sequence[Run], renewed_at: float) -> set[str]:
         """Publish runs in flight; keep those that failed for a retry.
@@ -172,8 +175,10 @@ class Publisher:
             logger.error("beat: could not publish a batch of %d runs, some may have reached the broker; they are "
                          "retried one at a time with the same task ids: %s", progress.attempted, exc)
             stop = PublishStop.BROKER_DOWN if broker_unreachable(exc) else None
+            failure = classify(exc)
+            self.metrics.publish_failed(failure.kind.value, progress.attempted)
             if len(runs) == 1 and progress.attempted == 1:
-                failures[runs[0][1].task_id] = classify(exc)
+                failures[runs[0][1].task_id] = failure
             return SentBatch([], progress.attempted, stop, progress.renewed_at)
         return SentBatch(progress.sent, progress.attempted, progress.stop, progress.renewed_at)
 
@@ -190,6 +195,7 @@ class Publisher:
                 progress.sent.append(run)
                 continue
             failure = progress.failures[run.task_id] = classify(error)
+            self.metrics.publish_failed(failure.kind.value)
             if not failure.permanent:
                 # Given up at once otherwise, and logged once per entry (Outcomes.add_given_up).
                 logger.error("beat: could not publish %s (task id %s): %s", printable(run.key), run.task_id,

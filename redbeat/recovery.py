@@ -121,7 +121,10 @@ class Recovery:
         originals = [raw[run.task_id.encode()] for run in ready]
         for run in ready:
             run.token, run.retry_at = self.token, now + self.lock_timeout
-        taken = self.store.take_over(list(zip(originals, ready)), self.lock) or set()
+        taken = self.store.take_over(list(zip(originals, ready)), self.lock)
+        if taken is None:
+            return [], waiting  # the lock was lost: the next read says so
+        self.outcomes.metrics.claims_refused(len(ready) - len(taken))
         return [run for run in ready if run.task_id in taken], waiting
 
 

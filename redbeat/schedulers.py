@@ -29,6 +29,7 @@ from .finishing import OnFinish
 from .health import RedisClock, TickHealth
 from .legacy import ADD_ENTRY_ERROR, SCHEDULERS_NAMES, legacy_lookup
 from .lock import BeatLock, make_token
+from .metricsserver import start_beat_metrics
 from .outcomes import Outcomes
 from .planning import plan_runs
 from .printable import printable
@@ -82,8 +83,10 @@ class RedBeatScheduler(Scheduler):
         self._token = make_token()  # names this beat in the lock and in its runs in flight
         self._clock = RedisClock()
         self.health = TickHealth(self.clock, display_url(self.conf.redis_url))
+        # Served on redbeat_metrics_port with this process's liveness; a no-op sink without it.
+        self.metrics = start_beat_metrics(self.conf, self.health.liveness)
         # What became of runs in flight, not yet in Redis: recorded with the next read, or by close.
-        self.outcomes = Outcomes()
+        self.outcomes = Outcomes(self.metrics)
         # Decoded crontab definitions, kept for the next ticks (and across a rebuilt ticker).
         self._definitions = Definitions()
         self._ticker: Ticker | None = None
@@ -132,12 +135,15 @@ class RedBeatScheduler(Scheduler):
         Never raises: Celery's beat loop would exit, and restart into the
         same data. Anything unexpected is logged and retried with a backoff.
         """
+        self.health.tick_started()
         try:
             ticker = self.ticker
             interval = ticker.tick()
         except Exception as exc:
-            return self.health.failed(exc)
-        ticker.succeeded()
+            interval = self.health.failed(exc)
+        else:
+            ticker.succeeded()
+        self.health.tick_ended(interval)
         return interval
 
     @property
@@ -160,7 +166,7 @@ class RedBeatScheduler(Scheduler):
         on_finish = OnFinish(store, self.outcomes)
         publisher = Publisher(send=broker.send, broker=broker, store=store, lock=lock, token=token,
                               clock=self.clock, outcomes=self.outcomes, batch_size=conf.publish_batch_size,
-                              lock_timeout=self.lock_timeout)
+                              lock_timeout=self.lock_timeout, metrics=self.metrics)
         recovery = Recovery(app=self.app, entry_class=self.Entry, store=store, lock=lock, token=token,
                             lock_timeout=self.lock_timeout, batch_size=conf.claim_batch_size, publisher=publisher,
                             on_finish=on_finish, outcomes=self.outcomes)
@@ -170,7 +176,7 @@ class RedBeatScheduler(Scheduler):
                       outcomes=self.outcomes, broker=broker,
                       statics=StaticSync(store, self.static_schedule, self._maybe_entry),
                       budget=DecideBudget(decider, self.lock_timeout), on_finish=on_finish,
-                      publisher=publisher, recovery=recovery)
+                      publisher=publisher, recovery=recovery, metrics=self.metrics)
 
     def _message_sender(self) -> MessageSender:
         """How the runs of the next batch are published, asked once per batch.
@@ -294,6 +300,7 @@ class RedBeatScheduler(Scheduler):
                 logger.info("beat: Released lock %s", self.lock.key)
             except RedisError as exc:
                 logger.warning("beat: could not release lock %s: %s", self.lock.key, exc)
+        self.metrics.close()
         super().close()
 
     @property

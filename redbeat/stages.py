@@ -65,6 +65,7 @@ class DueBatch:
     # The in-flight key was of another type: (that type, where it was moved).
     moved_in_flight: tuple[str, str] | None = None
     now: float = 0.0  # the moment the batch was read at (UNIX seconds, Redis's clock unless given)
+    due: int = 0  # how many entries were due at that moment (the batch holds at most a claim batch of them)
 
 
 @dataclass(slots=True)
@@ -85,6 +86,7 @@ class Decision:
     definition: str | None = None
     reason: str | None = None
     runs: tuple[InFlight, ...] = ()
+    missed: int = 0  # slots its catch-up policy skipped (counted in its status; for metrics)
     entry: Any = None  # the decoded entry, for publishing its runs; not stored
 
 

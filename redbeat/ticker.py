@@ -23,6 +23,7 @@ from .config import RedBeatConfig
 from .finishing import OnFinish, last_runs
 from .health import RedisClock, TickHealth
 from .lock import BeatLock
+from .metrics import BeatMetrics, MissedReason
 from .outcomes import Outcomes
 from .printable import printable
 from .publisher import Publisher
@@ -95,7 +96,8 @@ class Ticker:
                  lock_timeout: float, max_interval: float, clock: RedisClock, now: Callable[[], float],
                  health: TickHealth,
                  outcomes: Outcomes, broker: Broker, statics: StaticSync, budget: DecideBudget,
-                 on_finish: OnFinish, publisher: Publisher, recovery: Recovery) -> None:
+                 on_finish: OnFinish, publisher: Publisher, recovery: Recovery,
+                 metrics: BeatMetrics | None = None) -> None:
         self.store = store
         self.lock = lock
         self.conf = conf
@@ -112,14 +114,17 @@ class Ticker:
         self.on_finish = on_finish
         self.publisher = publisher
         self.recovery = recovery
+        self.metrics = BeatMetrics() if metrics is None else metrics
         self.pause = ClaimingPause(conf.max_in_flight)
         self._standing_by = False
 
     def tick(self) -> float:
         """Dispatch what is due; the seconds to sleep before the next tick."""
+        started = time.monotonic()
         interval = self._dispatch()
         self.outcomes.record(self.store)
         self.outcomes.count_unpublished(self.store)
+        self.metrics.tick_finished(time.monotonic() - started, self.now())
         return interval
 
     def succeeded(self) -> None:
@@ -141,6 +146,7 @@ class Ticker:
         """Take the lock if it is free; whether this beat holds it now (else it stands by)."""
         self.broker.prepare()
         if not lock.acquire():
+            self.metrics.lock_held(False)
             if not self._standing_by:
                 self._standing_by = True
                 if lock.replaced == "entry":
@@ -152,6 +158,7 @@ class Ticker:
                                 lock.key, self._standby_interval())
             return False
         self._standing_by = False
+        self.metrics.lock_acquired()
         self.health.active_since = None
         if lock.replaced:
             logger.error("beat: lock key %s held a %s, not a lock; replaced it with this beat's lock",
@@ -188,6 +195,9 @@ class Ticker:
             claimed = self.store.claim(decisions, self.lock)
             if claimed is None:
                 return self._lock_lost()
+            self.metrics.claims_refused(len(decisions) - len(claimed))
+            for decision in claimed:
+                self.metrics.missed(MissedReason.CATCH_UP, decision.missed, decision.record.key_text)
             self.publish_claimed(claimed, renewed_at)
             next_scores += [d.score for d in decisions if d.score >= 0]
         if len(batch.records) < self.conf.claim_batch_size and len(decisions) == len(batch.records):
@@ -204,6 +214,7 @@ class Ticker:
         self.outcomes.forget_recorded()
         if batch.lock_lost:
             return batch
+        self.metrics.read_due(max(batch.due - len(batch.records), 0), batch.in_flight)
         self.clock.observe(batch.now, (asked_at + self.clock.host_clock()) / 2)
         if batch.moved_in_flight:
             logger.error("beat: %s was a %s, not the hash of runs in flight; moved it aside to %s and "
@@ -250,5 +261,6 @@ class Ticker:
             "dispatching nothing until this beat holds it again", self.lock.key
         )
         self.lock.held = False
+        self.metrics.lock_lost()
         return self._standby_interval()
 
