@@ -29,6 +29,7 @@ from .finishing import OnFinish
 from .health import RedisClock, TickHealth
 from .legacy import ADD_ENTRY_ERROR, SCHEDULERS_NAMES, legacy_lookup
 from .lock import BeatLock, make_token
+from .metrics import BeatMetrics
 from .metricsserver import start_beat_metrics
 from .outcomes import Outcomes
 from .planning import plan_runs
@@ -83,8 +84,8 @@ class RedBeatScheduler(Scheduler):
         self._token = make_token()  # names this beat in the lock and in its runs in flight
         self._clock = RedisClock()
         self.health = TickHealth(self.clock, display_url(self.conf.redis_url))
-        # Served on redbeat_metrics_port with this process's liveness; a no-op sink without it.
-        self.metrics = start_beat_metrics(self.conf, self.health.liveness)
+        # Counts nothing until setup_schedule serves it (see there).
+        self.metrics = BeatMetrics()
         # What became of runs in flight, not yet in Redis: recorded with the next read, or by close.
         self.outcomes = Outcomes(self.metrics)
         # Decoded crontab definitions, kept for the next ticks (and across a rebuilt ticker).
@@ -118,6 +119,9 @@ class RedBeatScheduler(Scheduler):
         # and a Redis that is down at start delays them instead of failing beat.
         if self.lock_key:
             self.lock = BeatLock(self.store.client, self.lock_key, self.lock_timeout, self._token)
+        # Served on redbeat_metrics_port with this process's liveness. Here, not in __init__:
+        # celery beat builds a second, lazy scheduler for its banner, which never ticks or closes.
+        self.metrics = self.outcomes.metrics = start_beat_metrics(self.conf, self.health.liveness)
 
     def static_schedule(self) -> dict:
         """``beat_schedule`` plus the entries Celery itself adds (backend_cleanup)."""

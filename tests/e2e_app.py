@@ -21,6 +21,8 @@ app.conf.update(
     timezone="UTC",
     worker_hijack_root_logger=False,
     broker_connection_retry_on_startup=True,
+    # Served only when a test sets it (tests/test_metrics.py).
+    redbeat_metrics_port=int(os.environ.get("E2E_METRICS_PORT", 0)),
     beat_schedule={
         "static-every-second": {"task": "e2e_app.record", "schedule": 1.0, "args": ["static"]},
     },
