@@ -22,6 +22,7 @@ from dateutil.rrule import weekday
 from . import schedules
 from .legacy import Kept, legacy_lookup
 from .schedules import clocked, rrule
+from .suggestions import nearest_zones
 
 __all__ = [
     "RedBeatJSONDecoder",
@@ -83,7 +84,9 @@ def zone_from_name(value: Any) -> tzinfo:
         try:
             return ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise DecodeError(f"unknown time zone {value!r}") from exc
+            close = nearest_zones(value)
+            hint = f" (did you mean {', '.join(close)}?)" if close else " (an IANA name such as Europe/Paris)"
+            raise DecodeError(f"unknown time zone {value!r}{hint}") from exc
     raise DecodeError(f"time zone must be a name or offset seconds, not {value!r}")
 
 
@@ -120,6 +123,9 @@ _CRONTAB_FIELDS = ("minute", "hour", "day_of_week", "day_of_month", "month_of_ye
 def _decode_crontab(d: dict) -> crontab:
     fields = {name: d[name] for name in _CRONTAB_FIELDS if d.get(name) is not None}
     zone = d.get("timezone")
+    problem = schedules.crontab_field_problem(fields)
+    if problem:
+        raise DecodeError(f"bad crontab: {problem}")
     try:
         # Always RedBeat's crontab, zone or not: it answers with beat's next slot.
         return schedules.crontab(timezone=_checked_zone(zone) if zone else None, **fields)

@@ -415,6 +415,34 @@ class crontab(celery_schedules.crontab):  # noqa: N801 - a drop-in for Celery's 
         return super().__repr__()[:-1] + zone + ">"
 
 
+# Each crontab field with its range, as Celery's crontab parses it.
+CRONTAB_FIELD_RANGES = {"minute": (0, 59), "hour": (0, 23), "day_of_week": (0, 6), "day_of_month": (1, 31),
+                        "month_of_year": (1, 12)}
+_CRONTAB_FIELD_EXAMPLES = "such as '*', '*/15', '0,30' or '1-5'"
+
+
+def crontab_field_problem(fields: dict[str, Any]) -> str | None:
+    """What is wrong with the first bad field of a crontab's (``minute`` ... ``month_of_year``
+    given as text, numbers or sets), in words people can act on; None if they parse.
+    Celery's own message (``Invalid end range: 61 > 59.``) names neither field nor range."""
+    for name, (low, high) in CRONTAB_FIELD_RANGES.items():
+        value = fields.get(name)
+        if value is None or not isinstance(value, str):
+            continue
+        try:
+            numbers = celery_schedules.crontab_parser(high - low + 1, low).parse(value)
+        except Exception as exc:  # celery raises ValueError, and others on odd input
+            detail = str(exc)
+            if "range" in detail:
+                return f"{name.replace('_', '-')} field {value!r} is out of range {low}-{high}"
+            what = "a day name or " if name == "day_of_week" else ""
+            return (f"{name.replace('_', '-')} field {value!r} is not {what}a number from {low} to {high} or a "
+                    f"pattern {_CRONTAB_FIELD_EXAMPLES}")
+        if name != "day_of_week" and any(not low <= number <= high for number in numbers):
+            return f"{name.replace('_', '-')} field {value!r} is out of range {low}-{high}"
+    return None
+
+
 class interval(celery_schedules.schedule):  # noqa: N801 - named like its tag in the data format
     """Celery's interval schedule, answering ``remaining_estimate`` (hence ``is_due``) from
     ``last_run_at`` in UTC, as beat does: Celery rounds a relative interval of a day or more
