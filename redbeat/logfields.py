@@ -48,14 +48,15 @@ def log_fields(entry: RedBeatSchedulerEntry | None = None, *, name: str | None =
 
 
 def _entry_fields(entry: RedBeatSchedulerEntry | None, name: str | None, key: str | None) -> dict[str, Any]:
-    fields: dict[str, Any] = {}
     if entry is not None:
         name, key = entry.name, key or entry.key
-        fields["task_name"] = printable(entry.task)
+    fields: dict[str, Any] = {}
     if name is not None:
         fields["entry_name"] = printable(name)
     if key:
         fields["entry_key"] = printable(key)
+    if entry is not None:
+        fields["task_name"] = printable(entry.task)
     return fields
 
 
