@@ -20,7 +20,7 @@ import redis
 from celery import Celery
 from conftest import Processes, published, raw_entry, tick_until, wait_for
 from kombu.exceptions import OperationalError as KombuOperationalError
-from test_probes import PasswordServer
+from test_probes import PasswordServer, password_server  # noqa: F401 (a fixture, used by name)
 from test_publisher import NOW, publisher_for, run_of
 
 from redbeat.broker import Broker
@@ -181,20 +181,13 @@ SECRET = PasswordServer.PASSWORD
 WRONG = "wrong-pw-0451"
 
 
-@pytest.fixture
-def password_server(tmp_path):
-    server = PasswordServer(tmp_path / "password-redis")
-    yield server
-    server.stop()
-
-
 def command(*args: str, url: str, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "redbeat.cli", "--redis-url", url, *args], env=env,
                           capture_output=True, text=True, timeout=60)
 
 
-def test_no_password_reaches_beats_logs_banner_or_the_commands_output(password_server, redis_server, project_env,
-                                                                        tmp_path):
+def test_no_password_reaches_beats_logs_banner_or_the_commands_output(password_server, redis_server,  # noqa: F811
+                                                                      project_env, tmp_path):
     port = password_server.port
     url = f"redis://:{SECRET}@127.0.0.1:{port}"
     broker = redis.Redis(port=port, password=SECRET, db=1)
