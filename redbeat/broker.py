@@ -5,6 +5,7 @@ from one that refused a message."""
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +16,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError as RedisResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .config import without_urls
 from .entry import CLAIMED_RUN, RedBeatSchedulerEntry, reserved_options, without_reserved
+from .logfields import log_fields
 from .printable import printable
 from .records import InFlight
 
@@ -42,12 +45,14 @@ class Broker:
     Celery's ``apply_async`` path, whose signals Sentry, tracing and users
     hook into. It is asked once per batch, in ``batch``: the scheduler's
     hooks may be replaced at any time, and looking at them once per run
-    would cost every run of a large drain.
+    would cost every run of a large drain. ``clock`` (UNIX seconds, by
+    Redis's clock in beat) gives the lateness its log lines carry.
     """
 
     def __init__(self, app: Celery, producer: Callable[[], Any], sender: Callable[[], MessageSender],
-                 batch_size: int) -> None:
+                 batch_size: int, clock: Callable[[], float] = time.time) -> None:
         self.app = app
+        self.clock = clock
         self.producer = producer
         self.sender = sender
         self.send_message: MessageSender | None = None  # the sender's answer for the batch being sent
@@ -71,7 +76,7 @@ class Broker:
             self.producer().maybe_declare(self.app.amqp.default_queue)
         except Exception as exc:
             logger.warning("beat: could not connect to the broker before taking the lock (%s); the first publish "
-                           "will try again", printable(exc))
+                           "will try again", printable(without_urls(str(exc))))
 
     def buffers(self) -> bool:
         """Whether messages published in ``batch`` wait for the end of it.
@@ -97,7 +102,8 @@ class Broker:
 
     def send(self, entry: RedBeatSchedulerEntry, run: InFlight) -> Exception | None:
         """Publish one run of ``entry``; the error if it failed (not logged here)."""
-        logger.info("Scheduler: Sending due task %s (%s)", printable(entry.name), printable(entry.task))
+        logger.info("Scheduler: Sending due task %s (%s)", printable(entry.name), printable(entry.task),
+                    extra=log_fields(entry, run=run, now=self.clock()))
         try:
             options = dict(entry.options or {})
             refused = reserved_options(options)
@@ -105,7 +111,7 @@ class Broker:
                 # Loading refuses such definitions; one built another way must not
                 # change the task the worker runs or its id either.
                 logger.error("beat: entry %s sets %s, which Celery's task protocol or RedBeat owns; sent without",
-                             printable(entry.name), ", ".join(refused))
+                             printable(entry.name), ", ".join(refused), extra=log_fields(entry, run=run))
                 options = without_reserved(options)
             options["task_id"] = run.task_id
             # Which run this is, for workers that want to recognise a duplicate.

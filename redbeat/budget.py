@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from celery.utils.log import get_logger
 
 from .decide import Decider
+from .logfields import log_fields
 from .printable import printable
 from .stages import Action, Decision, DueRecord
 
@@ -69,5 +70,6 @@ class DecideBudget:
         else:
             self._slow_once.add(record.key)
             logger.warning("beat: deciding %s took %.2fs of CPU (limit %.2fs); it is parked if that happens "
-                           "again", printable(record.key_text), spent, cpu_limit)
+                           "again", printable(record.key_text), spent, cpu_limit,
+                           extra=log_fields(key=record.key_text))
         return decision

@@ -20,8 +20,8 @@ from .keys import KeyNames
 
 logger = logging.getLogger("celery.beat")
 
-__all__ = ["RedBeatConfig", "ensure_conf", "ConfigurationError", "display_url", "number_problem", "MAX_CATCH_UP",
-           "NO_LIMIT", "catch_up_limit", "no_deadline"]
+__all__ = ["RedBeatConfig", "ensure_conf", "ConfigurationError", "display_url", "without_urls", "number_problem",
+           "MAX_CATCH_UP", "NO_LIMIT", "catch_up_limit", "no_deadline"]
 
 DEFAULT_KEY_PREFIX = "redbeat:"
 # Short enough that a standby takes over within seconds of a crash, long enough
@@ -298,6 +298,16 @@ def display_url(url: str | None) -> str:
     if not url:
         return "(not set)"
     return ";".join(maybe_sanitize_url(part) for part in str(url).split(";"))
+
+
+# Anything written like a URL ("scheme://..." up to a space).
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S*")
+
+
+def without_urls(text: str) -> str:
+    """``text`` with each URL in it written ``<url>``: the text of an error (kombu's,
+    a transport's) may hold a broker's URL, password included, and is logged."""
+    return _URL.sub("<url>", text)
 
 
 def _hide_url_from_celery_reports() -> None:

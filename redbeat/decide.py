@@ -18,6 +18,7 @@ from celery.utils.log import get_logger
 from .decoder import meta_json
 from .entry import RedBeatSchedulerEntry, bounded, definition_digest, score_of
 from .keys import KeyNames
+from .logfields import log_fields
 from .planning import Plan, Policy, latest_start
 from .printable import printable
 from .records import MAX_TIMESTAMP, NEVER, InFlight, Parked, Status
@@ -172,7 +173,9 @@ class Decider:
         )
         if plan.missed:
             logger.warning("beat: %s missed %d slot(s) (catch-up %s)", printable(entry.name), plan.missed,
-                           printable(due.policy.catch_up))
+                           printable(due.policy.catch_up),
+                           extra=log_fields(entry, key=due.key, now=now_ts, count=plan.missed,
+                                            slot=plan.last_missed.timestamp() if plan.last_missed else None))
         meta = meta_json(plan.runs[-1] if plan.runs else entry.last_run_at, entry.total_run_count + len(runs))
         definition = None
         if ending:
@@ -209,7 +212,7 @@ class Decider:
                 "beat: removing %s from the schedule: it is not an entry key under the prefix %s "
                 "(beat never reads, writes or runs keys of other applications, nor its own %s keys)",
                 printable(record.key_text), printable(self.keys.prefix),
-                printable(self.keys.own + "..."),
+                printable(self.keys.own + "..."), extra=log_fields(key=record.key_text),
             )
         else:
             what = "no key" if record.kind == "none" else f"a {record.kind}, not an entry hash,"
@@ -217,6 +220,7 @@ class Decider:
                 "beat: removing %s from the schedule: there is %s under that key "
                 "(members must be full keys such as %s; the key itself is left alone)",
                 printable(record.key_text), what, printable(self.keys.entry("<name>")),
+                extra=log_fields(key=record.key_text),
             )
         return Decision(record, Action.DROP)
 
@@ -225,7 +229,7 @@ class Decider:
         logger.error(
             "beat: parked entry %s, it will not run until fixed: %s "
             "(write a correct definition and ZADD it back to the schedule)",
-            printable(record.key_text), printable(reason),
+            printable(record.key_text), printable(reason), extra=log_fields(key=record.key_text),
         )
         return Decision(record, Action.PARK, score=NEVER, reason=Parked(reason, time.time()).to_json())
 

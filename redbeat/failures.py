@@ -34,6 +34,7 @@ from kombu.exceptions import EncodeError
 from redis.exceptions import ResponseError as RedisResponseError
 
 from .broker import broker_unreachable, causes
+from .config import without_urls
 from .printable import printable
 
 __all__ = ["FailureKind", "Failure", "classify", "MAX_REASON_LENGTH"]
@@ -52,8 +53,6 @@ _SIGNATURE_MISMATCH = re.compile(
 # runs. The code starts the answer, or follows redis-py's words for a pipeline's command.
 _PASSING_REFUSAL = re.compile(r"(?:^|caused error: )(OOM|LOADING|READONLY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|BUSY|"
                               r"NOREPLICAS|MISCONF)\b")
-# URLs (a broker's, with its password) never go into a reason.
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S*")
 
 
 class FailureKind(str, Enum):
@@ -113,5 +112,5 @@ def _permanent_kind(exc: BaseException) -> FailureKind | None:
 
 def _error_text(exc: BaseException) -> str:
     """``Type: message`` on one printable line, URLs masked, at most MAX_REASON_LENGTH characters."""
-    text = printable(_URL.sub("<url>", f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__))
+    text = printable(without_urls(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__))
     return text if len(text) <= MAX_REASON_LENGTH else text[:MAX_REASON_LENGTH - 3] + "..."

@@ -14,6 +14,7 @@ from celery.utils.log import get_logger
 
 from .decide import bounded
 from .entry import RedBeatSchedulerEntry
+from .logfields import log_fields
 from .outcomes import Outcomes
 from .printable import printable
 from .records import NEVER
@@ -60,7 +61,8 @@ class OnFinish:
         for key, entry in finished:
             if key not in waiting:
                 self.store.delete(key)
-                logger.info("beat: deleted %s after its last run (on_finish: delete)", printable(entry.name))
+                logger.info("beat: deleted %s after its last run (on_finish: delete)", printable(entry.name),
+                            extra=log_fields(entry, key=key))
 
     def _keys_in_flight(self, published: Iterable[str] = ()) -> set[str]:
         """Keys of the entries with runs in flight, leaving out the runs ``published``

@@ -10,6 +10,7 @@ from celery.utils.log import get_logger
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .config import without_urls
 from .printable import printable
 from .store import WrongTypeError
 
@@ -110,7 +111,8 @@ class TickHealth:
     def failed(self, exc: Exception) -> float:
         """Log the first failure of a run of them (and any other kind of failure
         after it), and back off: 0.1 s doubling to 1 s. Returns the delay."""
-        failure = printable(f"{type(exc).__name__}: {exc}")[:500]
+        # The text goes to the log and the heartbeat (redbeat status): no URL, whose password it may hold.
+        failure = printable(without_urls(f"{type(exc).__name__}: {exc}"))[:500]
         if self.failing_since is None:
             self.failing_since = self.clock()
             self.retry_delay = RETRY_FIRST

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from celery.utils.log import get_logger
 
+from .logfields import log_fields, runs_fields
 from .metrics import BeatMetrics, MissedReason
 from .printable import printable
 from .records import LastFailure, Outcome, OutcomeKind, Status
@@ -71,7 +72,8 @@ class Outcomes:
         the tick), and logged in one line per entry and reason."""
         self.unrecorded += missed
         for (key, reason), count in Counter((o.run.key, o.reason) for o in missed).items():
-            logger.warning("beat: %s missed %d run(s) that waited in flight: %s", printable(key), count, reason)
+            logger.warning("beat: %s missed %d run(s) that waited in flight: %s", printable(key), count, reason,
+                           extra=log_fields(key=key, count=count))
             self.metrics.missed(MissedReason.of(reason), count, key)
         for outcome in missed:
             counts = self.uncounted.setdefault(outcome.run.key, Unpublished())
@@ -91,9 +93,10 @@ class Outcomes:
             counts = self.uncounted.setdefault(outcome.run.key, Unpublished())
             counts.given_up += 1
             counts.last_failure = LastFailure(outcome.when, kind, outcome.reason or kind)
-        for (key, _), outcomes in groups.items():
+        for (key, kind), outcomes in groups.items():
             logger.error("beat: gave up publishing %d run(s) of %s, not retried: %s", len(outcomes), printable(key),
-                         outcomes[-1].reason)
+                         outcomes[-1].reason, extra=runs_fields([outcome.run for outcome in outcomes],
+                                                                now=outcomes[-1].when, failure_class=kind))
 
     def task_ids(self) -> set[str]:
         """The task ids of the runs not yet recorded (their records are still in flight)."""

@@ -18,9 +18,11 @@ from celery.utils.log import get_logger
 from redis.exceptions import RedisError
 
 from .broker import Broker, broker_unreachable, reraise_shutdown
+from .config import without_urls
 from .entry import RedBeatSchedulerEntry
 from .failures import Failure, FailureKind, classify
 from .lock import BeatLock
+from .logfields import log_fields
 from .metrics import BeatMetrics
 from .outcomes import Outcomes
 from .printable import printable
@@ -120,7 +122,7 @@ class Publisher:
             if batch.stop == PublishStop.LOCK_LOST:
                 assert self.lock is not None  # only a lock held can be lost
                 logger.warning("beat: lost lock %s while publishing; leaving %d runs to the lock holder",
-                               self.lock.key, len(runs) - position)
+                               self.lock.key, len(runs) - position, extra=log_fields(count=len(runs) - position))
             if batch.stop in (PublishStop.LOCK_LOST, PublishStop.REDIS_DOWN):
                 break  # the runs left stay in flight; the next read of the tick says what happened
         if failed:
@@ -173,7 +175,9 @@ class Publisher:
         except Exception as exc:
             reraise_shutdown(exc)
             logger.error("beat: could not publish a batch of %d runs, some may have reached the broker; they are "
-                         "retried one at a time with the same task ids: %s", progress.attempted, exc)
+                         "retried one at a time with the same task ids: %s", progress.attempted,
+                         printable(without_urls(str(exc))),
+                         extra=log_fields(count=progress.attempted))
             stop = PublishStop.BROKER_DOWN if broker_unreachable(exc) else None
             failure = classify(exc)
             self.metrics.publish_failed(failure.kind.value, progress.attempted)
@@ -199,7 +203,8 @@ class Publisher:
             if not failure.permanent:
                 # Given up at once otherwise, and logged once per entry (Outcomes.add_given_up).
                 logger.error("beat: could not publish %s (task id %s): %s", printable(run.key), run.task_id,
-                             failure.error)
+                             failure.error, extra=log_fields(entry, run=run, now=self.clock(),
+                                                             failure_class=failure.kind.value))
             if broker_unreachable(error):
                 progress.stop = PublishStop.BROKER_DOWN
                 return

@@ -15,6 +15,7 @@ from celery.utils.log import get_logger
 from .entry import RedBeatSchedulerEntry
 from .finishing import OnFinish
 from .lock import BeatLock
+from .logfields import log_fields, runs_fields
 from .outcomes import Outcomes
 from .planning import latest_start, plan_waiting
 from .printable import printable
@@ -63,9 +64,10 @@ class Recovery:
             by_key[run.key].append(run)
         entries, resumed = self._settle(by_key, waiting, now)
         resumed.sort(key=lambda pair: pair[1].scheduled)
-        for _, run in resumed:
+        for entry, run in resumed:
             logger.info("beat: resuming run of %s claimed at %s (task id %s)", printable(run.key),
-                        datetime.fromtimestamp(run.claimed_at, timezone.utc).isoformat(), run.task_id)
+                        datetime.fromtimestamp(run.claimed_at, timezone.utc).isoformat(), run.task_id,
+                        extra=log_fields(entry, run=run, now=now))
         published = self.publisher.publish(resumed, renewed_at) if resumed else set()
         now_dt = datetime.fromtimestamp(now, timezone.utc)
         self.on_finish.delete_finished([(key, entry) for key, entry in entries.items()
@@ -90,7 +92,7 @@ class Recovery:
                                for run in runs]
                 else:  # deleted, and its history with it
                     logger.warning("beat: dropping %d in-flight run(s) of %s: the entry is gone", len(runs),
-                                   printable(key))
+                                   printable(key), extra=runs_fields(runs, now=now))
                     gone += [run.task_id for run in runs]
                 continue
             entries[key] = entry
@@ -108,7 +110,8 @@ class Recovery:
         if unreadable:
             logger.error("beat: removing %d unreadable in-flight records from %s: %s",
                          len(unreadable), self.store.inflight_key,
-                         ", ".join(printable(raw[task_id][:200]) for task_id in unreadable[:10]))
+                         ", ".join(printable(raw[task_id][:200]) for task_id in unreadable[:10]),
+                         extra=log_fields(count=len(unreadable)))
             self.store.finish([text(task_id) for task_id in unreadable])
         waiting: dict[str, list[InFlight]] = defaultdict(list)
         for run in runs:

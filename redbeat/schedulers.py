@@ -21,7 +21,14 @@ from redis.exceptions import RedisError
 from .broker import Broker, MessageSender, claimed_run
 from .budget import DecideBudget
 from .client import display_url, get_redis, get_store
-from .config import DEFAULT_LOCK_TIMEOUT, OWN_REDIS_OPTIONS, ConfigurationError, RedBeatConfig, ensure_conf
+from .config import (
+    DEFAULT_LOCK_TIMEOUT,
+    OWN_REDIS_OPTIONS,
+    ConfigurationError,
+    RedBeatConfig,
+    ensure_conf,
+    without_urls,
+)
 from .decide import Decider, Definitions
 from .decoder import RedBeatJSONDecoder, RedBeatJSONEncoder, to_timestamp
 from .entry import RedBeatSchedulerEntry
@@ -29,6 +36,7 @@ from .finishing import OnFinish
 from .health import RedisClock, TickHealth
 from .legacy import ADD_ENTRY_ERROR, SCHEDULERS_NAMES, legacy_lookup
 from .lock import BeatLock, make_token
+from .logfields import log_fields
 from .metrics import BeatMetrics
 from .metricsserver import start_beat_metrics
 from .outcomes import Outcomes
@@ -166,7 +174,8 @@ class RedBeatScheduler(Scheduler):
 
     def _build_ticker(self) -> Ticker:
         store, lock, token, conf = self.store, self.lock, self._token, self.conf
-        broker = Broker(self.app, lambda: self.producer, self._message_sender, conf.publish_batch_size)
+        broker = Broker(self.app, lambda: self.producer, self._message_sender, conf.publish_batch_size,
+                        self.clock)
         on_finish = OnFinish(store, self.outcomes)
         publisher = Publisher(send=broker.send, broker=broker, store=store, lock=lock, token=token,
                               clock=self.clock, outcomes=self.outcomes, batch_size=conf.publish_batch_size,
@@ -239,11 +248,13 @@ class RedBeatScheduler(Scheduler):
         if claimed_run(entry) is not None:
             self.apply_async(entry, producer=producer, advance=False)
             return
-        logger.info("Scheduler: Sending due task %s (%s)", printable(entry.name), printable(entry.task))
+        logger.info("Scheduler: Sending due task %s (%s)", printable(entry.name), printable(entry.task),
+                    extra=log_fields(entry))
         try:
             self.apply_async(entry, producer=producer, advance=False)
         except Exception as exc:
-            logger.error("Scheduler: could not publish %s: %s", printable(entry.name), printable(exc))
+            logger.error("Scheduler: could not publish %s: %s", printable(entry.name),
+                         printable(without_urls(str(exc))), extra=log_fields(entry))
 
     def reserve(self, entry: RedBeatSchedulerEntry) -> RedBeatSchedulerEntry:
         """Record a run of ``entry`` (Celery's ``apply_async`` does, unless told

@@ -15,6 +15,7 @@ from celery.utils.log import get_logger
 from .config import RedBeatConfig
 from .entry import RedBeatSchedulerEntry, write_over
 from .entrywrites import EntryWrite, UnchangedEntry
+from .logfields import log_fields
 from .printable import printable
 from .records import same_json
 from .store import ScheduleStore, WrongTypeError
@@ -78,7 +79,8 @@ class StaticSync:
         self.synced = True
         self._warn_if_redis_evicts()
         for name in removed:
-            logger.info("beat: removed static entry %s (no longer in beat_schedule)", printable(name))
+            logger.info("beat: removed static entry %s (no longer in beat_schedule)", printable(name),
+                        extra=log_fields(name=name, key=self.store.key_for(name)))
         logger.debug("beat: static entries: %d written, %d unchanged", len(changed), len(unchanged))
 
     def _warn_if_redis_evicts(self) -> None:
@@ -102,7 +104,8 @@ def prepare_writes(store: ScheduleStore, specs: dict,
     for name, fields in zip(names, stored):
         if fields is None:
             logger.error("beat: static entry %s not written: its key %s holds another type than an entry hash "
-                         "(someone else's data?)", printable(name), printable(store.key_for(name)))
+                         "(someone else's data?)", printable(name), printable(store.key_for(name)),
+                         extra=log_fields(name=name, key=store.key_for(name)))
             continue
         try:
             entry = entry_for(name, specs[name])
@@ -110,7 +113,8 @@ def prepare_writes(store: ScheduleStore, specs: dict,
                 entry.enabled = False  # paused at run time (redbeat pause): a re-sync keeps it paused
             write = write_over(entry, fields)
         except Exception as exc:
-            logger.error("beat: cannot use schedule entry %s: %s", printable(name), printable(exc))
+            logger.error("beat: cannot use schedule entry %s: %s", printable(name), printable(exc),
+                         extra=log_fields(name=name, key=store.key_for(name)))
             continue
         if same_json(fields.definition, write.definition):
             unchanged.append(UnchangedEntry(name, write.score))

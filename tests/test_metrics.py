@@ -12,9 +12,9 @@ import urllib.request
 from datetime import datetime, timezone
 
 import pytest
+from conftest import free_port, raw_entry, start_beat, tick_until, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import free_port, raw_entry, start_beat, tick_until, wait_for
 from redbeat.config import ConfigurationError
 from redbeat.decoder import meta_json
 from redbeat.metrics import BeatMetrics, MissedReason
