@@ -23,10 +23,12 @@ from .slots import zone_of
 from .validation import (
     DEFINITION_FIELDS,
     OPTION_FIELDS,
+    OPTIONAL_FIELDS,
     PROTOCOL_HEADERS,
     RESERVED_HEADERS,
     RESERVED_OPTIONS,
     check_decoded,
+    check_written,
     reserved_options,
     without_reserved,
 )
@@ -35,9 +37,9 @@ if TYPE_CHECKING:
     from .store import ScheduleStore
 
 # The definition's fields and its checks live in ``validation``; the names stay importable from here.
-__all__ = ["RedBeatSchedulerEntry", "score_of", "bounded", "next_score", "write_over", "DEFINITION_FIELDS",
-           "OPTION_FIELDS", "PROTOCOL_HEADERS", "RESERVED_HEADERS", "RESERVED_OPTIONS", "reserved_options",
-           "without_reserved"]
+__all__ = ["RedBeatSchedulerEntry", "EntryNotFoundError", "score_of", "bounded", "next_score", "write_over",
+           "DEFINITION_FIELDS", "OPTION_FIELDS", "PROTOCOL_HEADERS", "RESERVED_HEADERS", "RESERVED_OPTIONS",
+           "reserved_options", "without_reserved"]
 
 # Entries ``save_many`` reads and writes per round trip.
 SAVE_CHUNK = 1000
@@ -48,6 +50,17 @@ CLAIMED_RUN = "_redbeat_run"
 
 # Stands in for last_run_at while an entry is built from Redis, replaced at once.
 _NOT_YET_KNOWN = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+class EntryNotFoundError(KeyError):
+    """No entry under a key: a KeyError, as celery-redbeat 2.x raised, that says so."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+    def __str__(self) -> str:
+        return f"no entry under the key {self.key!r}"
 
 
 def score_of(moment: datetime | None) -> float:
@@ -79,6 +92,7 @@ class RedBeatSchedulerEntry(ScheduleEntry):
         max_runs: int | None = None,
         on_finish: str | None = None,
         jitter: float | None = None,
+        description: str | None = None,
         next_slot: datetime | None = None,
         **clsargs: Any,
     ) -> None:
@@ -103,6 +117,7 @@ class RedBeatSchedulerEntry(ScheduleEntry):
         self.max_runs = None if max_runs == -1 else max_runs  # -1, like None, means no limit
         self.on_finish = on_finish
         self.jitter = jitter
+        self.description = description
         # The slot beat recorded as next (``status``), so skipped slots stay skipped.
         self.next_slot = next_slot
         ensure_conf(self.app)
@@ -128,7 +143,7 @@ class RedBeatSchedulerEntry(ScheduleEntry):
         app = app or current_app._get_current_object()
         definition, meta, status = get_store(app).load(key)
         if not definition:
-            raise KeyError(key)
+            raise EntryNotFoundError(key)
         return cls.from_stored(definition, meta, app=app, key=key, status=status)
 
     @classmethod
@@ -174,7 +189,7 @@ class RedBeatSchedulerEntry(ScheduleEntry):
         if definition is None:
             definition = get_store(app).load(key).definition
         if not definition:
-            raise KeyError(key)
+            raise EntryNotFoundError(key)
         return RedBeatSchedulerEntry.decode_definition(definition)
 
     @staticmethod
@@ -271,16 +286,18 @@ class RedBeatSchedulerEntry(ScheduleEntry):
             "schedule": self.schedule,
             "enabled": self.enabled,
         }
-        definition.update((name, getattr(self, name)) for name in OPTION_FIELDS if getattr(self, name) is not None)
+        definition.update((name, getattr(self, name)) for name in OPTIONAL_FIELDS if getattr(self, name) is not None)
         return definition
 
     def definition_json(self) -> str:
         return dumps(self.to_definition())
 
     def checked_definition_json(self) -> str:
-        """``definition_json``, refused (DecodeError naming the field) if beat would park it."""
+        """``definition_json``, refused (DecodeError naming the field) if beat would park it, or
+        if the app knows its task and it cannot take the entry's arguments (InvalidEntryError)."""
         definition = self.definition_json()
         self.decode_definition(definition)
+        check_written(self.to_definition(), self.app)
         return definition
 
     def meta_json(self) -> str:

@@ -50,6 +50,7 @@ REDBEAT_OPTIONS = {
     "max_runs": "2.x runs it without a limit",
     "on_finish": "2.x runs it without a limit",
     "jitter": "2.x runs it on its exact slots",
+    "description": "2.x has no description (kept for RedBeat)",
 }
 SCHEDULES_2X = ("interval", "crontab", "rrule")
 DATETIME_FIELDS = {"year", "month", "day", "hour", "minute", "second", "microsecond", "fold", "timezone"}

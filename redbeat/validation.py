@@ -13,26 +13,36 @@ Messages name the field and say what would be right.
 
 from __future__ import annotations
 
+import json
 import reprlib
 from datetime import datetime
+from typing import Any
 
+from celery import Celery
 from celery.schedules import BaseSchedule
 
 from .config import MAX_CATCH_UP, NO_LIMIT, number_problem
 from .decoder import MAX_INTERVAL, MIN_INTERVAL, DecodeError, to_timestamp
 from .planning import CATCH_UP_POLICIES, ON_FINISH_ACTIONS
 from .records import MAX_TIMESTAMP
+from .suggestions import did_you_mean
 
 __all__ = ["DEFINITION_FIELDS", "OPTION_FIELDS", "PROTOCOL_HEADERS", "RESERVED_HEADERS", "RESERVED_OPTIONS",
            "MAX_JITTER", "check_decoded", "check_options", "check_task_options", "reserved_options",
-           "without_reserved"]
+           "without_reserved", "WRITABLE_FIELDS", "TASK_OPTIONS", "DESCRIPTION_FIELD", "InvalidEntryError",
+           "refuse_unknown_fields", "check_description", "check_written", "task_problem", "OPTIONAL_FIELDS"]
 
 # Scheduling options (RedBeat 3): optional definition fields, written only when
 # set, because celery-redbeat 2.x refuses definitions with fields it does not know.
 OPTION_FIELDS = ("catch_up", "catch_up_max", "starting_deadline", "start_at", "end_at", "max_runs",
                  "on_finish", "jitter")
+# Free text about an entry, for people (shown and searched by the command line and the
+# dashboard); RedBeat's own, so written only when set, like the options.
+DESCRIPTION_FIELD = "description"
+# Fields written only when set.
+OPTIONAL_FIELDS = OPTION_FIELDS + (DESCRIPTION_FIELD,)
 # Definition fields of the data format; other fields are ignored when reading.
-DEFINITION_FIELDS = ("name", "task", "args", "kwargs", "options", "schedule", "enabled") + OPTION_FIELDS
+DEFINITION_FIELDS = ("name", "task", "args", "kwargs", "options", "schedule", "enabled") + OPTIONAL_FIELDS
 
 # Jitter spreads the runs of a slot; a delay of more than a day moves them to another day.
 MAX_JITTER = 86400.0
@@ -178,3 +188,87 @@ def _seconds_of(moment: datetime) -> float:
         return -1.0  # outside what a timestamp can hold: out of range too
 
 
+
+
+# -- writing: what the command line, the Python API, imports and the dashboard refuse ------------
+
+MAX_DESCRIPTION = 2000
+# Every field an entry may be written with.
+WRITABLE_FIELDS = DEFINITION_FIELDS
+# Words of a schedule people write as fields of their own.
+SCHEDULE_WORDS = {"every": "interval", "interval": "interval", "cron": "crontab", "crontab": "crontab",
+                  "rrule": "rrule", "at": "clocked", "clocked": "clocked", "timezone": "crontab"}
+# apply_async options, which belong in the definition's "options" object: written at the
+# top level they would be ignored (and refused by celery-redbeat 2.x).
+TASK_OPTIONS = ("queue", "routing_key", "exchange", "exchange_type", "priority", "expires", "countdown",
+                "headers", "serializer", "compression", "time_limit", "soft_time_limit", "ignore_result",
+                "retry", "retry_policy", "delivery_mode", "immediate", "mandatory", "link", "link_error")
+
+
+class InvalidEntryError(DecodeError):
+    """An entry refused as it is written: the message names what is wrong and what would be right."""
+
+
+def refuse_unknown_fields(definition: dict) -> None:
+    """Raise InvalidEntryError naming every field of ``definition`` no entry has, with the valid
+    ones and the nearest to each (``queue`` is an option: it belongs in ``options``)."""
+    unknown = [name for name in definition if name not in WRITABLE_FIELDS]
+    if not unknown:
+        return
+    said = []
+    for name in unknown:
+        if name in TASK_OPTIONS:
+            said.append(f"{name!r} (a task option: it belongs in 'options', as {{\"options\": {{{json.dumps(name)}: "
+                        f"...}}}})")
+        elif name in SCHEDULE_WORDS:
+            said.append(f"{name!r} (part of the schedule: it belongs in 'schedule', as {{\"schedule\": "
+                        f"{{\"__type__\": \"{SCHEDULE_WORDS[name]}\", ...}}}}; docs/format.rst)")
+        else:
+            said.append(repr(name) + did_you_mean(str(name), WRITABLE_FIELDS))
+    raise InvalidEntryError(f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(said)}; an entry's fields are "
+                       f"{', '.join(WRITABLE_FIELDS)}")
+
+
+def check_description(definition: dict) -> None:
+    description = definition.get(DESCRIPTION_FIELD)
+    if description is not None and (not isinstance(description, str) or len(description) > MAX_DESCRIPTION):
+        raise InvalidEntryError(f"definition field 'description' must be text of at most {MAX_DESCRIPTION} characters")
+
+
+def check_written(definition: dict, app: Celery, require_known: bool = False, force: bool = False) -> None:
+    """Raise InvalidEntryError for a definition no writer may store, beyond what beat parks
+    (``check_decoded``): unknown fields, a description that is no text, a task the app
+    cannot send with these arguments (``task_problem``; not with ``force``)."""
+    refuse_unknown_fields(definition)
+    check_description(definition)
+    if not force:
+        problem = task_problem(app, definition.get("task") or "", definition.get("args"), definition.get("kwargs"),
+                               require_known)
+        if problem:
+            raise InvalidEntryError(problem)
+
+
+def task_problem(app: Celery, task: str, args: Any, kwargs: Any, require_known: bool) -> str | None:
+    """Why ``app`` cannot send ``task`` with these arguments, or None.
+
+    The arguments are checked as Celery's ``apply_async`` checks them (the
+    task's signature), for a task the app has registered. An unknown name is a
+    problem only with ``require_known``: where the app's tasks are all loaded
+    (``celery -A proj redbeat``). Elsewhere, as in a web process that saves
+    entries for tasks its workers define, a name this app does not know may be right.
+    """
+    registry = app.tasks if require_known else getattr(app, "_tasks", {})
+    found = registry.get(task)
+    if found is None:
+        if not require_known:
+            return None
+        names = [name for name in registry if not name.startswith("celery.")]
+        return f"unknown task {task!r}{did_you_mean(task, names, 3)}: this app has no task of that name"
+    header = getattr(found, "__header__", None)
+    if header is None or not getattr(found, "typing", True):
+        return None
+    try:
+        header(*(args or ()), **(kwargs or {}))
+    except TypeError as exc:
+        return f"task {task!r} cannot take these arguments: {exc}"
+    return None

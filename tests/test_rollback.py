@@ -13,7 +13,7 @@ from test_compat_redbeat2 import redbeat2_python, run_old  # noqa: F401  (a fixt
 
 from redbeat import RedBeatScheduler, RedBeatSchedulerEntry
 from redbeat.cli import redbeat
-from redbeat.entry import OPTION_FIELDS
+from redbeat.validation import OPTIONAL_FIELDS
 from redbeat.rollback import REDBEAT_OPTIONS, SIDE_FIELD, Action, plan_definition, plan_entry, plan_meta, plan_undo
 
 EVERY_SECOND = {"__type__": "interval", "every": 1, "relative": False}
@@ -29,7 +29,7 @@ def definition(name: str, schedule: object, **fields: object) -> dict:
 # -- the plans: pure functions of the stored text -------------------------------------------
 
 def test_every_redbeat_option_is_dropped_saying_what_2x_does_instead():
-    assert set(REDBEAT_OPTIONS) == set(OPTION_FIELDS)
+    assert set(REDBEAT_OPTIONS) == set(OPTIONAL_FIELDS)
     for option, words in REDBEAT_OPTIONS.items():
         action, reasons, written = plan_definition(json.dumps(definition("e", EVERY_SECOND, **{option: 1})), "e")
         assert action is Action.REWRITE and reasons == (f"{option} dropped: {words}",)
