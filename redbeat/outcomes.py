@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from celery.utils.log import get_logger
 
 from .printable import printable
-from .records import LastFailure, Outcome, Status
+from .records import GivenUpRun, LastFailure, Outcome, Status
 from .store import ScheduleStore
 
 __all__ = ["Outcomes", "Unpublished"]
@@ -50,11 +50,18 @@ class Outcomes:
     entry key (``uncounted``).
 
     Until a run is recorded, the next lock holder publishes it again, with the same task id.
+    The runs given up since the beat became active, and the last of them, go in its heartbeat.
     """
 
     def __init__(self) -> None:
         self.unrecorded: list[Outcome] = []
         self.uncounted: dict[str, Unpublished] = {}
+        self.given_up = 0
+        self.last_given_up: GivenUpRun | None = None
+
+    def became_active(self) -> None:
+        """The beat took the lock: the heartbeat counts runs given up from now on."""
+        self.given_up, self.last_given_up = 0, None
 
     def add(self, outcomes: Iterable[Outcome]) -> None:
         self.unrecorded += outcomes
@@ -83,6 +90,8 @@ class Outcomes:
             counts = self.uncounted.setdefault(outcome.run.key, Unpublished())
             counts.given_up += 1
             counts.last_failure = LastFailure(outcome.when, kind, outcome.reason or kind)
+            self.last_given_up = GivenUpRun(outcome.when, outcome.run.key, kind, outcome.reason or kind)
+        self.given_up += len(given_up)
         for (key, _), outcomes in groups.items():
             logger.error("beat: gave up publishing %d run(s) of %s, not retried: %s", len(outcomes), printable(key),
                          outcomes[-1].reason)

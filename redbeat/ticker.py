@@ -1,6 +1,6 @@
 """One tick of the active beat, stage by stage (docs/design.rst walks them in order).
 
-Take the lock (or stand by); then, batch after batch: read what is due,
+Take the lock (or stand by, checking in at each poll); then, batch after batch: read what is due,
 renewing the lock and recording the outcomes of the last batch (one script);
 resume runs left in flight; decide within the lock's budget; claim the
 decisions (one script, fenced by the lock); publish the runs claimed and
@@ -26,7 +26,7 @@ from .lock import BeatLock
 from .outcomes import Outcomes
 from .printable import printable
 from .publisher import Publisher
-from .records import Heartbeat
+from .records import Heartbeat, StandbyBeat
 from .recovery import Recovery
 from .stages import Decision, DueBatch
 from .statics import StaticSync
@@ -113,7 +113,7 @@ class Ticker:
         self.publisher = publisher
         self.recovery = recovery
         self.pause = ClaimingPause(conf.max_in_flight)
-        self._standing_by = False
+        self._standby_since: float | None = None  # since when this beat stands by (Redis's clock)
 
     def tick(self) -> float:
         """Dispatch what is due; the seconds to sleep before the next tick."""
@@ -130,6 +130,7 @@ class Ticker:
 
     def _dispatch(self) -> float:
         if self.lock is not None and not self.lock.held and not self._take_lock(self.lock):
+            self._check_in()
             return self._standby_interval()
         for batch_number in range(MAX_BATCHES_PER_TICK):
             interval = self._batch(first=batch_number == 0)
@@ -141,8 +142,8 @@ class Ticker:
         """Take the lock if it is free; whether this beat holds it now (else it stands by)."""
         self.broker.prepare()
         if not lock.acquire():
-            if not self._standing_by:
-                self._standing_by = True
+            if self._standby_since is None:
+                self._standby_since = self.now()
                 if lock.replaced == "entry":
                     logger.error("beat: lock key %s holds a schedule entry's hash; it is left alone, and no "
                                  "beat can take the lock: set redbeat_lock_key to a key no entry uses",
@@ -151,8 +152,11 @@ class Ticker:
                     logger.info("beat: lock %s is held by another beat; standing by, checking every %ss",
                                 lock.key, self._standby_interval())
             return False
-        self._standing_by = False
+        if self._standby_since is not None:
+            self._standby_since = None
+            self.store.check_out(self.token)  # status lists it as active now, not as a standby
         self.health.active_since = None
+        self.outcomes.became_active()
         if lock.replaced:
             logger.error("beat: lock key %s held a %s, not a lock; replaced it with this beat's lock",
                          printable(lock.key), lock.replaced)
@@ -229,7 +233,17 @@ class Ticker:
             max_interval=self.max_interval, clock_offset=round(self.clock.offset, 3),
             failing_since=health.failing_since, error=health.failure if health.failing_since is not None else None,
             claiming_paused=self.pause.reason(), claiming_paused_since=self.pause.since,
+            given_up=self.outcomes.given_up or None, last_given_up=self.outcomes.last_given_up,
         ).to_json()
+
+    def _check_in(self) -> None:
+        """Record that this beat stands by, and when it checks the lock again: read by
+        ``redbeat status`` and ``redbeat liveness``; one round trip per poll."""
+        assert self._standby_since is not None  # set as the lock was found held
+        self.store.check_in(StandbyBeat(
+            token=self.token, host=socket.gethostname(), pid=os.getpid(), version=__version__,
+            last_check=round(self.now(), 3), next_check_within=self._standby_interval(),
+            since=round(self._standby_since, 3)))
 
     def _sleep_until(self, next_score: float | None) -> float:
         interval = self.max_interval
