@@ -25,7 +25,7 @@ __all__ = ["Standbys", "STANDBY_KEEP_FOR"]
 # to say "stale" rather than "absent" about a beat killed a while ago.
 STANDBY_KEEP_FOR = 600.0
 
-CHECK_IN_ARGS = ArgLayout("ARG_", ("token", "record", "oldest", "keep_for_ms"), first=1)
+CHECK_IN_ARGS = ArgLayout("ARG_", ("token", "record", "keep_for"), first=1)
 
 
 class Standbys(StorePart):
@@ -35,10 +35,13 @@ class Standbys(StorePart):
         super().__init__(client, conf)
         self._check_in = self.client.register_script(self.CHECK_IN_LUA)
 
-    # Writes (record set) or removes (record '') the caller's record, by its token;
-    # on a write, deletes the records checked in before ARG_OLDEST (or unreadable)
-    # and keeps the hash for ARG_KEEP_FOR_MS. One round trip; the hash holds a
-    # record per beat standing by, a handful at most.
+    # Writes (record set) or removes (record '') the caller's record, by its token.
+    # A write sets the record's last_check to Redis's clock (TIME), and its since
+    # to the one already stored for the token, if any: a standby learns Redis's
+    # clock only once it ticks, and every reader compares with Redis's. It then
+    # deletes the records checked in over ARG_KEEP_FOR seconds ago (or unreadable)
+    # and keeps the hash that long. One round trip; the hash holds a record per
+    # beat standing by, a handful at most.
     # The record is for operators only: a key of another type (someone wrote
     # there) must not stop a beat from standing by or taking over, so it is
     # left alone (pcall), and ``status`` reports it.
@@ -48,30 +51,41 @@ class Standbys(StorePart):
         local removed = redis.pcall('HDEL', KEYS[1], ARGV[ARG_TOKEN])
         return type(removed) == 'number' and removed or 0
     end
-    local written = redis.pcall('HSET', KEYS[1], ARGV[ARG_TOKEN], ARGV[ARG_RECORD])
-    if type(written) == 'table' and written['err'] then return 0 end
-    local oldest = tonumber(ARGV[ARG_OLDEST])
+    local stored = redis.pcall('HGET', KEYS[1], ARGV[ARG_TOKEN])
+    if type(stored) == 'table' and stored['err'] then return 0 end
+    local clock = redis.call('TIME')
+    local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+    local record = cjson.decode(ARGV[ARG_RECORD])
+    record['last_check'] = now
+    record['since'] = now
+    if stored then
+        local ok, before = pcall(cjson.decode, stored)
+        if ok and type(before) == 'table' and type(before['since']) == 'number' then
+            record['since'] = before['since']
+        end
+    end
+    redis.call('HSET', KEYS[1], ARGV[ARG_TOKEN], cjson.encode(record))
+    local oldest = now - tonumber(ARGV[ARG_KEEP_FOR])
     local records = redis.call('HGETALL', KEYS[1])
     for i = 1, #records, 2 do
-        local ok, record = pcall(cjson.decode, records[i + 1])
-        if not ok or type(record) ~= 'table' or type(record['last_check']) ~= 'number'
-                or record['last_check'] < oldest then
+        local ok, other = pcall(cjson.decode, records[i + 1])
+        if not ok or type(other) ~= 'table' or type(other['last_check']) ~= 'number'
+                or other['last_check'] < oldest then
             redis.call('HDEL', KEYS[1], records[i])
         end
     end
-    redis.call('PEXPIRE', KEYS[1], ARGV[ARG_KEEP_FOR_MS])
+    redis.call('PEXPIRE', KEYS[1], math.floor(tonumber(ARGV[ARG_KEEP_FOR]) * 1000))
     return 1
     """
 
     def check_in(self, record: StandbyBeat) -> bool:
-        """Write the record of a beat standing by; False if the key holds another type."""
-        args = CHECK_IN_ARGS.pack(token=record.token, record=record.to_json(),
-                                  oldest=repr(record.last_check - STANDBY_KEEP_FOR),
-                                  keep_for_ms=int(STANDBY_KEEP_FOR * 1000))
+        """Write the record of a beat standing by, its ``last_check`` (and ``since``, on
+        its first check) by Redis's clock; False if the key holds another type."""
+        args = CHECK_IN_ARGS.pack(token=record.token, record=record.to_json(), keep_for=STANDBY_KEEP_FOR)
         return bool(self._check_in(keys=[self.keys.standbys], args=args))
 
     def check_out(self, token: str) -> bool:
         """Remove the record of the beat with ``token`` (it took the lock, or stops);
         True if there was one."""
-        args = CHECK_IN_ARGS.pack(token=token, record="", oldest="", keep_for_ms="")
+        args = CHECK_IN_ARGS.pack(token=token, record="", keep_for=STANDBY_KEEP_FOR)
         return bool(self._check_in(keys=[self.keys.standbys], args=args))

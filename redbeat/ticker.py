@@ -113,7 +113,7 @@ class Ticker:
         self.publisher = publisher
         self.recovery = recovery
         self.pause = ClaimingPause(conf.max_in_flight)
-        self._standby_since: float | None = None  # since when this beat stands by (Redis's clock)
+        self._standing_by = False
 
     def tick(self) -> float:
         """Dispatch what is due; the seconds to sleep before the next tick."""
@@ -142,8 +142,8 @@ class Ticker:
         """Take the lock if it is free; whether this beat holds it now (else it stands by)."""
         self.broker.prepare()
         if not lock.acquire():
-            if self._standby_since is None:
-                self._standby_since = self.now()
+            if not self._standing_by:
+                self._standing_by = True
                 if lock.replaced == "entry":
                     logger.error("beat: lock key %s holds a schedule entry's hash; it is left alone, and no "
                                  "beat can take the lock: set redbeat_lock_key to a key no entry uses",
@@ -152,8 +152,8 @@ class Ticker:
                     logger.info("beat: lock %s is held by another beat; standing by, checking every %ss",
                                 lock.key, self._standby_interval())
             return False
-        if self._standby_since is not None:
-            self._standby_since = None
+        if self._standing_by:
+            self._standing_by = False
             self.store.check_out(self.token)  # status lists it as active now, not as a standby
         self.health.active_since = None
         self.outcomes.became_active()
@@ -238,12 +238,12 @@ class Ticker:
 
     def _check_in(self) -> None:
         """Record that this beat stands by, and when it checks the lock again: read by
-        ``redbeat status`` and ``redbeat liveness``; one round trip per poll."""
-        assert self._standby_since is not None  # set as the lock was found held
+        ``redbeat status`` and ``redbeat liveness``; one round trip per poll. The store
+        sets the times by Redis's clock, which a standby has not read."""
+        now = self.now()
         self.store.check_in(StandbyBeat(
             token=self.token, host=socket.gethostname(), pid=os.getpid(), version=__version__,
-            last_check=round(self.now(), 3), next_check_within=self._standby_interval(),
-            since=round(self._standby_since, 3)))
+            last_check=now, next_check_within=self._standby_interval(), since=now))
 
     def _sleep_until(self, next_score: float | None) -> float:
         interval = self.max_interval

@@ -80,6 +80,21 @@ def test_a_check_in_prunes_old_records_and_a_check_out_removes_its_own(app, sche
     assert not schedule_redis.exists("redbeat::standbys")
 
 
+def test_a_check_in_is_dated_by_redis_and_keeps_its_first_since(app, schedule_redis):
+    store = get_store(app)
+    redis_now = store.time()
+    # A standby's host clock an hour off: Redis's clock dates the record anyway.
+    assert store.check_in(standby("mine", redis_now - 3600))
+    first = StandbyBeat.from_json(schedule_redis.hget("redbeat::standbys", "mine"))
+    assert abs(first.last_check - redis_now) < 2 and first.since == first.last_check
+    wait_for(lambda: store.time() > first.last_check + 0.01, message="Redis's clock moving on")
+    assert store.check_in(standby("mine", redis_now + 3600))
+    second = StandbyBeat.from_json(schedule_redis.hget("redbeat::standbys", "mine"))
+    assert second.since == first.since and second.last_check > first.last_check
+    store.check_out("mine")
+    assert not schedule_redis.exists("redbeat::standbys")
+
+
 def test_a_standbys_key_of_another_type_stops_no_beat_and_status_names_it(app, schedule_redis, redis_url):
     store = get_store(app)
     schedule_redis.set("redbeat::standbys", "someone's")
