@@ -106,7 +106,7 @@ class LivenessReport:
 
 def liveness(app: Celery, host: str, pid: int | None = None, max_age: float | None = None) -> LivenessReport:
     """Whether the beat processes on ``host`` (only ``pid``, if given) are alive, by their
-    own records; one round trip.
+    own records; two round trips.
 
     Alive: its record is younger than ``max_age`` (default: the record's own limit,
     ``ACTIVE_MISSED_TICKS`` lock timeouts for the active beat, a few polls for a

@@ -190,17 +190,14 @@ class ScheduleQueries(StorePart):
                 "parked": None if never is None else parked, "in_flight": in_flight}
 
     def beat_records(self) -> BeatRecords:
-        """Now by Redis's clock, the heartbeat and the standbys' records; one round trip."""
+        """The heartbeat and the standbys' records, then now by Redis's clock; two round
+        trips (Redis Cluster refuses TIME in a pipeline)."""
         pipe = self.client.pipeline(transaction=False)
-        pipe.time()
         pipe.get(self.heartbeat_key)
         pipe.hgetall(self.keys.standbys)
-        clock, heartbeat, standbys = pipe.execute(raise_on_error=False)
-        if isinstance(clock, ResponseError):
-            raise clock
-        seconds, microseconds = clock
-        return BeatRecords(seconds + microseconds / 1e6, None if isinstance(heartbeat, ResponseError) else heartbeat,
-                           None if isinstance(standbys, ResponseError) else standbys)
+        heartbeat, standbys = [None if isinstance(reply, ResponseError) else reply
+                               for reply in pipe.execute(raise_on_error=False)]
+        return BeatRecords(self.time(), heartbeat, standbys)
 
     def eviction_policy(self) -> str | None:
         """Redis's ``maxmemory-policy``, or None if the server will not say (managed Redis)."""

@@ -12,13 +12,16 @@ import time
 
 import pytest
 from click.testing import CliRunner
-from conftest import start_beat, tick_until, wait_for
+from conftest import make_app, start_beat, tick_until, wait_for
+from topologies import ClusterSetup
 
 from redbeat import admin
 from redbeat.cli import redbeat
 from redbeat.client import get_store
+from redbeat.liveness import liveness
 from redbeat.lock import BeatLock
 from redbeat.records import GivenUpRun, Heartbeat, StandbyBeat
+from redbeat.schedulers import RedBeatScheduler
 from redbeat.standbys import STANDBY_KEEP_FOR
 
 HEALTHY, UNHEALTHY, DEGRADED = 0, 1, 3
@@ -202,3 +205,21 @@ def test_a_real_beat_giving_up_a_run_makes_status_degraded(beats, schedule_serve
                                             "redbeat:no-label ")
     code, output = cli(url, "doctor")
     assert "given-up" in output and "redbeat:no-label" in output
+
+
+def test_a_standby_checks_in_and_is_seen_on_a_redis_cluster(tmp_path, redis_server, redis_url):
+    cluster = ClusterSetup(tmp_path)
+    app = make_app(cluster.url(), broker_url=redis_server.url(1), redbeat_key_prefix="{redbeat}:",
+                   redbeat_lock_timeout=5)
+    scheduler = RedBeatScheduler(app=app)
+    try:
+        other = BeatLock(scheduler.store.client, "{redbeat}::lock", 5, "other:1:x")
+        assert other.acquire()
+        scheduler.tick()
+        assert [s["pid"] for s in admin.beat_status(app)["standbys"]] == [os.getpid()]
+        report = liveness(app, HOST, os.getpid())
+        assert report.alive and report.lines[0].startswith(f"standby on {HOST} pid {os.getpid()}: last check ")
+    finally:
+        scheduler.close()
+        assert cluster.client().hlen("{redbeat}::standbys") == 0
+        cluster.stop()
