@@ -152,9 +152,7 @@ class Ticker:
                     logger.info("beat: lock %s is held by another beat; standing by, checking every %ss",
                                 lock.key, self._standby_interval())
             return False
-        if self._standing_by:
-            self._standing_by = False
-            self.store.check_out(self.token)  # status lists it as active now, not as a standby
+        was_standing_by, self._standing_by = self._standing_by, False
         self.health.active_since = None
         self.outcomes.became_active()
         if lock.replaced:
@@ -164,6 +162,10 @@ class Ticker:
         # Redis may have restarted without its data, or a beat with another
         # configuration may have been active: write the statics again.
         self.statics.synced = False
+        if was_standing_by:
+            # Last: should it fail, the lock is held and the next tick goes on. Until
+            # then status leaves the lock holder out of the standbys.
+            self.store.check_out(self.token)
         return True
 
     def _batch(self, first: bool) -> float | None:
