@@ -21,6 +21,7 @@ from . import rollback
 from .client import get_store
 from .entry import RedBeatSchedulerEntry, write_over
 from .entrywrites import ImportedWrite, StoredFields
+from .liveness import fresh_standbys
 from .records import MAX_TIMESTAMP, Heartbeat, InFlight, Parked, Status, same_json, unix_seconds
 from .schedules import clocked, rrule
 from .store import NEVER, ScheduleStore
@@ -32,6 +33,8 @@ SCAN_CHUNK = 1000
 # A run in flight whose retry is this many seconds overdue is stuck: beat retries
 # a publish every few seconds while it holds the lock.
 STUCK_AFTER = 60.0
+# `redbeat status` reports beat degraded while its last run given up is younger than this (seconds).
+GIVEN_UP_WINDOW = 15 * 60.0
 # The first UNIX second datetime cannot hold (year 10000): later scores are never due in practice.
 END_OF_TIME = MAX_TIMESTAMP
 
@@ -425,6 +428,7 @@ FIXES = {
     "lock": "the next beat to take the lock replaces it; if none does, DEL {key}",
     "inflight": "the active beat moves it aside at its next tick; if none does, no run can be recorded in flight",
     "heartbeat": "DEL {key}; beat writes it again at its next tick",
+    "standbys": "DEL {key}; the beats standing by check in there again at their next poll",
     "history": "DEL {key}; beat starts the entry's history again",
 }
 
@@ -453,7 +457,7 @@ class WrongType:
 
 
 def wrong_types(app: Celery) -> list[WrongType]:
-    """RedBeat's own keys (schedule, statics, lock, inflight, heartbeat) that hold another type."""
+    """RedBeat's own keys (schedule, statics, lock, inflight, heartbeat, standbys) that hold another type."""
     store = get_store(app)
     keys = store.own_keys()
     return [WrongType(role, keys[role], found, store.OWN_KEY_TYPES[role])
@@ -513,6 +517,7 @@ def beat_status(app: Celery, now: float | None = None) -> dict:
     return {
         "lock_key": store.conf.lock_key,
         "lock_holder": holder,
+        "standbys": fresh_standbys(overview["standbys"], now, key_text(token) if token is not None else None),
         "last_tick": _iso_ts(last_tick),
         "last_tick_age": None if last_tick is None else round(now - last_tick, 3),
         "stopped_at": _iso_ts(stopped_at),
@@ -531,9 +536,20 @@ def beat_status(app: Celery, now: float | None = None) -> dict:
         "stuck_in_flight": _stuck_in_flight(store, now, overview["in_flight"]),
         "claiming_paused": paused,
         "claiming_paused_since": _iso_ts(beat.claiming_paused_since) if beat and paused else None,
+        "runs_given_up": _given_up_recently(beat, now),
         "eviction_policy": policy,
         "eviction_warning": bool(policy and policy.startswith("allkeys")),
     }
+
+
+def _given_up_recently(beat: Heartbeat | None, now: float) -> dict | None:
+    """The runs the active beat gave up publishing, while the last of them is younger than
+    ``GIVEN_UP_WINDOW`` (None otherwise): how many since it became active, and the last."""
+    last = beat.last_given_up if beat else None
+    if beat is None or last is None or last.at < now - GIVEN_UP_WINDOW:
+        return None
+    return {"count": beat.given_up or 1, "key": last.key, "class": last.kind, "reason": last.reason,
+            "at": _iso_ts(last.at), "age": round(now - last.at, 3)}
 
 
 def is_stuck(run: InFlight, now: float) -> bool:

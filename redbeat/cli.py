@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import json
 import re
+import socket
 import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -36,6 +37,7 @@ from .config import DEFAULT_KEY_PREFIX, HASH_TAG, ConfigurationError, RedBeatCon
 from .decoder import MAX_INTERVAL, MIN_INTERVAL, DecodeError, dumps
 from .entry import RedBeatSchedulerEntry, write_over
 from .keys import KeyNames
+from .liveness import liveness as liveness_of
 from .prefixmove import MoveAction, MoveError, MovePlan, MoveResult, PrefixMover
 from .printable import printable
 from .schedules import clocked, crontab, rrule
@@ -176,9 +178,9 @@ def redbeat(ctx: click.Context, redis_url: str | None, prefix: str | None, timeo
         app.conf.redbeat_key_prefix = prefix
     ctx.obj = Tool(app, timeout=timeout)
     # move-prefix reads the configured prefix as its source, which Redis
-    # Cluster refuses to run beat with: it builds its own client. status
-    # takes a --timeout of its own, which its client must be built with.
-    if ctx.invoked_subcommand not in ("schema", "move-prefix", "status"):
+    # Cluster refuses to run beat with: it builds its own client. status and
+    # liveness take a --timeout of their own, which their client must be built with.
+    if ctx.invoked_subcommand not in ("schema", "move-prefix", "status", "liveness"):
         _build_store(ctx)
 
 
@@ -728,11 +730,7 @@ def status(ctx: click.Context, max_age: float, timeout: float | None, as_json: b
     beat ticks but runs do not go out (degraded), 4 when Redis cannot be
     reached in --timeout seconds, 5 on a configuration error.
     """
-    tool = ctx.find_object(Tool)
-    assert tool is not None
-    if timeout is not None:
-        tool.timeout = timeout
-    _build_store(ctx)
+    tool = _probe_tool(ctx, timeout)
     report = admin.beat_status(tool.app)
     problems = _unhealthy(report, max_age)
     degraded = _degraded(report)
@@ -749,6 +747,40 @@ def status(ctx: click.Context, max_age: float, timeout: float | None, as_json: b
             click.secho("healthy", fg="green", bold=True)
     if problems or degraded:
         sys.exit(ExitCode.FAILED if problems else ExitCode.DEGRADED)
+
+
+def _probe_tool(ctx: click.Context, timeout: float | None) -> Tool:
+    """The tool of a probe (status, liveness), its store built with the probe's own --timeout if given."""
+    tool = ctx.find_object(Tool)
+    assert tool is not None
+    if timeout is not None:
+        tool.timeout = timeout
+    _build_store(ctx)
+    return tool
+
+
+@redbeat.command()
+@click.option("--host", default=socket.gethostname, show_default="this host's name, as beat writes it",
+              help="Answer for the beats on this host (in Kubernetes: the pod's name).")
+@click.option("--pid", type=int, help="Answer for this process only [default: any beat on the host].")
+@click.option("--max-age", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Stale when its record is older [default: 3 lock timeouts (plus 1s) for the active beat, "
+                   "3 lock polls (plus 1s) for a standby].")
+@timeout_option("Seconds to wait for Redis to connect and for each answer [default: the group's --timeout].")
+@click.pass_context
+def liveness(ctx: click.Context, host: str, pid: int | None, max_age: float | None, timeout: float | None) -> None:
+    """Whether the beat process on this host is alive, active or standing by.
+
+    A per-process probe: exits 0 when its record (the active beat's heartbeat,
+    or a standby's check-in) is fresh, 1 when it is stale or absent, 4 when
+    Redis cannot be reached in --timeout seconds, 5 on a configuration error.
+    """
+    tool = _probe_tool(ctx, timeout)
+    report = liveness_of(tool.app, host, pid, max_age)
+    for line in report.lines:
+        click.echo(printable(line))
+    if not report.alive:
+        sys.exit(ExitCode.FAILED)
 
 
 def _unhealthy(report: dict, max_age: float) -> list[str]:
@@ -770,6 +802,11 @@ def _degraded(report: dict) -> list[str]:
     reasons = []
     if report["claiming_paused"]:
         reasons.append(f"claiming paused: {report['claiming_paused']}")
+    given_up = report["runs_given_up"]
+    if given_up:
+        reasons.append(f"{given_up['count']} run(s) given up since beat became active, the last of {given_up['key']} "
+                       f"{given_up['age']:.0f}s ago ({given_up['class']}: {given_up['reason']}); `redbeat doctor` "
+                       f"explains each entry")
     if report["stuck_in_flight"]:
         reasons.append(f"{report['stuck_in_flight']} runs in flight not published for over "
                        f"{admin.STUCK_AFTER:g}s")
@@ -791,6 +828,8 @@ def _print_status(report: dict) -> None:
          + (f"; stopped at {report['stopped_at']}" if report["stopped_at"] else "")
          if report["last_tick"] else report["heartbeat_error"] or "never (no heartbeat: no beat is active)"),
         *([("failing", f"since {report['failing_since']}: {report['error']}")] if report["failing_since"] else []),
+        ("standbys", ", ".join(f"{standby['host']} pid {standby['pid']} (checked {standby['last_check_age']:.1f}s "
+                               f"ago)" for standby in report["standbys"]) or "none"),
         ("entries", f"{count('entries')} total, {count('due')} due, {count('parked')} parked, "
                     f"{count('never_due')} never due, {count('in_flight')} in flight"),
         ("most overdue", f"{report['most_overdue_seconds']:.3f}s"),

@@ -44,6 +44,11 @@ class KeyNames:
         return self.own + "heartbeat"
 
     @property
+    def standbys(self) -> str:
+        """The standby beats' check-ins: a hash of records by beat token."""
+        return self.own + "standbys"
+
+    @property
     def histories(self) -> str:
         """What every entry's history key starts with."""
         return self.own + "history:"

@@ -18,7 +18,7 @@ from celery.utils.log import get_logger
 from .logfields import log_fields, runs_fields
 from .metrics import BeatMetrics, MissedReason
 from .printable import printable
-from .records import LastFailure, Outcome, OutcomeKind, Status
+from .records import GivenUpRun, LastFailure, Outcome, OutcomeKind, Status
 from .store import ScheduleStore
 
 __all__ = ["Outcomes", "Unpublished"]
@@ -52,13 +52,20 @@ class Outcomes:
     entry key (``uncounted``).
 
     Until a run is recorded, the next lock holder publishes it again, with the same task id.
-    Each outcome is counted in ``metrics`` as it is added.
+    Each outcome is counted in ``metrics`` as it is added. The runs given up since the beat
+    became active, and the last of them, go in its heartbeat.
     """
 
     def __init__(self, metrics: BeatMetrics | None = None) -> None:
         self.unrecorded: list[Outcome] = []
         self.uncounted: dict[str, Unpublished] = {}
         self.metrics = BeatMetrics() if metrics is None else metrics
+        self.given_up = 0
+        self.last_given_up: GivenUpRun | None = None
+
+    def became_active(self) -> None:
+        """The beat took the lock: the heartbeat counts runs given up from now on."""
+        self.given_up, self.last_given_up = 0, None
 
     def add(self, outcomes: Iterable[Outcome]) -> None:
         """Runs published (or deleted with their entry: ``finishing``)."""
@@ -93,6 +100,8 @@ class Outcomes:
             counts = self.uncounted.setdefault(outcome.run.key, Unpublished())
             counts.given_up += 1
             counts.last_failure = LastFailure(outcome.when, kind, outcome.reason or kind)
+            self.last_given_up = GivenUpRun(outcome.when, outcome.run.key, kind, outcome.reason or kind)
+        self.given_up += len(given_up)
         for (key, kind), outcomes in groups.items():
             logger.error("beat: gave up publishing %d run(s) of %s, not retried: %s", len(outcomes), printable(key),
                          outcomes[-1].reason, extra=runs_fields([outcome.run for outcome in outcomes],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 from redis.exceptions import ResponseError
@@ -15,7 +16,17 @@ from redis.exceptions import ResponseError
 from .stages import text
 from .storepart import StorePart
 
-__all__ = ["ScheduleQueries"]
+__all__ = ["ScheduleQueries", "BeatRecords"]
+
+
+@dataclass(frozen=True)
+class BeatRecords:
+    """What the beats wrote about themselves, as read at ``now`` (Redis's clock): the
+    active beat's heartbeat and the standbys' records by token (None: a key of the wrong type)."""
+
+    now: float
+    heartbeat: bytes | None
+    standbys: dict[bytes, bytes] | None
 
 
 class ScheduleQueries(StorePart):
@@ -23,13 +34,13 @@ class ScheduleQueries(StorePart):
 
     # The Redis type each of RedBeat's own keys must have ("none": not there yet).
     OWN_KEY_TYPES = {"schedule": "zset", "statics": "set", "lock": "string", "inflight": "hash",
-                     "heartbeat": "string"}
+                     "heartbeat": "string", "standbys": "hash"}
 
     def own_keys(self) -> dict[str, str]:
         """RedBeat's own keys by role (the lock only when locking is on)."""
         conf = self.conf
         keys = {"schedule": conf.schedule_key, "statics": conf.statics_key, "inflight": self.inflight_key,
-                "heartbeat": self.heartbeat_key}
+                "heartbeat": self.heartbeat_key, "standbys": self.keys.standbys}
         if conf.lock_key:
             keys["lock"] = conf.lock_key
         return keys
@@ -150,12 +161,14 @@ class ScheduleQueries(StorePart):
         return seconds + microseconds / 1e6
 
     def overview(self, now: float) -> dict[str, Any]:
-        """The lock's token, the heartbeat, and how the schedule stands at ``now``;
-        two round trips. What cannot be read (a key of the wrong type) is None."""
+        """The lock's token, the heartbeat, the standbys' records (by token), and how the
+        schedule stands at ``now``; two round trips. What cannot be read (a key of the
+        wrong type) is None."""
         conf = self.conf
         pipe = self.client.pipeline(transaction=False)
         pipe.get(conf.lock_key or conf.default_lock_key)
         pipe.get(self.heartbeat_key)
+        pipe.hgetall(self.keys.standbys)
         pipe.zcard(conf.schedule_key)
         pipe.zcount(conf.schedule_key, 0, now)
         # Score 0 means "due now" to whoever wrote it, not "late since 1970".
@@ -164,17 +177,27 @@ class ScheduleQueries(StorePart):
         pipe.hlen(self.inflight_key)
         replies = [None if isinstance(reply, ResponseError) else reply
                    for reply in pipe.execute(raise_on_error=False)]
-        token, heartbeat, total, due, oldest, never, in_flight = replies
+        token, heartbeat, standbys, total, due, oldest, never, in_flight = replies
         parked = 0
         if never:
             pipe = self.client.pipeline(transaction=False)
             for key in never:
                 pipe.hexists(key, "parked")
             parked = sum(reply is True for reply in pipe.execute(raise_on_error=False))
-        return {"lock_token": token, "heartbeat": heartbeat, "entries": total, "due": due,
+        return {"lock_token": token, "heartbeat": heartbeat, "standbys": standbys, "entries": total, "due": due,
                 "oldest_due_score": oldest[0][1] if oldest else None,
                 "never_due": None if never is None else len(never) - parked,
                 "parked": None if never is None else parked, "in_flight": in_flight}
+
+    def beat_records(self) -> BeatRecords:
+        """The heartbeat and the standbys' records, then now by Redis's clock; two round
+        trips (Redis Cluster refuses TIME in a pipeline)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(self.heartbeat_key)
+        pipe.hgetall(self.keys.standbys)
+        heartbeat, standbys = [None if isinstance(reply, ResponseError) else reply
+                               for reply in pipe.execute(raise_on_error=False)]
+        return BeatRecords(self.time(), heartbeat, standbys)
 
     def eviction_policy(self) -> str | None:
         """Redis's ``maxmemory-policy``, or None if the server will not say (managed Redis)."""

@@ -5,7 +5,8 @@
 - ``Parked``: an entry's ``parked`` field, why beat set it aside;
 - ``InFlight``: a record of ``<prefix>:inflight``, a run claimed and not yet published;
 - ``HistoryRecord``: a record of ``<prefix>:history:<name>``, what became of a run;
-- ``Heartbeat``: ``<prefix>:heartbeat``, who ticks and how well.
+- ``Heartbeat``: ``<prefix>:heartbeat``, who ticks and how well;
+- ``StandbyBeat``: a record of ``<prefix>:standbys``, a beat standing by and its last check.
 
 An entry's definition is the entry itself (``entry.RedBeatSchedulerEntry``,
 encoded by ``decoder``). See docs/format.rst for every field.
@@ -29,7 +30,8 @@ from typing import Any, NamedTuple
 from .decoder import DecodeError, loads, meta_json, to_timestamp
 
 __all__ = ["Meta", "Status", "LastFailure", "Parked", "InFlight", "HistoryRecord", "Outcome", "OutcomeKind",
-           "Heartbeat", "NEVER", "MAX_TIMESTAMP", "MAX_PUBLISH_ATTEMPTS", "unix_seconds", "decode_json", "same_json"]
+           "Heartbeat", "GivenUpRun", "StandbyBeat",
+           "NEVER", "MAX_TIMESTAMP", "MAX_PUBLISH_ATTEMPTS", "unix_seconds", "decode_json", "same_json"]
 
 # Score of an entry that will not run again (its schedule is over, or it is parked).
 NEVER = -1.0
@@ -360,11 +362,17 @@ class Heartbeat:
     claiming_paused: str | None = None  # why claiming is paused (too many runs in flight)
     claiming_paused_since: float | None = None
     stopped_at: float | None = None
+    # Runs given up since this beat became active (unset while none), and the last of them.
+    given_up: int | None = None
+    last_given_up: GivenUpRun | None = None
 
     def to_json(self) -> str:
         # Fields that are unset are left out: readers of 3.0's heartbeat expect no others.
-        return json.dumps({name: value for name, value in asdict(self).items()
-                           if value is not None and not (name == "error" and self.failing_since is None)})
+        fields = {name: value for name, value in asdict(self).items()
+                  if value is not None and not (name == "error" and self.failing_since is None)}
+        if self.last_given_up is not None:
+            fields["last_given_up"] = self.last_given_up.as_json_object()
+        return json.dumps(fields)
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> tuple[Heartbeat, dict]:
@@ -385,14 +393,93 @@ class Heartbeat:
             value = fields.get(name)
             return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
-        pid = fields.get("pid")
+        def whole(name: str) -> int | None:
+            value = fields.get(name)
+            return value if isinstance(value, int) and not isinstance(value, bool) else None
+
         beat = cls(token=text("token") or "", last_tick=last_tick, host=text("host") or "",
-                   pid=pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
-                   version=text("version") or "", active_since=unix_seconds(fields.get("active_since")),
+                   pid=whole("pid"), version=text("version") or "",
+                   active_since=unix_seconds(fields.get("active_since")),
                    lock_timeout=number("lock_timeout"), max_interval=number("max_interval"),
                    clock_offset=number("clock_offset") or 0.0,
                    failing_since=unix_seconds(fields.get("failing_since")), error=text("error"),
                    claiming_paused=text("claiming_paused"),
                    claiming_paused_since=unix_seconds(fields.get("claiming_paused_since")),
-                   stopped_at=unix_seconds(fields.get("stopped_at")))
+                   stopped_at=unix_seconds(fields.get("stopped_at")),
+                   given_up=whole("given_up"),
+                   last_given_up=GivenUpRun.from_json_object(fields.get("last_given_up")))
         return beat, fields
+
+
+@dataclass(frozen=True, slots=True)
+class GivenUpRun:
+    """The last run the active beat gave up publishing: when (UNIX seconds, Redis's
+    clock), its entry's key, the class of the failure and why, in words."""
+
+    at: float
+    key: str
+    kind: str
+    reason: str
+
+    def as_json_object(self) -> dict[str, Any]:
+        return {"at": self.at, "key": self.key, "class": self.kind, "reason": self.reason}
+
+    @classmethod
+    def from_json_object(cls, value: Any) -> GivenUpRun | None:
+        """Read the heartbeat's ``last_given_up``; None if it is not one."""
+        if not isinstance(value, dict):
+            return None
+        at, key, kind, reason = unix_seconds(value.get("at")), value.get("key"), value.get("class"), value.get("reason")
+        if at is None or not all(isinstance(word, str) for word in (key, kind, reason)):
+            return None
+        return cls(at, str(key), str(kind), str(reason))
+
+
+# -- beats standing by -----------------------------------------------------------------------
+
+# A reader ignores a standby's record once its last check is older than this
+# many of its poll intervals, plus STANDBY_GRACE seconds: the beat was killed.
+STANDBY_MISSED_CHECKS = 3
+STANDBY_GRACE = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class StandbyBeat:
+    """A beat standing by (another holds the lock), as it checks in at each poll of the
+    lock: a record of ``<prefix>:standbys``, by its token. Times are Redis's clock."""
+
+    token: str
+    host: str
+    pid: int | None
+    version: str
+    last_check: float
+    next_check_within: float  # seconds: its poll interval
+    since: float  # when it began standing by
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> StandbyBeat:
+        """Read a record; ValueError if it is not one."""
+        try:
+            fields = json.loads(raw)
+        except RecursionError as exc:
+            raise ValueError("nested too deeply") from exc
+        if not isinstance(fields, dict):
+            raise ValueError("a standby record is a JSON object")
+        last_check, since = unix_seconds(fields.get("last_check")), unix_seconds(fields.get("since"))
+        within, pid = fields.get("next_check_within"), fields.get("pid")
+        token, host, version = fields.get("token"), fields.get("host"), fields.get("version")
+        if (last_check is None or since is None or not isinstance(within, (int, float)) or isinstance(within, bool)
+                or not 0 <= within < MAX_TIMESTAMP or not all(isinstance(t, str) for t in (token, host, version))):
+            raise ValueError("a standby record has token, host, version, last_check, next_check_within and since")
+        return cls(str(token), str(host), pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
+                   str(version), last_check, float(within), since)
+
+    def stale_after(self) -> float:
+        """Seconds after its last check at which the record no longer counts (the beat died)."""
+        return STANDBY_MISSED_CHECKS * self.next_check_within + STANDBY_GRACE
+
+    def fresh(self, now: float) -> bool:
+        return now - self.last_check <= self.stale_after()

@@ -307,6 +307,8 @@ class RedBeatScheduler(Scheduler):
             # Health checks then see at once that no beat ticks, instead of
             # waiting for the heartbeat to age.
             self.store.stop_heartbeat(self._token, self.clock())
+            if self.lock is not None:
+                self.store.check_out(self._token)  # a standby stopping leaves status at once
         except RedisError as exc:
             logger.warning("beat: could not record the last runs or stop the heartbeat: %s", exc)
         if self.lock is not None and self.lock.held:

@@ -9,7 +9,8 @@ docs/format.rst:
 - ``<prefix>:statics``: set of names of entries from ``beat_schedule``;
 - ``<prefix>:inflight``: hash of runs claimed but not yet published;
 - ``<prefix>:history:<name>``: list of an entry's recent runs, newest first;
-- ``<prefix>:heartbeat``: the active beat's last tick.
+- ``<prefix>:heartbeat``: the active beat's last tick;
+- ``<prefix>:standbys``: hash of the beats standing by, with their last check.
 
 It moves bytes; it does not decode entries (that is ``decoder`` and
 ``entry``) nor decide when things run (that is the scheduler). Its parts are
@@ -21,6 +22,7 @@ method that runs them:
 - ``claims.Claims``: the tick's claims and the runs in flight;
 - ``statuses.Statuses``: entries' status, counted after publishing;
 - ``entrywrites.EntryWrites``: saving, editing and deleting entries;
+- ``standbys.Standbys``: the check-ins of beats standing by;
 - ``queries.ScheduleQueries``: what the command line and ``admin`` read.
 
 ``lua`` holds what the scripts share, ``storepart`` what the parts share.
@@ -35,6 +37,7 @@ from .lua import WRONG_TYPE
 from .queries import ScheduleQueries
 from .records import NEVER, Outcome
 from .stages import Decision, DueBatch, DueRecord, text
+from .standbys import Standbys
 from .statuses import Statuses
 from .storepart import WrongTypeError
 
@@ -43,5 +46,5 @@ __all__ = ["ScheduleStore", "DueRecord", "Decision", "DueBatch", "Outcome", "NEV
            "WRONG_TYPE", "ON_TIME_WINDOW"]
 
 
-class ScheduleStore(DueReads, Claims, Statuses, EntryWrites, ScheduleQueries):
+class ScheduleStore(DueReads, Claims, Statuses, Standbys, EntryWrites, ScheduleQueries):
     """Reads and writes one app's schedule in Redis: every part of the store, on one client."""

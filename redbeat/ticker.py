@@ -1,6 +1,6 @@
 """One tick of the active beat, stage by stage (docs/design.rst walks them in order).
 
-Take the lock (or stand by); then, batch after batch: read what is due,
+Take the lock (or stand by, checking in at each poll); then, batch after batch: read what is due,
 renewing the lock and recording the outcomes of the last batch (one script);
 resume runs left in flight; decide within the lock's budget; claim the
 decisions (one script, fenced by the lock); publish the runs claimed and
@@ -27,7 +27,7 @@ from .metrics import BeatMetrics, MissedReason
 from .outcomes import Outcomes
 from .printable import printable
 from .publisher import Publisher
-from .records import Heartbeat
+from .records import Heartbeat, StandbyBeat
 from .recovery import Recovery
 from .stages import Decision, DueBatch
 from .statics import StaticSync
@@ -135,6 +135,7 @@ class Ticker:
 
     def _dispatch(self) -> float:
         if self.lock is not None and not self.lock.held and not self._take_lock(self.lock):
+            self._check_in()
             return self._standby_interval()
         for batch_number in range(MAX_BATCHES_PER_TICK):
             interval = self._batch(first=batch_number == 0)
@@ -157,9 +158,10 @@ class Ticker:
                     logger.info("beat: lock %s is held by another beat; standing by, checking every %ss",
                                 lock.key, self._standby_interval())
             return False
-        self._standing_by = False
+        was_standing_by, self._standing_by = self._standing_by, False
         self.metrics.lock_acquired()
         self.health.active_since = None
+        self.outcomes.became_active()
         if lock.replaced:
             logger.error("beat: lock key %s held a %s, not a lock; replaced it with this beat's lock",
                          printable(lock.key), lock.replaced)
@@ -167,6 +169,10 @@ class Ticker:
         # Redis may have restarted without its data, or a beat with another
         # configuration may have been active: write the statics again.
         self.statics.synced = False
+        if was_standing_by:
+            # Last: should it fail, the lock is held and the next tick goes on. Until
+            # then status leaves the lock holder out of the standbys.
+            self.store.check_out(self.token)
         return True
 
     def _batch(self, first: bool) -> float | None:
@@ -240,7 +246,17 @@ class Ticker:
             max_interval=self.max_interval, clock_offset=round(self.clock.offset, 3),
             failing_since=health.failing_since, error=health.failure if health.failing_since is not None else None,
             claiming_paused=self.pause.reason(), claiming_paused_since=self.pause.since,
+            given_up=self.outcomes.given_up or None, last_given_up=self.outcomes.last_given_up,
         ).to_json()
+
+    def _check_in(self) -> None:
+        """Record that this beat stands by, and when it checks the lock again: read by
+        ``redbeat status`` and ``redbeat liveness``; one round trip per poll. The store
+        sets the times by Redis's clock, which a standby has not read."""
+        now = self.now()
+        self.store.check_in(StandbyBeat(
+            token=self.token, host=socket.gethostname(), pid=os.getpid(), version=__version__,
+            last_check=now, next_check_within=self._standby_interval(), since=now))
 
     def _sleep_until(self, next_score: float | None) -> float:
         interval = self.max_interval

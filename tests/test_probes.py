@@ -1,4 +1,4 @@
-"""`redbeat status` as a probe, run as a real process: it ends within its Redis
+"""`redbeat status` and `redbeat liveness` as probes, run as real processes: they end within their Redis
 timeout against a server that never answers, and every way of not getting an
 answer from Redis is one line on stderr with its own documented exit code."""
 
@@ -91,6 +91,7 @@ def password_server(tmp_path):
 # -- a Redis that never answers ---------------------------------------------------------------
 
 @pytest.mark.parametrize("args", [["status", "--timeout", "1"], ["--timeout", "1", "status"],
+                                  ["liveness", "--timeout", "1"], ["--timeout", "1", "liveness"],
                                   ["--timeout", "1", "list"], ["--timeout", "1", "doctor"]])
 def test_a_redis_that_never_answers_ends_the_command_within_its_timeout(silent_port, project_env, args):
     url = f"redis://:hunter2@127.0.0.1:{silent_port}/0"

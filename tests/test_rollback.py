@@ -13,8 +13,8 @@ from test_compat_redbeat2 import redbeat2_python, run_old  # noqa: F401  (a fixt
 
 from redbeat import RedBeatScheduler, RedBeatSchedulerEntry
 from redbeat.cli import redbeat
-from redbeat.validation import OPTIONAL_FIELDS
 from redbeat.rollback import REDBEAT_OPTIONS, SIDE_FIELD, Action, plan_definition, plan_entry, plan_meta, plan_undo
+from redbeat.validation import OPTIONAL_FIELDS
 
 EVERY_SECOND = {"__type__": "interval", "every": 1, "relative": False}
 MINUTELY = {"__type__": "crontab", "minute": "*"}
