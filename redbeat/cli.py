@@ -34,6 +34,7 @@ from redis.sentinel import MasterNotFoundError
 from . import __version__, admin, rollback
 from .client import build_client, display_url, get_store
 from .config import DEFAULT_KEY_PREFIX, HASH_TAG, ConfigurationError, RedBeatConfig, ensure_conf
+from .deadline import overall_deadline
 from .decoder import MAX_INTERVAL, MIN_INTERVAL, DecodeError, dumps
 from .entry import RedBeatSchedulerEntry, write_over
 from .keys import KeyNames
@@ -756,6 +757,9 @@ def _probe_tool(ctx: click.Context, timeout: float | None) -> Tool:
     if timeout is not None:
         tool.timeout = timeout
     _build_store(ctx)
+    conf = ensure_conf(tool.app)
+    assert conf.command_timeout is not None  # set by _build_store
+    ctx.with_resource(overall_deadline(conf.command_timeout))
     return tool
 
 

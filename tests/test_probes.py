@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 from conftest import Processes, free_port, wait_for
+from latency_proxy import LatencyProxy
 from topologies import ExtraServer
 
 from redbeat.records import InFlight
@@ -144,6 +145,18 @@ def test_a_closed_port_is_one_line(project_env, scheme):
                            "status", "--timeout", "1", env=project_env)
     line = one_line(result, NO_REDIS)
     assert f"cannot reach Redis at {scheme}://127.0.0.1:{port}/0" in line
+    assert took < 1 + STARTUP, took
+
+
+@pytest.mark.parametrize("probe", ["status", "liveness"])
+def test_a_slow_redis_ends_a_probe_within_its_timeout_in_all(redis_server, project_env, probe):
+    # Each answer comes within the timeout, but a probe asks several times: the whole is bounded.
+    proxy = LatencyProxy(redis_server.port, delay=0.4)
+    try:
+        result, took = redbeat("--redis-url", proxy.url(), probe, "--timeout", "1", env=project_env)
+    finally:
+        proxy.stop()
+    assert "no answer within 1s" in one_line(result, NO_REDIS)
     assert took < 1 + STARTUP, took
 
 
