@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import Processes, wait_for
 
-from redbeat import cli as cli_module
+from redbeat.cli import changing as cli_module
 from redbeat.cli import redbeat
 from redbeat.decoder import dumps, loads
 from redbeat.slots import next_slot

@@ -17,7 +17,8 @@ from celery import Celery
 
 from redbeat import RedBeatScheduler, RedBeatSchedulerEntry
 from redbeat.admin import apply_import, plan_import
-from redbeat.cli import Tool, _patch_definition
+from redbeat.cli import Tool
+from redbeat.cli.changing import _patch_definition
 from redbeat.client import get_store
 from redbeat.decoder import meta_json
 from redbeat.entry import write_over

@@ -1,0 +1,5 @@
+"""``python -m redbeat.cli``: the ``redbeat`` command."""
+
+from . import main
+
+main()

@@ -1,0 +1,187 @@
+"""Beat's health: ``status``, ``liveness``, ``doctor``, ``schema``."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from importlib import resources
+
+import click
+
+from .. import admin
+from ..config import ensure_conf
+from ..deadline import overall_deadline
+from ..liveness import liveness as liveness_of
+from ..printable import printable
+from .base import (
+    ExitCode,
+    Tool,
+    build_store,
+    emit,
+    json_option,
+    pass_tool,
+    redbeat,
+    table,
+    timeout_option,
+)
+
+
+@redbeat.command()
+@click.option("--max-age", type=float, default=60.0, show_default=True,
+              help="Exit 1 when beat last completed a tick longer ago than this many seconds.")
+@timeout_option("Seconds to wait for Redis to connect and for each answer [default: the group's --timeout].")
+@json_option
+@click.pass_context
+def status(ctx: click.Context, max_age: float, timeout: float | None, as_json: bool) -> None:
+    """Who holds the lock, when beat last ticked, how late the schedule runs.
+
+    A health check: exits 0 healthy, 1 when no beat completed a tick within
+    --max-age seconds, its ticks are failing or the last one stopped, 3 when
+    beat ticks but runs do not go out (degraded), 4 when Redis cannot be
+    reached in --timeout seconds, 5 on a configuration error.
+    """
+    tool = _probe_tool(ctx, timeout)
+    report = admin.beat_status(tool.app)
+    problems = _unhealthy(report, max_age)
+    degraded = _degraded(report)
+    report["healthy"], report["degraded"] = not problems, degraded
+    if as_json:
+        emit(report)
+    else:
+        _print_status(report)
+        if problems:
+            click.secho(printable(f"UNHEALTHY: {'; '.join(problems)}"), fg="red", bold=True)
+        elif degraded:
+            click.secho(printable(f"DEGRADED: {'; '.join(degraded)}"), fg="yellow", bold=True)
+        else:
+            click.secho("healthy", fg="green", bold=True)
+    if problems or degraded:
+        sys.exit(ExitCode.FAILED if problems else ExitCode.DEGRADED)
+
+
+def _probe_tool(ctx: click.Context, timeout: float | None) -> Tool:
+    """The tool of a probe (status, liveness), its store built with the probe's own --timeout if given."""
+    tool = ctx.find_object(Tool)
+    assert tool is not None
+    if timeout is not None:
+        tool.timeout = timeout
+    build_store(ctx)
+    conf = ensure_conf(tool.app)
+    assert conf.command_timeout is not None  # set by build_store
+    ctx.with_resource(overall_deadline(conf.command_timeout))
+    return tool
+
+
+@redbeat.command()
+@click.option("--host", default=socket.gethostname, show_default="this host's name, as beat writes it",
+              help="Answer for the beats on this host (in Kubernetes: the pod's name).")
+@click.option("--pid", type=int, help="Answer for this process only [default: any beat on the host].")
+@click.option("--max-age", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Stale when its record is older [default: 3 lock timeouts (plus 1s) for the active beat, "
+                   "3 lock polls (plus 1s) for a standby].")
+@timeout_option("Seconds to wait for Redis to connect and for each answer [default: the group's --timeout].")
+@click.pass_context
+def liveness(ctx: click.Context, host: str, pid: int | None, max_age: float | None, timeout: float | None) -> None:
+    """Whether the beat process on this host is alive, active or standing by.
+
+    A per-process probe: exits 0 when its record (the active beat's heartbeat,
+    or a standby's check-in) is fresh, 1 when it is stale or absent, 4 when
+    Redis cannot be reached in --timeout seconds, 5 on a configuration error.
+    """
+    tool = _probe_tool(ctx, timeout)
+    report = liveness_of(tool.app, host, pid, max_age)
+    for line in report.lines:
+        click.echo(printable(line))
+    if not report.alive:
+        sys.exit(ExitCode.FAILED)
+
+
+def _unhealthy(report: dict, max_age: float) -> list[str]:
+    """Why no beat dispatches the schedule, if none does."""
+    problems = []
+    if report["stopped_at"]:
+        problems.append("beat stopped")
+    elif report["failing_since"]:
+        # Failing now, however young its last completed tick: the next ones fail too, most likely.
+        problems.append(f"ticks failing for {max(report['failing_for'], 0):.0f}s: {report['error']}")
+    elif report["last_tick_age"] is None or report["last_tick_age"] > max_age:
+        problems.append(f"no tick within {max_age:g}s")
+    return problems + [w["explanation"] for w in report["wrong_types"] if w["stops_beat"]]
+
+
+def _degraded(report: dict) -> list[str]:
+    """Why runs do not go out while beat ticks: a broker that is down or slower than the
+    schedule, most likely, which restarting beat would not mend."""
+    reasons = []
+    if report["claiming_paused"]:
+        reasons.append(f"claiming paused: {report['claiming_paused']}")
+    given_up = report["runs_given_up"]
+    if given_up:
+        reasons.append(f"{given_up['count']} run(s) given up since beat became active, the last of {given_up['key']} "
+                       f"{given_up['age']:.0f}s ago ({given_up['class']}: {given_up['reason']}); `redbeat doctor` "
+                       f"explains each entry")
+    if report["stuck_in_flight"]:
+        reasons.append(f"{report['stuck_in_flight']} runs in flight not published for over "
+                       f"{admin.STUCK_AFTER:g}s")
+    return reasons
+
+
+def _print_status(report: dict) -> None:
+    holder = report["lock_holder"]
+    beat = report["beat"] or {}
+
+    def count(name: str) -> str:
+        return "?" if report[name] is None else str(report[name])
+    lines = [
+        ("lock", f"{report['lock_key']} held by {holder['host']} pid {holder['pid']}"
+                 + (f" since {holder['since']}" if holder.get("since") else "")
+         if holder else f"{report['lock_key'] or '(disabled)'}: free"),
+        ("last tick", f"{report['last_tick']} ({report['last_tick_age']:.1f}s ago) by "
+                      f"{beat.get('host')} pid {beat.get('pid')}, RedBeat {beat.get('version')}"
+         + (f"; stopped at {report['stopped_at']}" if report["stopped_at"] else "")
+         if report["last_tick"] else report["heartbeat_error"] or "never (no heartbeat: no beat is active)"),
+        *([("failing", f"since {report['failing_since']}: {report['error']}")] if report["failing_since"] else []),
+        ("standbys", ", ".join(f"{standby['host']} pid {standby['pid']} (checked {standby['last_check_age']:.1f}s "
+                               f"ago)" for standby in report["standbys"]) or "none"),
+        ("entries", f"{count('entries')} total, {count('due')} due, {count('parked')} parked, "
+                    f"{count('never_due')} never due, {count('in_flight')} in flight"),
+        ("most overdue", f"{report['most_overdue_seconds']:.3f}s"),
+        ("eviction", f"maxmemory-policy {report['eviction_policy']}"
+                     + (" — Redis may delete schedule entries!" if report["eviction_warning"] else "")),
+    ]
+    for label, value in lines:
+        click.echo(f"{label:>13}: {printable(value)}")
+    if report["claiming_paused"]:
+        # Not unhealthy: beat ticks, and restarting it would not make the broker take the runs.
+        click.secho(f"{'claiming':>13}: " + printable(f"paused since {report['claiming_paused_since']}: "
+                                                      f"{report['claiming_paused']}"), fg="yellow")
+    for wrong in report["wrong_types"]:
+        click.secho(f"{'wrong type':>13}: {printable(wrong['explanation'])}", fg="red")
+
+
+@redbeat.command()
+@pass_tool
+def schema(tool: Tool) -> None:
+    """The JSON Schema of `definition` and `meta`, for programs in other languages."""
+    click.echo(resources.files("redbeat").joinpath("schema.json").read_text())
+
+
+@redbeat.command()
+@json_option
+@pass_tool
+def doctor(tool: Tool, as_json: bool) -> None:
+    """Find orphans, malformed, parked, never-due and stale static entries, and explain each."""
+    configured = set(tool.app.conf.beat_schedule or {}) or None
+    if configured is not None:
+        configured.add("celery.backend_cleanup")  # Celery's own entry, added by beat itself
+    findings = admin.doctor(tool.app, configured)
+    wrong = any(not finding.notice for finding in findings)
+    if as_json:
+        emit([finding.as_dict() for finding in findings])
+    else:
+        if not wrong:  # notices only: worth knowing, nothing wrong
+            click.secho("nothing wrong found", fg="green")
+        if findings:
+            table([[f.kind, f.key, f.explanation] for f in findings], ["KIND", "KEY", "WHAT IT MEANS"])
+    if wrong:
+        sys.exit(1)

@@ -1,0 +1,176 @@
+"""Reading the schedule: ``list`` and ``show``."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import click
+
+from .. import admin
+from ..client import get_store
+from ..entry import RedBeatSchedulerEntry
+from ..printable import printable
+from .base import (
+    UTC,
+    Tool,
+    emit,
+    json_option,
+    json_or_text,
+    pass_tool,
+    redbeat,
+    relative,
+    table,
+)
+
+
+@redbeat.command(name="list")
+@json_option
+@click.option("--match", "pattern", help="Only names matching this glob pattern (fnmatch).")
+@click.option("--task", help="Only entries of this task.")
+@click.option("--sort", type=click.Choice(["next", "name", "task", "last"]), default="next", show_default=True)
+@pass_tool
+def list_entries(tool: Tool, as_json: bool, pattern: str | None, task: str | None, sort: str) -> None:
+    """A table of entries: schedule, next and last run, runs published (and given up), parked reason."""
+    from fnmatch import fnmatch
+
+    views = [v for v in admin.entries(tool.app)
+             if (pattern is None or fnmatch(v.name, pattern)) and (task is None or (v.entry and v.entry.task == task))]
+    in_flight = admin.in_flight_counts(tool.app)
+    summaries = [v.summary(in_flight[v.key]) for v in views]
+    sort_key = {"next": lambda s: (s["next_run"] is None, s["next_run"] or ""), "name": lambda s: s["name"],
+                "task": lambda s: s["task"] or "", "last": lambda s: s["last_run"] or ""}[sort]
+    order = sorted(range(len(views)), key=lambda i: sort_key(summaries[i]))
+    if as_json:
+        emit([summaries[i] for i in order])
+        return
+    now = get_store(tool.app).time()  # beat's clock, for "in 5s" and "2m ago"
+    rows = []
+    for i in order:
+        view, summary = views[i], summaries[i]
+        last = _last_dispatch(view)
+        rows.append([
+            view.name,
+            summary["task"] or "-",
+            summary["schedule"] or "-",
+            {True: "yes", False: "no", None: "-"}[summary["enabled"]],
+            _next_run_words(view, now),
+            relative(last, now) if last else "never",
+            _runs_words(summary),
+            summary["parked"] or summary["error"] or "",
+        ])
+    table(rows, ["NAME", "TASK", "SCHEDULE", "ENABLED", "NEXT RUN", "LAST RUN", "RUNS", "PARKED"])
+
+
+@redbeat.command()
+@click.argument("name")
+@json_option
+@pass_tool
+def show(tool: Tool, name: str, as_json: bool) -> None:
+    """The full definition and meta, the next 5 runs and the recent history."""
+    [view] = admin.entries(tool.app, [RedBeatSchedulerEntry.generate_key(tool.app, name)])
+    if view.score is None and not view.fields:
+        what = "" if view.kind == "none" else f" (its key is a {view.kind}, not a hash)"
+        raise click.ClickException(f"no entry named {printable(name)}{what}")
+    fields = {k: json_or_text(v) for k, v in view.fields.items()}
+    runs, preview_error = _preview(view)
+    preview = [{"slot": run["slot"].isoformat(), "fire_at": run["fire_at"].isoformat(),
+                "local": run["local"].isoformat()} for run in runs]
+    history, wrong_history = admin.history(tool.app, view.key)
+    history_error = wrong_history.explanation() if wrong_history else None
+    summary = view.summary(admin.in_flight_counts(tool.app)[view.key])
+    if as_json:
+        emit({**summary, "fields": fields, "next_runs": preview, "preview_error": preview_error,
+              "history": history, "history_error": history_error})
+        return
+    _print_entry(view, summary, fields)
+    _print_runs(runs, preview_error, history, history_error)
+
+
+def _print_entry(view: admin.EntryView, summary: dict, fields: dict) -> None:
+    for label in ("name", "key", "task", "schedule", "enabled", "next_run", "last_run", "last_dispatched",
+                  "total_run_count", "published", "given_up", "in_flight", "missed", "parked", "error"):
+        if summary[label] is not None:
+            click.echo(f"{label:>16}: {printable(summary[label])}")
+    failure = summary["last_failure"]
+    if failure is not None:
+        click.secho(f"{'last_failure':>16}: {printable(failure['reason'])} (given up at {failure['at']})", fg="red")
+    if view.kind != "hash":
+        click.echo(f"{'score':>16}: {view.score:g}")
+    for field_name, value in fields.items():
+        shown = printable(value) if isinstance(value, str) else json.dumps(value, indent=2)
+        click.echo(f"\n{printable(field_name)}:\n{shown}")
+
+
+def _print_runs(runs: list[dict], preview_error: str | None, history: list[dict], history_error: str | None) -> None:
+    """The next runs and the recent ones, or why either cannot be shown."""
+    if runs:
+        click.secho("\nnext runs:", bold=True)
+        table([[f"{run['local']:%a %Y-%m-%d %H:%M:%S %Z}", f"{run['slot']:%Y-%m-%d %H:%M:%S} UTC",
+                f"{run['fire_at']:%H:%M:%S.%f}"[:-3]] for run in runs],
+              ["LOCAL TIME", "UTC", "DISPATCH AT (UTC)"])
+    if preview_error:
+        click.secho(f"\nnext runs: cannot be worked out: {printable(preview_error)}", fg="red")
+    if history:
+        click.secho("\nrecent runs:", bold=True)
+        table([_history_row(record) for record in history], ["SCHEDULED", "DISPATCHED", "LATE", "OUTCOME", "TASK ID"])
+    if history_error:
+        click.secho(f"\nrecent runs: {printable(history_error)}", fg="red")
+
+
+def _preview(view: admin.EntryView) -> tuple[list[dict], str | None]:
+    """The entry's next runs, or why they cannot be worked out."""
+    if view.entry is None:
+        return [], None
+    try:
+        return view.entry.preview(5), None
+    except Exception as exc:
+        return [], str(exc) or type(exc).__name__
+
+
+def _history_row(record: dict) -> list[str]:
+    if list(record) == ["unreadable"]:
+        return ["-", "-", "-", "unreadable", record["unreadable"]]
+    late = record.get("lateness")
+    return [_when(record.get("scheduled")), _when(record.get("dispatched")),
+            f"{late:.3f}s" if isinstance(late, (int, float)) and not isinstance(late, bool) else _when(late),
+            str(record.get("outcome", "")) + (f": {record['reason']}" if record.get("reason") else ""),
+            str(record.get("task_id", ""))]
+
+
+def _when(value: Any) -> str:
+    """UNIX seconds as ISO 8601; anything else as it is."""
+    if value is None:
+        return "-"
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < admin.END_OF_TIME:
+        return datetime.fromtimestamp(value, UTC).isoformat()
+    return str(value)
+
+
+def _next_run_words(view: admin.EntryView, now: float) -> str:
+    if view.score is None:
+        return "-"
+    if view.score == 0:
+        return "now (score 0)"
+    if view.next_run is None:
+        return "never" if view.score < 0 else f"never (score {view.score:g})"
+    return f"{relative(view.next_run, now)} ({view.next_run:%Y-%m-%d %H:%M:%S} UTC)"
+
+
+def _runs_words(summary: dict) -> str:
+    """The runs that reached the broker, and those given up if any."""
+    if summary["published"] is None:
+        return "-"
+    given_up = f" ({summary['given_up']} given up)" if summary["given_up"] else ""
+    return f"{summary['published']}{given_up}"
+
+
+def _last_dispatch(view: admin.EntryView) -> datetime | None:
+    """When beat last sent it: ``status``, else (data from celery-redbeat 2.x) ``last_run_at`` of a run."""
+    summary_time = view.summary()["last_dispatched"]
+    if summary_time:
+        return datetime.fromisoformat(summary_time)
+    if view.entry and view.entry.total_run_count and view.entry.last_run_at:
+        return view.entry.last_run_at
+    return None
