@@ -163,6 +163,11 @@ def measure_drain(args: argparse.Namespace) -> dict:
     app = make_app(args, **({"redbeat_metrics_port": port} if port else {}))
     schedule = populate(args, args.n, 3600, lambda i: None)
     scheduler = make_scheduler(args, app, schedule)
+    if port and args.without_schedule_view:
+        from redbeat.schedulemetrics import ScheduleCollector
+        registry = scheduler.metrics.registry
+        for collector in [c for c in list(registry._collector_to_names) if isinstance(c, ScheduleCollector)]:
+            registry.unregister(collector)
     scraper = Scraper(port) if port else None
     if args.scheduler == "persistent":
         for entry in scheduler.schedule.values():
@@ -177,7 +182,7 @@ def measure_drain(args: argparse.Namespace) -> dict:
     scraped = scraper.stop() if scraper else {}
     scheduler.close()
     return {"entries": args.n, "dispatched": sent, "seconds": elapsed, "per_second": sent / elapsed,
-            "metrics": bool(port), **scraped}
+            "metrics": bool(port), "schedule_view": bool(port) and not args.without_schedule_view, **scraped}
 
 
 def measure_roundtrips(args: argparse.Namespace) -> dict:
@@ -384,6 +389,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=300)
     parser.add_argument("--metrics", action="store_true", help="drain: serve beat's metrics and scrape them")
+    parser.add_argument("--without-schedule-view", action="store_true",
+                        help="drain --metrics: beat's own metrics only, not the schedule-wide gauges")
     args = parser.parse_args()
     import logging
     logging.basicConfig(level=logging.ERROR)
