@@ -833,7 +833,7 @@ def metrics(tool: Tool, port: int, host: str, auth_envvar: str, refresh: float) 
         from .schedulemetrics import registry_for
     except ImportError:
         raise BadConfiguration(MISSING_EXTRA) from None
-    auth = os.environ.get(auth_envvar) or tool.app.conf.get("redbeat_metrics_auth") or None
+    auth = os.environ.get(auth_envvar) or ensure_conf(tool.app).either_or("redbeat_metrics_auth", None) or None
     endpoint = MetricsEndpoint(port=port, host=host, auth=auth)
     try:
         server = serve(registry_for(tool.app, refresh), endpoint)

@@ -289,3 +289,14 @@ def test_metrics_command_ends_on_sigint_too(exporter):
     code, _, err = running.stop()
     assert code == 0 and "Traceback" not in err
 
+
+
+def test_metrics_command_names_the_extra_when_prometheus_client_is_missing(tmp_path, schedule_server):
+    blocker = tmp_path / "prometheus_client"
+    blocker.mkdir()
+    (blocker / "__init__.py").write_text("raise ImportError('No module named prometheus_client')\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
+    done = subprocess.run([sys.executable, "-m", "redbeat.cli", "--redis-url", schedule_server.url(0), "metrics",
+                           "--port", str(free_port())], capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 5
+    assert done.stderr.count("\n") == 1 and "pip install 'celery-redbeat[metrics]'" in done.stderr
