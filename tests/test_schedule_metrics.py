@@ -181,12 +181,13 @@ def scraped(port: int, auth: str | None = None) -> dict[str, list]:
 class Exporter:
     """``redbeat metrics`` as a real process, stopped by PID."""
 
-    def __init__(self, redis_url: str, *options: str, env: dict | None = None) -> None:
+    def __init__(self, redis_url: str, *options: str, env: dict | None = None, command: list[str] | None = None,
+                 cwd: str | None = None) -> None:
         self.port = free_port()
+        command = command or [sys.executable, "-m", "redbeat.cli", "--redis-url", redis_url, "--timeout", "1"]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "redbeat.cli", "--redis-url", redis_url, "--timeout", "1", "metrics",
-             "--port", str(self.port), *options],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+            [*command, "metrics", "--port", str(self.port), *options],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}, cwd=cwd)
         self.result: tuple[int, str, str] | None = None
 
     def serving(self) -> bool:
@@ -215,8 +216,8 @@ class Exporter:
 def exporter(schedule_server):
     started = []
 
-    def start(*options: str, env: dict | None = None) -> Exporter:
-        running = Exporter(schedule_server.url(0), *options, env=env)
+    def start(*options: str, **settings: object) -> Exporter:
+        running = Exporter(schedule_server.url(0), *options, **settings)  # type: ignore[arg-type]
         started.append(running)
         wait_for(running.serving, timeout=30, message="redbeat metrics listening")
         return running
@@ -300,3 +301,14 @@ def test_metrics_command_names_the_extra_when_prometheus_client_is_missing(tmp_p
                            "--port", str(free_port())], capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 5
     assert done.stderr.count("\n") == 1 and "pip install 'celery-redbeat[metrics]'" in done.stderr
+
+
+def test_metrics_command_runs_inside_a_celery_project(exporter, schedule_server, redis_server, project_env, tmp_path):
+    write(schedule_server.client(0), "project-entry", time.time() + 60, definition=definition("project-entry"))
+    env = dict(project_env, E2E_REDBEAT_URL=schedule_server.url(0), E2E_BROKER_URL=redis_server.url(1),
+               E2E_RECORD_URL=redis_server.url(2))
+    running = exporter(env=env, cwd=str(tmp_path),
+                       command=[sys.executable, "-m", "celery", "-A", "e2e_app", "redbeat"])
+    assert value(scraped(running.port), "redbeat_schedule_entries", state="active") == 1
+    code, _, err = running.stop()
+    assert code == 0 and "Traceback" not in err
