@@ -2,9 +2,9 @@
 ``redbeat metrics``, beat's own metrics endpoint and the dashboard show.
 
 Counted in chunks, so that a schedule of 100,000 entries costs flat memory
-and never blocks Redis for long: ZSCAN gives a chunk of members, and one
-script call per chunk reads what each state needs inside Redis (no
-definition crosses the network). Plain data, no metrics library:
+and never blocks Redis for long: each script call scans a chunk of the
+schedule (ZSCAN) and counts it inside Redis, so no member or definition
+crosses the network. Plain data, no metrics library:
 ``schedulemetrics`` turns a ``ScheduleSnapshot`` into Prometheus gauges.
 
 The states (docs/metrics.rst says the same):
@@ -37,7 +37,7 @@ from .client import get_store
 __all__ = ["EntryState", "Census", "ScheduleSnapshot", "census", "snapshot", "CENSUS_CHUNK"]
 
 # Members counted per script call: small enough that a call holds Redis up
-# for about 2 ms (docs/benchmarks.md, Metrics), so beat's reads wait little.
+# for about a millisecond (docs/benchmarks.md, Metrics), so beat's reads wait little.
 CENSUS_CHUNK = 250
 
 
