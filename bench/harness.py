@@ -120,11 +120,55 @@ def measure_sendtask(args: argparse.Namespace) -> dict:
     return {"messages": sent, "batch": args.batch, "seconds": elapsed, "per_second": sent / elapsed}
 
 
+class Scraper:
+    """Scrapes beat's metrics endpoint once a second in a thread, as Prometheus would."""
+
+    def __init__(self, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}/metrics"
+        self.scrapes = 0
+        self.failures = 0
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        import urllib.request
+        while True:
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as reply:
+                    reply.read()
+                self.scrapes += 1
+            except OSError:
+                self.failures += 1
+            if self.stopping.wait(1.0):
+                return
+
+    def stop(self) -> dict:
+        self.stopping.set()
+        self.thread.join(timeout=10)
+        return {"scrapes": self.scrapes, "scrape_failures": self.failures}
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def measure_drain(args: argparse.Namespace) -> dict:
-    """Time to dispatch ``n`` entries that are all due at once."""
-    app = make_app(args)
+    """Time to dispatch ``n`` entries that are all due at once. With ``--metrics``, beat serves
+    its metrics (redbeat_metrics_port) and a thread scrapes them once a second meanwhile."""
+    port = free_port() if args.metrics else None
+    app = make_app(args, **({"redbeat_metrics_port": port} if port else {}))
     schedule = populate(args, args.n, 3600, lambda i: None)
     scheduler = make_scheduler(args, app, schedule)
+    if port and args.without_schedule_view:
+        from redbeat.schedulemetrics import ScheduleCollector
+        registry = scheduler.metrics.registry
+        for collector in [c for c in list(registry._collector_to_names) if isinstance(c, ScheduleCollector)]:
+            registry.unregister(collector)
+    scraper = Scraper(port) if port else None
     if args.scheduler == "persistent":
         for entry in scheduler.schedule.values():
             entry.last_run_at = entry.last_run_at.replace(year=2000)
@@ -135,8 +179,10 @@ def measure_drain(args: argparse.Namespace) -> dict:
         scheduler.tick()
     elapsed = time.perf_counter() - started
     sent = broker_count(args)
+    scraped = scraper.stop() if scraper else {}
     scheduler.close()
-    return {"entries": args.n, "dispatched": sent, "seconds": elapsed, "per_second": sent / elapsed}
+    return {"entries": args.n, "dispatched": sent, "seconds": elapsed, "per_second": sent / elapsed,
+            "metrics": bool(port), "schedule_view": bool(port) and not args.without_schedule_view, **scraped}
 
 
 def measure_roundtrips(args: argparse.Namespace) -> dict:
@@ -298,10 +344,66 @@ def measure_list(args: argparse.Namespace) -> dict:
     return {"entries": listed, "seconds": elapsed, "per_second": listed / elapsed if elapsed else None}
 
 
+def measure_census(args: argparse.Namespace) -> dict:
+    """One reading of the schedule-wide view (``census.snapshot``: what ``redbeat metrics`` and beat's
+    endpoint read per refresh) of ``n`` entries: its time, the Python memory it peaks at, and the
+    longest the census script held Redis up (one chunk)."""
+    import tracemalloc
+
+    from redbeat.census import snapshot
+    app = make_app(args)
+    client = redis.Redis.from_url(args.schedule_url)
+    client.flushdb()
+    populate(args, args.n, 86400, lambda i: time.time() + 86400 + i % 3600)
+    snapshot(app)  # loads the script and connects: not part of a refresh
+    client.config_resetstat()
+    started = time.perf_counter()
+    reading = snapshot(app)
+    elapsed = time.perf_counter() - started
+    stats = client.info("commandstats").get("cmdstat_evalsha", {})
+    tracemalloc.start()
+    snapshot(app)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return {"entries": args.n, "counted": sum(reading.census.by_state().values()), "seconds": elapsed,
+            "peak_mb": peak / 2**20, "script_calls": stats.get("calls"),
+            "script_ms_per_call": stats.get("usec_per_call", 0) / 1000}
+
+
+def measure_metricscost(args: argparse.Namespace) -> dict:
+    """What beat's metrics cost, piece by piece, for ``n`` entries due at once (the drain's
+    schedule), in CPU seconds of the beat process: counting a run published (the lateness
+    histogram), one scrape of a served registry (the schedule-wide reading cached), and one
+    schedule-wide reading (with how long it took Redis)."""
+    from prometheus_client import generate_latest
+
+    from redbeat.beatmetrics import PrometheusBeatMetrics
+    from redbeat.census import snapshot
+    from redbeat.schedulemetrics import ScheduleCollector
+    app = make_app(args)
+    populate(args, args.n, 3600, lambda i: None)
+    metrics = PrometheusBeatMetrics()
+    metrics.registry.register(ScheduleCollector(app))
+    generate_latest(metrics.registry)  # the first scrape reads the schedule
+    cpu = time.process_time()
+    for _ in range(args.n):
+        metrics._lateness.observe(0.01)
+    per_run = (time.process_time() - cpu) / args.n
+    cpu = time.process_time()
+    for _ in range(20):
+        generate_latest(metrics.registry)
+    per_scrape = (time.process_time() - cpu) / 20
+    cpu, started = time.process_time(), time.perf_counter()
+    snapshot(app)
+    return {"entries": args.n, "cpu_per_run_us": 1e6 * per_run, "cpu_per_scrape_ms": 1000 * per_scrape,
+            "reading_cpu_ms": 1000 * (time.process_time() - cpu), "reading_ms": 1000 * (time.perf_counter() - started)}
+
+
 MEASUREMENTS = {
     "sendtask": measure_sendtask, "drain": measure_drain, "roundtrips": measure_roundtrips,
     "timeliness": measure_timeliness, "startup": measure_startup, "fill": measure_fill,
-    "save": measure_save, "list": measure_list,
+    "save": measure_save, "list": measure_list, "census": measure_census,
+    "metricscost": measure_metricscost,
 }
 
 
@@ -316,6 +418,9 @@ def main() -> None:
     parser.add_argument("--spread", action="store_true")
     parser.add_argument("--batch", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument("--metrics", action="store_true", help="drain: serve beat's metrics and scrape them")
+    parser.add_argument("--without-schedule-view", action="store_true",
+                        help="drain --metrics: beat's own metrics only, not the schedule-wide gauges")
     args = parser.parse_args()
     import logging
     logging.basicConfig(level=logging.ERROR)

@@ -52,7 +52,7 @@ class MetricsEndpoint:
         if self.auth is None and not is_loopback(self.host):
             raise ConfigurationError(
                 f"refusing to serve metrics on {self.host} without authentication: set redbeat_metrics_auth "
-                f"(or --auth / REDBEAT_METRICS_AUTH) to 'user:password', or listen on 127.0.0.1")
+                f"(for redbeat metrics: REDBEAT_METRICS_AUTH) to 'user:password', or listen on 127.0.0.1")
 
     def __repr__(self) -> str:  # never the credentials
         return f"MetricsEndpoint(host={self.host!r}, port={self.port}, auth={'set' if self.auth else None})"
@@ -187,10 +187,14 @@ def start_beat_metrics(conf: RedBeatConfig, liveness: Liveness) -> BeatMetrics:
         return BeatMetrics()
     try:
         from .beatmetrics import PrometheusBeatMetrics
+        from .schedulemetrics import ScheduleCollector
     except ImportError:
         logger.error("beat: not serving metrics: redbeat_metrics_port is set, but %s", MISSING_EXTRA)
         return BeatMetrics()
     metrics = PrometheusBeatMetrics(entry_labels=bool(conf.either_or("redbeat_metrics_entry_labels", False)))
+    # The schedule-wide view too, read in the scrape's thread at most every 15 s: its cost
+    # on the tick is measured in docs/benchmarks.md (Metrics).
+    metrics.registry.register(ScheduleCollector(conf.app))
     try:
         metrics.server = serve(metrics.registry, endpoint, liveness)
     except OSError as exc:

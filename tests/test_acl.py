@@ -25,6 +25,7 @@ import redis
 from click.testing import CliRunner
 from conftest import ROOT, Processes, RedisServer, make_app, published, wait_for
 
+from redbeat.census import snapshot
 from redbeat.cli import redbeat
 from redbeat.entry import RedBeatSchedulerEntry
 from redbeat.records import InFlight
@@ -212,6 +213,8 @@ def run_every_command(tmp_path: Path, server: AclServer, broker: redis.Redis, en
     assert "create: 1" in cli(url, "import", str(exported), "--apply")
     assert "healthy" in cli(url, "status")
     assert "nothing wrong found" in cli(url, "doctor")
+    # What `redbeat metrics` and beat's metrics endpoint read (census.py's script too).
+    assert snapshot(make_app(url)).census.active >= 1
     # The same command line inside a Celery project, with the app's configuration.
     status = subprocess.run([sys.executable, "-m", "celery", "-A", "e2e_app", "redbeat", "status"],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30)
