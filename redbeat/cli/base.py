@@ -61,12 +61,16 @@ class BadConfiguration(click.ClickException):
 
 
 class Tool:
-    """What every command needs: the app, how to print, and the Redis timeout given on the command line."""
+    """What every command needs: the app, how to print, the Redis timeout given on the command
+    line, and whether the app's tasks are known (run as ``celery -A proj redbeat``: the app's
+    registry is loaded, so a task name or arguments it refuses can be refused at once)."""
 
-    def __init__(self, app: Celery, as_json: bool = False, timeout: float | None = None) -> None:
+    def __init__(self, app: Celery, as_json: bool = False, timeout: float | None = None,
+                 tasks_known: bool = False) -> None:
         self.app = app
         self.as_json = as_json
         self.timeout = timeout
+        self.tasks_known = tasks_known
 
     def apply_timeout(self, conf: RedBeatConfig) -> None:
         """Give the command's clients its Redis timeout: --timeout, else redbeat_command_timeout, else 2 s."""
@@ -158,12 +162,16 @@ def timeout_option(help_text: str) -> Callable:
 def redbeat(ctx: click.Context, redis_url: str | None, prefix: str | None, timeout: float | None) -> None:
     """Inspect and manage the RedBeat schedule."""
     app = getattr(ctx.obj, "app", None)  # set when run as `celery -A proj redbeat`
+    tasks_known = app is not None
     if app is None or redis_url:
-        app = Celery("redbeat-cli", set_as_current=False)
+        # The user's app, if any, still names the tasks; only the schedule's Redis is another.
+        user_app, app = app, Celery("redbeat-cli", set_as_current=False)
         app.conf.redbeat_redis_url = redis_url or "redis://localhost:6379/0"
+        if user_app is not None:
+            app.tasks.update(user_app.tasks)
     if prefix:
         app.conf.redbeat_key_prefix = prefix
-    ctx.obj = Tool(app, timeout=timeout)
+    ctx.obj = Tool(app, timeout=timeout, tasks_known=tasks_known)
     # move-prefix reads the configured prefix as its source, which Redis
     # Cluster refuses to run beat with: it builds its own client. status and
     # liveness take a --timeout of their own, which their client must be built with.
