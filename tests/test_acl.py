@@ -192,9 +192,9 @@ def run_every_command(tmp_path: Path, server: AclServer, broker: redis.Redis, en
     """Each ``redbeat`` command that talks to Redis, against the live beat; each must succeed."""
     url = server.user_url()
     cli(url, "add", "acl-entry", "--task", "e2e_app.record", "--every", "3600", "--args", '["added"]')
-    # A one-off entry, due at once: once run, it is never due again, which ``status`` counts.
+    # A one-off entry, due at once (a past time: --force): once run, it is never due again, which ``status`` counts.
     cli(url, "add", "acl-once", "--task", "e2e_app.record", "--at", "2000-01-01T00:00:00+00:00",
-        "--args", '["once"]')
+        "--args", '["once"]', "--force")
     assert "acl-entry" in cli(url, "list")
     assert {e["name"] for e in json.loads(cli(url, "list", "--json"))} >= {"acl-entry", "static-every-second"}
     assert "e2e_app.record" in cli(url, "show", "acl-entry")

@@ -224,10 +224,10 @@ def test_save_refuses_what_beat_would_park_and_writes_nothing(fake_app):
     assert not fake_app.redbeat_redis.exists("redbeat:x", "redbeat:y")
 
 
-def test_the_add_command_refuses_a_protocol_header_in_one_line(redis_url, schedule_redis):
-    result = CliRunner().invoke(redbeat, [
-        "--redis-url", redis_url, "add", "x", "--task", "adv.t", "--every", "60",
-        "--option", 'options={"headers": {"id": "fixed"}}'])
+def test_the_add_command_refuses_a_protocol_header_in_one_line(redis_url, schedule_redis, tmp_path):
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps({"name": "x", "task": "adv.t", "schedule": 60, "options": {"headers": {"id": "fixed"}}}))
+    result = CliRunner().invoke(redbeat, ["--redis-url", redis_url, "add", "--file", str(path)])
     assert result.exit_code == 1
     assert "invalid entry: definition field 'options' sets headers.id," in result.output
     assert "Traceback" not in result.output and not schedule_redis.exists("redbeat:x")

@@ -1,103 +1,76 @@
-"""Changing entries: ``add``, ``edit``, ``remove``, ``pause``, ``resume``, ``run-now``."""
+"""Changing entries: ``add``, ``edit``, ``remove``, ``pause``, ``resume``, ``run-now``.
+
+What people type is read by ``redbeat.specs`` and what is written is checked by
+``redbeat.validation``, as the Python API and the dashboard do; here their
+refusals become one-line errors."""
 
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Callable
-from datetime import datetime, timedelta
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import click
-from celery.schedules import BaseSchedule, schedule
-from dateutil.parser import parse as parse_datetime
-from dateutil.rrule import weekday
 
 from .. import admin
 from ..client import get_store
-from ..decoder import MAX_INTERVAL, MIN_INTERVAL, DecodeError, dumps
+from ..decoder import DecodeError, dumps
 from ..entry import RedBeatSchedulerEntry, write_over
 from ..printable import printable
-from ..schedules import clocked, crontab, rrule
+from ..schedules import clocked
+from ..specs import (
+    ScheduleSpec,
+    SpecError,
+    app_zone,
+    json_from_text,
+    option_from_text,
+    schedule_from_spec,
+    value_from_text,
+    zone_named,
+)
+from ..validation import OPTION_FIELDS, OPTIONAL_FIELDS, WRITABLE_FIELDS, check_written, refuse_unknown_fields
 from .base import (
     UTC,
+    ExitCode,
     Tool,
     json_or_text,
-    parse_json,
     pass_tool,
     redbeat,
+    relative,
 )
 
-
-def rrule_from_text(text: str, timezone_name: str | None, now: datetime | None = None) -> rrule:
-    """An rrule schedule from an RFC 5545 rule ('FREQ=DAILY;BYHOUR=9', optionally 'RRULE:'...),
-    starting at midnight of ``now``'s day (default today) in its zone: the rule's unset
-    hours, minutes and seconds come from its start."""
-    lines = text.upper().split("RRULE:", 1)[-1].split()
-    if len(lines) != 1:
-        raise ValueError("give one rule, without EXDATE, RDATE or more RRULE lines")
-    zone = ZoneInfo(timezone_name) if timezone_name else UTC
-    midnight = (now or datetime.now(UTC)).astimezone(zone).replace(hour=0, minute=0, second=0, microsecond=0)
-    return rrule(dtstart=midnight, timezone=timezone_name or None, **rrule_parts(lines[0]))
-
-
-def rrule_parts(line: str) -> dict[str, Any]:
-    """The rrule arguments of one RFC 5545 rule line, each list sorted and without repeats."""
-    parts: dict[str, Any] = {}
-    for part in line.split(";"):
-        name, _, value = part.partition("=")
-        if name not in RULE_PARTS:
-            raise ValueError(f"unknown rule part {name!r}")
-        argument, read = RULE_PARTS[name]
-        parts[argument] = read(value)
-    return parts
-
-
-def _numbers(value: str) -> list[int]:
-    return sorted({int(number) for number in value.split(",")})
-
-
-def _weekday_index(name: str) -> int:
-    if name not in WEEKDAY_NAMES:
-        raise ValueError(f"unknown weekday {name!r}")
-    return WEEKDAY_NAMES.index(name)
-
-
-def _weekdays(value: str) -> list[weekday]:
-    """BYDAY's weekdays ('MO', '-1FR'): the plain ones first, each group in weekday order."""
-    days = set()
-    for item in value.split(","):
-        match = re.fullmatch(r"([+-]?\d+)?([A-Z]{2})", item)
-        if match is None:
-            raise ValueError(f"unknown weekday {item!r}")
-        days.add(weekday(_weekday_index(match[2]), int(match[1]) if match[1] else None))
-    return sorted(days, key=lambda day: (day.n is not None, day.weekday, day.n or 0))
-
-
-def _until(value: str) -> datetime:
-    until = parse_datetime(value)
-    if until.tzinfo is None:  # the rule starts at an instant: its end must be one too
-        raise ValueError("RRULE UNTIL values must be specified in UTC when DTSTART is timezone-aware")
-    return until
-
-
-WEEKDAY_NAMES = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
-# Each part of an RFC 5545 rule: the rrule argument it gives and how its text is read.
-RULE_PARTS: dict[str, tuple[str, Callable[[str], Any]]] = {
-    "FREQ": ("freq", str),
-    "INTERVAL": ("interval", int),
-    "COUNT": ("count", int),
-    "UNTIL": ("until", _until),
-    "WKST": ("wkst", _weekday_index),
-    "BYDAY": ("byweekday", _weekdays),
-    "BYWEEKDAY": ("byweekday", _weekdays),  # dateutil's name, which its parser takes too
-    **{name: (name.lower(), _numbers) for name in ("BYSETPOS", "BYMONTH", "BYMONTHDAY", "BYYEARDAY", "BYEASTER",
-                                                   "BYWEEKNO", "BYHOUR", "BYMINUTE", "BYSECOND")},
-}
-
-
 SCHEDULE_OPTIONS = ("every", "cron", "rrule", "at")
+# The fields whose change is checked against the task's registration (name, signature).
+TASK_FIELDS = ("task", "args", "kwargs")
+
+FORCE_HELP = ("Skip the checks of the task against the app's registry (its name, and its arguments against "
+              "its signature: made under `celery -A proj redbeat`){extra}. Every other check still applies.")
+
+# Why an edit of a static entry may not last: beat writes beat_schedule's entries again.
+STATIC_REWRITTEN = ("is a static entry from beat_schedule: beat writes those again when it starts (or takes "
+                    "over the lock, or Redis comes back)")
+STATIC_EDIT_WARNING = f"{STATIC_REWRITTEN}, so this change lasts until then; change beat_schedule to keep it"
+STATIC_PAUSE_WARNING = f"{STATIC_REWRITTEN}; it keeps this state then unless its beat_schedule entry sets 'enabled'"
+
+
+class BadValue(click.ClickException):
+    """A value typed on the command line that cannot be read: one line, exit 2 (as click's own)."""
+
+    exit_code = ExitCode.USAGE
+
+
+@contextmanager
+def said_in_one_line(what: str | None = None) -> Iterator[None]:
+    """Refusals as one-line errors: what was typed (``SpecError``, naming ``what``: exit 2),
+    and an entry that may not be written (exit 1)."""
+    try:
+        yield
+    except SpecError as exc:
+        raise BadValue(printable(f"{what}: {exc}" if what else str(exc))) from None
+    except (DecodeError, ValueError, TypeError) as exc:  # InvalidEntryError is a DecodeError
+        raise click.ClickException(printable(f"invalid entry: {exc}")) from None
 
 
 @redbeat.command()
@@ -106,106 +79,121 @@ SCHEDULE_OPTIONS = ("every", "cron", "rrule", "at")
 @click.option("--every", type=float, help="Run every this many seconds.")
 @click.option("--cron", help='Crontab "minute hour day-of-month month day-of-week", e.g. "5 2 * * 1".')
 @click.option("--rrule", "rrule_text", help='RFC 5545 rule, e.g. "FREQ=WEEKLY;BYDAY=MO;BYHOUR=9".')
-@click.option("--at", "at", help="Run once at this ISO 8601 time.")
-@click.option("--timezone", "timezone_name", help="IANA zone of --cron and --rrule.")
+@click.option("--at", "at", help="Run once at this ISO 8601 time, e.g. 2026-12-24T18:00:00+01:00; without an "
+              "offset, in --timezone, else in the app's timezone setting (else UTC). A time in the past needs "
+              "--force.")
+@click.option("--timezone", "timezone_name", help="IANA zone of --cron, --rrule and --at (an --every interval "
+              "has none).")
 @click.option("--args", "args_json", help="Positional arguments as a JSON list.")
 @click.option("--kwargs", "kwargs_json", help="Keyword arguments as a JSON object.")
 @click.option("--queue", help="Queue to send the task to.")
-@click.option("--option", "extra_options", multiple=True, metavar="FIELD=JSON",
-              help="A scheduling option of the data format, e.g. catch_up='\"skip\"' or jitter=30.")
+@click.option("--description", help="Free text about the entry, for people.")
+@click.option("--option", "extra_options", multiple=True, metavar="FIELD=VALUE",
+              help=f"A scheduling option, VALUE as JSON or a bare word, e.g. catch_up=skip or jitter=30; one of "
+                   f"{', '.join(OPTION_FIELDS)}.")
 @click.option("--disabled", is_flag=True, help="Create it paused.")
 @click.option("--file", "file", type=click.File(), help="A definition as a JSON file instead of options.")
+@click.option("--force", is_flag=True, help=FORCE_HELP.format(extra="; also adds a one-off whose time has passed"))
 @pass_tool
 def add(tool: Tool, name: str | None, task: str | None, every: float | None, cron: str | None,
         rrule_text: str | None, at: str | None, timezone_name: str | None, args_json: str | None,
-        kwargs_json: str | None, queue: str | None, extra_options: tuple, disabled: bool, file: Any) -> None:
+        kwargs_json: str | None, queue: str | None, description: str | None, extra_options: tuple,
+        disabled: bool, file: Any, force: bool) -> None:
     """Create an entry from options or from a JSON definition file."""
     if file is not None:
-        definition = parse_json(file.read(), "the file")
-        if not isinstance(definition, dict):
-            raise click.BadParameter("the file must hold one JSON definition object")
+        definition = _definition_from_file(file.read())
         name = name or definition.get("name")
     else:
-        chosen = [opt for opt, value in zip(SCHEDULE_OPTIONS, (every, cron, rrule_text, at)) if value is not None]
-        if len(chosen) != 1:
-            raise click.UsageError("give exactly one of --every, --cron, --rrule, --at (or --file)")
-        definition = {"task": task, "schedule": schedule_from_options(every, cron, rrule_text, at, timezone_name),
-                      **_optional_fields(args_json, kwargs_json, queue, disabled, extra_options)}
+        spec = ScheduleSpec(every=every, cron=cron, rrule=rrule_text, at=at, timezone=timezone_name)
+        definition = {"task": task, "schedule": _schedule(tool, spec),
+                      **_optional_fields(args_json, kwargs_json, queue, description, disabled, extra_options)}
     if not name:
         raise click.UsageError("give the entry a NAME")
     definition["name"] = name
-    entry = _checked_entry(tool, definition)
-    key = entry.key
-    if get_store(tool.app).load(key).definition is not None:
+    entry = _checked_entry(tool, definition, force)
+    if not force:
+        _refuse_a_past_one_off(entry)
+    store = get_store(tool.app)
+    stored = store.load(entry.key)
+    if stored.definition is not None:
         raise click.ClickException(f"an entry named {name!r} exists already (use edit, or remove it first)")
-    entry.save()
+    # Checked above (with --force, without the task checks): written as checked.
+    store.save(write_over(entry, stored, entry.definition_json()))
     click.echo(printable(f"added {name}: {admin.describe_schedule(entry.schedule)}, next run "
                          f"{datetime.fromtimestamp(entry.score, UTC):%Y-%m-%d %H:%M:%S} UTC" if entry.score >= 0
                          else f"added {name}"))
 
 
-def _optional_fields(args_json: str | None, kwargs_json: str | None, queue: str | None, disabled: bool,
-                     extra_options: tuple) -> dict[str, Any]:
+def _definition_from_file(text: str) -> dict:
+    with said_in_one_line("--file"):
+        definition = json_from_text(text, "the file")
+    if not isinstance(definition, dict):
+        raise BadValue("--file: the file must hold one JSON definition object")
+    return definition
+
+
+def _schedule(tool: Tool, spec: ScheduleSpec) -> Any:
+    """The schedule of ``add``'s options, each refusal naming its option."""
+    chosen = [name for name in SCHEDULE_OPTIONS if getattr(spec, name) is not None]
+    if len(chosen) != 1:
+        raise click.UsageError("give exactly one of --every, --cron, --rrule, --at (or --file)")
+    if spec.timezone is not None:
+        if spec.every is not None:
+            raise BadValue("--timezone applies to --cron, --rrule and --at: an --every interval has no time zone")
+        with said_in_one_line("--timezone"):
+            zone_named(spec.timezone)
+    with said_in_one_line("--timezone (the app's timezone setting)"):
+        default_zone = app_zone(tool.app)
+    with said_in_one_line(f"--{chosen[0]}"):
+        return schedule_from_spec(spec, default_zone)
+
+
+def _optional_fields(args_json: str | None, kwargs_json: str | None, queue: str | None, description: str | None,
+                     disabled: bool, extra_options: tuple) -> dict[str, Any]:
     """The definition fields ``add``'s options give besides the task and schedule."""
     fields: dict[str, Any] = {}
-    if args_json is not None:
-        fields["args"] = parse_json(args_json, "--args")
-    if kwargs_json is not None:
-        fields["kwargs"] = parse_json(kwargs_json, "--kwargs")
+    with said_in_one_line("--args"):
+        if args_json is not None:
+            fields["args"] = json_from_text(args_json, "--args")
+    with said_in_one_line("--kwargs"):
+        if kwargs_json is not None:
+            fields["kwargs"] = json_from_text(kwargs_json, "--kwargs")
     if queue:
         fields["options"] = {"queue": queue}
+    if description is not None:
+        fields["description"] = description
     if disabled:
         fields["enabled"] = False
     for option in extra_options:
-        field, _, value = option.partition("=")
-        fields[field] = parse_json(value, f"--option {field}")
+        with said_in_one_line("--option"):
+            given = option_from_text(option)
+        fields[given.field] = given.value
     return fields
 
 
-def schedule_from_options(every: float | None, cron: str | None, rrule_text: str | None, at: str | None,
-                          timezone_name: str | None) -> BaseSchedule:
-    """The schedule one of ``add``'s options names (the caller passes exactly one)."""
-    if every is not None:
-        if not MIN_INTERVAL <= every < MAX_INTERVAL:  # NaN included; timedelta would overflow
-            raise click.ClickException(f"invalid entry: interval 'every' must be at least {MIN_INTERVAL} seconds "
-                                       f"and less than {MAX_INTERVAL:g}, not {every!r}")
-        return schedule(run_every=timedelta(seconds=every))
-    if cron is not None:
-        return cron_from_text(cron, timezone_name)
-    if rrule_text is not None:
-        try:
-            return rrule_from_text(rrule_text, timezone_name)
-        except (ValueError, TypeError, KeyError) as exc:
-            raise click.BadParameter(f"--rrule: {exc}") from None
-    assert at is not None  # the caller passes exactly one of the schedule options
-    try:
-        moment = datetime.fromisoformat(at)
-    except ValueError:
-        raise click.BadParameter(f"--at takes an ISO 8601 time such as 2026-12-24T18:00:00+01:00, not {at!r}") from None
-    return clocked(moment)  # a time without a zone is taken as UTC
-
-
-def cron_from_text(text: str, timezone_name: str | None) -> crontab:
-    """A crontab from "minute hour day-of-month month day-of-week", in its own zone if one is named."""
-    parts = text.split()
-    if len(parts) != 5:
-        raise click.BadParameter("--cron takes five fields: minute hour day-of-month month day-of-week")
-    minute, hour, day_of_month, month_of_year, day_of_week = parts
-    try:
-        return crontab(minute=minute, hour=hour, day_of_month=day_of_month, month_of_year=month_of_year,
-                       day_of_week=day_of_week, timezone=timezone_name or None)
-    except Exception as exc:  # celery raises ValueError, but also others on odd fields; zoneinfo a KeyError
-        raise click.ClickException(f"invalid entry: bad crontab {text!r}: {exc}") from None
-
-
-def _checked_entry(tool: Tool, definition: dict) -> RedBeatSchedulerEntry:
-    """The entry for ``definition``, refused with a message naming the field that is wrong."""
-    try:
+def _checked_entry(tool: Tool, definition: dict, force: bool = False) -> RedBeatSchedulerEntry:
+    """The entry for ``definition``, refused with a message naming the field that is wrong:
+    the checks of every writer (``validation.check_written``), the task's against the app's
+    registry too where it is loaded, unless ``force``."""
+    with said_in_one_line():
         # Through the codec: what beat will read back is what is checked.
         fields = RedBeatSchedulerEntry.decode_definition(dumps(definition))
+        check_written(definition, tool.app, require_known=tool.tasks_known, force=force)
         return RedBeatSchedulerEntry(app=tool.app, **fields)
-    except (DecodeError, ValueError, TypeError) as exc:
-        raise click.ClickException(f"invalid entry: {exc}") from None
+
+
+def _refuse_a_past_one_off(entry: RedBeatSchedulerEntry) -> None:
+    """Refuse a one-off whose time has passed, saying what beat would do with it."""
+    if not isinstance(entry.schedule, clocked):
+        return
+    now = datetime.now(UTC)
+    at = entry.schedule.at
+    if at > now:
+        return
+    fate = ("run at once, at beat's next tick" if entry.plan(now).runs
+            else "never run (its starting deadline has passed)")
+    raise click.ClickException(f"the time {at.isoformat()} is in the past ({relative(at, now.timestamp())}): "
+                               f"the entry would {fate}; give --force to add it anyway")
 
 
 @redbeat.command()
@@ -218,6 +206,7 @@ def remove(tool: Tool, name: str) -> None:
     if not store.known(key):
         raise click.ClickException(f"no entry named {name!r}")
     store.delete(key)
+    _warn_if_static(tool, name, STATIC_EDIT_WARNING)
     click.echo(f"removed {printable(name)}")
 
 
@@ -233,20 +222,41 @@ def pause(tool: Tool, name: str) -> None:
 @click.argument("name")
 @pass_tool
 def resume(tool: Tool, name: str) -> None:
-    """Let a paused entry run again from its next regular slot."""
+    """Let a paused entry run again from its next regular slot (a finished one does not: exit 1)."""
     _set_enabled(tool, name, True)
 
 
 def _set_enabled(tool: Tool, name: str, enabled: bool) -> None:
+    entry = tool.entry(name)
+    if enabled and _finished(entry):
+        raise click.ClickException(printable(
+            f"{name} has finished (a one-off that ran, or its schedule, end_at or max_runs is over): resuming "
+            f"would not run it again; nothing done. Edit its schedule, or add a new entry"))
+    if entry.enabled == enabled:
+        click.echo(printable(f"{name} is {'not paused' if enabled else 'paused already'}: nothing to do"))
+        return
     _patch_definition(tool, name, "enabled", enabled)
+    _warn_if_static(tool, name, STATIC_PAUSE_WARNING)
     click.echo(f"{'resumed' if enabled else 'paused'} {printable(name)}")
 
 
-def _patch_definition(tool: Tool, name: str, field: str, value: Any) -> None:
-    """Change one field of the stored definition, keeping every other field as it is
-    (fields RedBeat does not know included), after checking the result."""
-    if field == "name":
-        raise click.ClickException("the name is the key: add the entry under the new name and remove the old one")
+def _finished(entry: RedBeatSchedulerEntry) -> bool:
+    """Whether the entry, enabled, would never run again."""
+    plan = entry.plan(datetime.now(UTC))
+    return not plan.runs and plan.finished
+
+
+def _warn_if_static(tool: Tool, name: str, warning: str) -> None:
+    if name in get_store(tool.app).static_names():
+        click.echo(printable(f"warning: {name} {warning}"), err=True)
+
+
+def _patch_definition(tool: Tool, name: str, field: str, value: Any, force: bool = False) -> None:
+    """Change one field of the stored definition (None unsets an optional field), keeping
+    every other field as it is, after checking the result. Fields RedBeat does not know,
+    written by another program, are kept and not checked; the task is checked against
+    the app's registry only when the task or its arguments change (and not with ``force``)."""
+    _refuse_field(field)
     store = get_store(tool.app)
     key = RedBeatSchedulerEntry.generate_key(tool.app, name)
     stored = store.load(key)
@@ -256,9 +266,21 @@ def _patch_definition(tool: Tool, name: str, field: str, value: Any) -> None:
     definition = json_or_text(raw)
     if not isinstance(definition, dict):
         raise click.ClickException(f"entry {name!r} has a definition that is not a JSON object")
-    definition[field] = value
-    entry = _checked_entry(tool, {**definition, "name": name})
+    if value is None and field in OPTIONAL_FIELDS:
+        definition.pop(field, None)  # unset: written only when set, as every writer does
+    else:
+        definition[field] = value
+    known = {field_name: given for field_name, given in definition.items() if field_name in WRITABLE_FIELDS}
+    entry = _checked_entry(tool, {**known, "name": name}, force=force or field not in TASK_FIELDS)
     store.save(write_over(entry, stored, json.dumps(definition)))
+
+
+def _refuse_field(field: str) -> None:
+    """Refuse to edit the name, or a field no entry has (naming the valid ones)."""
+    if field == "name":
+        raise click.ClickException("the name is the key: add the entry under the new name and remove the old one")
+    with said_in_one_line():
+        refuse_unknown_fields({field: None})
 
 
 @redbeat.command(name="run-now")
@@ -274,8 +296,15 @@ def run_now(tool: Tool, name: str) -> None:
 @click.argument("name")
 @click.argument("field")
 @click.argument("value")
+@click.option("--force", is_flag=True, help=FORCE_HELP.format(extra=""))
 @pass_tool
-def edit(tool: Tool, name: str, field: str, value: str) -> None:
-    """Change one definition field to a JSON VALUE, e.g.: edit report args '[1, 2]'."""
-    _patch_definition(tool, name, field, parse_json(value, "VALUE"))
+def edit(tool: Tool, name: str, field: str, value: str, force: bool) -> None:
+    """Change one definition FIELD to VALUE: JSON, or a bare word for task, description, catch_up
+    and on_finish; null unsets an optional field. E.g.: edit report args '[1, 2]';
+    edit report task proj.tasks.report; edit report description "nightly export"."""
+    _refuse_field(field)
+    with said_in_one_line("VALUE"):
+        parsed = value_from_text(field, value)
+    _patch_definition(tool, name, field, parsed, force=force)
+    _warn_if_static(tool, name, STATIC_EDIT_WARNING)
     click.echo(printable(f"{name}: {field} = {value}"))
