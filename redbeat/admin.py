@@ -686,14 +686,14 @@ def _never_due_finding(view: EntryView) -> Finding:
     has run its course (a one-off that ran), a finding when its schedule has runs to come."""
     entry = view.entry
     said = f"score {view.score:g}: beat will not look at it again"
-    if entry is not None and not entry.enabled:
-        return Finding("disabled", view.key, f"{said} until it is resumed", notice=True)
-    try:
+    try:  # the runs to come, whether it is enabled or not (a one-off that ran may be disabled too)
         finished = entry is not None and not entry.preview(1)
     except Exception:  # a schedule that cannot say its next run: beat parks it when it comes due
         finished = False
     if finished:
         return Finding("finished", view.key, f"{said}: its schedule has no further runs", notice=True)
+    if entry is not None and not entry.enabled:
+        return Finding("disabled", view.key, f"{said} until it is resumed", notice=True)
     return Finding("never-due", view.key, f"{said}, though its schedule has runs to come: save the entry again "
                    "(redbeat edit, or its definition written again) to give it its score")
 
