@@ -215,6 +215,7 @@ def test_standalone_says_which_redis_it_uses_when_told_none(redis_server):
     told = standalone("list", env={**env, "REDBEAT_REDIS_URL": redis_server.url()})
     assert told.returncode == 0 and "no --redis-url" not in told.stderr
     assert "no --redis-url" not in standalone("schema", env=env).stderr
+    assert "no --redis-url" not in standalone("list", "--help", env=env).stderr
 
 
 def test_help_shows_the_environment_variables():

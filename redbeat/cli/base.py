@@ -93,12 +93,17 @@ pass_tool = click.make_pass_decorator(Tool)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for programs.")
 
 
+ASKS_HELP = "redbeat.asks_help"  # ctx.meta: the command line asks a command's --help
+
+
 class RedBeatGroup(click.Group):
     """Failures any command can meet, each said in one line with its exit code,
     never as a traceback: Redis out of reach or refusing, a bad URL or setting,
     and one of RedBeat's own keys holding another type (named, with the fix)."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        # Seen here, before click parses the command's own arguments: a command's --help reads no Redis.
+        ctx.meta[ASKS_HELP] = "--help" in ctx.args
         try:
             return super().invoke(ctx)
         except ConfigurationError as exc:
@@ -194,7 +199,7 @@ def redbeat(ctx: click.Context, redis_url: str | None, prefix: str | None, timeo
 
 def _needs_redis(ctx: click.Context) -> bool:
     """Whether the command about to run reads Redis: not ``schema``, nor any command's ``--help``."""
-    return ctx.invoked_subcommand not in (None, "schema") and not {"--help", "-h"} & set(ctx.args)
+    return ctx.invoked_subcommand not in (None, "schema") and not ctx.meta.get(ASKS_HELP)
 
 
 def build_store(ctx: click.Context) -> None:
