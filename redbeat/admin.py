@@ -81,6 +81,12 @@ class EntryView:
             return None
         return datetime.fromtimestamp(self.score, UTC)
 
+    def matches(self, text: str) -> bool:
+        """Whether its name, task or description holds ``text``, in any case (``list --search``)."""
+        entry = self.entry
+        said = [self.name, entry.task or "", entry.description or ""] if entry else [self.name]
+        return any(text.casefold() in str(words).casefold() for words in said)
+
     def summary(self, in_flight: int = 0) -> dict:
         """The entry for people and scripts: what ``list --json`` prints; ``in_flight``
         is how many of its runs wait in flight (``in_flight_counts``)."""
@@ -91,6 +97,7 @@ class EntryView:
             "name": self.name,
             "key": self.key,
             "task": entry.task if entry else None,
+            "description": entry.description if entry else None,
             "schedule": describe_schedule(entry.schedule) if entry else None,
             "enabled": entry.enabled if entry else None,
             "next_run": _iso(self.next_run),
@@ -583,7 +590,7 @@ class Finding:
     kind: str
     key: str
     explanation: str
-    # Worth knowing, nothing wrong: doctor still exits 0 (the rollback risk of RedBeat's own options).
+    # Worth knowing, nothing wrong: doctor still exits 0 (docs/cli.rst lists which kinds are notices).
     notice: bool = False
 
     def as_dict(self) -> dict:
@@ -605,7 +612,7 @@ def doctor(app: Celery, configured_statics: set[str] | None = None) -> list[Find
     if configured_statics is not None and "statics" not in broken:
         for name in sorted(store.static_names() - configured_statics):
             findings.append(Finding("stale-static", store.key_for(name), "listed as static but no longer "
-                                    "in beat_schedule: the next beat to start will delete it"))
+                                    "in beat_schedule: the next beat to start will delete it", notice=True))
     if "inflight" not in broken:
         _, runs, unreadable = store.in_flight()
         now = store.time()
@@ -670,9 +677,25 @@ def _finding(view: EntryView) -> Finding | None:
     if view.error:
         return Finding("malformed", view.key, f"beat will park it when it comes due: {view.error}")
     if view.score is not None and view.next_run is None and view.score != 0:
-        why = "it is disabled" if view.entry and not view.entry.enabled else "its schedule has no further runs"
-        return Finding("never-due", view.key, f"score {view.score:g}: beat will not look at it again ({why})")
+        return _never_due_finding(view)
     return _given_up_finding(view)
+
+
+def _never_due_finding(view: EntryView) -> Finding:
+    """An entry beat will not look at again: a notice when it is disabled or its schedule
+    has run its course (a one-off that ran), a finding when its schedule has runs to come."""
+    entry = view.entry
+    said = f"score {view.score:g}: beat will not look at it again"
+    try:  # the runs to come, whether it is enabled or not (a one-off that ran may be disabled too)
+        finished = entry is not None and not entry.preview(1)
+    except Exception:  # a schedule that cannot say its next run: beat parks it when it comes due
+        finished = False
+    if finished:
+        return Finding("finished", view.key, f"{said}: its schedule has no further runs", notice=True)
+    if entry is not None and not entry.enabled:
+        return Finding("disabled", view.key, f"{said} until it is resumed", notice=True)
+    return Finding("never-due", view.key, f"{said}, though its schedule has runs to come: save the entry again "
+                   "(redbeat edit, or its definition written again) to give it its score")
 
 
 def _given_up_finding(view: EntryView) -> Finding | None:

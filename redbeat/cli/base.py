@@ -4,9 +4,12 @@ works with, exit codes, one-line errors, and printing."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import sys
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import timezone
 from enum import IntEnum
 from typing import Any
 
@@ -29,6 +32,7 @@ from ..config import ConfigurationError, RedBeatConfig, ensure_conf
 from ..entry import RedBeatSchedulerEntry
 from ..printable import printable
 from ..store import WrongTypeError
+from ..timeformat import relative as relative  # the commands say "in 5m" with it
 
 UTC = timezone.utc
 
@@ -89,12 +93,17 @@ pass_tool = click.make_pass_decorator(Tool)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for programs.")
 
 
+ASKS_HELP = "redbeat.asks_help"  # ctx.meta: the command line asks a command's --help
+
+
 class RedBeatGroup(click.Group):
     """Failures any command can meet, each said in one line with its exit code,
     never as a traceback: Redis out of reach or refusing, a bad URL or setting,
     and one of RedBeat's own keys holding another type (named, with the fix)."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        # Seen here, before click parses the command's own arguments: a command's --help reads no Redis.
+        ctx.meta[ASKS_HELP] = "--help" in ctx.args
         try:
             return super().invoke(ctx)
         except ConfigurationError as exc:
@@ -148,15 +157,21 @@ def _where(ctx: click.Context) -> str:
         return re.sub(r"://.*@", "://**@", str(url))
 
 
-def timeout_option(help_text: str) -> Callable:
-    return click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS", help=help_text)
+def timeout_option(help_text: str, envvar: str | None = None) -> Callable:
+    return click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS", help=help_text,
+                        envvar=envvar, show_envvar=envvar is not None)
+
+
+# Where the standalone ``redbeat`` looks for the schedule when told nowhere.
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 
 
 @click.group(name="redbeat", cls=RedBeatGroup)
-@click.option("--redis-url", envvar="REDBEAT_REDIS_URL", help="Redis URL of the schedule (standalone use).")
-@click.option("--prefix", envvar="REDBEAT_KEY_PREFIX", help="Key prefix (default redbeat:).")
+@click.option("--redis-url", envvar="REDBEAT_REDIS_URL", show_envvar=True,
+              help=f"Redis URL of the schedule (standalone use) [default: {DEFAULT_REDIS_URL}, said on stderr].")
+@click.option("--prefix", envvar="REDBEAT_KEY_PREFIX", show_envvar=True, help="Key prefix (default redbeat:).")
 @timeout_option("Seconds to wait for Redis to connect and for each answer, without retries [default: the "
-                "redbeat_command_timeout setting, else 2].")
+                "redbeat_command_timeout setting, else 2].", envvar="REDBEAT_TIMEOUT")
 @click.version_option(__version__, prog_name="redbeat")
 @click.pass_context
 def redbeat(ctx: click.Context, redis_url: str | None, prefix: str | None, timeout: float | None) -> None:
@@ -166,7 +181,10 @@ def redbeat(ctx: click.Context, redis_url: str | None, prefix: str | None, timeo
     if app is None or redis_url:
         # The user's app, if any, still names the tasks; only the schedule's Redis is another.
         user_app, app = app, Celery("redbeat-cli", set_as_current=False)
-        app.conf.redbeat_redis_url = redis_url or "redis://localhost:6379/0"
+        if not redis_url and user_app is None and _needs_redis(ctx):
+            # Said, not silent: a schedule looked for on the wrong server looks empty.
+            click.echo(f"redbeat: no --redis-url or REDBEAT_REDIS_URL: using {DEFAULT_REDIS_URL}", err=True)
+        app.conf.redbeat_redis_url = redis_url or DEFAULT_REDIS_URL
         if user_app is not None:
             app.tasks.update(user_app.tasks)
     if prefix:
@@ -177,6 +195,11 @@ def redbeat(ctx: click.Context, redis_url: str | None, prefix: str | None, timeo
     # liveness take a --timeout of their own, which their client must be built with.
     if ctx.invoked_subcommand not in ("schema", "move-prefix", "status", "liveness"):
         build_store(ctx)
+
+
+def _needs_redis(ctx: click.Context) -> bool:
+    """Whether the command about to run reads Redis: not ``schema``, nor any command's ``--help``."""
+    return ctx.invoked_subcommand not in (None, "schema") and not ctx.meta.get(ASKS_HELP)
 
 
 def build_store(ctx: click.Context) -> None:
@@ -195,29 +218,56 @@ def emit(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
-def table(rows: list[list[Any]], header: list[str]) -> None:
-    """Aligned columns, each cell through ``printable``; the header in bold when the terminal shows colour."""
-    rows = [[printable(cell) for cell in row] for row in rows]
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+def table(rows: list[list[Any]], header: list[str], wide: bool = False, keep: tuple[str, ...] = ()) -> None:
+    """Aligned columns, each cell through ``printable``; the header in bold when the terminal shows colour.
 
-    def line(cells: list[str]) -> str:
-        return "  ".join(str(cell).ljust(width) for cell, width in zip(cells, widths)).rstrip()
-    click.secho(line(header), bold=True)
-    for row in rows:
+    Cut to the output's width (``output_width``) unless ``wide``: the longest columns are
+    narrowed first, those named in ``keep`` only if the others cannot make room enough,
+    and a cell cut ends with an ellipsis, so each row stays one line."""
+    cells = [[printable(cell) for cell in row] for row in [header, *rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    limit = None if wide else output_width()
+    if limit is not None:
+        room = limit - 2 * (len(widths) - 1)
+        kept = [name in keep for name in header]
+        cut = iter(fitted([w for w, k in zip(widths, kept) if not k], room - sum(w for w, k in zip(widths, kept) if k)))
+        widths = fitted([width if k else next(cut) for width, k in zip(widths, kept)], room)
+
+    def line(row: list[str]) -> str:
+        return "  ".join(_cut(cell, width).ljust(width) for cell, width in zip(row, widths)).rstrip()
+    click.secho(line(cells[0]), bold=True)
+    for row in cells[1:]:
         click.echo(line(row))
 
 
-def relative(moment: datetime | None, now: float) -> str:
-    if moment is None:
-        return "never"
-    seconds = moment.timestamp() - now
-    amount = abs(seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if amount >= size or unit == "s":
-            words = f"{int(amount // size)}{unit}"
-            break
-    return f"in {words}" if seconds >= 0 else f"{words} ago"
+# No column is narrowed below this many characters, however narrow the terminal.
+MIN_COLUMN = 6
 
+
+def output_width() -> int | None:
+    """How wide the tables may be: ``COLUMNS`` if set, else the terminal's width;
+    None (no limit) when stdout is no terminal, so that pipes and scripts get everything."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    if not sys.stdout.isatty():
+        return None
+    return shutil.get_terminal_size().columns
+
+
+def fitted(widths: list[int], room: int) -> list[int]:
+    """``widths`` narrowed to add up to ``room`` at most: the widest columns are cut to one
+    width, as large as fits (never under ``MIN_COLUMN``), the narrower ones kept."""
+    if sum(widths) <= room:
+        return widths
+    cap = max(widths)
+    while cap > MIN_COLUMN and sum(min(width, cap) for width in widths) > room:
+        cap -= 1
+    return [min(width, cap) for width in widths]
+
+
+def _cut(cell: str, width: int) -> str:
+    return cell if len(cell) <= width else cell[:width - 1] + "…"
 
 
 def json_or_text(raw: bytes) -> Any:

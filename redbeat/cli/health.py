@@ -13,6 +13,7 @@ from ..config import ensure_conf
 from ..deadline import overall_deadline
 from ..liveness import liveness as liveness_of
 from ..printable import printable
+from ..timeformat import with_iso_times
 from .base import (
     ExitCode,
     Tool,
@@ -45,6 +46,7 @@ def status(ctx: click.Context, max_age: float, timeout: float | None, as_json: b
     problems = _unhealthy(report, max_age)
     degraded = _degraded(report)
     report["healthy"], report["degraded"] = not problems, degraded
+    report["beat"] = with_iso_times(report["beat"])  # the heartbeat as written, its moments as ISO 8601
     if as_json:
         emit(report)
     else:
@@ -175,13 +177,22 @@ def doctor(tool: Tool, as_json: bool) -> None:
     if configured is not None:
         configured.add("celery.backend_cleanup")  # Celery's own entry, added by beat itself
     findings = admin.doctor(tool.app, configured)
-    wrong = any(not finding.notice for finding in findings)
+    problems = [finding for finding in findings if not finding.notice]
     if as_json:
         emit([finding.as_dict() for finding in findings])
     else:
-        if not wrong:  # notices only: worth knowing, nothing wrong
-            click.secho("nothing wrong found", fg="green")
+        _print_findings(problems, [finding for finding in findings if finding.notice])
+    if problems:
+        sys.exit(ExitCode.FAILED)
+
+
+def _print_findings(problems: list[admin.Finding], notices: list[admin.Finding]) -> None:
+    """Problems, then notices (worth knowing, nothing wrong), each explanation whole: it is the point."""
+    for title, findings, colour in (("problems", problems, "red"), ("notices (nothing wrong)", notices, None)):
         if findings:
-            table([[f.kind, f.key, f.explanation] for f in findings], ["KIND", "KEY", "WHAT IT MEANS"])
-    if wrong:
-        sys.exit(1)
+            click.secho(f"{title}:", fg=colour, bold=True)
+            table([[f.kind, f.key, f.explanation] for f in findings], ["KIND", "KEY", "WHAT IT MEANS"], wide=True)
+    if problems:
+        click.secho(f"{len(problems)} problem(s), {len(notices)} notice(s)", fg="red")
+    else:
+        click.secho("nothing wrong found" + (f", {len(notices)} notice(s)" if notices else ""), fg="green")

@@ -12,8 +12,9 @@ from .. import admin
 from ..client import get_store
 from ..entry import RedBeatSchedulerEntry
 from ..printable import printable
+from ..records import unix_seconds
+from ..timeformat import iso_and_relative, with_iso_times
 from .base import (
-    UTC,
     Tool,
     emit,
     json_option,
@@ -29,14 +30,20 @@ from .base import (
 @json_option
 @click.option("--match", "pattern", help="Only names matching this glob pattern (fnmatch).")
 @click.option("--task", help="Only entries of this task.")
+@click.option("--search", metavar="TEXT", help="Only entries whose name, task or description holds TEXT "
+                                                "(any case).")
 @click.option("--sort", type=click.Choice(["next", "name", "task", "last"]), default="next", show_default=True)
+@click.option("--wide", is_flag=True, help="Every cell whole, and the DESCRIPTION column (the table is otherwise "
+                                           "cut to the terminal's width).")
 @pass_tool
-def list_entries(tool: Tool, as_json: bool, pattern: str | None, task: str | None, sort: str) -> None:
+def list_entries(tool: Tool, as_json: bool, pattern: str | None, task: str | None, search: str | None, sort: str,
+                 wide: bool) -> None:
     """A table of entries: schedule, next and last run, runs published (and given up), parked reason."""
     from fnmatch import fnmatch
 
     views = [v for v in admin.entries(tool.app)
-             if (pattern is None or fnmatch(v.name, pattern)) and (task is None or (v.entry and v.entry.task == task))]
+             if (pattern is None or fnmatch(v.name, pattern)) and (task is None or (v.entry and v.entry.task == task))
+             and (search is None or v.matches(search))]
     in_flight = admin.in_flight_counts(tool.app)
     summaries = [v.summary(in_flight[v.key]) for v in views]
     sort_key = {"next": lambda s: (s["next_run"] is None, s["next_run"] or ""), "name": lambda s: s["name"],
@@ -59,8 +66,10 @@ def list_entries(tool: Tool, as_json: bool, pattern: str | None, task: str | Non
             relative(last, now) if last else "never",
             _runs_words(summary),
             summary["parked"] or summary["error"] or "",
+            *([summary["description"] or ""] if wide else []),
         ])
-    table(rows, ["NAME", "TASK", "SCHEDULE", "ENABLED", "NEXT RUN", "LAST RUN", "RUNS", "PARKED"])
+    table(rows, ["NAME", "TASK", "SCHEDULE", "ENABLED", "NEXT RUN", "LAST RUN", "RUNS", "PARKED",
+                 *(["DESCRIPTION"] if wide else [])], wide=wide, keep=("NEXT RUN", "LAST RUN", "ENABLED", "RUNS"))
 
 
 @redbeat.command()
@@ -82,39 +91,56 @@ def show(tool: Tool, name: str, as_json: bool) -> None:
     summary = view.summary(admin.in_flight_counts(tool.app)[view.key])
     if as_json:
         emit({**summary, "fields": fields, "next_runs": preview, "preview_error": preview_error,
-              "history": history, "history_error": history_error})
+              "history": with_iso_times(history), "history_error": history_error})
         return
-    _print_entry(view, summary, fields)
-    _print_runs(runs, preview_error, history, history_error)
+    now = get_store(tool.app).time()  # beat's clock, for "in 5m" and "2h ago"
+    _print_entry(view, summary, fields, now)
+    _print_runs(runs, preview_error, history, history_error, now)
 
 
-def _print_entry(view: admin.EntryView, summary: dict, fields: dict) -> None:
-    for label in ("name", "key", "task", "schedule", "enabled", "next_run", "last_run", "last_dispatched",
-                  "total_run_count", "published", "given_up", "in_flight", "missed", "parked", "error"):
+# What ``show`` prints of an entry's summary, in this order; the moments with their relative form.
+SHOWN = ("name", "key", "task", "description", "schedule", "enabled", "next_run", "last_run", "last_dispatched",
+         "total_run_count", "published", "given_up", "in_flight", "missed", "parked", "error")
+MOMENTS = ("next_run", "last_run", "last_dispatched")
+
+
+def _print_entry(view: admin.EntryView, summary: dict, fields: dict, now: float) -> None:
+    def said(label: str, value: Any) -> str:
+        return _moment(value, now) if label in MOMENTS else printable(value)
+    for label in SHOWN:
         if summary[label] is not None:
-            click.echo(f"{label:>16}: {printable(summary[label])}")
+            click.echo(f"{label:>16}: {said(label, summary[label])}")
     failure = summary["last_failure"]
     if failure is not None:
-        click.secho(f"{'last_failure':>16}: {printable(failure['reason'])} (given up at {failure['at']})", fg="red")
+        click.secho(f"{'last_failure':>16}: {printable(failure['reason'])} (given up at "
+                    f"{_moment(failure['at'], now)})", fg="red")
     if view.kind != "hash":
         click.echo(f"{'score':>16}: {view.score:g}")
     for field_name, value in fields.items():
+        value = with_iso_times(value, lambda seconds: iso_and_relative(seconds, now))
         shown = printable(value) if isinstance(value, str) else json.dumps(value, indent=2)
         click.echo(f"\n{printable(field_name)}:\n{shown}")
 
 
-def _print_runs(runs: list[dict], preview_error: str | None, history: list[dict], history_error: str | None) -> None:
+def _moment(value: str, now: float) -> str:
+    """An ISO 8601 time of the summary, with its relative form."""
+    return f"{value} ({relative(datetime.fromisoformat(value), now)})"
+
+
+def _print_runs(runs: list[dict], preview_error: str | None, history: list[dict], history_error: str | None,
+                now: float) -> None:
     """The next runs and the recent ones, or why either cannot be shown."""
     if runs:
         click.secho("\nnext runs:", bold=True)
-        table([[f"{run['local']:%a %Y-%m-%d %H:%M:%S %Z}", f"{run['slot']:%Y-%m-%d %H:%M:%S} UTC",
+        table([[f"{run['local']:%a %Y-%m-%d %H:%M:%S %Z}", f"{run['slot'].isoformat()} ({relative(run['slot'], now)})",
                 f"{run['fire_at']:%H:%M:%S.%f}"[:-3]] for run in runs],
               ["LOCAL TIME", "UTC", "DISPATCH AT (UTC)"])
     if preview_error:
         click.secho(f"\nnext runs: cannot be worked out: {printable(preview_error)}", fg="red")
     if history:
         click.secho("\nrecent runs:", bold=True)
-        table([_history_row(record) for record in history], ["SCHEDULED", "DISPATCHED", "LATE", "OUTCOME", "TASK ID"])
+        table([_history_row(record, now) for record in history],
+              ["SCHEDULED", "DISPATCHED", "LATE", "OUTCOME", "TASK ID"])
     if history_error:
         click.secho(f"\nrecent runs: {printable(history_error)}", fg="red")
 
@@ -129,23 +155,22 @@ def _preview(view: admin.EntryView) -> tuple[list[dict], str | None]:
         return [], str(exc) or type(exc).__name__
 
 
-def _history_row(record: dict) -> list[str]:
+def _history_row(record: dict, now: float) -> list[str]:
     if list(record) == ["unreadable"]:
         return ["-", "-", "-", "unreadable", record["unreadable"]]
     late = record.get("lateness")
-    return [_when(record.get("scheduled")), _when(record.get("dispatched")),
-            f"{late:.3f}s" if isinstance(late, (int, float)) and not isinstance(late, bool) else _when(late),
+    return [_when(record.get("scheduled"), now), _when(record.get("dispatched"), now),
+            f"{late:.3f}s" if isinstance(late, (int, float)) and not isinstance(late, bool) else _when(late, now),
             str(record.get("outcome", "")) + (f": {record['reason']}" if record.get("reason") else ""),
             str(record.get("task_id", ""))]
 
 
-def _when(value: Any) -> str:
-    """UNIX seconds as ISO 8601; anything else as it is."""
+def _when(value: Any, now: float) -> str:
+    """UNIX seconds as ISO 8601 with the relative form; anything else as it is."""
     if value is None:
         return "-"
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < admin.END_OF_TIME:
-        return datetime.fromtimestamp(value, UTC).isoformat()
-    return str(value)
+    seconds = unix_seconds(value)
+    return str(value) if seconds is None else iso_and_relative(seconds, now)
 
 
 def _next_run_words(view: admin.EntryView, now: float) -> str:
