@@ -187,6 +187,7 @@ def redbeat(ctx: click.Context, redis_url: str | None, prefix: str | None, timeo
         app.conf.redbeat_redis_url = redis_url or DEFAULT_REDIS_URL
         if user_app is not None:
             app.tasks.update(user_app.tasks)
+            app.conf.timezone = user_app.conf.timezone  # what --at without an offset is taken in
     if prefix:
         app.conf.redbeat_key_prefix = prefix
     ctx.obj = Tool(app, timeout=timeout, tasks_known=tasks_known)

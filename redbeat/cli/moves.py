@@ -80,7 +80,7 @@ def _print_move(plan: MovePlan, result: MoveResult | None) -> None:
     click.echo(printable(f"from {plan.source.prefix!r} to {plan.target.prefix!r}"))
     table([[entry.action, entry.member, entry.target, repr(entry.score), "yes" if entry.static else "",
             entry.history, entry.reason] for entry in plan.entries],
-          ["ACTION", "ENTRY", "TO", "SCORE", "STATIC", "HISTORY", "NOTE"])
+          ["ACTION", "ENTRY", "TO", "SCORE", "STATIC", "HISTORY", "NOTE"], wide=True)  # a plan is read whole
     click.echo("   ".join(f"{action}: {plan.count(action)}" for action in MoveAction))
     for line in _move_notes(plan):
         click.echo(printable(line))
@@ -137,7 +137,7 @@ def rollback_to_2(tool: Tool, apply_changes: bool, undo: bool, as_json: bool) ->
         click.echo("nothing to do: " + ("no entry is rolled back" if undo else
                                           "celery-redbeat 2.x can read every entry in the schedule"))
         return
-    table(rows, ["KEY", "ACTION", "WHY"])
+    table(rows, ["KEY", "ACTION", "WHY"], wide=True)  # a plan is read whole
     _print_rollback_summary(rows, missed, apply_changes, undo)
 
 
