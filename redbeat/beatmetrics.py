@@ -121,6 +121,8 @@ class PrometheusBeatMetrics(BeatMetrics):
 
     def lock_held(self, held: bool) -> None:
         self._lock_held.set(1 if held else 0)
+        if not held:
+            self._standing_by()
 
     def lock_acquired(self) -> None:
         self._acquired.inc()
@@ -129,6 +131,13 @@ class PrometheusBeatMetrics(BeatMetrics):
     def lock_lost(self) -> None:
         self._lost.inc()
         self._lock_held.set(0)
+        self._standing_by()
+
+    def _standing_by(self) -> None:
+        # The backlog and the runs in flight are the active beat's to report: a standby
+        # serving those of its last read would count them twice, and for ever.
+        self._due.set(0)
+        self._in_flight.set(0)
 
     def close(self) -> None:
         if self.server is not None:

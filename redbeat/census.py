@@ -101,7 +101,10 @@ for i = 1, #members, 2 do
         orphans = orphans + 1
     else
         if fields[3] then
-            given_up = given_up + (tonumber(string.match(fields[3], '"given_up"%s*:%s*(%d+)')) or 0)
+            local count = tonumber(string.match(fields[3], '"given_up"%s*:%s*(%d+)')) or 0
+            if count <= 1e9 then  -- more is no count beat wrote: it would overflow the reply's integer
+                given_up = given_up + count
+            end
         end
         if fields[1] then
             parked = parked + 1

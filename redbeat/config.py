@@ -311,7 +311,7 @@ def without_urls(text: str) -> str:
 
 
 def _hide_url_from_celery_reports() -> None:
-    """Make Celery mask ``redbeat_redis_url`` wherever it shows settings.
+    """Make Celery mask ``redbeat_redis_url`` and ``redbeat_metrics_auth`` wherever it shows settings.
 
     ``celery report``, ``celery inspect conf`` and Flower show the settings
     through ``celery.app.utils.filter_hidden_settings``, which masks the
@@ -326,9 +326,10 @@ def _hide_url_from_celery_reports() -> None:
     ``celery redbeat`` subcommand, so ``celery report`` is covered too.
     """
     hidden = celery.app.utils.HIDDEN_SETTINGS
-    if not hidden.search("REDBEAT_REDIS_URL"):
-        celery.app.utils.HIDDEN_SETTINGS = re.compile(f"{hidden.pattern}|REDBEAT_REDIS_URL",
-                                                      hidden.flags | re.IGNORECASE)
+    for name in ("REDBEAT_REDIS_URL", "REDBEAT_METRICS_AUTH"):  # the metrics' 'user:password' too
+        if not hidden.search(name):
+            hidden = re.compile(f"{hidden.pattern}|{name}", hidden.flags | re.IGNORECASE)
+    celery.app.utils.HIDDEN_SETTINGS = hidden
 
 
 _hide_url_from_celery_reports()

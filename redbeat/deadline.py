@@ -4,8 +4,8 @@ Each call of a command's client waits at most ``--timeout`` to connect and
 for its answer; a probe (``status``, ``liveness``) makes several, and
 resolving a host name is bounded by neither. A probe must answer within its
 timeout (a Kubernetes exec probe is killed after its own, 1 s by default),
-so the whole of it is bounded too: on expiry it fails as a Redis timeout,
-with the exit code of Redis out of reach.
+so the whole of it is bounded too: on expiry it fails as Redis out of reach
+(``cli.base`` says so in one line, exit 4).
 """
 
 from __future__ import annotations
@@ -16,14 +16,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-from redis.exceptions import TimeoutError as RedisTimeoutError
+__all__ = ["overall_deadline", "DeadlinePassed"]
 
-__all__ = ["overall_deadline"]
+
+class DeadlinePassed(BaseException):  # noqa: N818 - not an error of the code: the probe's time is up
+    """The probe's time is up. A BaseException, so that no ``except Exception`` on the way
+    (redis-py's Cluster client tries the next node on any error) can swallow it."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"no answer within {seconds:g}s")
+        self.seconds = seconds
 
 
 @contextmanager
 def overall_deadline(seconds: float) -> Iterator[None]:
-    """Raise redis's TimeoutError in the block once ``seconds`` have passed.
+    """Raise ``DeadlinePassed`` in the block once ``seconds`` have passed.
 
     Through SIGALRM, so only in the main thread (elsewhere, as under a test
     runner's threads, the per-call timeouts alone bound it)."""
@@ -32,7 +39,7 @@ def overall_deadline(seconds: float) -> Iterator[None]:
         return
 
     def expired(signum: int, frame: FrameType | None) -> None:
-        raise RedisTimeoutError(f"the whole check is bounded by the timeout too: {seconds:g}s passed")
+        raise DeadlinePassed(seconds)
 
     previous = signal.signal(signal.SIGALRM, expired)
     signal.setitimer(signal.ITIMER_REAL, seconds)

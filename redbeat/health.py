@@ -4,6 +4,7 @@ host sees it, and runs of failed ticks with their backoff."""
 from __future__ import annotations
 
 import time
+import traceback
 from collections.abc import Callable
 
 from celery.utils.log import get_logger
@@ -23,9 +24,10 @@ CLOCK_SKEW_WARNING = 1.0
 RETRY_FIRST = 0.1
 RETRY_MAX = 1.0
 # A beat process counts as stalled (its liveness check fails) once its next tick is
-# this many seconds overdue, or a tick has run for this long: Celery's loop calls
-# tick again as soon as the sleep the last one asked for is over, and a tick hands
-# back within a few lock renewals however much is due.
+# this many seconds overdue, or a tick has run for this long (at least; the
+# scheduler allows ten lock timeouts): Celery's loop calls tick again as soon as
+# the sleep the last one asked for is over, and a tick of many batches hands back
+# within a few lock timeouts however much is due.
 STALLED_AFTER = 60.0
 
 
@@ -62,8 +64,9 @@ class TickHealth:
     """A run of failed ticks: since when (UNIX seconds), why, the delay before the next
     try; and the moments the heartbeat reports (``last_good_tick``, ``active_since``)."""
 
-    def __init__(self, clock: Callable[[], float], redis_url: str) -> None:
+    def __init__(self, clock: Callable[[], float], redis_url: str, stalled_after: float = STALLED_AFTER) -> None:
         self.clock = clock
+        self.stalled_after = stalled_after  # see STALLED_AFTER
         self.redis_url = redis_url  # for log lines: already masked (client.display_url)
         self.failing_since: float | None = None
         self.failure = ""  # why the last tick failed
@@ -88,13 +91,13 @@ class TickHealth:
         now = time.monotonic()
         if self._tick_started is not None:
             running = now - self._tick_started
-            if running > STALLED_AFTER:
+            if running > self.stalled_after:
                 return False, f"stalled: a tick has run for {running:.0f}s"
             return True, f"ticking: a tick has run for {running:.1f}s"
         if self._next_tick_at is None:
             return True, "starting: no tick yet"
         overdue = now - self._next_tick_at
-        if overdue > STALLED_AFTER:
+        if overdue > self.stalled_after:
             return False, f"stalled: the next tick is {overdue:.0f}s overdue"
         failing = f"; ticks failing: {self.failure}" if self.failing_since is not None else ""
         return True, f"ticking: next tick in {max(-overdue, 0.0):.1f}s{failing}"
@@ -125,7 +128,9 @@ class TickHealth:
             elif isinstance(exc, WrongTypeError):
                 logger.error("beat: cannot tick: %s; retrying, dispatching nothing meanwhile", failure)
             else:
-                logger.exception("beat: tick failed (%s); retrying, dispatching nothing meanwhile", failure)
+                # The traceback, for the bug report, with the URLs in its texts masked as in ``failure``.
+                trace = without_urls("".join(traceback.format_exception(exc)).rstrip())
+                logger.error("beat: tick failed (%s); retrying, dispatching nothing meanwhile\n%s", failure, trace)
         self.failure = failure
         return self.retry_delay
 

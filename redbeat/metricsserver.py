@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hmac
 import ipaddress
+import socket
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -45,7 +46,12 @@ class MetricsEndpoint:
     auth: str | None = None
 
     def __post_init__(self) -> None:
-        if not 0 <= self.port <= 65535:
+        given: Any = self.auth  # settings hold anything
+        if isinstance(given, bytes):  # read from a file opened in binary
+            object.__setattr__(self, "auth", given.decode("utf-8", "replace").strip())
+        if not isinstance(self.host, str) or not isinstance(self.auth, (str, type(None))):
+            raise ConfigurationError("the metrics host and credentials must be text")
+        if not isinstance(self.port, int) or isinstance(self.port, bool) or not 0 <= self.port <= 65535:
             raise ConfigurationError(f"the metrics port must be between 0 and 65535, not {self.port}")
         if self.auth is not None and ":" not in self.auth:
             raise ConfigurationError("the metrics credentials must read 'user:password'")
@@ -68,21 +74,40 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+# A connection must send its request within this many seconds, and at most this many
+# are served at once: idle or piled-up connections cannot take threads from beat.
+REQUEST_TIMEOUT = 10.0
+MAX_CONNECTIONS = 16
+
+
 class _QuietHandler(WSGIRequestHandler):
     """No access log on stderr: a scrape every few seconds would fill beat's log."""
+
+    timeout = REQUEST_TIMEOUT  # socketserver sets it on the connection before reading
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
 class _ThreadingWSGIServer(WSGIServer):
-    """One thread per request, so a slow scraper never holds up another."""
+    """One thread per request, so a slow scraper never holds up another; connections
+    beyond ``MAX_CONNECTIONS`` at once are closed unanswered."""
 
     daemon_threads = True
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        super().__init__(*args, **kwargs)
+
     def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
         thread = threading.Thread(target=self._handle, args=(request, client_address), daemon=True)
         thread.start()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that went away, or sent nonsense: nothing for beat's log
 
     def _handle(self, request: Any, client_address: Any) -> None:
         try:
@@ -91,6 +116,11 @@ class _ThreadingWSGIServer(WSGIServer):
             self.handle_error(request, client_address)
         finally:
             self.shutdown_request(request)
+            self._slots.release()
+
+
+class _ThreadingWSGIServerV6(_ThreadingWSGIServer):
+    address_family = socket.AF_INET6
 
 
 class MetricsServer:
@@ -113,8 +143,8 @@ def serve(registry: Any, endpoint: MetricsEndpoint, liveness: Liveness | None = 
     from prometheus_client import make_wsgi_app
 
     app = _guarded(endpoint.auth, _routes(make_wsgi_app(registry), liveness))
-    server = make_server(endpoint.host, endpoint.port, app, server_class=_ThreadingWSGIServer,
-                         handler_class=_QuietHandler)
+    server_class = _ThreadingWSGIServerV6 if ":" in endpoint.host else _ThreadingWSGIServer
+    server = make_server(endpoint.host, endpoint.port, app, server_class=server_class, handler_class=_QuietHandler)
     thread = threading.Thread(target=server.serve_forever, name="redbeat-metrics", daemon=True)
     thread.start()
     return MetricsServer(server, thread)
@@ -139,11 +169,16 @@ def _guarded(auth: str | None, app: Callable) -> Callable:
     """``app`` behind HTTP basic authentication, if credentials are set."""
     if auth is None:
         return app
-    expected = b"Basic " + base64.b64encode(auth.encode())
+    expected = auth.encode()
 
     def guarded(environ: dict, start_response: StartResponse) -> Iterable[bytes]:
-        given = environ.get("HTTP_AUTHORIZATION", "").encode("latin-1", "replace")
-        if not hmac.compare_digest(given, expected):
+        scheme, _, credentials = environ.get("HTTP_AUTHORIZATION", "").strip().partition(" ")
+        try:
+            given = base64.b64decode(credentials.strip(), validate=True)
+        except ValueError:
+            given = b""
+        # The scheme's case does not matter (RFC 7235); the credentials are compared in constant time.
+        if scheme.lower() != "basic" or not hmac.compare_digest(given, expected):
             start_response("401 Unauthorized", [("Content-Type", "text/plain; charset=utf-8"),
                                                 ("WWW-Authenticate", 'Basic realm="redbeat"')])
             return [b"authentication required\n"]

@@ -65,6 +65,8 @@ class _Progress:
     failures: dict[str, Failure]
     sent: list[InFlight] = field(default_factory=list)
     attempted: int = 0
+    handed: int = 0  # runs handed to the broker (a run past its deadline is attempted, not handed)
+    counted: int = 0  # of those, failures already counted in the metrics one by one
     stop: PublishStop | None = None
 
 
@@ -180,7 +182,7 @@ class Publisher:
                          extra=log_fields(count=progress.attempted))
             stop = PublishStop.BROKER_DOWN if broker_unreachable(exc) else None
             failure = classify(exc)
-            self.metrics.publish_failed(failure.kind.value, progress.attempted)
+            self.metrics.publish_failed(failure.kind.value, max(progress.handed - progress.counted, 0))
             if len(runs) == 1 and progress.attempted == 1:
                 failures[runs[0][1].task_id] = failure
             return SentBatch([], progress.attempted, stop, progress.renewed_at)
@@ -194,12 +196,14 @@ class Publisher:
             progress.attempted += 1
             if run.late_at(self.clock()):
                 continue  # not sent: _failed records it as missed
+            progress.handed += 1
             error = self.send(entry, run)
             if error is None:
                 progress.sent.append(run)
                 continue
             failure = progress.failures[run.task_id] = classify(error)
             self.metrics.publish_failed(failure.kind.value)
+            progress.counted += 1
             if not failure.permanent:
                 # Given up at once otherwise, and logged once per entry (Outcomes.add_given_up).
                 logger.error("beat: could not publish %s (task id %s): %s", printable(run.key), run.task_id,

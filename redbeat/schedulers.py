@@ -33,7 +33,7 @@ from .decide import Decider, Definitions
 from .decoder import RedBeatJSONDecoder, RedBeatJSONEncoder, to_timestamp
 from .entry import RedBeatSchedulerEntry
 from .finishing import OnFinish
-from .health import RedisClock, TickHealth
+from .health import STALLED_AFTER, RedisClock, TickHealth
 from .legacy import ADD_ENTRY_ERROR, SCHEDULERS_NAMES, legacy_lookup
 from .lock import BeatLock, make_token
 from .logfields import log_fields
@@ -91,7 +91,8 @@ class RedBeatScheduler(Scheduler):
         self.lock_timeout = float(lock_timeout or self.conf.lock_timeout)
         self._token = make_token()  # names this beat in the lock and in its runs in flight
         self._clock = RedisClock()
-        self.health = TickHealth(self.clock, display_url(self.conf.redis_url))
+        self.health = TickHealth(self.clock, display_url(self.conf.redis_url),
+                                 stalled_after=max(STALLED_AFTER, 10 * self.lock_timeout))
         # Counts nothing until setup_schedule serves it (see there).
         self.metrics = BeatMetrics()
         # What became of runs in flight, not yet in Redis: recorded with the next read, or by close.

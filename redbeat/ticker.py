@@ -134,7 +134,9 @@ class Ticker:
             self.statics.synced = False
 
     def _dispatch(self) -> float:
-        if self.lock is not None and not self.lock.held and not self._take_lock(self.lock):
+        if self.lock is None:
+            self.metrics.lock_held(True)  # no lock: this beat is the active one
+        elif not self.lock.held and not self._take_lock(self.lock):
             self._check_in()
             return self._standby_interval()
         for batch_number in range(MAX_BATCHES_PER_TICK):

@@ -29,6 +29,7 @@ from redis.sentinel import MasterNotFoundError
 from .. import __version__, admin
 from ..client import display_url, get_store
 from ..config import ConfigurationError, RedBeatConfig, ensure_conf
+from ..deadline import DeadlinePassed
 from ..entry import RedBeatSchedulerEntry
 from ..printable import printable
 from ..store import WrongTypeError
@@ -108,6 +109,9 @@ class RedBeatGroup(click.Group):
             return super().invoke(ctx)
         except ConfigurationError as exc:
             raise BadConfiguration(printable(str(exc))) from None
+        except DeadlinePassed as exc:
+            raise RedisUnusable(printable(f"cannot reach Redis at {_where(ctx)}: no answer within {exc.seconds:g}s "
+                                          "(the whole check is bounded by the timeout)")) from None
         except (RedisError, RedisClusterException, WrongTypeError) as exc:
             wrong_type = isinstance(exc, WrongTypeError) or str(exc).startswith("WRONGTYPE")
             wrong = admin.wrong_types(ctx.obj.app) if wrong_type else []

@@ -67,10 +67,10 @@ def _probe_tool(ctx: click.Context, timeout: float | None) -> Tool:
     assert tool is not None
     if timeout is not None:
         tool.timeout = timeout
+    seconds = tool.timeout if tool.timeout is not None else ensure_conf(tool.app).command_timeout_setting()
+    # Before the store is built: on Redis Cluster building it asks each startup node in turn.
+    ctx.with_resource(overall_deadline(seconds))
     build_store(ctx)
-    conf = ensure_conf(tool.app)
-    assert conf.command_timeout is not None  # set by build_store
-    ctx.with_resource(overall_deadline(conf.command_timeout))
     return tool
 
 

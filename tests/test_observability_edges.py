@@ -1,5 +1,7 @@
-"""Review of the observability work (issue 12): each test proves a bug found, and is
-marked xfail(strict=True) until the bug is fixed. Real redis-server, real processes."""
+"""Edges of the observability work found in review, each once a bug: the metrics password in
+Celery's reports, idle connections to the metrics server, a former active beat's backlog,
+credentials of the wrong type, probes of a silent Cluster, a failed tick's traceback.
+Real redis-server, real processes."""
 
 from __future__ import annotations
 
@@ -35,9 +37,6 @@ def scrape(port: int) -> dict[str, float]:
 
 # -- secrets ------------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="redbeat_metrics_auth is not added to Celery's HIDDEN_SETTINGS "
-                                      "(config._hide_url_from_celery_reports covers redbeat_redis_url only): "
-                                      "celery report, celery inspect conf and Flower show the password")
 def test_the_metrics_password_is_masked_where_celery_shows_the_settings():
     app = make_app("redis://127.0.0.1:6379/0", redbeat_metrics_port=9639,
                    redbeat_metrics_auth="prometheus:a-long-secret")
@@ -48,9 +47,6 @@ def test_the_metrics_password_is_masked_where_celery_shows_the_settings():
 
 # -- the metrics server -------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="the metrics server's handler has no socket timeout: a connection "
-                                      "that sends nothing holds a thread of beat's forever, before any "
-                                      "authentication, so idle connections pile up threads without bound")
 def test_a_connection_that_never_sends_a_request_is_closed_by_the_metrics_server():
     registry = CollectorRegistry()
     Counter("redbeat_example", "a counter", registry=registry).inc()
@@ -69,9 +65,6 @@ def test_a_connection_that_never_sends_a_request_is_closed_by_the_metrics_server
 
 # -- beat's gauges on a standby ------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="redbeat_due_backlog (and redbeat_runs_in_flight) are set only by a "
-                                      "read of the active beat: a beat that lost the lock keeps serving the "
-                                      "backlog of its last read, as a standby, for as long as it lives")
 def test_a_beat_that_lost_the_lock_serves_no_backlog_of_its_own(scheduler_for, schedule_redis):
     port = free_port()
     scheduler = scheduler_for(redbeat_metrics_port=port, redbeat_claim_batch_size=1, redbeat_lock_timeout=5)
@@ -92,10 +85,6 @@ def test_a_beat_that_lost_the_lock_serves_no_backlog_of_its_own(scheduler_for, s
 
 # -- bad settings -------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="MetricsEndpoint checks ':' in auth with the str operator: a bytes "
-                                      "setting raises TypeError, which start_beat_metrics does not catch "
-                                      "(only ConfigurationError), so beat fails to start instead of running "
-                                      "on without metrics as docs/metrics.rst promises")
 def test_credentials_given_as_bytes_cost_the_metrics_not_the_beat(scheduler_for, schedule_redis):
     scheduler = scheduler_for(redbeat_metrics_port=free_port(), redbeat_metrics_auth=b"prometheus:secret")
     raw_entry(schedule_redis, name="still-runs")
@@ -129,9 +118,6 @@ def silent_ports():
         process.wait(timeout=10)
 
 
-@pytest.mark.xfail(strict=True, reason="_probe_tool builds the store (which on Redis Cluster connects to each "
-                                      "startup node in turn, each for --timeout) before overall_deadline "
-                                      "starts: the probe takes a timeout per node instead of one in all")
 @pytest.mark.parametrize("probe", ["status", "liveness"])
 def test_a_probe_of_a_cluster_whose_nodes_never_answer_ends_within_its_timeout(silent_ports, project_env,
                                                                              tmp_path, probe):
@@ -153,9 +139,6 @@ def test_a_probe_of_a_cluster_whose_nodes_never_answer_ends_within_its_timeout(s
 
 # -- a failed tick's log -------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="TickHealth.failed masks URLs in the failure text, but logs it with "
-                                      "logger.exception inside RedBeatScheduler.tick's except block: the "
-                                      "traceback's last line repeats the raw exception text, password included")
 def test_a_failed_tick_logs_no_password_from_the_exception_text(scheduler_for, caplog):
     scheduler = scheduler_for()
 
