@@ -16,7 +16,7 @@ import pytest
 from celery import Celery
 
 from redbeat import RedBeatScheduler, RedBeatSchedulerEntry
-from redbeat.admin import apply_import, plan_import
+from redbeat.schedulefile import apply_import, plan_import
 from redbeat.cli import Tool
 from redbeat.cli.changing import _patch_definition
 from redbeat.client import get_store
