@@ -347,7 +347,7 @@ def _plan_chunk(app: Celery, rows: list[FileRow], plan: ImportPlan, seen: set[st
     prefix = store.conf.key_prefix
     entries_of: dict[str, RedBeatSchedulerEntry] = {}
     checked: list[tuple[FileRow, str]] = []
-    for row in rows:
+    for row in _last_of_each(rows, plan, seen):
         problem = row.problem or _row_problem(app, row, plan, entries_of)
         if problem is not None:
             plan.invalid[row.name] = problem
@@ -356,8 +356,6 @@ def _plan_chunk(app: Celery, rows: list[FileRow], plan: ImportPlan, seen: set[st
     current = {view.key: view for view in entries(app, [key for _, key in checked])}
     writes = []
     for row, key in checked:
-        if row.name in seen:
-            plan.duplicates[row.name] = plan.duplicates.get(row.name, 1) + 1
         existing = current[key]
         stored = {name: key_text(value) for name, value in existing.fields.items()}
         if row.fields is not None:
@@ -373,6 +371,18 @@ def _plan_chunk(app: Celery, rows: list[FileRow], plan: ImportPlan, seen: set[st
                                         {key_bytes(name): key_bytes(value) for name, value in fields.items()},
                                         row.exact))
     return writes
+
+
+def _last_of_each(rows: list[FileRow], plan: ImportPlan, seen: set[str]) -> Iterator[FileRow]:
+    """The rows of a chunk, each name once: the last one given counts (a name given again in a
+    later chunk is written again over the first, as the second pass writes chunk after chunk).
+    Names given more than once are counted in ``plan.duplicates``."""
+    last: dict[str, FileRow] = {}
+    for row in rows:
+        if row.problem is None and (row.name in last or row.name in seen):
+            plan.duplicates[row.name] = plan.duplicates.get(row.name, 1) + 1
+        last[row.name] = row
+    return iter(last.values())
 
 
 def _row_problem(app: Celery, row: FileRow, plan: ImportPlan,
