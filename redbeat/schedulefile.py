@@ -39,7 +39,7 @@ from typing import IO, Any
 
 from celery import Celery
 
-from .admin import entries, key_bytes, key_text
+from .admin import key_bytes, key_text
 from .client import get_store
 from .decoder import dumps
 from .entry import RedBeatSchedulerEntry, write_over
@@ -353,15 +353,16 @@ def _plan_chunk(app: Celery, rows: list[FileRow], plan: ImportPlan, seen: set[st
             plan.invalid[row.name] = problem
             continue
         checked.append((row, prefix + row.name))
-    current = {view.key: view for view in entries(app, [key for _, key in checked])}
+    # Read as stored, not decoded: only the fields and the score are compared.
+    current = store.read_entries([key_bytes(key) for _, key in checked])
     writes = []
-    for row, key in checked:
-        existing = current[key]
-        stored = {name: key_text(value) for name, value in existing.fields.items()}
+    for (row, key), (stored_score, raw) in zip(checked, current):
+        raw_fields = raw if isinstance(raw, dict) else {}
+        stored = {key_text(name): key_text(value) for name, value in raw_fields.items()}
         if row.fields is not None:
-            same, score, fields = stored == row.fields and existing.score == row.score, row.score, row.fields
+            same, score, fields = stored == row.fields and stored_score == row.score, row.score, row.fields
         else:
-            score, fields = _spec_write(entries_of[row.name], existing)
+            score, fields = _spec_write(entries_of[row.name], stored)
             same = bool(stored) and same_json(stored.get("definition"), fields["definition"])
         if row.name not in seen:
             (plan.unchanged if same else plan.update if stored else plan.create).append(row.name)
@@ -424,13 +425,13 @@ def _spec_from_json(spec: Any) -> dict:
     return fields
 
 
-def _spec_write(entry: RedBeatSchedulerEntry, existing: Any) -> tuple[float, dict[str, str]]:
+def _spec_write(entry: RedBeatSchedulerEntry, existing: dict[str, str]) -> tuple[float, dict[str, str]]:
     """The score and fields (definition and meta) an import writes for a spec's ``entry``
-    over what ``existing`` holds, by the score rule of every save; a new entry whose
+    over the fields ``existing`` holds, by the score rule of every save; a new entry whose
     score cannot be computed gets 0 (beat looks at it at once, and parks it if it
     cannot schedule it either)."""
-    raw = existing.fields
-    stored = StoredFields(raw.get("definition"), raw.get("meta"), raw.get("status")) if raw else None
+    raw = {name: key_bytes(value) for name, value in existing.items() if name in ("definition", "meta", "status")}
+    stored = StoredFields(raw.get("definition"), raw.get("meta"), raw.get("status")) if existing else None
     try:
         write = write_over(entry, stored)
     except Exception:
