@@ -400,20 +400,34 @@ def measure_metricscost(args: argparse.Namespace) -> dict:
             "reading_cpu_ms": 1000 * (time.process_time() - cpu), "reading_ms": 1000 * (time.perf_counter() - started)}
 
 
+# Runs the command given in its argv after the report file, and writes its time and rusage there. The
+# kernel counts into a process's peak memory what its parent held at the fork (and the exec): started
+# from this small process, a command's peak is its own, not the harness's.
+LAUNCHER = """
+import json, os, sys, time
+report, command = sys.argv[1], sys.argv[2:]
+started = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    os.execv(command[0], command)
+_, status, usage = os.wait4(pid, 0)
+with open(report, "w") as out:
+    json.dump({"seconds": time.perf_counter() - started, "peak_mb": usage.ru_maxrss / 1024,
+               "code": os.waitstatus_to_exitcode(status)}, out)
+"""
+
+
 def run_command(*arguments: str, output: str = os.devnull) -> dict:
     """Run one ``redbeat`` command in a process of its own, its stdout to ``output``: its
-    time and its peak memory (maximum resident set, from the kernel's accounting of that child)."""
+    time and its peak memory (maximum resident set, from the kernel's accounting of that process)."""
     import subprocess
-    with open(output, "w") as out:
-        started = time.perf_counter()
-        process = subprocess.Popen([sys.executable, "-m", "redbeat.cli", *arguments], stdout=out,
-                                   stderr=subprocess.PIPE)
-        _, status, usage = os.wait4(process.pid, 0)
-        elapsed = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise SystemExit(f"redbeat {' '.join(arguments)} failed: {process.stderr.read().decode()[-2000:]}")
-    return {"seconds": elapsed, "peak_mb": usage.ru_maxrss / 1024}
+    with tempfile.NamedTemporaryFile("r", suffix=".json") as report, open(output, "w") as out:
+        done = subprocess.run([sys.executable, "-S", "-c", LAUNCHER, report.name, sys.executable, "-m", "redbeat.cli",
+                               *arguments], stdout=out, stderr=subprocess.PIPE, timeout=1800)
+        measured = json.load(report)
+    if measured["code"] != 0 or done.returncode != 0:
+        raise SystemExit(f"redbeat {' '.join(arguments)} failed: {done.stderr.decode()[-2000:]}")
+    return measured
 
 
 def measure_manage(args: argparse.Namespace) -> dict:

@@ -331,7 +331,7 @@ def _write(app: Celery, plan: ImportPlan, progress: Progress) -> int:
         store.write_imported([], plan.statics)
     written = 0
     for chunk in _chunks(plan.source.rows(), CHUNK):
-        writes = _plan_chunk(app, chunk, ImportPlan(options=plan.options), set())
+        writes = _plan_chunk(app, chunk, ImportPlan(options=plan.options), set(), writing=True)
         written += store.write_imported(writes)
         progress("written", written)
     for names in _chunks(plan.remove, CHUNK):
@@ -341,8 +341,9 @@ def _write(app: Celery, plan: ImportPlan, progress: Progress) -> int:
     return written
 
 
-def _plan_chunk(app: Celery, rows: list[FileRow], plan: ImportPlan, seen: set[str]) -> list[ImportedWrite]:
-    """Add what ``rows`` would change to ``plan``; return the writes that would do it."""
+def _plan_chunk(app: Celery, rows: list[FileRow], plan: ImportPlan, seen: set[str],
+                writing: bool = False) -> list[ImportedWrite]:
+    """Add what ``rows`` would change to ``plan``; return the writes that do it when ``writing``."""
     store = get_store(app)
     prefix = store.conf.key_prefix
     entries_of: dict[str, RedBeatSchedulerEntry] = {}
@@ -362,12 +363,14 @@ def _plan_chunk(app: Celery, rows: list[FileRow], plan: ImportPlan, seen: set[st
         if row.fields is not None:
             same, score, fields = stored == row.fields and stored_score == row.score, row.score, row.fields
         else:
-            score, fields = _spec_write(entries_of[row.name], stored)
-            same = bool(stored) and same_json(stored.get("definition"), fields["definition"])
+            entry = entries_of[row.name]
+            same = bool(stored) and same_json(stored.get("definition"), entry.definition_json())
+            # The score is worked out only to write (it costs a schedule's next run).
+            score, fields = _spec_write(entry, stored) if writing and not same else (None, {})
         if row.name not in seen:
             (plan.unchanged if same else plan.update if stored else plan.create).append(row.name)
             seen.add(row.name)
-        if not same:
+        if writing and not same:
             writes.append(ImportedWrite(key_bytes(key), NEVER if score is None else score,
                                         {key_bytes(name): key_bytes(value) for name, value in fields.items()},
                                         row.exact))
