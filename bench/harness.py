@@ -447,6 +447,8 @@ def measure_manage(args: argparse.Namespace) -> dict:
     result: dict = {"entries": args.n, "baseline_peak_mb": run_command(*url, "--version")["peak_mb"]}
     steps = [("import_specs_apply", ["import", specs, "--apply"], os.devnull),
              ("list", ["list"], os.devnull),
+             ("list_limit", ["list", "--limit", "20"], os.devnull),
+             ("list_match", ["list", "--match", "e1234*"], os.devnull),
              ("export", ["export"], exported),
              ("export_specs", ["export", "--format", "specs"], decoded),
              ("import_export_dry", ["import", exported], os.devnull)]

@@ -244,15 +244,21 @@ def replace_section(path: Path, heading: str, section: str, before: str) -> None
         report = report[:start] + section + report[end + 1:]
     else:
         at = report.find(before)
-        report = report[:at] + section + "\n" + report[at:]
+        report = report[:at] + section + report[at:]
     path.write_text(report)
 
 
 MANAGEMENT_HEADING = "## Management commands at 100,000 entries"
+# The same commands before they streamed (commit 14ca9cc, measured once with the same launcher on the
+# machine of 2026-12-03): what the rows compare with.
+BEFORE_STREAMING = ("Before they streamed (commit 14ca9cc, once, same machine and launcher), `import --apply` of "
+                    "the same file took 11.4 s and 390 MB, `list` 10.4 s and 348 MB, `export` 6.7 s and 362 MB.")
 # The rows of the management section: the command, and the prefix of its fields in a result of `manage`.
 MANAGEMENT_ROWS = [
     ("`import --apply` of a file of {name: spec} into an empty schedule", "import_specs_apply"),
     ("`list` (the table)", "list"),
+    ("`list --limit 20`", "list_limit"),
+    ("`list --match 'e1234*'` (11 entries, matched by Redis)", "list_match"),
     ("`export` (the default format)", "export"),
     ("`export --format specs`", "export_specs"),
     ("`import` of an export (dry run: all unchanged)", "import_export_dry"),
@@ -269,9 +275,8 @@ def management_section(runs: list[dict], repeat: int, command: str) -> str:
              f"process's maximum resident set; `redbeat --version`, which reads nothing, peaks at "
              f"{median_of(runs, 'baseline_peak_mb') or 0:.0f} MB (Python, Celery and redis-py). "
              "Exports and imports go a chunk of 1,000 entries at a time, so their memory stays flat in the number "
-             "of entries but for the names (kept to sort an export and to find duplicates and entries to prune); "
-             "before this change (issue 14) `import --apply` of 100,000 specs took 11 s and 411 MB, `list` 7 s "
-             "and 338 MB.", "",
+             "of entries but for the names (kept to sort an export and to find duplicates and entries to prune). "
+             + BEFORE_STREAMING, "",
              "| command | time | peak memory |", "|---|---:|---:|"]
     for words, prefix in MANAGEMENT_ROWS:
         lines.append(f"| {words} | {median_of(runs, prefix + '_seconds') or 0:.1f} s | "
