@@ -53,7 +53,7 @@ __all__ = ["ExportFormat", "write_export", "ScheduleFile", "FileRow", "ImportPla
            "import_schedule", "plan_import", "apply_import", "CHUNK"]
 
 CHUNK = 1000
-# A chunk's progress is told this often (entries).
+# Told after each chunk: what stage an export or import is at, and how many entries it has done.
 Progress = Callable[[str, int], None]
 
 
