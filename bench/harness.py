@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -399,11 +400,76 @@ def measure_metricscost(args: argparse.Namespace) -> dict:
             "reading_cpu_ms": 1000 * (time.process_time() - cpu), "reading_ms": 1000 * (time.perf_counter() - started)}
 
 
+# Runs the command given in its argv after the report file, and writes its time and rusage there. The
+# kernel counts into a process's peak memory what its parent held at the fork (and the exec): started
+# from this small process, a command's peak is its own, not the harness's.
+LAUNCHER = """
+import json, os, sys, time
+report, command = sys.argv[1], sys.argv[2:]
+started = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    os.execv(command[0], command)
+_, status, usage = os.wait4(pid, 0)
+with open(report, "w") as out:
+    json.dump({"seconds": time.perf_counter() - started, "peak_mb": usage.ru_maxrss / 1024,
+               "code": os.waitstatus_to_exitcode(status)}, out)
+"""
+
+
+def run_command(*arguments: str, output: str = os.devnull) -> dict:
+    """Run one ``redbeat`` command in a process of its own, its stdout to ``output``: its
+    time and its peak memory (maximum resident set, from the kernel's accounting of that process)."""
+    import subprocess
+    with tempfile.NamedTemporaryFile("r", suffix=".json") as report, open(output, "w") as out:
+        done = subprocess.run([sys.executable, "-S", "-c", LAUNCHER, report.name, sys.executable, "-m", "redbeat.cli",
+                               *arguments], stdout=out, stderr=subprocess.PIPE, timeout=1800)
+        measured = json.load(report)
+    if measured["code"] != 0 or done.returncode != 0:
+        raise SystemExit(f"redbeat {' '.join(arguments)} failed: {done.stderr.decode()[-2000:]}")
+    return measured
+
+
+def measure_manage(args: argparse.Namespace) -> dict:
+    """The management commands over ``n`` entries, each a process of its own (time, peak memory):
+    ``import --apply`` of a file of ``{name: spec}`` into an empty schedule, ``list`` (the table),
+    ``export`` in both formats, ``import`` of an export (a dry run: all unchanged), and
+    ``import --apply`` of the specs export into an empty schedule."""
+    url = ["--redis-url", args.schedule_url]
+    client = redis.Redis.from_url(args.schedule_url)
+    client.flushdb()
+    folder = tempfile.mkdtemp(prefix="redbeat-bench-manage-")
+    specs, exported, decoded = (os.path.join(folder, name) for name in ("specs.json", "export.json", "decoded.json"))
+    # Written a line at a time: a command's peak memory counts its parent's at the fork, which must stay small.
+    with open(specs, "w") as out:
+        out.write("{\n" + ",\n".join(json.dumps(f"e{i}") + ": " + json.dumps(
+            {"task": "bench.noop", "schedule": 60 + i % 600, "args": [i]}) for i in range(args.n)) + "\n}\n")
+    result: dict = {"entries": args.n, "baseline_peak_mb": run_command(*url, "--version")["peak_mb"]}
+    steps = [("import_specs_apply", ["import", specs, "--apply"], os.devnull),
+             ("list", ["list"], os.devnull),
+             ("list_limit", ["list", "--limit", "20"], os.devnull),
+             ("list_match", ["list", "--match", "e1234*"], os.devnull),
+             ("export", ["export"], exported),
+             ("export_specs", ["export", "--format", "specs"], decoded),
+             ("import_export_dry", ["import", exported], os.devnull)]
+    for label, arguments, output in steps:
+        measured = run_command(*url, *arguments, output=output)
+        result.update({f"{label}_seconds": measured["seconds"], f"{label}_peak_mb": measured["peak_mb"]})
+    result["export_mb"] = os.path.getsize(exported) / 2**20
+    result["export_specs_mb"] = os.path.getsize(decoded) / 2**20
+    client.flushdb()
+    measured = run_command(*url, "import", decoded, "--apply")
+    result.update({"import_export_apply_seconds": measured["seconds"],
+                   "import_export_apply_peak_mb": measured["peak_mb"], "imported": client.zcard("redbeat::schedule")})
+    shutil.rmtree(folder, ignore_errors=True)
+    return result
+
+
 MEASUREMENTS = {
     "sendtask": measure_sendtask, "drain": measure_drain, "roundtrips": measure_roundtrips,
     "timeliness": measure_timeliness, "startup": measure_startup, "fill": measure_fill,
     "save": measure_save, "list": measure_list, "census": measure_census,
-    "metricscost": measure_metricscost,
+    "metricscost": measure_metricscost, "manage": measure_manage,
 }
 
 

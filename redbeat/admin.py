@@ -5,11 +5,9 @@ plain data; ``cli`` prints them."""
 from __future__ import annotations
 
 import json
-import math
-import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -19,16 +17,13 @@ from redis.exceptions import ResponseError
 
 from . import rollback
 from .client import get_store
-from .entry import RedBeatSchedulerEntry, write_over
-from .entrywrites import ImportedWrite, StoredFields
+from .entry import RedBeatSchedulerEntry
 from .liveness import fresh_standbys
-from .records import MAX_TIMESTAMP, Heartbeat, InFlight, Parked, Status, same_json, unix_seconds
+from .records import MAX_TIMESTAMP, Heartbeat, InFlight, Parked, Status, unix_seconds
 from .schedules import clocked, rrule
-from .store import NEVER, ScheduleStore
+from .store import ScheduleStore
 
 UTC = timezone.utc
-EXPORT_FORMAT = "redbeat-export"
-ENTRY_FIELDS = ("definition", "meta", "status", "parked", "run_now")
 SCAN_CHUNK = 1000
 # A run in flight whose retry is this many seconds overdue is stuck: beat retries
 # a publish every few seconds while it holds the lock.
@@ -38,8 +33,8 @@ GIVEN_UP_WINDOW = 15 * 60.0
 # The first UNIX second datetime cannot hold (year 10000): later scores are never due in practice.
 END_OF_TIME = MAX_TIMESTAMP
 
-__all__ = ["EntryView", "entries", "describe_schedule", "export_schedule", "plan_import", "apply_import",
-           "beat_status", "doctor", "Finding", "WrongType", "wrong_types", "history", "key_text", "in_flight_counts"]
+__all__ = ["EntryView", "entries", "describe_schedule", "beat_status", "doctor", "Finding", "WrongType",
+           "wrong_types", "history", "key_text", "key_bytes", "in_flight_counts"]
 
 
 def key_text(raw: bytes | str) -> str:
@@ -140,12 +135,13 @@ def _iso_ts(seconds: float | None) -> str | None:
     return None if seconds is None else datetime.fromtimestamp(seconds, UTC).isoformat()
 
 
-def entries(app: Celery, keys: Sequence[str] | None = None) -> Iterator[EntryView]:
-    """Every entry in the schedule, each once, in no particular order; or those of
-    ``keys`` (given as ``key_text``), scheduled or not."""
+def entries(app: Celery, keys: Sequence[str] | None = None, match: str | None = None) -> Iterator[EntryView]:
+    """Every entry in the schedule, each once, in no particular order, or those whose name
+    matches the Redis glob ``match`` (filtered by Redis); or those of ``keys`` (given as
+    ``key_text``), scheduled or not."""
     store = get_store(app)
     if keys is None:
-        for chunk in store.schedule_members(SCAN_CHUNK):
+        for chunk in store.schedule_members(SCAN_CHUNK, match):
             # A member gone by the time it is read left the schedule during the scan.
             yield from (view for view in _views(app, store, chunk) if view.score is not None)
     else:
@@ -227,199 +223,6 @@ def _duration(delta: timedelta) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"
     return f"{seconds:g}s"
-
-
-# -- export and import ------------------------------------------------------------------
-
-def export_schedule(app: Celery) -> dict:
-    """The whole schedule as JSON-ready data; ``apply_import`` writes it back exactly.
-
-    Each entry is there once, with the score and fields it had at one moment,
-    even while beat moves scores (see ``ScheduleStore.schedule_members``).
-    Keys and field values are kept as the text stored (bytes that are not
-    UTF-8 are escaped), so parked and malformed entries round-trip too.
-    Members outside the prefix are no RedBeat entries and are left out.
-    """
-    store = get_store(app)
-    exported: list[dict[str, Any]] = [
-        {"key": view.key, "score": _score_to_json(view.score),
-         "fields": {name: key_text(value) for name, value in view.fields.items()}}
-        for view in entries(app) if view.kind != "foreign"
-    ]
-    exported.sort(key=lambda item: item["key"])  # two exports of one schedule compare line by line
-    return {
-        "format": EXPORT_FORMAT,
-        "version": 1,
-        "prefix": store.conf.key_prefix,
-        "exported_at": time.time(),
-        "statics": sorted(store.static_names()),
-        "entries": exported,
-    }
-
-
-def _score_to_json(score: float | None) -> float | str | None:
-    # JSON has no infinity: "inf" and "-inf" (never due) are written as text.
-    return score if score is None or math.isfinite(score) else str(score)
-
-
-def _score_from_json(value: Any) -> float | None:
-    if value is None:
-        return None
-    if value in ("inf", "-inf"):
-        return float(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise ValueError(f"'score' must be a number, \"inf\" or \"-inf\", not {value!r}")
-    return float(value)
-
-
-@dataclass
-class ImportPlan:
-    create: list[str] = field(default_factory=list)
-    update: list[str] = field(default_factory=list)
-    unchanged: list[str] = field(default_factory=list)
-    invalid: dict[str, str] = field(default_factory=dict)
-    # Exported entries beat cannot run: imported as they are (a backup is
-    # exact), and parked by beat when they come due.
-    unrunnable: dict[str, str] = field(default_factory=dict)
-    # Names given more than once, with how many times: the last one given is written.
-    duplicates: dict[str, int] = field(default_factory=dict)
-    statics: list[str] = field(default_factory=list)
-    writes: list[tuple[str, float, dict[str, str], bool]] = field(default_factory=list)
-
-    def as_dict(self) -> dict:
-        return {"create": self.create, "update": self.update, "unchanged": self.unchanged,
-                "invalid": self.invalid, "unrunnable": self.unrunnable, "duplicates": self.duplicates}
-
-
-def plan_import(app: Celery, data: Any) -> ImportPlan:
-    """What importing ``data`` (an export, or ``{name: beat_schedule spec}``) would change.
-
-    An export is written back exactly. Specs are written like ``beat_schedule``
-    entries: the definition only, keeping the run history of entries that exist,
-    with the score rule of every save (``entry.write_over``); a
-    spec whose definition is the stored one is not written.
-    Raises ValueError when ``data`` is neither.
-    """
-    if not isinstance(data, dict):
-        raise ValueError("an import is a RedBeat export or a JSON object of {name: spec}")
-    store = get_store(app)
-    prefix = store.conf.key_prefix
-    plan = ImportPlan()
-    exact = data.get("format") == EXPORT_FORMAT
-    specs: dict[str, RedBeatSchedulerEntry] = {}
-    items = _export_items(data, prefix, plan) if exact else _spec_items(app, data, plan, specs)
-    current = {view.key: view for view in entries(app, [key for key, _, _ in items])}
-    for key, score, fields in items:
-        name = key[len(prefix):]
-        if fields and "parked" not in fields:
-            try:
-                RedBeatSchedulerEntry.decode_definition(fields.get("definition") or "")
-            except Exception as exc:
-                if not exact:
-                    plan.invalid[name] = str(exc)
-                    continue
-                plan.unrunnable[name] = str(exc)
-        existing = current[key]
-        stored = {k: key_text(v) for k, v in existing.fields.items()}
-        if exact:
-            same = stored == fields and existing.score == score
-        else:
-            same = bool(stored) and same_json(stored.get("definition"), fields["definition"])
-        if same:
-            plan.unchanged.append(name)
-            continue
-        (plan.update if stored else plan.create).append(name)
-        if not exact:
-            score, fields = _spec_write(specs[key], existing)
-        plan.writes.append((key, NEVER if score is None else score, fields, exact))
-    return plan
-
-
-def _export_items(data: dict, prefix: str, plan: ImportPlan) -> list[tuple[str, float | None, dict[str, str]]]:
-    """(key under ``prefix``, score, fields) of each entry of an export, once each;
-    rows that are not entries are invalid, names given twice are duplicates."""
-    source_prefix = data.get("prefix", prefix)
-    rows, statics = data.get("entries"), data.get("statics") or []
-    if not isinstance(source_prefix, str) or not isinstance(rows, list):
-        raise ValueError("an export needs 'prefix' as text and 'entries' as a list")
-    if not isinstance(statics, list) or not all(isinstance(name, str) for name in statics):
-        raise ValueError("an export's 'statics' must be a list of names")
-    plan.statics = statics
-    items: dict[str, tuple[str, float | None, dict[str, str]]] = {}
-    for number, row in enumerate(rows, 1):
-        try:
-            name, score, fields = _export_row(row, source_prefix)
-        except ValueError as exc:
-            plan.invalid[f"row {number}"] = str(exc)
-            continue
-        if name in items:
-            plan.duplicates[name] = plan.duplicates.get(name, 1) + 1
-        items[name] = (prefix + name, score, fields)
-    return list(items.values())
-
-
-def _export_row(row: Any, prefix: str) -> tuple[str, float | None, dict[str, str]]:
-    """The name, score and fields of one row of an export's ``entries``."""
-    if not isinstance(row, dict):
-        raise ValueError("an entry of an export must be an object")
-    key, fields = row.get("key"), row.get("fields") or {}
-    if not isinstance(key, str) or not key.startswith(prefix) or key == prefix:
-        raise ValueError(f"'key' must be text that starts with the prefix {prefix!r}")
-    if not isinstance(fields, dict) or not all(isinstance(value, str) for value in fields.values()):
-        raise ValueError(f"{key!r}: 'fields' must map field names to text")
-    try:
-        return key[len(prefix):], _score_from_json(row.get("score")), fields
-    except ValueError as exc:
-        raise ValueError(f"{key!r}: {exc}") from None
-
-
-def _spec_items(app: Celery, data: dict, plan: ImportPlan,
-                specs: dict[str, RedBeatSchedulerEntry]) -> list[tuple[str, float | None, dict[str, str]]]:
-    """(key, no score yet, definition) of each spec, its entry put in ``specs`` by key;
-    specs that are no entry are invalid."""
-    items: list[tuple[str, float | None, dict[str, str]]] = []
-    for name, spec in data.items():
-        try:
-            entry = RedBeatSchedulerEntry(name=name, app=app, **_spec_from_json(spec))
-            fields = {"definition": entry.definition_json()}
-        except Exception as exc:
-            plan.invalid[name] = str(exc)
-            continue
-        specs[entry.key] = entry
-        items.append((entry.key, None, fields))
-    return items
-
-
-def _spec_write(entry: RedBeatSchedulerEntry, existing: EntryView) -> tuple[float, dict[str, str]]:
-    """The score and fields (definition and meta) an import writes for a spec's ``entry``
-    over what ``existing`` holds, by the score rule of every save; a new entry whose
-    score cannot be computed gets 0 (beat looks at it at once, and parks it if it
-    cannot schedule it either)."""
-    raw = existing.fields
-    stored = StoredFields(raw.get("definition"), raw.get("meta"), raw.get("status")) if raw else None
-    try:
-        write = write_over(entry, stored)
-    except Exception:
-        return 0.0, {"definition": entry.definition_json(), "meta": entry.meta_json()}
-    return write.score, {"definition": key_text(write.definition), "meta": key_text(write.meta)}
-
-
-def _spec_from_json(spec: Any) -> dict:
-    """A ``beat_schedule``-style spec given as JSON: its schedule decoded like a definition."""
-    if not isinstance(spec, dict):
-        raise ValueError("a spec must be a JSON object")
-    fields = RedBeatSchedulerEntry.decode_definition(json.dumps({"task": spec.get("task"), **spec}))
-    fields.pop("name", None)
-    return fields
-
-
-def apply_import(app: Celery, plan: ImportPlan) -> int:
-    """Write what ``plan`` says, in one transaction; returns how many entries were written."""
-    return get_store(app).write_imported(
-        [ImportedWrite(key_bytes(key), score, {key_bytes(name): key_bytes(value) for name, value in fields.items()},
-                       exact)
-         for key, score, fields, exact in plan.writes],
-        plan.statics)
 
 
 # -- RedBeat's own keys --------------------------------------------------------------------

@@ -50,8 +50,10 @@ class ScheduleQueries(StorePart):
         keys = self.own_keys()
         return dict(zip(keys, self.key_types([key.encode() for key in keys.values()])))
 
-    def schedule_members(self, chunk: int = 1000) -> Iterator[list[bytes]]:
-        """Every member of the schedule, once, in chunks of about ``chunk``.
+    def schedule_members(self, chunk: int = 1000, match: str | None = None) -> Iterator[list[bytes]]:
+        """Every member of the schedule, once, in chunks of about ``chunk``; with ``match``,
+        only the entries whose name matches that Redis glob pattern, filtered by Redis
+        (ZSCAN MATCH on the prefix, escaped, and the pattern), so the others never cross the network.
 
         ZSCAN, not ZRANGE by rank: a running beat moves scores all the time,
         which shifts ranks between pages, so paging by rank skips some members
@@ -61,8 +63,9 @@ class ScheduleQueries(StorePart):
         """
         seen: set[bytes] = set()
         cursor = 0
+        pattern = None if match is None else key_glob(self.conf.key_prefix, match)
         while True:
-            cursor, pairs = self.client.zscan(self.conf.schedule_key, cursor, count=chunk)
+            cursor, pairs = self.client.zscan(self.conf.schedule_key, cursor, count=chunk, match=pattern)
             # The store's client answers in bytes (decode_responses=False); redis-py's types cannot tell.
             fresh = [cast(bytes, member) for member, _ in pairs if member not in seen]
             seen.update(fresh)
@@ -219,6 +222,11 @@ def _chunks(items: Iterable[Any], size: int) -> Iterator[list]:
             chunk = []
     if chunk:
         yield chunk
+
+
+def key_glob(prefix: str, name_pattern: str) -> bytes:
+    """The Redis glob of the keys under ``prefix`` whose names match ``name_pattern``."""
+    return (_glob_escape(prefix) + name_pattern).encode("utf-8", "surrogateescape")
 
 
 def _glob_escape(prefix: str) -> str:

@@ -16,7 +16,6 @@ import pytest
 from celery import Celery
 
 from redbeat import RedBeatScheduler, RedBeatSchedulerEntry
-from redbeat.admin import apply_import, plan_import
 from redbeat.cli import Tool
 from redbeat.cli.changing import _patch_definition
 from redbeat.client import get_store
@@ -26,6 +25,7 @@ from redbeat.entrywrites import ImportedWrite
 from redbeat.lock import BeatLock
 from redbeat.records import InFlight
 from redbeat.runs import task_id_for
+from redbeat.schedulefile import apply_import, plan_import
 from redbeat.store import Decision, Outcome, ScheduleStore
 
 NOW = 1_800_000_000.0  # the "now" passed to read_due: the tests do not depend on either clock

@@ -40,6 +40,7 @@ from .base import (
     redbeat,
     relative,
 )
+from .bulk import Selection, one_or_many, selection_options
 
 SCHEDULE_OPTIONS = ("every", "cron", "rrule", "at")
 # The fields whose change is checked against the task's registration (name, signature).
@@ -197,10 +198,15 @@ def _refuse_a_past_one_off(entry: RedBeatSchedulerEntry) -> None:
 
 
 @redbeat.command()
-@click.argument("name")
+@click.argument("name", required=False)
+@selection_options
 @pass_tool
-def remove(tool: Tool, name: str) -> None:
-    """Delete an entry and take it out of the schedule (malformed ones too)."""
+def remove(tool: Tool, name: str | None, selection: Selection) -> None:
+    """Delete an entry and take it out of the schedule (malformed ones too); with --match GLOB, every one picked."""
+    one_or_many(tool, name, selection, "remove", lambda one: _remove(tool, one))
+
+
+def _remove(tool: Tool, name: str) -> None:
     store = get_store(tool.app)
     key = RedBeatSchedulerEntry.generate_key(tool.app, name)
     if not store.known(key):
@@ -211,19 +217,22 @@ def remove(tool: Tool, name: str) -> None:
 
 
 @redbeat.command()
-@click.argument("name")
+@click.argument("name", required=False)
+@selection_options
 @pass_tool
-def pause(tool: Tool, name: str) -> None:
-    """Stop an entry from running, keeping it and its place in the cadence."""
-    _set_enabled(tool, name, False)
+def pause(tool: Tool, name: str | None, selection: Selection) -> None:
+    """Stop an entry from running, keeping it and its place in the cadence; with --match GLOB, every one picked."""
+    one_or_many(tool, name, selection, "pause", lambda one: _set_enabled(tool, one, False))
 
 
 @redbeat.command()
-@click.argument("name")
+@click.argument("name", required=False)
+@selection_options
 @pass_tool
-def resume(tool: Tool, name: str) -> None:
-    """Let a paused entry run again from its next regular slot (a finished one does not: exit 1)."""
-    _set_enabled(tool, name, True)
+def resume(tool: Tool, name: str | None, selection: Selection) -> None:
+    """Let a paused entry run again from its next regular slot (a finished one does not: exit 1);
+    with --match GLOB, every one picked."""
+    one_or_many(tool, name, selection, "resume", lambda one: _set_enabled(tool, one, True))
 
 
 def _set_enabled(tool: Tool, name: str, enabled: bool) -> None:
@@ -284,10 +293,15 @@ def _refuse_field(field: str) -> None:
 
 
 @redbeat.command(name="run-now")
-@click.argument("name")
+@click.argument("name", required=False)
+@selection_options
 @pass_tool
-def run_now(tool: Tool, name: str) -> None:
-    """Dispatch once at beat's next tick, leaving the regular schedule as it is."""
+def run_now(tool: Tool, name: str | None, selection: Selection) -> None:
+    """Dispatch once at beat's next tick, leaving the regular schedule as it is; with --match GLOB, every one picked."""
+    one_or_many(tool, name, selection, "run now", lambda one: _run_now(tool, one))
+
+
+def _run_now(tool: Tool, name: str) -> None:
     tool.entry(name).run_now()
     click.echo(f"{printable(name)} will run at beat's next tick")
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import heapq
 import json
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -28,48 +30,59 @@ from .base import (
 
 @redbeat.command(name="list")
 @json_option
-@click.option("--match", "pattern", help="Only names matching this glob pattern (fnmatch).")
+@click.option("--match", "pattern", metavar="GLOB",
+              help="Only names matching this Redis glob (* ? [abc] [^a], \\ escapes one character), "
+                   "filtered by Redis.")
 @click.option("--task", help="Only entries of this task.")
 @click.option("--search", metavar="TEXT", help="Only entries whose name, task or description holds TEXT "
                                                 "(any case).")
 @click.option("--sort", type=click.Choice(["next", "name", "task", "last"]), default="next", show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="Only the first N entries in this order.")
 @click.option("--wide", is_flag=True, help="Every cell whole, and the DESCRIPTION column (the table is otherwise "
                                            "cut to the terminal's width).")
 @pass_tool
 def list_entries(tool: Tool, as_json: bool, pattern: str | None, task: str | None, search: str | None, sort: str,
-                 wide: bool) -> None:
+                 limit: int | None, wide: bool) -> None:
     """A table of entries: schedule, next and last run, runs published (and given up), parked reason."""
-    from fnmatch import fnmatch
-
-    views = [v for v in admin.entries(tool.app)
-             if (pattern is None or fnmatch(v.name, pattern)) and (task is None or (v.entry and v.entry.task == task))
-             and (search is None or v.matches(search))]
     in_flight = admin.in_flight_counts(tool.app)
-    summaries = [v.summary(in_flight[v.key]) for v in views]
-    sort_key = {"next": lambda s: (s["next_run"] is None, s["next_run"] or ""), "name": lambda s: s["name"],
-                "task": lambda s: s["task"] or "", "last": lambda s: s["last_run"] or ""}[sort]
-    order = sorted(range(len(views)), key=lambda i: sort_key(summaries[i]))
-    if as_json:
-        emit([summaries[i] for i in order])
-        return
     now = get_store(tool.app).time()  # beat's clock, for "in 5s" and "2m ago"
-    rows = []
-    for i in order:
-        view, summary = views[i], summaries[i]
-        last = _last_dispatch(view)
-        rows.append([
-            view.name,
-            summary["task"] or "-",
-            summary["schedule"] or "-",
-            {True: "yes", False: "no", None: "-"}[summary["enabled"]],
-            _next_run_words(view, now),
-            relative(last, now) if last else "never",
-            _runs_words(summary),
-            summary["parked"] or summary["error"] or "",
-            *([summary["description"] or ""] if wide else []),
-        ])
-    table(rows, ["NAME", "TASK", "SCHEDULE", "ENABLED", "NEXT RUN", "LAST RUN", "RUNS", "PARKED",
-                 *(["DESCRIPTION"] if wide else [])], wide=wide, keep=("NEXT RUN", "LAST RUN", "ENABLED", "RUNS"))
+    # Each entry is cut down to its summary and row as it is read: the decoded entries of a
+    # whole schedule are never held at once.
+    listed = ((summary, None if as_json else _row(view, summary, now, wide))
+              for view in admin.entries(tool.app, match=pattern)
+              if (task is None or (view.entry and view.entry.task == task)) and (search is None or view.matches(search))
+              for summary in [view.summary(in_flight[view.key])])
+    sort_key = LIST_ORDERS[sort]
+    chosen = (heapq.nsmallest(limit, listed, key=lambda pair: sort_key(pair[0])) if limit
+              else sorted(listed, key=lambda pair: sort_key(pair[0])))
+    if as_json:
+        emit([summary for summary, _ in chosen])
+        return
+    table([row for _, row in chosen if row is not None],
+          ["NAME", "TASK", "SCHEDULE", "ENABLED", "NEXT RUN", "LAST RUN", "RUNS", "PARKED",
+           *(["DESCRIPTION"] if wide else [])], wide=wide, keep=("NEXT RUN", "LAST RUN", "ENABLED", "RUNS"))
+
+
+LIST_ORDERS: dict[str, Callable[[dict], Any]] = {
+    "next": lambda s: (s["next_run"] is None, s["next_run"] or "", s["name"]),
+    "name": lambda s: s["name"], "task": lambda s: (s["task"] or "", s["name"]),
+    "last": lambda s: (s["last_run"] or "", s["name"])}
+
+
+def _row(view: admin.EntryView, summary: dict, now: float, wide: bool) -> list[str]:
+    """The table row of one entry (with its description when ``wide``)."""
+    last = _last_dispatch(view)
+    return [
+        view.name,
+        summary["task"] or "-",
+        summary["schedule"] or "-",
+        {True: "yes", False: "no", None: "-"}[summary["enabled"]],
+        _next_run_words(view, now),
+        relative(last, now) if last else "never",
+        _runs_words(summary),
+        summary["parked"] or summary["error"] or "",
+        *([summary["description"] or ""] if wide else []),
+    ]
 
 
 @redbeat.command()
