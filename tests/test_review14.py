@@ -12,12 +12,11 @@ from datetime import timedelta
 
 import pytest
 from click.testing import CliRunner
+from conftest import ROOT, make_app
 
 from redbeat import RedBeatSchedulerEntry
 from redbeat.cli import redbeat
 from redbeat.schedules import interval
-
-from conftest import ROOT, make_app
 
 
 def run(redis_url: str, *args: str, env: dict | None = None):
