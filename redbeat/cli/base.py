@@ -67,15 +67,24 @@ class BadConfiguration(click.ClickException):
 
 class Tool:
     """What every command needs: the app, how to print, the Redis timeout given on the command
-    line, and whether the app's tasks are known (run as ``celery -A proj redbeat``: the app's
-    registry is loaded, so a task name or arguments it refuses can be refused at once)."""
+    line, and whether the app's tasks are known (run as ``celery -A proj redbeat``: the user's
+    app, ``task_app``, names them, so a task name or arguments it refuses can be refused at once)."""
 
     def __init__(self, app: Celery, as_json: bool = False, timeout: float | None = None,
-                 tasks_known: bool = False) -> None:
+                 task_app: Celery | None = None) -> None:
         self.app = app
         self.as_json = as_json
         self.timeout = timeout
-        self.tasks_known = tasks_known
+        self.task_app = task_app
+        self._tasks_known: bool | None = None
+
+    @property
+    def tasks_known(self) -> bool:
+        """Whether ``app``'s registry holds the user's tasks: read the first time a command
+        needs it (the commands that write), as it imports the user's task modules."""
+        if self._tasks_known is None:
+            self._tasks_known = self.task_app is not None and _import_tasks(self.task_app, self.app)
+        return self._tasks_known
 
     def apply_timeout(self, conf: RedBeatConfig) -> None:
         """Give the command's clients its Redis timeout: --timeout, else redbeat_command_timeout, else 2 s."""
@@ -88,6 +97,22 @@ class Tool:
             raise click.ClickException(f"no entry named {name!r}") from None
         except ValueError as exc:
             raise click.ClickException(f"entry {name!r} cannot be read: {exc}") from None
+
+
+def _import_tasks(task_app: Celery, app: Celery) -> bool:
+    """Import ``task_app``'s task modules as a worker does (its ``include`` and ``imports``,
+    and Django's ``autodiscover_tasks`` through the import_modules signal), and give ``app``
+    its tasks; whether that worked. A module that raises is said in one line on stderr,
+    and then no task name can be checked."""
+    try:
+        task_app.loader.import_default_modules()
+    except Exception as exc:  # the user's own modules: anything may go wrong in them
+        click.echo(printable(f"warning: the app's task modules cannot be imported ({type(exc).__name__}: {exc}): "
+                             "task names and arguments are not checked"), err=True)
+        return False
+    if app is not task_app:
+        app.tasks.update(task_app.tasks)
+    return True
 
 
 pass_tool = click.make_pass_decorator(Tool)
@@ -181,7 +206,7 @@ DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 def redbeat(ctx: click.Context, redis_url: str | None, prefix: str | None, timeout: float | None) -> None:
     """Inspect and manage the RedBeat schedule."""
     app = getattr(ctx.obj, "app", None)  # set when run as `celery -A proj redbeat`
-    tasks_known = app is not None
+    task_app = app
     if app is None or redis_url:
         # The user's app, if any, still names the tasks; only the schedule's Redis is another.
         user_app, app = app, Celery("redbeat-cli", set_as_current=False)
@@ -190,11 +215,10 @@ def redbeat(ctx: click.Context, redis_url: str | None, prefix: str | None, timeo
             click.echo(f"redbeat: no --redis-url or REDBEAT_REDIS_URL: using {DEFAULT_REDIS_URL}", err=True)
         app.conf.redbeat_redis_url = redis_url or DEFAULT_REDIS_URL
         if user_app is not None:
-            app.tasks.update(user_app.tasks)
             app.conf.timezone = user_app.conf.timezone  # what --at without an offset is taken in
     if prefix:
         app.conf.redbeat_key_prefix = prefix
-    ctx.obj = Tool(app, timeout=timeout, tasks_known=tasks_known)
+    ctx.obj = Tool(app, timeout=timeout, task_app=task_app)
     # move-prefix reads the configured prefix as its source, which Redis
     # Cluster refuses to run beat with: it builds its own client. status and
     # liveness take a --timeout of their own, which their client must be built with.
