@@ -27,6 +27,7 @@ from .validation import (
     PROTOCOL_HEADERS,
     RESERVED_HEADERS,
     RESERVED_OPTIONS,
+    InvalidEntryError,
     check_decoded,
     check_written,
     reserved_options,
@@ -294,7 +295,11 @@ class RedBeatSchedulerEntry(ScheduleEntry):
 
     def checked_definition_json(self) -> str:
         """``definition_json``, refused (DecodeError naming the field) if beat would park it, or
-        if the app knows its task and it cannot take the entry's arguments (InvalidEntryError)."""
+        if the app knows its task and it cannot take the entry's arguments, or if its name is
+        none an entry may have (one of RedBeat's own keys): InvalidEntryError."""
+        keys = ensure_conf(self.app).keys
+        if not keys.is_entry_key(self.key):
+            raise InvalidEntryError(keys.no_entry_name(self.key))
         definition = self.definition_json()
         self.decode_definition(definition)
         check_written(self.to_definition(), self.app)
@@ -322,6 +327,8 @@ class RedBeatSchedulerEntry(ScheduleEntry):
         return _save_in_chunks(get_store(app or current_app._get_current_object()), entries)
 
     def delete(self) -> None:
+        """Delete the entry and take it out of the schedule; a KeyError (NoEntryKeyError) if its
+        name is one of RedBeat's own keys."""
         get_store(self.app).delete(self.key)
 
     @property

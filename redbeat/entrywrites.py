@@ -206,6 +206,8 @@ class EntryWrites(StorePart):
         pipe.execute()
 
     def delete(self, key: str) -> None:
+        """Delete an entry and take it out of the schedule; NoEntryKeyError for one of RedBeat's own keys."""
+        self.refuse_no_entry_key(key)
         pipe = self.client.pipeline()
         pipe.zrem(self.conf.schedule_key, key)
         pipe.delete(key)

@@ -78,6 +78,13 @@ class KeyNames:
         is moved at ``now`` (UNIX seconds), kept for whoever wrote it."""
         return f"{own_key}:wrongtype:{round(now * 1000)}"
 
+    def no_entry_name(self, key: str) -> str:
+        """Why ``key``, which is no entry key, cannot be written as an entry's."""
+        if key.startswith(self.own):
+            return (f"{key[len(self.prefix):]!r} is no entry name: names starting with ':' are RedBeat's own "
+                    "keys")
+        return f"{key!r} is no entry key: entry keys start with the prefix {self.prefix!r}"
+
     def is_entry_key(self, key: str) -> bool:
         """Whether ``key`` can be an entry's: under the prefix, and not one of
         RedBeat's own keys. Beat never reads or writes any other."""

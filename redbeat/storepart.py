@@ -18,7 +18,7 @@ from .lock import BeatLock
 from .lua import ArgLayout
 from .stages import text
 
-__all__ = ["StorePart", "WrongTypeError", "fenced_layout"]
+__all__ = ["StorePart", "WrongTypeError", "NoEntryKeyError", "fenced_layout"]
 
 
 class WrongTypeError(RuntimeError):
@@ -28,6 +28,18 @@ class WrongTypeError(RuntimeError):
         self.key, self.found, self.expected = key, found, expected
         super().__init__(f"{key} is a {found}, not a {expected} as RedBeat expects: nothing can be read from it "
                          f"until it is fixed (RENAME it aside, or DEL it if nothing in it matters)")
+
+
+class NoEntryKeyError(KeyError):
+    """A key asked to be written or deleted as an entry's is none (one of RedBeat's own):
+    a KeyError, as a missing entry's, whose message says why."""
+
+    def __init__(self, key: str, why: str) -> None:
+        super().__init__(key)
+        self.key, self.why = key, why
+
+    def __str__(self) -> str:
+        return self.why
 
 
 def fenced_layout(*names: str) -> ArgLayout:
@@ -52,6 +64,11 @@ class StorePart:
     def is_entry_key(self, key: str | bytes) -> bool:
         """Whether ``key`` can be an entry's (see ``KeyNames.is_entry_key``)."""
         return self.keys.is_entry_key(text(key))
+
+    def refuse_no_entry_key(self, key: str) -> None:
+        """Raise NoEntryKeyError if ``key`` is no entry key: RedBeat's own keys are never an entry's."""
+        if not self.is_entry_key(key):
+            raise NoEntryKeyError(key, self.keys.no_entry_name(key))
 
     def history_key(self, key: str) -> str:
         return self.keys.history(key)

@@ -111,6 +111,7 @@ def add(tool: Tool, name: str | None, task: str | None, every: float | None, cro
     if not name:
         raise click.UsageError("give the entry a NAME")
     definition["name"] = name
+    _entry_key(tool, name)
     entry = _checked_entry(tool, definition, force)
     if not force:
         _refuse_a_past_one_off(entry)
@@ -172,6 +173,20 @@ def _optional_fields(args_json: str | None, kwargs_json: str | None, queue: str 
     return fields
 
 
+def _entry_key(tool: Tool, name: str) -> str:
+    """The key of the entry ``name``, to write or remove; refused when it is one of RedBeat's
+    own keys (a name starting with ':'), or holds another type than an entry's hash
+    (someone else's data, which beat never writes either)."""
+    store = get_store(tool.app)
+    key = RedBeatSchedulerEntry.generate_key(tool.app, name)
+    if not store.is_entry_key(key):
+        raise click.ClickException(printable(store.keys.no_entry_name(key)))
+    [kind] = store.key_types([key])
+    if kind not in ("hash", "none"):
+        raise click.ClickException(printable(f"no entry named {name!r} (its key is a {kind}, not a hash)"))
+    return key
+
+
 def _checked_entry(tool: Tool, definition: dict, force: bool = False) -> RedBeatSchedulerEntry:
     """The entry for ``definition``, refused with a message naming the field that is wrong:
     the checks of every writer (``validation.check_written``), the task's against the app's
@@ -208,7 +223,7 @@ def remove(tool: Tool, name: str | None, selection: Selection) -> None:
 
 def _remove(tool: Tool, name: str) -> None:
     store = get_store(tool.app)
-    key = RedBeatSchedulerEntry.generate_key(tool.app, name)
+    key = _entry_key(tool, name)
     if not store.known(key):
         raise click.ClickException(f"no entry named {name!r}")
     store.delete(key)
@@ -236,6 +251,7 @@ def resume(tool: Tool, name: str | None, selection: Selection) -> None:
 
 
 def _set_enabled(tool: Tool, name: str, enabled: bool) -> None:
+    _entry_key(tool, name)
     entry = tool.entry(name)
     if enabled and _finished(entry):
         raise click.ClickException(printable(
@@ -267,7 +283,7 @@ def _patch_definition(tool: Tool, name: str, field: str, value: Any, force: bool
     the app's registry only when the task or its arguments change (and not with ``force``)."""
     _refuse_field(field)
     store = get_store(tool.app)
-    key = RedBeatSchedulerEntry.generate_key(tool.app, name)
+    key = _entry_key(tool, name)
     stored = store.load(key)
     raw = stored.definition
     if raw is None:
@@ -302,6 +318,7 @@ def run_now(tool: Tool, name: str | None, selection: Selection) -> None:
 
 
 def _run_now(tool: Tool, name: str) -> None:
+    _entry_key(tool, name)
     tool.entry(name).run_now()
     click.echo(f"{printable(name)} will run at beat's next tick")
 

@@ -94,7 +94,7 @@ def show(tool: Tool, name: str, as_json: bool) -> None:
     [view] = admin.entries(tool.app, [RedBeatSchedulerEntry.generate_key(tool.app, name)])
     if view.score is None and not view.fields:
         what = "" if view.kind == "none" else f" (its key is a {view.kind}, not a hash)"
-        raise click.ClickException(f"no entry named {printable(name)}{what}")
+        raise click.ClickException(printable(f"no entry named {name!r}{what}"))
     fields = {k: json_or_text(v) for k, v in view.fields.items()}
     runs, preview_error = _preview(view)
     preview = [{"slot": run["slot"].isoformat(), "fire_at": run["fire_at"].isoformat(),
