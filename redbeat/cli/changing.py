@@ -113,8 +113,10 @@ def add(tool: Tool, name: str | None, task: str | None, every: float | None, cro
     definition["name"] = name
     _entry_key(tool, name)
     entry = _checked_entry(tool, definition, force)
-    if not force:
-        _refuse_a_past_one_off(entry)
+    with said_in_one_line():  # a rule that never matches cannot be scored: said, not a traceback
+        score = entry.score
+        if not force:
+            _refuse_what_never_runs(entry)
     store = get_store(tool.app)
     stored = store.load(entry.key)
     if stored.definition is not None:
@@ -122,7 +124,7 @@ def add(tool: Tool, name: str | None, task: str | None, every: float | None, cro
     # Checked above (with --force, without the task checks): written as checked.
     store.save(write_over(entry, stored, entry.definition_json()))
     click.echo(printable(f"added {name}: {admin.describe_schedule(entry.schedule)}, next run "
-                         f"{datetime.fromtimestamp(entry.score, UTC):%Y-%m-%d %H:%M:%S} UTC" if entry.score >= 0
+                         f"{datetime.fromtimestamp(score, UTC):%Y-%m-%d %H:%M:%S} UTC" if score >= 0
                          else f"added {name}"))
 
 
@@ -198,11 +200,17 @@ def _checked_entry(tool: Tool, definition: dict, force: bool = False) -> RedBeat
         return RedBeatSchedulerEntry(app=tool.app, **fields)
 
 
-def _refuse_a_past_one_off(entry: RedBeatSchedulerEntry) -> None:
-    """Refuse a one-off whose time has passed, saying what beat would do with it."""
-    if not isinstance(entry.schedule, clocked):
-        return
+def _refuse_what_never_runs(entry: RedBeatSchedulerEntry) -> None:
+    """Refuse a one-off whose time has passed, saying what beat would do with it, and a
+    schedule with no run to come (an rrule whose UNTIL is past, or of COUNT=0)."""
     now = datetime.now(UTC)
+    if not isinstance(entry.schedule, clocked):
+        plan = entry.plan(now)
+        if not plan.runs and plan.fire_at is None:
+            raise click.ClickException(printable(
+                f"the schedule {admin.describe_schedule(entry.schedule)} has no run to come (its end or its count "
+                f"is over): the entry would never run; give --force to add it anyway"))
+        return
     at = entry.schedule.at
     if at > now:
         return
