@@ -54,8 +54,9 @@ class FieldValue:
 
 
 def schedule_from_spec(spec: ScheduleSpec, default_zone: tzinfo = UTC, now: datetime | None = None) -> BaseSchedule:
-    """The schedule ``spec`` describes; a time without an offset is taken in ``spec.timezone``,
-    else ``default_zone`` (the app's); a rule starts at midnight of ``now``'s day."""
+    """The schedule ``spec`` describes; a time without an offset, and a rule, are taken in
+    ``spec.timezone``, else ``default_zone`` (the app's, as a crontab without zone follows it);
+    a rule starts at midnight of ``now``'s day."""
     given = [name for name in ("every", "cron", "rrule", "at") if getattr(spec, name) is not None]
     if len(given) != 1:
         raise SpecError("give exactly one of every, cron, rrule, at")
@@ -66,7 +67,8 @@ def schedule_from_spec(spec: ScheduleSpec, default_zone: tzinfo = UTC, now: date
     if spec.cron is not None:
         return cron_from_text(spec.cron, spec.timezone)
     if spec.rrule is not None:
-        return rrule_from_text(spec.rrule, spec.timezone, now)
+        # A rule keeps its zone's name: the app's, unless given (UTC has no name to keep).
+        return rrule_from_text(spec.rrule, spec.timezone or getattr(default_zone, "key", None), now)
     assert spec.at is not None
     return clocked(moment_from_text(spec.at, zone_named(spec.timezone) if spec.timezone else default_zone))
 
