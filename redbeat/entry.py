@@ -83,7 +83,7 @@ class RedBeatSchedulerEntry(ScheduleEntry):
         schedule: Any = None,
         args: Any = None,
         kwargs: dict | None = None,
-        enabled: bool = True,
+        enabled: bool | None = True,
         options: dict | None = None,
         catch_up: str | None = None,
         catch_up_max: int | None = None,
@@ -109,7 +109,8 @@ class RedBeatSchedulerEntry(ScheduleEntry):
         self.schedule = answering_as_beat(self.schedule)  # Celery's crontab and interval answer otherwise
         if isinstance(self.schedule, clocked) and clsargs.get("last_run_at") is None:
             self.last_run_at = None  # a one-off has not run just because it was created
-        self.enabled = enabled
+        # null (a definition another program wrote) means the default: enabled (docs/format.rst).
+        self.enabled = True if enabled is None else enabled
         self.catch_up = catch_up
         self.catch_up_max = catch_up_max
         self.starting_deadline = starting_deadline

@@ -344,6 +344,9 @@ def edit(tool: Tool, name: str, field: str, value: str, force: bool) -> None:
     _refuse_field(field)
     with said_in_one_line("VALUE"):
         parsed = value_from_text(field, value)
+    if field == "enabled" and parsed is None:
+        parsed, value = True, "true (null means the default)"  # stored as true, which every reader takes alike
     _patch_definition(tool, name, field, parsed, force=force)
-    _warn_if_static(tool, name, STATIC_EDIT_WARNING)
+    # Beat's re-sync keeps a paused state (statics.prepare_writes): said as pause says it.
+    _warn_if_static(tool, name, STATIC_PAUSE_WARNING if field == "enabled" else STATIC_EDIT_WARNING)
     click.echo(printable(f"{name}: {field} = {value}"))
