@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import sys
+import unicodedata
 from collections.abc import Callable
 from datetime import timezone
 from enum import IntEnum
@@ -254,7 +255,7 @@ def table(rows: list[list[Any]], header: list[str], wide: bool = False, keep: tu
     narrowed first, those named in ``keep`` only if the others cannot make room enough,
     and a cell cut ends with an ellipsis, so each row stays one line."""
     cells = [[printable(cell) for cell in row] for row in [header, *rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    widths = [max(display_width(row[i]) for row in cells) for i in range(len(header))]
     limit = None if wide else output_width()
     if limit is not None:
         room = limit - 2 * (len(widths) - 1)
@@ -263,7 +264,7 @@ def table(rows: list[list[Any]], header: list[str], wide: bool = False, keep: tu
         widths = fitted([width if k else next(cut) for width, k in zip(widths, kept)], room)
 
     def line(row: list[str]) -> str:
-        return "  ".join(_cut(cell, width).ljust(width) for cell, width in zip(row, widths)).rstrip()
+        return "  ".join(_padded(_cut(cell, width), width) for cell, width in zip(row, widths)).rstrip()
     click.secho(line(cells[0]), bold=True)
     for row in cells[1:]:
         click.echo(line(row))
@@ -295,8 +296,32 @@ def fitted(widths: list[int], room: int) -> list[int]:
     return [min(width, cap) for width in widths]
 
 
+def display_width(text: str) -> int:
+    """How many columns ``text`` takes on a terminal: wide and fullwidth characters
+    (CJK ideographs, kana, fullwidth forms) take two."""
+    return sum(_char_width(char) for char in text)
+
+
+def _char_width(char: str) -> int:
+    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+
+
 def _cut(cell: str, width: int) -> str:
-    return cell if len(cell) <= width else cell[:width - 1] + "…"
+    """``cell`` cut to ``width`` columns on screen, ending with an ellipsis when cut."""
+    if display_width(cell) <= width:
+        return cell
+    kept, used = [], 1  # the ellipsis takes one column
+    for char in cell:
+        used += _char_width(char)
+        if used > width:
+            break
+        kept.append(char)
+    return "".join(kept) + "…"
+
+
+def _padded(cell: str, width: int) -> str:
+    """``cell`` padded with spaces to ``width`` columns on screen."""
+    return cell + " " * (width - display_width(cell))
 
 
 def json_or_text(raw: bytes) -> Any:
