@@ -72,7 +72,8 @@ class EntryView:
 
     @property
     def next_run(self) -> datetime | None:
-        if self.score is None or not 0 <= self.score < END_OF_TIME:
+        """When beat next looks at it; None for none, and for a score of 0 (``due_now``)."""
+        if self.score is None or not 0 < self.score < END_OF_TIME:
             return None
         return datetime.fromtimestamp(self.score, UTC)
 
@@ -96,6 +97,8 @@ class EntryView:
             "schedule": describe_schedule(entry.schedule) if entry else None,
             "enabled": entry.enabled if entry else None,
             "next_run": _iso(self.next_run),
+            # Score 0: due at beat's next tick (how other programs add an entry), no moment to say.
+            "due_now": self.score == 0,
             "last_run": _iso(entry.last_run_at) if entry else None,
             "last_dispatched": _iso_ts(status.last_dispatched_at),
             "total_run_count": entry.total_run_count if entry else None,

@@ -64,7 +64,7 @@ def list_entries(tool: Tool, as_json: bool, pattern: str | None, task: str | Non
 
 
 LIST_ORDERS: dict[str, Callable[[dict], Any]] = {
-    "next": lambda s: (s["next_run"] is None, s["next_run"] or "", s["name"]),
+    "next": lambda s: (s["next_run"] is None and not s["due_now"], s["next_run"] or "", s["name"]),
     "name": lambda s: s["name"], "task": lambda s: (s["task"] or "", s["name"]),
     "last": lambda s: (s["last_run"] or "", s["name"])}
 
@@ -121,7 +121,9 @@ def _print_entry(view: admin.EntryView, summary: dict, fields: dict, now: float)
     def said(label: str, value: Any) -> str:
         return _moment(value, now) if label in MOMENTS else printable(value)
     for label in SHOWN:
-        if summary[label] is not None:
+        if label == "next_run" and summary["due_now"]:
+            click.echo(f"{label:>16}: now (score 0: due at beat's next tick)")
+        elif summary[label] is not None:
             click.echo(f"{label:>16}: {said(label, summary[label])}")
     failure = summary["last_failure"]
     if failure is not None:
