@@ -22,6 +22,7 @@ from .liveness import fresh_standbys
 from .records import MAX_TIMESTAMP, Heartbeat, InFlight, Parked, Status, unix_seconds
 from .schedules import clocked, rrule
 from .store import ScheduleStore
+from .validation import WRITABLE_FIELDS, is_misplaced, unknown_field_words
 
 UTC = timezone.utc
 SCAN_CHUNK = 1000
@@ -444,11 +445,36 @@ def _schedule_findings(app: Celery, store: ScheduleStore) -> list[Finding]:
         if finding is not None:
             findings.append(finding)
         if view.kind == "hash":
+            findings += _field_findings(view)
             risk.add(view.key, view.name, view.score, view.fields)
     findings += _rollback_findings(store, risk, rollback.held(app))
     for key in store.unscheduled_hashes(scheduled):
         findings.append(Finding("unscheduled", key_text(key), "entry hash not in the schedule: beat never looks "
                                 f"at it. Add it with ZADD {store.conf.schedule_key} 0 {key_text(key)}"))
+    return findings
+
+
+def _field_findings(view: EntryView) -> list[Finding]:
+    """The top-level fields of an entry's definition that no entry has, which beat ignores: a
+    task option or a schedule word is a problem (the entry does not run as written: a 'queue'
+    there sends its task to the default queue); another is a notice (another program's field)."""
+    try:
+        definition = json.loads(view.fields.get("definition") or b"{}")
+    except (ValueError, RecursionError):
+        return []  # an unreadable definition is a finding of its own
+    if not isinstance(definition, dict):
+        return []
+    unknown = [str(name) for name in definition if name not in WRITABLE_FIELDS]
+    misplaced = [unknown_field_words(name) for name in unknown if is_misplaced(name)]
+    others = [repr(name) for name in unknown if not is_misplaced(name)]
+    findings = []
+    if misplaced:
+        findings.append(Finding("misplaced-field", view.key, f"beat ignores the top-level {', '.join(misplaced)}: "
+                                f"the entry does not run as written. Move it where it belongs (redbeat edit)"))
+    if others:
+        findings.append(Finding("unknown-field", view.key, f"fields no entry has, which RedBeat ignores (another "
+                                f"program's?): {', '.join(others)}; celery-redbeat 2.x refuses a definition "
+                                "with them, so rollback-to-2 drops them", notice=True))
     return findings
 
 

@@ -30,7 +30,8 @@ from .suggestions import did_you_mean
 __all__ = ["DEFINITION_FIELDS", "OPTION_FIELDS", "PROTOCOL_HEADERS", "RESERVED_HEADERS", "RESERVED_OPTIONS",
            "MAX_JITTER", "check_decoded", "check_options", "check_task_options", "reserved_options",
            "without_reserved", "WRITABLE_FIELDS", "TASK_OPTIONS", "DESCRIPTION_FIELD", "InvalidEntryError",
-           "refuse_unknown_fields", "check_description", "check_written", "task_problem", "OPTIONAL_FIELDS"]
+           "refuse_unknown_fields", "unknown_field_words", "is_misplaced", "check_description", "check_written",
+           "task_problem", "OPTIONAL_FIELDS"]
 
 # Scheduling options (RedBeat 3): optional definition fields, written only when
 # set, because celery-redbeat 2.x refuses definitions with fields it does not know.
@@ -215,18 +216,25 @@ def refuse_unknown_fields(definition: dict) -> None:
     unknown = [name for name in definition if name not in WRITABLE_FIELDS]
     if not unknown:
         return
-    said = []
-    for name in unknown:
-        if name in TASK_OPTIONS:
-            said.append(f"{name!r} (a task option: it belongs in 'options', as {{\"options\": {{{json.dumps(name)}: "
-                        f"...}}}})")
-        elif name in SCHEDULE_WORDS:
-            said.append(f"{name!r} (part of the schedule: it belongs in 'schedule', as {{\"schedule\": "
-                        f"{{\"__type__\": \"{SCHEDULE_WORDS[name]}\", ...}}}}; docs/format.rst)")
-        else:
-            said.append(repr(name) + did_you_mean(str(name), WRITABLE_FIELDS))
+    said = [unknown_field_words(name) for name in unknown]
     raise InvalidEntryError(f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(said)}; an entry's fields are "
                        f"{', '.join(WRITABLE_FIELDS)}")
+
+
+def is_misplaced(name: str) -> bool:
+    """Whether ``name``, a field no entry has, belongs inside one of its fields (a task option in
+    'options', a schedule word in 'schedule'): written at the top level, it is ignored."""
+    return name in TASK_OPTIONS or name in SCHEDULE_WORDS
+
+
+def unknown_field_words(name: str) -> str:
+    """``name``, a field no entry has, said with where it belongs, else the nearest field."""
+    if name in TASK_OPTIONS:
+        return f"{name!r} (a task option: it belongs in 'options', as {{\"options\": {{{json.dumps(name)}: ...}}}})"
+    if name in SCHEDULE_WORDS:
+        return (f"{name!r} (part of the schedule: it belongs in 'schedule', as {{\"schedule\": "
+                f"{{\"__type__\": \"{SCHEDULE_WORDS[name]}\", ...}}}}; docs/format.rst)")
+    return repr(name) + did_you_mean(str(name), WRITABLE_FIELDS)
 
 
 def check_description(definition: dict) -> None:
