@@ -70,7 +70,12 @@ def schedule_from_spec(spec: ScheduleSpec, default_zone: tzinfo = UTC, now: date
         # A rule keeps its zone's name: the app's, unless given (UTC has no name to keep).
         return rrule_from_text(spec.rrule, spec.timezone or getattr(default_zone, "key", None), now)
     assert spec.at is not None
-    return clocked(moment_from_text(spec.at, zone_named(spec.timezone) if spec.timezone else default_zone))
+    zone = zone_named(spec.timezone) if spec.timezone else default_zone
+    moment = moment_from_text(spec.at, zone)
+    if spec.timezone and moment.tzinfo is not zone:  # the time's own offset would win, silently
+        raise SpecError(f"the time {spec.at!r} has an offset of its own: give it without one to take it in "
+                        f"{spec.timezone}, or give no timezone")
+    return clocked(moment)
 
 
 def interval_from_seconds(every: float) -> interval:

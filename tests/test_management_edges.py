@@ -216,6 +216,21 @@ def test_rrule_without_timezone_is_in_the_apps_zone_like_cron_and_at(app, schedu
     assert hours == {"by-cron": 9, "by-rrule": 9}
 
 
+def test_timezone_with_an_at_time_of_its_own_offset_is_refused(redis_url, schedule_redis):
+    result = run(redis_url, "add", "x", "--task", "t", "--at", "2030-01-01T10:00+01:00", "--timezone", "Asia/Tokyo")
+    assert one_line_error(result) and result.exit_code == 2, result.stderr
+    assert "has an offset of its own" in result.stderr
+    assert not schedule_redis.exists("redbeat:x")
+
+
+# -- the standalone redbeat: which server it uses is said after click reads the arguments -----------
+
+def test_a_usage_error_is_not_preceded_by_the_default_server_notice():
+    result = CliRunner().invoke(redbeat, ["add", "--bogus"], env={"REDBEAT_REDIS_URL": None})
+    assert result.exit_code == 2
+    assert "no --redis-url" not in result.stderr, result.stderr
+
+
 # -- doctor: a task option written at the top level is a problem -----------------------------------
 
 def test_doctor_reports_a_task_option_written_at_the_top_level_as_a_problem(redis_url, schedule_redis):

@@ -121,12 +121,26 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON f
 
 
 ASKS_HELP = "redbeat.asks_help"  # ctx.meta: the command line asks a command's --help
+DEFAULT_SERVER_NOTICE = "redbeat.default_server"  # ctx.meta: said once the command's arguments are read
+
+
+class RedBeatCommand(click.Command):
+    """A command of the group: says which Redis it uses when told none once its own arguments
+    are read, so that a usage error of click's is not preceded by it."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        notice = ctx.meta.pop(DEFAULT_SERVER_NOTICE, None)
+        if notice:
+            click.echo(notice, err=True)
+        return super().invoke(ctx)
 
 
 class RedBeatGroup(click.Group):
     """Failures any command can meet, each said in one line with its exit code,
     never as a traceback: Redis out of reach or refusing, a bad URL or setting,
     and one of RedBeat's own keys holding another type (named, with the fix)."""
+
+    command_class = RedBeatCommand
 
     def invoke(self, ctx: click.Context) -> Any:
         # Seen here, before click parses the command's own arguments: a command's --help reads no Redis.
@@ -213,7 +227,7 @@ def redbeat(ctx: click.Context, redis_url: str | None, prefix: str | None, timeo
         user_app, app = app, Celery("redbeat-cli", set_as_current=False)
         if not redis_url and user_app is None and _needs_redis(ctx):
             # Said, not silent: a schedule looked for on the wrong server looks empty.
-            click.echo(f"redbeat: no --redis-url or REDBEAT_REDIS_URL: using {DEFAULT_REDIS_URL}", err=True)
+            ctx.meta[DEFAULT_SERVER_NOTICE] = f"redbeat: no --redis-url or REDBEAT_REDIS_URL: using {DEFAULT_REDIS_URL}"
         app.conf.redbeat_redis_url = redis_url or DEFAULT_REDIS_URL
         if user_app is not None:
             app.conf.timezone = user_app.conf.timezone  # what --at without an offset is taken in

@@ -84,7 +84,7 @@ def said_in_one_line(what: str | None = None) -> Iterator[None]:
               "offset, in --timezone, else in the app's timezone setting (else UTC). A time in the past needs "
               "--force.")
 @click.option("--timezone", "timezone_name", help="IANA zone of --cron, --rrule and --at (an --every interval "
-              "has none).")
+              "has none, nor an --at time with an offset); without it, the app's timezone setting (else UTC).")
 @click.option("--args", "args_json", help="Positional arguments as a JSON list.")
 @click.option("--kwargs", "kwargs_json", help="Keyword arguments as a JSON object.")
 @click.option("--queue", help="Queue to send the task to.")
