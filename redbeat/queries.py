@@ -16,7 +16,7 @@ from redis.exceptions import ResponseError
 from .stages import text
 from .storepart import StorePart
 
-__all__ = ["ScheduleQueries", "BeatRecords"]
+__all__ = ["ScheduleQueries", "BeatRecords", "chunks"]
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ class ScheduleQueries(StorePart):
     def misfiled_histories(self) -> Iterator[tuple[bytes, str]]:
         """(key, Redis type) of history keys that are no list."""
         pattern = _glob_escape(self.keys.histories) + "*"
-        for keys in _chunks(self.client.scan_iter(match=pattern, count=1000), 1000):
+        for keys in chunks(self.client.scan_iter(match=pattern, count=1000), 1000):
             for key, kind in zip(keys, self.key_types(keys)):
                 if kind != "list":
                     yield key, kind
@@ -152,7 +152,7 @@ class ScheduleQueries(StorePart):
         own = self.keys.own.encode()
         raw_keys = self.client.scan_iter(match=_glob_escape(self.conf.key_prefix) + "*", count=1000, _type="hash")
         candidates = (key for key in raw_keys if not key.startswith(own) and key not in scheduled)
-        for keys in _chunks(candidates, 1000):
+        for keys in chunks(candidates, 1000):
             pipe = self.client.pipeline(transaction=False)
             for key in keys:
                 pipe.zscore(self.conf.schedule_key, key)
@@ -213,7 +213,8 @@ class ScheduleQueries(StorePart):
         return text(policy) if policy is not None else None
 
 
-def _chunks(items: Iterable[Any], size: int) -> Iterator[list]:
+def chunks(items: Iterable[Any], size: int) -> Iterator[list]:
+    """``items`` in lists of ``size`` (the last may be shorter)."""
     chunk = []
     for item in items:
         chunk.append(item)

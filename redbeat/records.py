@@ -51,6 +51,17 @@ def unix_seconds(value: Any) -> float | None:
     return float(value)
 
 
+def _json_object(raw: bytes | str, what: str) -> dict:
+    """The JSON object in ``raw``; ValueError if it is none (``what`` names it in the message)."""
+    try:
+        fields = json.loads(raw)
+    except RecursionError as exc:
+        raise ValueError("nested too deeply") from exc
+    if not isinstance(fields, dict):
+        raise ValueError(f"{what} is a JSON object")
+    return fields
+
+
 def _json_scalar(value: Any) -> str:
     """``json.dumps(value)``, sooner for what records hold most: finite floats, ints and text."""
     kind = type(value)
@@ -311,12 +322,7 @@ class HistoryRecord:
     @classmethod
     def from_json(cls, raw: bytes | str) -> HistoryRecord:
         """Read a record; ValueError if it is not one (wrong JSON, a field missing or of another type)."""
-        try:
-            fields = json.loads(raw)
-        except RecursionError as exc:
-            raise ValueError("nested too deeply") from exc
-        if not isinstance(fields, dict):
-            raise ValueError("a history record is a JSON object")
+        fields = _json_object(raw, "a history record")
         scheduled, dispatched = unix_seconds(fields.get("scheduled")), unix_seconds(fields.get("dispatched"))
         task_id, outcome, reason = fields.get("task_id"), fields.get("outcome"), fields.get("reason")
         if scheduled is None or dispatched is None or not isinstance(task_id, str) or not isinstance(outcome, str):
@@ -462,12 +468,7 @@ class StandbyBeat:
     @classmethod
     def from_json(cls, raw: bytes | str) -> StandbyBeat:
         """Read a record; ValueError if it is not one."""
-        try:
-            fields = json.loads(raw)
-        except RecursionError as exc:
-            raise ValueError("nested too deeply") from exc
-        if not isinstance(fields, dict):
-            raise ValueError("a standby record is a JSON object")
+        fields = _json_object(raw, "a standby record")
         last_check, since = unix_seconds(fields.get("last_check")), unix_seconds(fields.get("since"))
         within, pid = fields.get("next_check_within"), fields.get("pid")
         token, host, version = fields.get("token"), fields.get("host"), fields.get("version")

@@ -32,7 +32,7 @@ import json
 import math
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import IO, Any
@@ -45,6 +45,7 @@ from .decoder import dumps
 from .entry import RedBeatSchedulerEntry, write_over
 from .entrywrites import ImportedWrite, StoredFields
 from .jsonstream import JsonReader
+from .queries import chunks
 from .records import same_json
 from .store import NEVER, ScheduleStore
 from .validation import check_written
@@ -313,7 +314,7 @@ def import_schedule(app: Celery, source: ScheduleFile, apply: bool = False, opti
     ValueError when the file is neither an export nor ``{name: spec}``."""
     plan = ImportPlan(source=source, options=options)
     seen: set[str] = set()
-    for chunk in _chunks(source.rows(), CHUNK):
+    for chunk in chunks(source.rows(), CHUNK):
         _plan_chunk(app, chunk, plan, seen)
         progress("checked", len(seen))
     plan.statics = source.statics
@@ -330,11 +331,11 @@ def _write(app: Celery, plan: ImportPlan, progress: Progress) -> int:
     if plan.statics:
         store.write_imported([], plan.statics)
     written = 0
-    for chunk in _chunks(plan.source.rows(), CHUNK):
+    for chunk in chunks(plan.source.rows(), CHUNK):
         writes = _plan_chunk(app, chunk, ImportPlan(options=plan.options), set(), writing=True)
         written += store.write_imported(writes)
         progress("written", written)
-    for names in _chunks(plan.remove, CHUNK):
+    for names in chunks(plan.remove, CHUNK):
         store.write_entries([], [], names)
         written += len(names)
         progress("written", written)
@@ -452,17 +453,6 @@ def _not_in_file(store: ScheduleStore, names: set[str], statics: set[str]) -> It
             name = key_text(key[len(prefix):])
             if key.startswith(prefix) and name not in names and name not in statics:
                 yield name
-
-
-def _chunks(items: Iterable[Any], size: int) -> Iterator[list]:
-    chunk = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 # -- the Python API of before: a plan of in-memory data, then its writes -------------------

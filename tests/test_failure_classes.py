@@ -19,7 +19,7 @@ from celery import Celery
 from celery.beat import SchedulingError
 from celery.exceptions import reraise
 from click.testing import CliRunner
-from conftest import published, raw_entry, start_beat, tick_until, wait_for
+from conftest import entry_missing_its_argument, published, raw_entry, start_beat, tick_until, wait_for
 from kombu.exceptions import EncodeError
 from kombu.exceptions import OperationalError as KombuOperationalError
 from kombu.serialization import dumps as kombu_dumps
@@ -295,10 +295,7 @@ def test_published_leaves_out_runs_waiting_in_flight(app_with_typed_task, schedu
 
 def test_a_real_beat_gives_up_a_run_without_its_argument_once_and_show_says_why(beats, schedule_server):
     schedule = schedule_server.client()
-    # e2e_app.record(label) is registered in the beat's app: no args fails Celery's check.
-    schedule.hset("redbeat:no-label", "definition", json.dumps({
-        "name": "no-label", "task": "e2e_app.record", "schedule": {"__type__": "interval", "every": 3600}}))
-    schedule.zadd("redbeat::schedule", {"redbeat:no-label": 0})
+    entry_missing_its_argument(schedule)
     start_beat(beats, "beat")
     wait_for(lambda: schedule.llen("redbeat::history:no-label") == 1, timeout=30, message="the run given up")
     wait_for(lambda: "given_up" in (schedule.hget("redbeat:no-label", "status") or ""), timeout=10,

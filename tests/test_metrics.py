@@ -12,7 +12,7 @@ import urllib.request
 from datetime import datetime, timezone
 
 import pytest
-from conftest import free_port, raw_entry, start_beat, tick_until, wait_for
+from conftest import entry_missing_its_argument, free_port, raw_entry, start_beat, tick_until, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from redbeat.config import ConfigurationError
@@ -93,10 +93,7 @@ def test_a_real_beat_counts_its_dispatches_and_their_lateness(beats, metrics_por
 def test_a_run_that_can_never_publish_is_counted_given_up_on_its_first_attempt(beats, metrics_port,
                                                                               schedule_server):
     schedule = schedule_server.client()
-    # e2e_app.record(label) without its label fails Celery's argument check: permanent.
-    schedule.hset("redbeat:no-label", "definition", json.dumps({
-        "name": "no-label", "task": "e2e_app.record", "schedule": {"__type__": "interval", "every": 3600}}))
-    schedule.zadd("redbeat::schedule", {"redbeat:no-label": 0})
+    entry_missing_its_argument(schedule)
     start_beat(beats, "beat")
     wait_for(lambda: schedule.llen("redbeat::history:no-label") == 1, timeout=30, message="the run given up")
     scraped = wait_for(lambda: try_scrape(metrics_port), timeout=10, message="the metrics endpoint")

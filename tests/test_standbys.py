@@ -12,7 +12,7 @@ import time
 
 import pytest
 from click.testing import CliRunner
-from conftest import make_app, start_beat, tick_until, wait_for
+from conftest import entry_missing_its_argument, make_app, start_beat, tick_until, wait_for
 from topologies import ClusterSetup
 
 from redbeat import admin
@@ -191,10 +191,7 @@ def test_status_lists_the_standby_and_it_leaves_when_stopped_or_killed(beats, sc
 @pytest.mark.e2e
 def test_a_real_beat_giving_up_a_run_makes_status_degraded(beats, schedule_server):
     schedule = schedule_server.client()
-    # e2e_app.record(label) without its argument: Celery's check refuses it, beat gives the run up.
-    schedule.hset("redbeat:no-label", "definition", json.dumps({
-        "name": "no-label", "task": "e2e_app.record", "schedule": {"__type__": "interval", "every": 3600}}))
-    schedule.zadd("redbeat::schedule", {"redbeat:no-label": 0})
+    entry_missing_its_argument(schedule)
     start_beat(beats, "beat")
     url = schedule_server.url(0)
     wait_for(lambda: cli(url, "status")[0] == DEGRADED, timeout=30, message="status degraded")
