@@ -1,0 +1,184 @@
+"""Review of issue 14's schedule file and bulk commands (export, import --prune, --match
+with --yes, the streaming JSON reader): each test proves a bug, and is xfail until it is fixed."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from redbeat.cli import redbeat
+from redbeat.jsonstream import CHUNK, JsonReader
+
+SCHEDULE = "redbeat::schedule"
+
+
+@pytest.fixture
+def cli(redis_url):
+    runner = CliRunner()
+
+    def run(*args, stdin=None):
+        return runner.invoke(redbeat, ["--redis-url", redis_url, *args], input=stdin)
+    return run
+
+
+def definition(name: str, **more) -> str:
+    return json.dumps({"name": name, "task": "tasks.report", "schedule": {"__type__": "interval", "every": 60},
+                       "args": [], "kwargs": {}, "options": {}, "enabled": True, **more})
+
+
+def put(client, key: bytes | str, score: float = 1e9, definition_text: str | None = None) -> None:
+    """An entry under ``key`` (bytes for a name that is not UTF-8), as beat leaves it."""
+    raw = key if isinstance(key, bytes) else key.encode()
+    client.hset(raw, "definition", definition_text or definition(raw[len(b"redbeat:"):].decode("utf-8", "replace")))
+    client.zadd(SCHEDULE, {raw: score})
+
+
+def one_spec(tmp_path, name: str = "keep"):
+    path = tmp_path / "specs.json"
+    path.write_text(json.dumps({name: {"task": "tasks.report", "schedule": 60}}))
+    return path
+
+
+def no_traceback(result) -> bool:
+    return result.exception is None or isinstance(result.exception, SystemExit)
+
+
+# -- data loss ---------------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason="import writes an export row whose key is one of RedBeat's own keys: "
+                   "write_imported deletes the key first, so a row keyed redbeat::schedule deletes the whole schedule")
+def test_import_of_an_export_row_keyed_as_the_schedule_keeps_the_schedule(cli, schedule_redis, tmp_path):
+    put(schedule_redis, "redbeat:keep")
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps({"format": "redbeat-export", "version": 1, "prefix": "redbeat:", "statics": [],
+                                "entries": [{"key": "redbeat::schedule", "score": 1, "fields": {}}]}))
+    cli("import", str(path), "--apply")
+    assert schedule_redis.zscore(SCHEDULE, "redbeat:keep") == 1e9
+
+
+@pytest.mark.xfail(strict=True, reason="a spec named ':inflight' is planned as an update and written into "
+                   "RedBeat's in-flight hash (and the hash's key added to the schedule); the API and the other "
+                   "writing commands refuse names starting with ':'")
+def test_import_refuses_a_spec_named_as_one_of_redbeats_own_keys(cli, schedule_redis, tmp_path):
+    schedule_redis.hset("redbeat::inflight", "token", "record")
+    result = cli("import", str(one_spec(tmp_path, ":inflight")), "--apply")
+    assert result.exit_code == 1
+    assert schedule_redis.hkeys("redbeat::inflight") == [b"token"]
+    assert schedule_redis.zcard(SCHEDULE) == 0
+
+
+@pytest.mark.xfail(strict=True, reason="import --prune --apply over an entry whose name is not UTF-8: the file's "
+                   "entries are written, then the removal fails encoding the name (redis-py, strict UTF-8); "
+                   "the dry run listed it, the apply ends 'Error: utf-8 codec...' with nothing pruned")
+def test_prune_removes_an_entry_whose_name_is_not_utf8(cli, schedule_redis, tmp_path):
+    put(schedule_redis, b"redbeat:caf\xe9")
+    put(schedule_redis, "redbeat:old")
+    result = cli("import", str(one_spec(tmp_path, "new")), "--prune", "--apply")
+    assert result.exit_code == 0, result.output
+    assert schedule_redis.zrange(SCHEDULE, 0, -1) == [b"redbeat:new"]
+
+
+@pytest.mark.xfail(strict=True, reason="prune removes every schedule member under the prefix, RedBeat's own keys "
+                   "included (no is_entry_key check): a stray member redbeat::lock deletes beat's lock key")
+def test_prune_never_deletes_one_of_redbeats_own_keys(cli, schedule_redis, tmp_path):
+    put(schedule_redis, "redbeat:keep")
+    schedule_redis.set("redbeat::lock", "token")
+    schedule_redis.zadd(SCHEDULE, {"redbeat::lock": 5})
+    cli("import", str(one_spec(tmp_path)), "--apply", "--prune")
+    assert schedule_redis.get("redbeat::lock") == b"token"
+
+
+def backup_of(path, *names: str):
+    rows = [{"key": f"redbeat:{name}", "score": 5, "fields": {"definition": definition(name)}} for name in names]
+    path.write_text(json.dumps({"format": "redbeat-export", "version": 1, "prefix": "redbeat:", "statics": [],
+                                "entries": rows}))
+    return path
+
+
+@pytest.mark.xfail(strict=True, reason="import of an export over a key under the prefix that holds another type "
+                   "(someone else's string, not in the schedule): planned as 'create', and --apply deletes it "
+                   "silently; add/edit/remove refuse such a key ('its key is a string, not a hash')")
+def test_import_of_an_export_leaves_someone_elses_key_under_the_prefix(cli, schedule_redis, tmp_path):
+    schedule_redis.set("redbeat:s", "someone else's")
+    result = cli("import", str(backup_of(tmp_path / "export.json", "s")), "--apply")
+    assert schedule_redis.get("redbeat:s") == b"someone else's"
+    assert result.exit_code == 1
+
+
+@pytest.mark.xfail(strict=True, reason="a spec over a key holding a string is planned as 'create'; --apply then "
+                   "fails mid-transaction with Redis's WRONGTYPE (exit 4), after writing the other entries of the "
+                   "chunk: the plan should have said it is invalid, and nothing be written")
+def test_import_of_a_spec_over_someone_elses_key_is_invalid_in_the_plan(cli, schedule_redis, tmp_path):
+    schedule_redis.set("redbeat:s", "someone else's")
+    path = tmp_path / "specs.json"
+    path.write_text(json.dumps({name: {"task": "tasks.report", "schedule": 60} for name in ("t", "s")}))
+    result = cli("import", str(path), "--apply")
+    assert result.exit_code == 1, result.output
+    assert schedule_redis.zcard(SCHEDULE) == 0
+
+
+# -- bulk ---------------------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason="bulk acts by name as text: a name that is not UTF-8 raises "
+                   "UnicodeEncodeError (a traceback) in the middle of the loop, leaving the entries after it")
+def test_bulk_remove_over_a_name_that_is_not_utf8_says_so_and_goes_on(cli, schedule_redis):
+    for key in (b"redbeat:a1", b"redbeat:caf\xe9", b"redbeat:z1"):
+        put(schedule_redis, key)
+    result = cli("remove", "--match", "*", "--yes")
+    assert no_traceback(result), repr(result.exception)
+    assert schedule_redis.zscore(SCHEDULE, "redbeat:z1") is None
+
+
+@pytest.mark.xfail(strict=True, reason="bulk pause over a name that is not UTF-8: traceback (UnicodeEncodeError)")
+def test_bulk_pause_over_a_name_that_is_not_utf8_has_no_traceback(cli, schedule_redis):
+    put(schedule_redis, b"redbeat:caf\xe9")
+    assert no_traceback(cli("pause", "--match", "*", "--yes"))
+
+
+# -- exactness ----------------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason="export --format specs decodes a definition holding Infinity or NaN "
+                   "(json.dumps writes them) and then dumps it with allow_nan=False: ValueError traceback, "
+                   "half a file written")
+def test_specs_export_of_a_definition_holding_infinity_imports_back(cli, schedule_redis, tmp_path):
+    put(schedule_redis, "redbeat:limit", definition_text=definition("limit", kwargs={"limit": float("inf")}))
+    out = tmp_path / "specs.json"
+    result = cli("export", "--format", "specs", "-o", str(out))
+    assert result.exit_code == 0, repr(result.exception)
+    result = cli("import", str(out), "--json")
+    assert json.loads(result.output)["unchanged"] == ["limit"]
+
+
+@pytest.mark.xfail(strict=True, reason="JsonReader.value: a bare number cut by the 64 KiB read right after its "
+                   "'.' or 'e' parses as the shorter number (raw_decode backs off), end != len(buffer), so no "
+                   "more is read: 'expected , or ]' on valid JSON")
+def test_reader_reads_a_number_cut_by_the_read_boundary():
+    text = "[" + " " * (CHUNK - 3) + "1.5]"
+    assert text[CHUNK - 2:CHUNK] == "1."
+    reader = JsonReader(io.StringIO(text))
+    assert [reader.value() for _ in reader.items()] == [1.5]
+
+
+@pytest.mark.xfail(strict=True, reason="a backup reformatted with sorted keys (jq -S, json.dumps(sort_keys=True)) "
+                   "imported before (format was looked up anywhere); now 'format' must come first")
+def test_an_export_with_its_members_sorted_still_imports(cli, schedule_redis, tmp_path):
+    put(schedule_redis, "redbeat:keep")
+    out = tmp_path / "export.json"
+    cli("export", "-o", str(out))
+    out.write_text(json.dumps(json.loads(out.read_text()), sort_keys=True, indent=2))
+    result = cli("import", str(out), "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["unchanged"] == ["keep"]
+
+
+@pytest.mark.xfail(strict=True, reason="a file that starts with a UTF-8 byte order mark (Windows editors) is "
+                   "refused as 'neither an export nor {name: spec}': the reader does not skip the BOM")
+def test_a_specs_file_with_a_byte_order_mark_imports(cli, schedule_redis, tmp_path):
+    path = tmp_path / "specs.json"
+    path.write_text("\ufeff" + json.dumps({"keep": {"task": "tasks.report", "schedule": 60}}), encoding="utf-8")
+    result = cli("import", str(path), "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["create"] == ["keep"]
