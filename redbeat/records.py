@@ -378,9 +378,11 @@ class RunEvent:
     scheduled: float | None = None  # the slot, from the message's redbeat_scheduled header
     exception: str | None = None
     duration: float | None = None
+    retries: int = 0  # Celery's count of the run's retries when it happened (request.retries)
 
     def to_json(self) -> str:
-        return json.dumps({name: value for name, value in asdict(self).items() if value is not None})
+        return json.dumps({name: value for name, value in asdict(self).items()
+                           if value is not None and (value or name != "retries")})
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> RunEvent:
@@ -391,12 +393,13 @@ class RunEvent:
         if not isinstance(task_id, str) or not isinstance(event, str) or at is None:
             raise ValueError("a worker event has task_id, event and at")
         worker, pid, exception = fields.get("worker"), fields.get("pid"), fields.get("exception")
-        duration = fields.get("duration")
+        duration, retries = fields.get("duration"), fields.get("retries")
         return cls(task_id, event, at, worker if isinstance(worker, str) else "",
                    pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
                    unix_seconds(fields.get("scheduled")), exception if isinstance(exception, str) else None,
                    float(duration) if isinstance(duration, (int, float)) and not isinstance(duration, bool)
-                   and 0 <= duration < MAX_TIMESTAMP else None)
+                   and 0 <= duration < MAX_TIMESTAMP else None,
+                   retries if isinstance(retries, int) and not isinstance(retries, bool) and retries >= 0 else 0)
 
     @property
     def ends_run(self) -> bool:

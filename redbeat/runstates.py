@@ -35,16 +35,26 @@ class RunState:
     worker: str = ""
     exception: str | None = None
     retries: int = 0
+    attempt: int = 0  # the attempt (Celery's request.retries) that ``state`` is of
 
     def after(self, event: RunEvent) -> RunState:
-        """This state with a newer ``event`` of the same run applied."""
+        """This state with a newer ``event`` of the same run applied.
+
+        A retry is sent before the attempt that asked for it reports its end: the next
+        attempt may start and end, on another worker process, before that report is
+        stored. So an event of an earlier attempt (fewer ``retries``) changes nothing
+        but the count of retries."""
+        retries = max(self.retries, event.retries + (event.event == RunEventKind.RETRIED))
+        if event.retries < self.attempt:
+            return replace(self, retries=retries)
         if event.event == RunEventKind.STARTED:
             # Started again (after a retry, or delivered again): what ended before is over.
             return replace(self, state=RUNNING, reported_at=event.at, started=event.at, finished=None,
-                           duration=None, worker=event.worker, exception=None)
+                           duration=None, worker=event.worker, exception=None, retries=retries,
+                           attempt=event.retries)
         return replace(self, state=event.event, reported_at=event.at, finished=event.at, duration=event.duration,
-                       worker=event.worker or self.worker, exception=event.exception,
-                       retries=self.retries + (event.event == RunEventKind.RETRIED))
+                       worker=event.worker or self.worker, exception=event.exception, retries=retries,
+                       attempt=event.retries)
 
     def as_json_fields(self) -> dict[str, Any]:
         """The fields ``STATE_FIELDS`` (moments in UNIX seconds)."""

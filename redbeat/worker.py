@@ -104,9 +104,10 @@ class EventRecorder:
 
     def event(self, request: Any, task_id: str, kind: RunEventKind, exception: str | None = None,
               duration: float | None = None) -> RunEvent:
-        hostname = getattr(request, "hostname", None)
+        hostname, retries = getattr(request, "hostname", None), getattr(request, "retries", 0)
         return RunEvent(task_id, kind.value, round(self.clock(), 6), hostname if isinstance(hostname, str) else "",
-                        os.getpid(), unix_seconds(getattr(request, "redbeat_scheduled", None)), exception, duration)
+                        os.getpid(), unix_seconds(getattr(request, "redbeat_scheduled", None)), exception, duration,
+                        retries if isinstance(retries, int) and retries > 0 else 0)
 
     def record(self, app: Celery, key: str, event: RunEvent) -> None:
         """Write ``event``; a failure is counted and warned about, never raised."""
