@@ -134,6 +134,33 @@ def test_a_redis_that_fails_never_fails_the_task_and_is_warned_about_once_then_l
     assert "cannot record run events in Redis at redis://127.0.0.1:1/0" in warning.getMessage()
 
 
+# -- show and list, on what anyone may have written ----------------------------------------
+
+def test_junk_in_an_entrys_worker_events_is_skipped_and_a_key_of_another_type_is_reported_by_show(
+        app, redis_url, schedule_redis):
+    def run(*args: str) -> str:
+        result = CliRunner().invoke(redbeat, ["--redis-url", redis_url, *args], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.output
+    raw_entry(schedule_redis, "junky", "tasks.junk")
+    raw_entry(schedule_redis, "wrong", "tasks.wrong")
+    schedule_redis.rpush("redbeat::history:junky", json.dumps(
+        {"task_id": "t-1", "scheduled": 100, "dispatched": 101, "lateness": 1, "outcome": "published"}))
+    schedule_redis.lpush("redbeat::worker-events:junky", json.dumps({"task_id": "t-1", "event": "started", "at": 102}),
+                         b"\xff not json", "[]", json.dumps({"task_id": "t-1", "event": "failed", "at": "later"}))
+    schedule_redis.set("redbeat::worker-events:wrong", "a string")
+
+    [junky] = json.loads(run("show", "junky", "--json"))["history"]
+    assert (junky["state"], junky["started"]) == ("running", "1970-01-01T00:01:42+00:00")
+    listed = {entry["name"]: entry for entry in json.loads(run("list", "--json"))}
+    assert listed["junky"]["last_run_state"] is None  # its newest record is junk: nothing to say
+    assert listed["wrong"]["last_run_state"] is None
+    shown = json.loads(run("show", "wrong", "--json"))
+    assert shown["worker_events_error"].startswith("redbeat::worker-events:wrong is a string, not a list: DEL ")
+    assert "worker events: redbeat::worker-events:wrong is a string" in run("show", "wrong")
+    assert "RUN STATE" in run("show", "junky") and "LAST RUN STATE" not in run("list")
+
+
 # -- end to end -----------------------------------------------------------------------------
 
 def raw_entry(schedule, name: str, task: str, *args: str) -> None:
