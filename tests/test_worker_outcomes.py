@@ -134,6 +134,19 @@ def test_a_redis_that_fails_never_fails_the_task_and_is_warned_about_once_then_l
     assert "cannot record run events in Redis at redis://127.0.0.1:1/0" in warning.getMessage()
 
 
+def test_install_connects_the_signals_once_however_often_it_is_called_and_checks_the_apps_settings():
+    from celery import signals
+
+    from redbeat.config import ConfigurationError
+    from redbeat.worker import install
+
+    install(make_app("redis://127.0.0.1:6379/0"))
+    install()
+    assert sum("redbeat.worker" in str(uid) for (uid, _), _ in signals.task_prerun.receivers) == 1
+    with pytest.raises(ConfigurationError):
+        install(make_app("redis://127.0.0.1:6379/0", redbeat_catch_up="sometimes"))
+
+
 # -- show and list, on what anyone may have written ----------------------------------------
 
 def test_junk_in_an_entrys_worker_events_is_skipped_and_a_key_of_another_type_is_reported_by_show(
