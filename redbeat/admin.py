@@ -19,7 +19,8 @@ from . import rollback
 from .client import get_store
 from .entry import RedBeatSchedulerEntry
 from .liveness import fresh_standbys
-from .records import MAX_TIMESTAMP, Heartbeat, InFlight, Parked, Status, unix_seconds
+from .records import MAX_TIMESTAMP, Heartbeat, InFlight, Parked, RunEvent, Status, unix_seconds
+from .runstates import STATE_FIELDS, RunState, run_states
 from .schedules import clocked, rrule
 from .store import ScheduleStore
 from .validation import WRITABLE_FIELDS, is_misplaced, unknown_field_words
@@ -35,7 +36,7 @@ GIVEN_UP_WINDOW = 15 * 60.0
 END_OF_TIME = MAX_TIMESTAMP
 
 __all__ = ["EntryView", "entries", "describe_schedule", "beat_status", "doctor", "Finding", "WrongType",
-           "wrong_types", "history", "key_text", "key_bytes", "in_flight_counts"]
+           "wrong_types", "history", "key_text", "key_bytes", "in_flight_counts", "run_states_of"]
 
 
 def key_text(raw: bytes | str) -> str:
@@ -64,6 +65,8 @@ class EntryView:
     kind: str = "hash"
     entry: RedBeatSchedulerEntry | None = None
     error: str | None = None
+    # What the workers reported last of its runs (read only when asked: ``entries(worker_events=True)``).
+    last_worker_event: RunEvent | None = None
 
     @property
     def parked(self) -> str | None:
@@ -90,6 +93,7 @@ class EntryView:
         entry = self.entry
         status = Status.from_json(self.fields.get("status"))
         failure = status.last_failure
+        last = None if self.last_worker_event is None else run_states([self.last_worker_event]).popitem()[1]
         return {
             "name": self.name,
             "key": self.key,
@@ -111,6 +115,11 @@ class EntryView:
             "missed": status.missed,
             "parked": self.parked,
             "error": self.error,
+            # The run the workers reported last (docs/outcomes.rst), if they record runs.
+            "last_run_state": None if last is None else last.state,
+            "last_run_exception": None if last is None else last.exception,
+            "last_run_duration": None if last is None else last.duration,
+            "last_run_reported": None if last is None else _iso_ts(last.reported_at),
         }
 
 
@@ -139,25 +148,43 @@ def _iso_ts(seconds: float | None) -> str | None:
     return None if seconds is None else datetime.fromtimestamp(seconds, UTC).isoformat()
 
 
-def entries(app: Celery, keys: Sequence[str] | None = None, match: str | None = None) -> Iterator[EntryView]:
+def entries(app: Celery, keys: Sequence[str] | None = None, match: str | None = None,
+            worker_events: bool = False) -> Iterator[EntryView]:
     """Every entry in the schedule, each once, in no particular order, or those whose name
     matches the Redis glob ``match`` (filtered by Redis); or those of ``keys`` (given as
-    ``key_text``), scheduled or not."""
+    ``key_text``), scheduled or not. With ``worker_events``, each view has the last event
+    the workers reported of its runs (one more round trip per chunk of entries)."""
     store = get_store(app)
     if keys is None:
         for chunk in store.schedule_members(SCAN_CHUNK, match):
             # A member gone by the time it is read left the schedule during the scan.
-            yield from (view for view in _views(app, store, chunk) if view.score is not None)
+            yield from (view for view in _views(app, store, chunk, worker_events) if view.score is not None)
     else:
-        yield from _views(app, store, [key_bytes(key) for key in keys])
+        yield from _views(app, store, [key_bytes(key) for key in keys], worker_events)
 
 
-def _views(app: Celery, store: ScheduleStore, keys: list[bytes]) -> Iterator[EntryView]:
+def _last_worker_events(store: ScheduleStore, keys: list[bytes]) -> dict[bytes, RunEvent]:
+    """The last readable event of each entry key (those outside the prefix are no entries)."""
+    prefix = store.conf.key_prefix.encode()
+    entry_keys = [key for key in keys if key.startswith(prefix)]
+    events: dict[bytes, RunEvent] = {}
+    for key, raw in zip(entry_keys, store.last_worker_events([key_text(key) for key in entry_keys])):
+        if raw is None:
+            continue
+        try:
+            events[key] = RunEvent.from_json(raw)
+        except ValueError:
+            continue  # another program's junk: as if nothing were reported
+    return events
+
+
+def _views(app: Celery, store: ScheduleStore, keys: list[bytes], worker_events: bool = False) -> Iterator[EntryView]:
     prefix = store.conf.key_prefix
+    last_events = _last_worker_events(store, keys) if worker_events else {}
     for raw_key, (score, raw) in zip(keys, store.read_entries(keys)):
         key = key_text(raw_key)
         view = EntryView(key=key, name=key[len(prefix):] if key.startswith(prefix) else key, score=score,
-                         fields={})
+                         fields={}, last_worker_event=last_events.get(raw_key))
         if raw is None:
             view.kind = "foreign"
             view.error = f"member outside the prefix {prefix!r}: no RedBeat entry (beat drops it)"
@@ -244,6 +271,7 @@ FIXES = {
     "heartbeat": "DEL {key}; beat writes it again at its next tick",
     "standbys": "DEL {key}; the beats standing by check in there again at their next poll",
     "history": "DEL {key}; beat starts the entry's history again",
+    "worker-events": "DEL {key}; the workers that record runs start the entry's list again",
 }
 
 
@@ -298,6 +326,41 @@ def history(app: Celery, key: str) -> tuple[list[Any], WrongType | None]:
             decoded = None
         records.append(decoded if isinstance(decoded, dict) else {"unreadable": key_text(record)})
     return records, None
+
+
+def run_states_of(app: Celery, key: str) -> tuple[dict[str, RunState], WrongType | None]:
+    """What the workers reported of the entry's runs, by task id (records that are no
+    worker events are skipped); or its worker-events key when it is of another type."""
+    store = get_store(app)
+    try:
+        raw = store.worker_events(key)
+    except ResponseError as exc:
+        if not str(exc).startswith("WRONGTYPE"):
+            raise
+        events_key = store.worker_events_key(key)
+        [found] = store.key_types([events_key])
+        return {}, WrongType("worker-events", key_text(events_key), found, "list")
+    events = []
+    for record in raw:
+        try:
+            events.append(RunEvent.from_json(record))
+        except ValueError:
+            continue
+    return run_states(events), None
+
+
+def with_run_states(history: list[Any], states: dict[str, RunState]) -> list[Any]:
+    """Beat's history records, each readable one with the fields of what the workers
+    reported of its run (``STATE_FIELDS``, null when nothing was)."""
+    unreported = dict.fromkeys(STATE_FIELDS)
+    joined = []
+    for record in history:
+        if "unreadable" in record and len(record) == 1:
+            joined.append(record)
+            continue
+        state = states.get(record.get("task_id")) if isinstance(record.get("task_id"), str) else None
+        joined.append({**record, **(unreported if state is None else state.as_json_fields())})
+    return joined
 
 
 # -- status -------------------------------------------------------------------------------

@@ -54,6 +54,11 @@ class KeyNames:
         return self.own + "history:"
 
     @property
+    def worker_event_lists(self) -> str:
+        """What every entry's worker-events key starts with."""
+        return self.own + "worker-events:"
+
+    @property
     def held_for_3(self) -> str:
         """Entries that ``redbeat rollback-to-2`` holds out of the schedule while
         celery-redbeat 2.x runs it (rollback.py)."""
@@ -72,6 +77,11 @@ class KeyNames:
     def history(self, entry_key: str) -> str:
         """The run history of the entry under ``entry_key``."""
         return self.histories + entry_key[len(self.prefix):]
+
+    def worker_events(self, entry_key: str) -> str:
+        """What the workers reported of the runs of the entry under ``entry_key``
+        (``worker.py``, opt-in), newest first."""
+        return self.worker_event_lists + entry_key[len(self.prefix):]
 
     def set_aside(self, own_key: str, now: float) -> str:
         """Where one of RedBeat's own keys found holding the wrong type of value

@@ -5,6 +5,7 @@
 - ``Parked``: an entry's ``parked`` field, why beat set it aside;
 - ``InFlight``: a record of ``<prefix>:inflight``, a run claimed and not yet published;
 - ``HistoryRecord``: a record of ``<prefix>:history:<name>``, what became of a run;
+- ``RunEvent``: a record of ``<prefix>:worker-events:<name>``, what a worker did with a run;
 - ``Heartbeat``: ``<prefix>:heartbeat``, who ticks and how well;
 - ``StandbyBeat``: a record of ``<prefix>:standbys``, a beat standing by and its last check.
 
@@ -30,6 +31,7 @@ from typing import Any, NamedTuple
 from .decoder import DecodeError, loads, meta_json, to_timestamp
 
 __all__ = ["Meta", "Status", "LastFailure", "Parked", "InFlight", "HistoryRecord", "Outcome", "OutcomeKind",
+           "RunEvent", "RunEventKind",
            "Heartbeat", "GivenUpRun", "StandbyBeat",
            "NEVER", "MAX_TIMESTAMP", "MAX_PUBLISH_ATTEMPTS", "unix_seconds", "decode_json", "same_json"]
 
@@ -341,6 +343,68 @@ class Outcome(NamedTuple):
 
     def history_record(self) -> HistoryRecord:
         return HistoryRecord(self.run.task_id, self.run.scheduled, self.when, str(self.outcome), self.reason)
+
+
+class RunEventKind(str, Enum):
+    """What a worker reported of a run (the value is what is stored): it started, or it
+    ended one way (the Celery state it ended in, in words)."""
+
+    STARTED = "started"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    RETRIED = "retried"  # it raised Retry: the same task id runs again later
+    REVOKED = "revoked"
+    IGNORED = "ignored"  # the task raised celery.exceptions.Ignore
+    REJECTED = "rejected"  # the task raised celery.exceptions.Reject
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True, slots=True)
+class RunEvent:
+    """One record of ``<prefix>:worker-events:<name>``, newest first: what a worker
+    reported of a run of the entry (written by ``worker.py``, when a worker enables it).
+
+    ``at`` is the worker host's clock (UNIX seconds), ``duration`` the seconds the task
+    ran, for the events that end a run, ``exception`` the type name of what it raised.
+    """
+
+    task_id: str
+    event: str  # a RunEventKind's value; a record written by a newer RedBeat may hold another word
+    at: float
+    worker: str = ""  # the worker's node name (celery@host)
+    pid: int | None = None
+    scheduled: float | None = None  # the slot, from the message's redbeat_scheduled header
+    exception: str | None = None
+    duration: float | None = None
+    retries: int = 0  # Celery's count of the run's retries when it happened (request.retries)
+
+    def to_json(self) -> str:
+        return json.dumps({name: value for name, value in asdict(self).items()
+                           if value is not None and (value or name != "retries")})
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> RunEvent:
+        """Read a record; ValueError if it is not one (anyone can write to Redis: the
+        optional fields of the wrong type read as unset)."""
+        fields = _json_object(raw, "a worker event")
+        task_id, event, at = fields.get("task_id"), fields.get("event"), unix_seconds(fields.get("at"))
+        if not isinstance(task_id, str) or not isinstance(event, str) or at is None:
+            raise ValueError("a worker event has task_id, event and at")
+        worker, pid, exception = fields.get("worker"), fields.get("pid"), fields.get("exception")
+        duration, retries = fields.get("duration"), fields.get("retries")
+        return cls(task_id, event, at, worker if isinstance(worker, str) else "",
+                   pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
+                   unix_seconds(fields.get("scheduled")), exception if isinstance(exception, str) else None,
+                   float(duration) if isinstance(duration, (int, float)) and not isinstance(duration, bool)
+                   and 0 <= duration < MAX_TIMESTAMP else None,
+                   retries if isinstance(retries, int) and not isinstance(retries, bool) and retries >= 0 else 0)
+
+    @property
+    def ends_run(self) -> bool:
+        """Whether the run is over with this event (a retried run runs again, under the same id)."""
+        return self.event not in (RunEventKind.STARTED, RunEventKind.RETRIED)
 
 
 # -- the active beat -------------------------------------------------------------------------

@@ -10,7 +10,9 @@ docs/format.rst:
 - ``<prefix>:inflight``: hash of runs claimed but not yet published;
 - ``<prefix>:history:<name>``: list of an entry's recent runs, newest first;
 - ``<prefix>:heartbeat``: the active beat's last tick;
-- ``<prefix>:standbys``: hash of the beats standing by, with their last check.
+- ``<prefix>:standbys``: hash of the beats standing by, with their last check;
+- ``<prefix>:worker-events:<name>``: list of what workers reported of an entry's
+  runs, newest first (written only by workers that enable ``worker.py``).
 
 It moves bytes; it does not decode entries (that is ``decoder`` and
 ``entry``) nor decide when things run (that is the scheduler). Its parts are
@@ -23,7 +25,8 @@ method that runs them:
 - ``statuses.Statuses``: entries' status, counted after publishing;
 - ``entrywrites.EntryWrites``: saving, editing and deleting entries;
 - ``standbys.Standbys``: the check-ins of beats standing by;
-- ``queries.ScheduleQueries``: what the command line and ``admin`` read.
+- ``queries.ScheduleQueries``: what the command line and ``admin`` read;
+- ``workerevents.WorkerEvents``: what workers report of runs, and its reads.
 
 ``lua`` holds what the scripts share, ``storepart`` what the parts share.
 """
@@ -40,11 +43,12 @@ from .stages import Decision, DueBatch, DueRecord, text
 from .standbys import Standbys
 from .statuses import Statuses
 from .storepart import WrongTypeError
+from .workerevents import WorkerEvents
 
 # DueRecord, Decision, DueBatch, Outcome and NEVER live in stages and records; imported from here too.
 __all__ = ["ScheduleStore", "DueRecord", "Decision", "DueBatch", "Outcome", "NEVER", "WrongTypeError", "text",
            "WRONG_TYPE", "ON_TIME_WINDOW"]
 
 
-class ScheduleStore(DueReads, Claims, Statuses, Standbys, EntryWrites, ScheduleQueries):
+class ScheduleStore(DueReads, Claims, Statuses, Standbys, EntryWrites, ScheduleQueries, WorkerEvents):
     """Reads and writes one app's schedule in Redis: every part of the store, on one client."""

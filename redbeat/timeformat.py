@@ -20,6 +20,7 @@ UTC = timezone.utc
 TIME_FIELDS = frozenset({
     "next_slot", "last_dispatched_at", "last_missed_at", "at", "parked_at",  # status, parked
     "scheduled", "dispatched", "claimed_at", "retry_at",  # history, runs in flight
+    "started", "finished",  # what the workers reported of a run (show)
     "last_tick", "active_since", "failing_since", "claiming_paused_since", "stopped_at",  # heartbeat
     "since", "last_check",  # standbys
 })

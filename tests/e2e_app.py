@@ -23,6 +23,8 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     # Served only when a test sets it (tests/test_metrics.py).
     redbeat_metrics_port=int(os.environ.get("E2E_METRICS_PORT", 0)),
+    # Modules the worker imports at start: tests/test_worker_outcomes.py sets redbeat.worker.
+    imports=[name for name in os.environ.get("E2E_IMPORTS", "").split(",") if name],
     beat_schedule={
         "static-every-second": {"task": "e2e_app.record", "schedule": 1.0, "args": ["static"]},
     },
@@ -32,3 +34,14 @@ app.conf.update(
 @app.task
 def record(label: str) -> None:
     redis.Redis.from_url(os.environ["E2E_RECORD_URL"]).rpush("e2e:ran", label)
+
+
+@app.task
+def fail() -> None:
+    raise ValueError("failing on purpose")
+
+
+@app.task(bind=True)
+def retry_once(self) -> None:
+    if not self.request.retries:
+        raise self.retry(exc=KeyError("once"), countdown=0)

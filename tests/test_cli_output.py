@@ -26,7 +26,8 @@ LONG_RULE = "FREQ=MONTHLY;BYDAY=MO,TU,WE,TH,FR;BYSETPOS=-1;BYHOUR=9,12,15,18;BYM
 # The keys of the --json outputs that hold a moment (docs/cli.rst, *JSON output*).
 MOMENT_KEYS = {"next_run", "last_run", "last_dispatched", "at", "since", "last_tick", "stopped_at", "failing_since",
                "claiming_paused_since", "last_check", "slot", "fire_at", "local", "scheduled", "dispatched",
-               "active_since", "next_slot", "parked_at", "claimed_at", "retry_at", "last_dispatched_at"}
+               "active_since", "next_slot", "parked_at", "claimed_at", "retry_at", "last_dispatched_at",
+               "started", "finished", "last_run_reported"}
 
 
 @pytest.fixture
@@ -141,14 +142,18 @@ def test_every_json_output_gives_times_as_iso_8601(app, cli, schedule_redis, tmp
                                                                                  "reason": "y"}}))
     schedule_redis.lpush("redbeat::history:report", json.dumps(
         {"task_id": "t-1", "scheduled": now - 5, "dispatched": now - 4.5, "lateness": 0.5, "outcome": "published"}))
+    for event in ({"task_id": "t-1", "event": "started", "at": now - 4}, {"task_id": "t-1", "event": "succeeded",
+                                                                         "at": now - 3, "duration": 1.0}):
+        schedule_redis.lpush("redbeat::worker-events:report", json.dumps(event))
     schedule_redis.set("redbeat::heartbeat", json.dumps({
         "token": "vm:1:x", "host": "vm", "pid": 1, "last_tick": now, "active_since": now - 100,
         "given_up": 1, "last_given_up": {"key": "redbeat:report", "at": now - 5, "class": "x", "reason": "y"}}))
-    assert assert_iso_times(json.loads(cli("list", "--json"))) >= 3
+    assert assert_iso_times(json.loads(cli("list", "--json"))) >= 4
     shown = json.loads(cli("show", "report", "--json"))
     shown.pop("fields")  # the hash as stored (docs/format.rst): its own UNIX seconds
-    assert assert_iso_times(shown) >= 10
+    assert assert_iso_times(shown) >= 13
     assert shown["history"][0]["lateness"] == 0.5  # durations stay seconds
+    assert shown["history"][0]["duration"] == 1.0 and shown["last_run_duration"] == 1.0
     status = json.loads(cli("status", "--json", code=3))
     assert assert_iso_times(status) >= 4 and isinstance(status["last_tick_age"], float)
     assert assert_iso_times(json.loads(cli("doctor", "--json"))) == 0

@@ -43,13 +43,14 @@ from .base import (
 @pass_tool
 def list_entries(tool: Tool, as_json: bool, pattern: str | None, task: str | None, search: str | None, sort: str,
                  limit: int | None, wide: bool) -> None:
-    """A table of entries: schedule, next and last run, runs published (and given up), parked reason."""
+    """A table of entries: schedule, next and last run, runs published (and given up), parked reason,
+    and how the last run reported by the workers went (when workers record runs)."""
     in_flight = admin.in_flight_counts(tool.app)
     now = get_store(tool.app).time()  # beat's clock, for "in 5s" and "2m ago"
     # Each entry is cut down to its summary and row as it is read: the decoded entries of a
     # whole schedule are never held at once.
     listed = ((summary, None if as_json else _row(view, summary, now, wide))
-              for view in admin.entries(tool.app, match=pattern)
+              for view in admin.entries(tool.app, match=pattern, worker_events=True)
               if (task is None or (view.entry and view.entry.task == task)) and (search is None or view.matches(search))
               for summary in [view.summary(in_flight[view.key])])
     sort_key = LIST_ORDERS[sort]
@@ -58,9 +59,12 @@ def list_entries(tool: Tool, as_json: bool, pattern: str | None, task: str | Non
     if as_json:
         emit([summary for summary, _ in chosen])
         return
-    table([row for _, row in chosen if row is not None],
+    # The workers' column only when some entry has a run they reported: without worker.py, none has.
+    reported = any(summary["last_run_state"] is not None for summary, _ in chosen)
+    table([row[:-1] + (row[-1:] if reported else []) for _, row in chosen if row is not None],
           ["NAME", "TASK", "SCHEDULE", "ENABLED", "NEXT RUN", "LAST RUN", "RUNS", "PARKED",
-           *(["DESCRIPTION"] if wide else [])], wide=wide, keep=("NEXT RUN", "LAST RUN", "ENABLED", "RUNS"))
+           *(["DESCRIPTION"] if wide else []), *(["LAST RUN STATE"] if reported else [])],
+          wide=wide, keep=("NEXT RUN", "LAST RUN", "ENABLED", "RUNS"))
 
 
 LIST_ORDERS: dict[str, Callable[[dict], Any]] = {
@@ -70,7 +74,8 @@ LIST_ORDERS: dict[str, Callable[[dict], Any]] = {
 
 
 def _row(view: admin.EntryView, summary: dict, now: float, wide: bool) -> list[str]:
-    """The table row of one entry (with its description when ``wide``)."""
+    """The table row of one entry (with its description when ``wide``), and last the
+    state of the run the workers reported last (a column only when some entry has one)."""
     last = _last_dispatch(view)
     return [
         view.name,
@@ -82,7 +87,23 @@ def _row(view: admin.EntryView, summary: dict, now: float, wide: bool) -> list[s
         _runs_words(summary),
         summary["parked"] or summary["error"] or "",
         *([summary["description"] or ""] if wide else []),
+        _last_run_state_words(summary),
     ]
+
+
+def _last_run_state_words(summary: dict) -> str:
+    """``failed: ValueError (2.1s)``: the state of the run the workers reported last."""
+    if summary["last_run_state"] is None:
+        return "-"
+    duration = summary["last_run_duration"]
+    return (_state_words(summary["last_run_state"], summary["last_run_exception"])
+            + (f" ({duration:.3f}s)" if duration is not None else ""))
+
+
+def _state_words(state: str, exception: str | None, retries: int = 0) -> str:
+    """``failed: ValueError``, ``succeeded (retried 1x)``: a run's state at the workers."""
+    said = f"{state}: {exception}" if exception else state
+    return f"{said} (retried {retries}x)" if retries and state != "retried" else said
 
 
 @redbeat.command()
@@ -91,7 +112,7 @@ def _row(view: admin.EntryView, summary: dict, now: float, wide: bool) -> list[s
 @pass_tool
 def show(tool: Tool, name: str, as_json: bool) -> None:
     """The full definition and meta, the next 5 runs and the recent history."""
-    [view] = admin.entries(tool.app, [RedBeatSchedulerEntry.generate_key(tool.app, name)])
+    [view] = admin.entries(tool.app, [RedBeatSchedulerEntry.generate_key(tool.app, name)], worker_events=True)
     if view.score is None and not view.fields:
         what = "" if view.kind == "none" else f" (its key is a {view.kind}, not a hash)"
         raise click.ClickException(printable(f"no entry named {name!r}{what}"))
@@ -101,14 +122,20 @@ def show(tool: Tool, name: str, as_json: bool) -> None:
                 "local": run["local"].isoformat()} for run in runs]
     history, wrong_history = admin.history(tool.app, view.key)
     history_error = wrong_history.explanation() if wrong_history else None
+    states, wrong_events = admin.run_states_of(tool.app, view.key)
+    history = admin.with_run_states(history, states)
+    events_error = wrong_events.explanation() if wrong_events else None
     summary = view.summary(admin.in_flight_counts(tool.app)[view.key])
     if as_json:
         emit({**summary, "fields": fields, "next_runs": preview, "preview_error": preview_error,
-              "history": with_iso_times(history), "history_error": history_error})
+              "history": with_iso_times(history), "history_error": history_error,
+              "worker_events_error": events_error})
         return
     now = get_store(tool.app).time()  # beat's clock, for "in 5m" and "2h ago"
     _print_entry(view, summary, fields, now)
     _print_runs(runs, preview_error, history, history_error, now)
+    if events_error:
+        click.secho(f"\nworker events: {printable(events_error)}", fg="red")
 
 
 # What ``show`` prints of an entry's summary, in this order; the moments with their relative form.
@@ -125,6 +152,9 @@ def _print_entry(view: admin.EntryView, summary: dict, fields: dict, now: float)
             click.echo(f"{label:>16}: now (score 0: due at beat's next tick)")
         elif summary[label] is not None:
             click.echo(f"{label:>16}: {said(label, summary[label])}")
+    if summary["last_run_state"] is not None:
+        click.echo(f"{'last_run_state':>16}: {printable(_last_run_state_words(summary))} (reported "
+                   f"{_moment(summary['last_run_reported'], now)})")
     failure = summary["last_failure"]
     if failure is not None:
         click.secho(f"{'last_failure':>16}: {printable(failure['reason'])} (given up at "
@@ -154,8 +184,11 @@ def _print_runs(runs: list[dict], preview_error: str | None, history: list[dict]
         click.secho(f"\nnext runs: cannot be worked out: {printable(preview_error)}", fg="red")
     if history:
         click.secho("\nrecent runs:", bold=True)
-        table([_history_row(record, now) for record in history],
-              ["SCHEDULED", "DISPATCHED", "LATE", "OUTCOME", "TASK ID"])
+        # The workers' columns only when they reported some run: without worker.py, none is.
+        reported = any(record.get("state") is not None for record in history)
+        table([_history_row(record, now, reported) for record in history],
+              ["SCHEDULED", "DISPATCHED", "LATE", "OUTCOME", *(["RUN STATE", "DURATION"] if reported else []),
+               "TASK ID"])
     if history_error:
         click.secho(f"\nrecent runs: {printable(history_error)}", fg="red")
 
@@ -170,14 +203,26 @@ def _preview(view: admin.EntryView) -> tuple[list[dict], str | None]:
         return [], str(exc) or type(exc).__name__
 
 
-def _history_row(record: dict, now: float) -> list[str]:
+def _history_row(record: dict, now: float, reported: bool) -> list[str]:
+    """A row of ``recent runs``, with what the workers reported of the run when ``reported``."""
     if list(record) == ["unreadable"]:
-        return ["-", "-", "-", "unreadable", record["unreadable"]]
+        return ["-", "-", "-", "unreadable", *(["-", "-"] if reported else []), record["unreadable"]]
     late = record.get("lateness")
     return [_when(record.get("scheduled"), now), _when(record.get("dispatched"), now),
             f"{late:.3f}s" if isinstance(late, (int, float)) and not isinstance(late, bool) else _when(late, now),
             str(record.get("outcome", "")) + (f": {record['reason']}" if record.get("reason") else ""),
+            *(_run_state_cells(record) if reported else []),
             str(record.get("task_id", ""))]
+
+
+def _run_state_cells(record: dict) -> list[str]:
+    """The state of a run at the workers, and how long it ran."""
+    state = record.get("state")
+    if state is None:
+        return ["-", "-"]
+    duration = record.get("duration")
+    return [_state_words(state, record.get("exception"), record.get("retries") or 0),
+            "-" if duration is None else f"{duration:.3f}s"]
 
 
 def _when(value: Any, now: float) -> str:
