@@ -99,7 +99,8 @@ class RedBeatConfig:
         self.starting_deadline: float | None = self._starting_deadline()
         self.max_in_flight: int = self._max_in_flight()
         history = self.either_or("redbeat_history_size", None)
-        self.history_size: int = 20 if history is None else int(history)
+        self.history_size: int = 20 if history is None else int(
+            _number_setting("redbeat_history_size", history, 0, None, whole=True))
         self.redis_url, self.redis_use_ssl, self.url_from_broker = self._connection_settings()
         self.redis_options: dict[str, Any] = self._redis_options()
         # Seconds the clients built for a command wait to connect and for each answer,

@@ -251,3 +251,10 @@ def test_numeric_settings_are_read(setting, value, read):
 def test_ambiguous_or_unbounded_numeric_settings_stop_beat_naming_the_setting(setting, value):
     with pytest.raises(ConfigurationError, match=f"{setting} must be a (whole number|number of seconds)"):
         ensure_conf(make_app("redis://x/1", **{setting: value}))
+
+
+@pytest.mark.parametrize("value", ["twenty", -1, 2.5, True])
+def test_a_history_size_that_is_no_whole_number_is_a_configuration_error(value):
+    app = make_app("redis://localhost:6379/0", redbeat_history_size=value)
+    with pytest.raises(ConfigurationError, match="redbeat_history_size"):
+        ensure_conf(app)
