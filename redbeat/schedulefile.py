@@ -295,6 +295,8 @@ class ImportPlan:
     # Exported entries beat cannot run: imported as they are (a backup is
     # exact), and parked by beat when they come due.
     unrunnable: dict[str, str] = field(default_factory=dict)
+    # Schedule members that are RedBeat's own keys (``doctor`` reports them): --prune never removes those.
+    left_alone: list[str] = field(default_factory=list)
     # Names given more than once, with how many times: the last one given is written.
     duplicates: dict[str, int] = field(default_factory=dict)
     statics: list[str] = field(default_factory=list)
@@ -303,7 +305,8 @@ class ImportPlan:
 
     def as_dict(self) -> dict:
         return {"create": self.create, "update": self.update, "unchanged": self.unchanged, "remove": self.remove,
-                "invalid": self.invalid, "unrunnable": self.unrunnable, "duplicates": self.duplicates}
+                "invalid": self.invalid, "unrunnable": self.unrunnable, "duplicates": self.duplicates,
+                "left_alone": self.left_alone}
 
 
 def import_schedule(app: Celery, source: ScheduleFile, apply: bool = False, options: ImportOptions = ImportOptions(),
@@ -319,7 +322,7 @@ def import_schedule(app: Celery, source: ScheduleFile, apply: bool = False, opti
         progress("checked", len(seen))
     plan.statics = source.statics
     if options.prune:
-        plan.remove = list(_not_in_file(get_store(app), seen, set(source.statics)))
+        plan.remove = list(_not_in_file(get_store(app), seen, set(source.statics), plan.left_alone))
     written = _write(app, plan, progress) if apply and not plan.invalid else 0
     return plan, written
 
@@ -350,16 +353,22 @@ def _plan_chunk(app: Celery, rows: list[FileRow], plan: ImportPlan, seen: set[st
     entries_of: dict[str, RedBeatSchedulerEntry] = {}
     checked: list[tuple[FileRow, str]] = []
     for row in _last_of_each(rows, plan, seen):
-        problem = row.problem or _row_problem(app, row, plan, entries_of)
+        key = prefix + row.name
+        own_key = None if row.problem or store.is_entry_key(key_bytes(key)) else store.keys.no_entry_name(key)
+        problem = row.problem or own_key or _row_problem(app, row, plan, entries_of)
         if problem is not None:
             plan.invalid[row.name] = problem
             continue
-        checked.append((row, prefix + row.name))
+        checked.append((row, key))
     # Read as stored, not decoded: only the fields and the score are compared.
     current = store.read_entries([key_bytes(key) for _, key in checked])
     writes = []
     for (row, key), (stored_score, raw) in zip(checked, current):
-        raw_fields = raw if isinstance(raw, dict) else {}
+        if isinstance(raw, str):
+            # Someone else's data under the prefix: beat never writes it, nor does an import.
+            plan.invalid[row.name] = f"its key is a {raw}, not a hash: left alone"
+            continue
+        raw_fields = raw or {}
         stored = {key_text(name): key_text(value) for name, value in raw_fields.items()}
         if row.fields is not None:
             same, score, fields = stored == row.fields and stored_score == row.score, row.score, row.fields
@@ -443,16 +452,21 @@ def _spec_write(entry: RedBeatSchedulerEntry, existing: dict[str, str]) -> tuple
     return write.score, {"definition": key_text(write.definition), "meta": key_text(write.meta)}
 
 
-def _not_in_file(store: ScheduleStore, names: set[str], statics: set[str]) -> Iterator[str]:
+def _not_in_file(store: ScheduleStore, names: set[str], statics: set[str], left_alone: list[str]) -> Iterator[str]:
     """Names of the schedule's entries that are neither in ``names`` nor static (from
-    ``beat_schedule``: beat writes those again as it starts, so an import leaves them alone)."""
+    ``beat_schedule``: beat writes those again as it starts, so an import leaves them alone).
+    Members that are RedBeat's own keys are no entries: never removed, added to ``left_alone``."""
     prefix = store.conf.key_prefix.encode()
     statics = statics | store.static_names()
     for chunk in store.schedule_members(CHUNK):
         for key in chunk:
             name = key_text(key[len(prefix):])
-            if key.startswith(prefix) and name not in names and name not in statics:
+            if not key.startswith(prefix) or name in names or name in statics:
+                continue
+            if store.is_entry_key(key):
                 yield name
+            else:
+                left_alone.append(key_text(key))
 
 
 # -- the Python API of before: a plan of in-memory data, then its writes -------------------
