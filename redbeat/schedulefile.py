@@ -125,12 +125,13 @@ def _entry_text(fmt: ExportFormat, key: str, prefix: str, score: float, fields: 
 
 
 def _decoded_exactly(value: str) -> dict | None:
-    """The JSON object ``value`` holds, if ``json.dumps`` of it gives back ``value`` exactly."""
+    """The JSON object ``value`` holds, if ``json.dumps`` of it gives back ``value`` exactly
+    (and it holds no Infinity or NaN, which are no JSON: such a field stays text)."""
     try:
         decoded = json.loads(value)
+        return decoded if isinstance(decoded, dict) and json.dumps(decoded, allow_nan=False) == value else None
     except (ValueError, RecursionError):
         return None
-    return decoded if isinstance(decoded, dict) and json.dumps(decoded) == value else None
 
 
 def _score_to_json(score: float) -> float | str:
