@@ -28,6 +28,7 @@ Memory holds one chunk of entries, and the names seen (for duplicates and
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import math
 import tempfile
@@ -66,6 +67,9 @@ class ExportFormat(str, Enum):
 
 
 EXPORT_FORMAT = ExportFormat.EXPORT.value
+# The members of an export, of either format: ``import`` reads one whole when its first member is
+# another of them than 'format' (its members were reordered), and streams it otherwise.
+EXPORT_MEMBERS = frozenset({"format", "version", "prefix", "exported_at", "statics", "entries"})
 
 
 def _no_progress(stage: str, count: int) -> None:
@@ -197,18 +201,40 @@ class ScheduleFile:
         reader = JsonReader(self.stream)
         if reader.peek() != "{":
             raise ValueError("an import is a RedBeat export or a JSON object of {name: spec}")
-        yield from self._document_rows(reader)
+        members = reader.members()
+        first = next(members, None)
+        if first in EXPORT_MEMBERS and first != "format":
+            # An export whose members were reordered (sorted by jq -S or json.dumps(sort_keys=True)):
+            # read whole, not streamed, and read on with 'format' first and 'entries' last.
+            reader = JsonReader(io.StringIO(self._format_first()))
+            members = reader.members()
+            first = next(members, None)
+        if first is not None:
+            yield from self._document_rows(reader, itertools.chain([first], members))
         reader.end()
 
-    def _document_rows(self, reader: JsonReader) -> Iterator[FileRow]:
-        members = reader.members()
+    def _format_first(self) -> str:
+        """The whole document, its members reordered as RedBeat writes an export."""
+        assert self.stream is not None
+        self.stream.seek(0)
+        try:
+            document = json.loads(self.stream.read().removeprefix("\ufeff"))
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
+        if "format" in document and "entries" in document:
+            fmt, entries = document.pop("format"), document.pop("entries")
+            document = {"format": fmt, **document, "entries": entries}
+        return json.dumps(document)
+
+    def _document_rows(self, reader: JsonReader, members: Iterator[str]) -> Iterator[FileRow]:
         for number, name in enumerate(members):
             value = reader.value()
             if number == 0 and name == "format" and value in {f.value for f in ExportFormat}:
                 yield from self._export_rows(reader, members, ExportFormat(value))
                 return
             if name == "format" and value in {f.value for f in ExportFormat}:
-                raise ValueError("'format' must be the first member of an export, as RedBeat writes it")
+                raise ValueError(f"'format' is given among specs: an export's members are only "
+                                 f"{', '.join(sorted(EXPORT_MEMBERS))}")
             yield FileRow(name, spec=value)
 
     def _export_rows(self, reader: JsonReader, members: Iterator[str], fmt: ExportFormat) -> Iterator[FileRow]:
