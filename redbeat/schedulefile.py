@@ -3,7 +3,8 @@ chunk at a time, so that 100,000 entries cost about what 1,000 do.
 
 Two export formats, both read back exactly (definitions, meta, status,
 parked marks, scores), and told apart by their ``format`` member, which
-comes first:
+comes first as RedBeat writes it (an export whose members were reordered is
+read whole instead of streamed; see ``ScheduleFile.rows``):
 
 - ``redbeat-export`` (``export``'s default, and what every RedBeat export
   before was): each entry's hash fields as the text stored, one entry a line;

@@ -20,7 +20,10 @@ import pytest
 from click.testing import CliRunner
 
 from redbeat.cli import redbeat
+from redbeat.client import get_store
+from redbeat.entrywrites import ImportedWrite
 from redbeat.jsonstream import CHUNK, JsonReader
+from redbeat.storepart import NoEntryKeyError
 
 SCHEDULE = "redbeat::schedule"
 
@@ -117,6 +120,14 @@ def test_import_of_a_spec_over_someone_elses_key_is_invalid_in_the_plan(cli, sch
     assert schedule_redis.zcard(SCHEDULE) == 0
 
 
+def test_write_imported_refuses_one_of_redbeats_own_keys_and_writes_nothing(app, schedule_redis):
+    writes = [ImportedWrite(b"redbeat:fine", 5, {b"definition": b"{}"}, True),
+              ImportedWrite(b"redbeat::schedule", 5, {}, True)]
+    with pytest.raises(NoEntryKeyError):
+        get_store(app).write_imported(writes)
+    assert schedule_redis.keys("*") == []
+
+
 # -- bulk ---------------------------------------------------------------------------------
 
 def test_bulk_remove_over_a_name_that_is_not_utf8_says_so_and_goes_on(cli, schedule_redis):
@@ -149,6 +160,24 @@ def test_reader_reads_a_number_cut_by_the_read_boundary():
     assert text[CHUNK - 2:CHUNK] == "1."
     reader = JsonReader(io.StringIO(text))
     assert [reader.value() for _ in reader.items()] == [1.5]
+
+
+class CountedReads(io.StringIO):
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.reads = 0
+
+    def read(self, size: int | None = -1) -> str:
+        self.reads += 1
+        return super().read(size)
+
+
+def test_reader_reads_one_huge_value_in_a_few_growing_reads():
+    # Each read is as long as what is held, so a value is parsed a few times over, not once per CHUNK.
+    stream = CountedReads(json.dumps(["x" * (256 * CHUNK)]))
+    reader = JsonReader(stream)
+    assert [len(reader.value()) for _ in reader.items()] == [256 * CHUNK]
+    assert stream.reads < 20
 
 
 @pytest.mark.parametrize("fmt", ["export", "specs"])
