@@ -147,17 +147,22 @@ class EntryWrites(StorePart):
         ``changed`` holds the writes of new or edited entries, written as
         ``save`` writes them. ``unchanged`` entries are
         not written: they get their score back only if they had none.
-        ``removed`` names are deleted. ``statics``, when given, becomes the
-        set of static names.
+        ``removed`` names are deleted (by their key's bytes: a name read back as
+        ``admin.key_text`` may hold bytes that are not UTF-8); NoEntryKeyError,
+        with nothing written, if one is RedBeat's own. ``statics``, when given,
+        becomes the set of static names.
         """
+        removed_keys = [self.key_for(name).encode("utf-8", "surrogateescape") for name in removed]
+        for key in removed_keys:
+            self.refuse_no_entry_key(key)
         pipe = self.client.pipeline()
         for write in changed:
             self._queue_save(pipe, write)
         for name, score in unchanged:
             pipe.zadd(self.conf.schedule_key, {self.key_for(name): score}, nx=True)
-        for name in removed:
-            pipe.zrem(self.conf.schedule_key, self.key_for(name))
-            pipe.delete(self.key_for(name))
+        for key in removed_keys:
+            pipe.zrem(self.conf.schedule_key, key)
+            pipe.delete(key)
         if statics is not None:
             pipe.delete(self.conf.statics_key)
             statics = list(statics)
@@ -173,8 +178,12 @@ class EntryWrites(StorePart):
         An exact entry (from an export) replaces the whole hash with ``fields``
         (none: only its score comes back, as an orphan member); the others
         are written as ``save`` writes them. ``statics`` are added to the set
-        of static names.
+        of static names. NoEntryKeyError, with nothing written, if a key is
+        one of RedBeat's own (the import's plan refuses those first).
         """
+        writes = list(writes)
+        for write in writes:
+            self.refuse_no_entry_key(write.key)
         pipe = self.client.pipeline()
         written = set()
         for key, score, fields, exact in writes:

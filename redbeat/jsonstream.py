@@ -18,6 +18,8 @@ __all__ = ["JsonReader"]
 CHUNK = 1 << 16
 _DECODER = json.JSONDecoder()
 _WHITESPACE = " \t\n\r"
+_BOM = "\ufeff"
+_NUMBER_GOES_ON = frozenset("0123456789+-.eE")
 
 
 class JsonReader:
@@ -30,14 +32,16 @@ class JsonReader:
         self.eof = False
         self.read_chars = 0  # how far into the stream the buffer ends
 
-    def _fill(self) -> bool:
-        """Read the next chunk, dropping what was parsed; False at the end of the stream."""
+    def _fill(self, size: int = CHUNK) -> bool:
+        """Read the next ``size`` characters, dropping what was parsed; False at the end of the stream."""
         if self.eof:
             return False
-        data = self.stream.read(CHUNK)
+        data = self.stream.read(size)
         if not data:
             self.eof = True
             return False
+        if not self.read_chars and data.startswith(_BOM):
+            data = data[1:]  # Windows editors start UTF-8 files with a byte order mark, which is no JSON
         self.read_chars += len(data)
         self.buffer = self.buffer[self.at:] + data
         self.at = 0
@@ -66,16 +70,26 @@ class JsonReader:
             try:
                 value, end = _DECODER.raw_decode(self.buffer, self.at)
             except json.JSONDecodeError as exc:
-                if self._fill():
+                # A value cut by the buffer's end: read as much again as is held, so that a
+                # value of n characters is parsed a few times over, not n / CHUNK times.
+                if self._fill(max(CHUNK, len(self.buffer) - self.at)):
                     continue
                 raise ValueError(f"not JSON {self._where()}: {exc.msg}") from None
             except RecursionError:
                 raise ValueError(f"JSON nested too deeply {self._where()}") from None
-            # A number or word cut at the end of the buffer parses too: read on to be sure.
-            if end == len(self.buffer) and self._fill():
+            if self._may_be_cut(value, end) and self._fill():
                 continue
             self.at = end
             return value
+
+    def _may_be_cut(self, value: Any, end: int) -> bool:
+        """Whether ``value``, parsed up to ``end``, may be the start of a longer one cut by the
+        buffer's end: a number or word that ends the buffer, or a number followed by nothing but
+        what could go on with it (``1.`` of ``1.5``, ``2e`` of ``2e3``)."""
+        if end == len(self.buffer):
+            return True
+        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return is_number and all(char in _NUMBER_GOES_ON for char in self.buffer[end:])
 
     def members(self) -> Iterator[str]:
         """The names of an object's members; the caller reads each one's value before the next."""

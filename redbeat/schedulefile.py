@@ -3,7 +3,8 @@ chunk at a time, so that 100,000 entries cost about what 1,000 do.
 
 Two export formats, both read back exactly (definitions, meta, status,
 parked marks, scores), and told apart by their ``format`` member, which
-comes first:
+comes first as RedBeat writes it (an export whose members were reordered is
+read whole instead of streamed; see ``ScheduleFile.rows``):
 
 - ``redbeat-export`` (``export``'s default, and what every RedBeat export
   before was): each entry's hash fields as the text stored, one entry a line;
@@ -28,6 +29,7 @@ Memory holds one chunk of entries, and the names seen (for duplicates and
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import math
 import tempfile
@@ -66,6 +68,9 @@ class ExportFormat(str, Enum):
 
 
 EXPORT_FORMAT = ExportFormat.EXPORT.value
+# The members of an export, of either format: ``import`` reads one whole when its first member is
+# another of them than 'format' (its members were reordered), and streams it otherwise.
+EXPORT_MEMBERS = frozenset({"format", "version", "prefix", "exported_at", "statics", "entries"})
 
 
 def _no_progress(stage: str, count: int) -> None:
@@ -125,12 +130,13 @@ def _entry_text(fmt: ExportFormat, key: str, prefix: str, score: float, fields: 
 
 
 def _decoded_exactly(value: str) -> dict | None:
-    """The JSON object ``value`` holds, if ``json.dumps`` of it gives back ``value`` exactly."""
+    """The JSON object ``value`` holds, if ``json.dumps`` of it gives back ``value`` exactly
+    (and it holds no Infinity or NaN, which are no JSON: such a field stays text)."""
     try:
         decoded = json.loads(value)
+        return decoded if isinstance(decoded, dict) and json.dumps(decoded, allow_nan=False) == value else None
     except (ValueError, RecursionError):
         return None
-    return decoded if isinstance(decoded, dict) and json.dumps(decoded) == value else None
 
 
 def _score_to_json(score: float) -> float | str:
@@ -196,18 +202,40 @@ class ScheduleFile:
         reader = JsonReader(self.stream)
         if reader.peek() != "{":
             raise ValueError("an import is a RedBeat export or a JSON object of {name: spec}")
-        yield from self._document_rows(reader)
+        members = reader.members()
+        first = next(members, None)
+        if first in EXPORT_MEMBERS and first != "format":
+            # An export whose members were reordered (sorted by jq -S or json.dumps(sort_keys=True)):
+            # read whole, not streamed, and read on with 'format' first and 'entries' last.
+            reader = JsonReader(io.StringIO(self._format_first()))
+            members = reader.members()
+            first = next(members, None)
+        if first is not None:
+            yield from self._document_rows(reader, itertools.chain([first], members))
         reader.end()
 
-    def _document_rows(self, reader: JsonReader) -> Iterator[FileRow]:
-        members = reader.members()
+    def _format_first(self) -> str:
+        """The whole document, its members reordered as RedBeat writes an export."""
+        assert self.stream is not None
+        self.stream.seek(0)
+        try:
+            document = json.loads(self.stream.read().removeprefix("\ufeff"))
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
+        if "format" in document and "entries" in document:
+            fmt, entries = document.pop("format"), document.pop("entries")
+            document = {"format": fmt, **document, "entries": entries}
+        return json.dumps(document)
+
+    def _document_rows(self, reader: JsonReader, members: Iterator[str]) -> Iterator[FileRow]:
         for number, name in enumerate(members):
             value = reader.value()
             if number == 0 and name == "format" and value in {f.value for f in ExportFormat}:
                 yield from self._export_rows(reader, members, ExportFormat(value))
                 return
             if name == "format" and value in {f.value for f in ExportFormat}:
-                raise ValueError("'format' must be the first member of an export, as RedBeat writes it")
+                raise ValueError(f"'format' is given among specs: an export's members are only "
+                                 f"{', '.join(sorted(EXPORT_MEMBERS))}")
             yield FileRow(name, spec=value)
 
     def _export_rows(self, reader: JsonReader, members: Iterator[str], fmt: ExportFormat) -> Iterator[FileRow]:
@@ -295,6 +323,8 @@ class ImportPlan:
     # Exported entries beat cannot run: imported as they are (a backup is
     # exact), and parked by beat when they come due.
     unrunnable: dict[str, str] = field(default_factory=dict)
+    # Schedule members that are RedBeat's own keys (``doctor`` reports them): --prune never removes those.
+    left_alone: list[str] = field(default_factory=list)
     # Names given more than once, with how many times: the last one given is written.
     duplicates: dict[str, int] = field(default_factory=dict)
     statics: list[str] = field(default_factory=list)
@@ -303,7 +333,8 @@ class ImportPlan:
 
     def as_dict(self) -> dict:
         return {"create": self.create, "update": self.update, "unchanged": self.unchanged, "remove": self.remove,
-                "invalid": self.invalid, "unrunnable": self.unrunnable, "duplicates": self.duplicates}
+                "invalid": self.invalid, "unrunnable": self.unrunnable, "duplicates": self.duplicates,
+                "left_alone": self.left_alone}
 
 
 def import_schedule(app: Celery, source: ScheduleFile, apply: bool = False, options: ImportOptions = ImportOptions(),
@@ -319,7 +350,7 @@ def import_schedule(app: Celery, source: ScheduleFile, apply: bool = False, opti
         progress("checked", len(seen))
     plan.statics = source.statics
     if options.prune:
-        plan.remove = list(_not_in_file(get_store(app), seen, set(source.statics)))
+        plan.remove = list(_not_in_file(get_store(app), seen, set(source.statics), plan.left_alone))
     written = _write(app, plan, progress) if apply and not plan.invalid else 0
     return plan, written
 
@@ -350,16 +381,22 @@ def _plan_chunk(app: Celery, rows: list[FileRow], plan: ImportPlan, seen: set[st
     entries_of: dict[str, RedBeatSchedulerEntry] = {}
     checked: list[tuple[FileRow, str]] = []
     for row in _last_of_each(rows, plan, seen):
-        problem = row.problem or _row_problem(app, row, plan, entries_of)
+        key = prefix + row.name
+        own_key = None if row.problem or store.is_entry_key(key_bytes(key)) else store.keys.no_entry_name(key)
+        problem = row.problem or own_key or _row_problem(app, row, plan, entries_of)
         if problem is not None:
             plan.invalid[row.name] = problem
             continue
-        checked.append((row, prefix + row.name))
+        checked.append((row, key))
     # Read as stored, not decoded: only the fields and the score are compared.
     current = store.read_entries([key_bytes(key) for _, key in checked])
     writes = []
     for (row, key), (stored_score, raw) in zip(checked, current):
-        raw_fields = raw if isinstance(raw, dict) else {}
+        if isinstance(raw, str):
+            # Someone else's data under the prefix: beat never writes it, nor does an import.
+            plan.invalid[row.name] = f"its key is a {raw}, not a hash: left alone"
+            continue
+        raw_fields = raw or {}
         stored = {key_text(name): key_text(value) for name, value in raw_fields.items()}
         if row.fields is not None:
             same, score, fields = stored == row.fields and stored_score == row.score, row.score, row.fields
@@ -443,16 +480,21 @@ def _spec_write(entry: RedBeatSchedulerEntry, existing: dict[str, str]) -> tuple
     return write.score, {"definition": key_text(write.definition), "meta": key_text(write.meta)}
 
 
-def _not_in_file(store: ScheduleStore, names: set[str], statics: set[str]) -> Iterator[str]:
+def _not_in_file(store: ScheduleStore, names: set[str], statics: set[str], left_alone: list[str]) -> Iterator[str]:
     """Names of the schedule's entries that are neither in ``names`` nor static (from
-    ``beat_schedule``: beat writes those again as it starts, so an import leaves them alone)."""
+    ``beat_schedule``: beat writes those again as it starts, so an import leaves them alone).
+    Members that are RedBeat's own keys are no entries: never removed, added to ``left_alone``."""
     prefix = store.conf.key_prefix.encode()
     statics = statics | store.static_names()
     for chunk in store.schedule_members(CHUNK):
         for key in chunk:
             name = key_text(key[len(prefix):])
-            if key.startswith(prefix) and name not in names and name not in statics:
+            if not key.startswith(prefix) or name in names or name in statics:
+                continue
+            if store.is_entry_key(key):
                 yield name
+            else:
+                left_alone.append(key_text(key))
 
 
 # -- the Python API of before: a plan of in-memory data, then its writes -------------------

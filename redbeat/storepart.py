@@ -65,10 +65,10 @@ class StorePart:
         """Whether ``key`` can be an entry's (see ``KeyNames.is_entry_key``)."""
         return self.keys.is_entry_key(text(key))
 
-    def refuse_no_entry_key(self, key: str) -> None:
+    def refuse_no_entry_key(self, key: str | bytes) -> None:
         """Raise NoEntryKeyError if ``key`` is no entry key: RedBeat's own keys are never an entry's."""
         if not self.is_entry_key(key):
-            raise NoEntryKeyError(key, self.keys.no_entry_name(key))
+            raise NoEntryKeyError(text(key), self.keys.no_entry_name(text(key)))
 
     def history_key(self, key: str) -> str:
         return self.keys.history(key)

@@ -113,6 +113,9 @@ def _print_import(plan: ImportPlan, applied: bool, written: int) -> None:
     for name, count in plan.duplicates.items():
         click.secho(printable(f"  duplicate: {name} is given {count} times; the last one given counts"),
                     fg="yellow")
+    for key in plan.left_alone:
+        click.secho(printable(f"  left alone: {key} is a member of the schedule but one of RedBeat's own keys, "
+                              "not an entry: --prune never removes it (see `redbeat doctor`)"), fg="yellow")
     for name, reason in plan.invalid.items():
         click.secho(printable(f"  invalid: {name}: {reason}"), fg="red")
     for name, reason in plan.unrunnable.items():
