@@ -19,7 +19,7 @@ from . import rollback
 from .client import get_store
 from .entry import RedBeatSchedulerEntry
 from .liveness import fresh_standbys
-from .records import MAX_TIMESTAMP, Heartbeat, InFlight, Parked, RunEvent, Status, unix_seconds
+from .records import MAX_TIMESTAMP, Heartbeat, InFlight, Parked, RunEvent, RunEventKind, Status, unix_seconds
 from .runstates import STATE_FIELDS, RunState, run_states
 from .schedules import clocked, rrule
 from .store import ScheduleStore
@@ -502,19 +502,31 @@ def _schedule_findings(app: Celery, store: ScheduleStore) -> list[Finding]:
     findings = []
     scheduled = set()
     risk = rollback.Survey()
-    for view in entries(app):
+    for view in entries(app, worker_events=True):
         scheduled.add(key_bytes(view.key))
         finding = _finding(view)
         if finding is not None:
             findings.append(finding)
         if view.kind == "hash":
-            findings += _field_findings(view)
+            findings += _field_findings(view) + _last_run_findings(view)
             risk.add(view.key, view.name, view.score, view.fields)
     findings += _rollback_findings(store, risk, rollback.held(app))
     for key in store.unscheduled_hashes(scheduled):
         findings.append(Finding("unscheduled", key_text(key), "entry hash not in the schedule: beat never looks "
                                 f"at it. Add it with ZADD {store.conf.schedule_key} 0 {key_text(key)}"))
     return findings
+
+
+def _last_run_findings(view: EntryView) -> list[Finding]:
+    """A notice when the last run a worker reported of the entry failed (``docs/outcomes.rst``):
+    the task's own failure, not the schedule's, so it leaves doctor's exit code as it is."""
+    event = view.last_worker_event
+    if event is None or event.event != RunEventKind.FAILED:
+        return []
+    raised = f" raising {event.exception}" if event.exception else ""
+    where = f" on {event.worker}" if event.worker else ""
+    return [Finding("last-run-failed", view.key, f"its last run (task id {event.task_id}) failed{raised}{where} at "
+                    f"{_iso_ts(unix_seconds(event.at))}: see redbeat show {view.name}", notice=True)]
 
 
 def _field_findings(view: EntryView) -> list[Finding]:

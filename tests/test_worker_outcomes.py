@@ -174,6 +174,20 @@ def test_junk_in_an_entrys_worker_events_is_skipped_and_a_key_of_another_type_is
     assert "RUN STATE" in run("show", "junky") and "LAST RUN STATE" not in run("list")
 
 
+def test_doctor_notes_an_entry_whose_last_reported_run_failed_without_failing_itself(redis_url, schedule_redis):
+    raw_entry(schedule_redis, "fails", "tasks.fails")
+    raw_entry(schedule_redis, "fine", "tasks.fine")
+    schedule_redis.lpush("redbeat::worker-events:fails", json.dumps(
+        {"task_id": "t-9", "event": "failed", "at": 1796270000, "worker": "celery@w1", "exception": "ValueError"}))
+    schedule_redis.lpush("redbeat::worker-events:fine", json.dumps(
+        {"task_id": "t-8", "event": "succeeded", "at": 1796270000, "worker": "celery@w1"}))
+    result = CliRunner().invoke(redbeat, ["--redis-url", redis_url, "doctor", "--json"])
+    assert result.exit_code == 0, result.output  # the task's failure, not the schedule's
+    [finding] = [f for f in json.loads(result.output) if f["kind"] == "last-run-failed"]
+    assert finding["key"] == "redbeat:fails" and finding["notice"]
+    assert "failed raising ValueError on celery@w1" in finding["explanation"]
+
+
 # -- end to end -----------------------------------------------------------------------------
 
 def raw_entry(schedule, name: str, task: str, *args: str) -> None:
