@@ -18,6 +18,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import redis
 from celery import Celery
@@ -465,11 +467,53 @@ def measure_manage(args: argparse.Namespace) -> dict:
     return result
 
 
+def measure_workerevents(args: argparse.Namespace) -> dict:
+    """The worker-side cost of run outcomes (``redbeat.worker``), per task, next to a task's own
+    overhead in Celery: ``n`` runs of an empty task through Celery's tracer (``apply``: what a
+    worker does around a task, without the broker); then the recorder's two events of a run
+    (started, then succeeded: one Redis round trip each, to the schedule's redis-server on
+    loopback), and its cost for a task that did not come from RedBeat (no header)."""
+    from types import SimpleNamespace
+
+    app = make_app(args)
+    client = redis.Redis.from_url(args.schedule_url)
+    client.flushdb()
+
+    @app.task(name="bench.noop")
+    def noop() -> None:
+        return None
+
+    def per_task(run: Callable[[int], object]) -> float:
+        run(0)  # warm: connections, scripts, first-call costs
+        started = time.perf_counter()
+        for i in range(args.n):
+            run(i)
+        return (time.perf_counter() - started) / args.n * 1e6
+
+    celery_us = per_task(lambda i: noop.apply())
+    from redbeat.worker import EventRecorder
+    recorder = EventRecorder()
+    ours = SimpleNamespace(app=app, request=SimpleNamespace(redbeat_key="redbeat:bench", redbeat_scheduled=time.time(),
+                                                            hostname="celery@bench", retries=0))
+    theirs = SimpleNamespace(app=app, request=SimpleNamespace(hostname="celery@bench", retries=0))
+
+    def run_of(task: Any) -> Callable[[int], object]:
+        def run(i: int) -> None:
+            recorder.started(task, f"t-{i}")
+            recorder.finished(task, f"t-{i}", "SUCCESS", None)
+        return run
+
+    redbeat_us = per_task(run_of(ours))
+    other_ns = per_task(run_of(theirs)) * 1000
+    return {"runs": args.n, "celery_task_us": celery_us, "redbeat_run_us": redbeat_us, "other_task_ns": other_ns,
+            "events": client.llen("redbeat::worker-events:bench")}
+
+
 MEASUREMENTS = {
     "sendtask": measure_sendtask, "drain": measure_drain, "roundtrips": measure_roundtrips,
     "timeliness": measure_timeliness, "startup": measure_startup, "fill": measure_fill,
     "save": measure_save, "list": measure_list, "census": measure_census,
-    "metricscost": measure_metricscost, "manage": measure_manage,
+    "metricscost": measure_metricscost, "manage": measure_manage, "workerevents": measure_workerevents,
 }
 
 
