@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
@@ -201,25 +202,10 @@ def run_metrics(bench: Bench, drain_n: int, census_n: int, plain_drain: bool = T
 def metrics_only(options: argparse.Namespace) -> int:
     """Run only the metrics' measurements and put their section into the existing report."""
     drain_n, census_n = (2000, 10000) if options.quick else (10000, 100000)
-    repeat = 1 if options.quick else options.repeat
-    bench = Bench(options)
-    try:
-        for round_number in range(repeat):
-            print(f"round {round_number + 1} of {repeat}", flush=True)
-            run_metrics(bench, drain_n, census_n)
-    finally:
-        bench.close()
-    section = metrics_section(bench.results, drain_n, census_n, repeat, "./run.sh bench --metrics-only")
-    path = Path(options.output)
-    report = path.read_text()
-    start = report.find(METRICS_HEADING)
-    if start >= 0:
-        end = report.find("\n## ", start + len(METRICS_HEADING))
-        report = report[:start] + section + report[end + 1:]
-    else:
-        at = report.find("## Where the time goes")
-        report = report[:at] + section + report[at:]
-    path.write_text(report)
+    results, repeat = run_rounds(options, lambda bench: run_metrics(bench, drain_n, census_n))
+    replace_section(Path(options.output), METRICS_HEADING,
+                    metrics_section(results, drain_n, census_n, repeat, "./run.sh bench --metrics-only"),
+                    "## Where the time goes")
     print(f"written the metrics section of {options.output}")
     return 0
 
@@ -227,19 +213,27 @@ def metrics_only(options: argparse.Namespace) -> int:
 def management_only(options: argparse.Namespace) -> int:
     """Run only the management commands' measurement and put its section into the existing report."""
     manage_n = 10000 if options.quick else 100000
+    results, repeat = run_rounds(
+        options, lambda bench: bench.run("redbeat", sys.executable, "manage", "--n", str(manage_n)))
+    replace_section(Path(options.output), MANAGEMENT_HEADING,
+                    management_section(results["redbeat"][f"manage--n{manage_n}"], repeat,
+                                       "./run.sh bench --management-only"), "## Metrics")
+    print(f"written the management section of {options.output}")
+    return 0
+
+
+def run_rounds(options: argparse.Namespace, measure: Callable[[Bench], object]) -> tuple[dict, int]:
+    """The results of ``measure`` run ``--repeat`` times (once with ``--quick``) on one set of
+    servers, and how many rounds ran: what each section-only mode runs."""
     repeat = 1 if options.quick else options.repeat
     bench = Bench(options)
     try:
         for round_number in range(repeat):
             print(f"round {round_number + 1} of {repeat}", flush=True)
-            bench.run("redbeat", sys.executable, "manage", "--n", str(manage_n))
+            measure(bench)
     finally:
         bench.close()
-    runs = bench.results["redbeat"][f"manage--n{manage_n}"]
-    replace_section(Path(options.output), MANAGEMENT_HEADING,
-                    management_section(runs, repeat, "./run.sh bench --management-only"), "## Metrics")
-    print(f"written the management section of {options.output}")
-    return 0
+    return bench.results, repeat
 
 
 WORKER_HEADING = "## Worker-side cost of run outcomes"
@@ -248,14 +242,9 @@ WORKER_HEADING = "## Worker-side cost of run outcomes"
 def worker_only(options: argparse.Namespace) -> int:
     """Run only the worker-side measurement (``harness.py workerevents``) and put its section into the report."""
     runs_n = 2000 if options.quick else 20000
-    repeat = 1 if options.quick else options.repeat
-    bench = Bench(options)
-    try:
-        for _ in range(repeat):
-            bench.run("redbeat", sys.executable, "workerevents", "--n", str(runs_n))
-    finally:
-        bench.close()
-    runs = bench.results["redbeat"][f"workerevents--n{runs_n}"]
+    results, repeat = run_rounds(
+        options, lambda bench: bench.run("redbeat", sys.executable, "workerevents", "--n", str(runs_n)))
+    runs = results["redbeat"][f"workerevents--n{runs_n}"]
     celery, ours, other = (median_of(runs, field) for field in ("celery_task_us", "redbeat_run_us", "other_task_ns"))
     section = (f"{WORKER_HEADING}\n\nMeasured on {time.strftime('%Y-%m-%d')} by `./run.sh bench --worker-only` "
                f"(median of {repeat} run(s) of {runs_n:,} runs, on the machine above). What `redbeat.worker` adds to "
