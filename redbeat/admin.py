@@ -23,6 +23,7 @@ from .records import MAX_TIMESTAMP, Heartbeat, InFlight, Parked, RunEvent, RunEv
 from .runstates import STATE_FIELDS, RunState, run_states
 from .schedules import clocked, rrule
 from .store import ScheduleStore
+from .timeformat import iso
 from .validation import WRITABLE_FIELDS, is_misplaced, unknown_field_words
 
 UTC = timezone.utc
@@ -105,12 +106,12 @@ class EntryView:
             # Score 0: due at beat's next tick (how other programs add an entry), no moment to say.
             "due_now": self.score == 0,
             "last_run": _iso(entry.last_run_at) if entry else None,
-            "last_dispatched": _iso_ts(status.last_dispatched_at),
+            "last_dispatched": iso(status.last_dispatched_at),
             "total_run_count": entry.total_run_count if entry else None,
             "published": _published(entry.total_run_count, status, in_flight) if entry else None,
             "given_up": status.given_up,
             "in_flight": in_flight,
-            "last_failure": None if failure is None else {"at": _iso_ts(failure.at), "class": failure.kind,
+            "last_failure": None if failure is None else {"at": iso(failure.at), "class": failure.kind,
                                                           "reason": failure.reason},
             "missed": status.missed,
             "parked": self.parked,
@@ -119,7 +120,7 @@ class EntryView:
             "last_run_state": None if last is None else last.state,
             "last_run_exception": None if last is None else last.exception,
             "last_run_duration": None if last is None else last.duration,
-            "last_run_reported": None if last is None else _iso_ts(last.reported_at),
+            "last_run_reported": None if last is None else iso(last.reported_at),
         }
 
 
@@ -142,10 +143,6 @@ def in_flight_counts(app: Celery) -> Counter[str]:
 
 def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.astimezone(UTC).isoformat()
-
-
-def _iso_ts(seconds: float | None) -> str | None:
-    return None if seconds is None else datetime.fromtimestamp(seconds, UTC).isoformat()
 
 
 def entries(app: Celery, keys: Sequence[str] | None = None, match: str | None = None,
@@ -384,7 +381,7 @@ def beat_status(app: Celery, now: float | None = None) -> dict:
         holder = {"token": key_text(token), "host": host, "pid": int(pid) if pid.isdigit() else None}
     beat, fields, heartbeat_error = _heartbeat(overview["heartbeat"])
     if beat and holder and beat.token == holder["token"]:
-        holder["since"] = _iso_ts(beat.active_since)
+        holder["since"] = iso(beat.active_since)
     last_tick = beat.last_tick if beat else None
     stopped_at = beat.stopped_at if beat else None
     failing_since = beat.failing_since if beat else None
@@ -395,10 +392,10 @@ def beat_status(app: Celery, now: float | None = None) -> dict:
         "lock_key": store.conf.lock_key,
         "lock_holder": holder,
         "standbys": fresh_standbys(overview["standbys"], now, key_text(token) if token is not None else None),
-        "last_tick": _iso_ts(last_tick),
+        "last_tick": iso(last_tick),
         "last_tick_age": None if last_tick is None else round(now - last_tick, 3),
-        "stopped_at": _iso_ts(stopped_at),
-        "failing_since": _iso_ts(failing_since),
+        "stopped_at": iso(stopped_at),
+        "failing_since": iso(failing_since),
         "failing_for": None if failing_since is None else round(now - failing_since, 3),
         "error": (beat.error or "(no reason given)") if beat and failing_since is not None else None,
         "beat": fields,
@@ -412,7 +409,7 @@ def beat_status(app: Celery, now: float | None = None) -> dict:
         "in_flight": overview["in_flight"],
         "stuck_in_flight": _stuck_in_flight(store, now, overview["in_flight"]),
         "claiming_paused": paused,
-        "claiming_paused_since": _iso_ts(beat.claiming_paused_since) if beat and paused else None,
+        "claiming_paused_since": iso(beat.claiming_paused_since) if beat and paused else None,
         "runs_given_up": _given_up_recently(beat, now),
         "eviction_policy": policy,
         "eviction_warning": bool(policy and policy.startswith("allkeys")),
@@ -426,7 +423,7 @@ def _given_up_recently(beat: Heartbeat | None, now: float) -> dict | None:
     if beat is None or last is None or last.at < now - GIVEN_UP_WINDOW:
         return None
     return {"count": beat.given_up or 1, "key": last.key, "class": last.kind, "reason": last.reason,
-            "at": _iso_ts(last.at), "age": round(now - last.at, 3)}
+            "at": iso(last.at), "age": round(now - last.at, 3)}
 
 
 def is_stuck(run: InFlight, now: float) -> bool:
@@ -489,7 +486,7 @@ def doctor(app: Celery, configured_statics: set[str] | None = None) -> list[Find
         for run in runs:
             if is_stuck(run, now):
                 findings.append(Finding("stuck-in-flight", run.key, f"run {run.task_id} claimed at "
-                                        f"{_iso_ts(unix_seconds(run.claimed_at))} is still not published"))
+                                        f"{iso(unix_seconds(run.claimed_at))} is still not published"))
         for task_id in unreadable:
             findings.append(Finding("bad-in-flight", key_text(task_id), "unreadable in-flight record; beat removes it"))
     for key, found in store.misfiled_histories():
@@ -526,7 +523,7 @@ def _last_run_findings(view: EntryView) -> list[Finding]:
     raised = f" raising {event.exception}" if event.exception else ""
     where = f" on {event.worker}" if event.worker else ""
     return [Finding("last-run-failed", view.key, f"its last run (task id {event.task_id}) failed{raised}{where} at "
-                    f"{_iso_ts(unix_seconds(event.at))}: see redbeat show {view.name}", notice=True)]
+                    f"{iso(unix_seconds(event.at))}: see redbeat show {view.name}", notice=True)]
 
 
 def _field_findings(view: EntryView) -> list[Finding]:
@@ -613,7 +610,7 @@ def _given_up_finding(view: EntryView) -> Finding | None:
     if failure is None:
         return None
     still = status.last_dispatched_at is None or failure.at >= status.last_dispatched_at
-    explanation = (f"{status.given_up} run(s) given up, the last at {_iso_ts(failure.at)}: {failure.reason}"
+    explanation = (f"{status.given_up} run(s) given up, the last at {iso(failure.at)}: {failure.reason}"
                    + ("; fix the entry (its arguments, options or task) and beat publishes its next run"
                       if still else "; runs since then were published"))
     return Finding("given-up", view.key, explanation, notice=not still)

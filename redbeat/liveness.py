@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 from celery import Celery
 
 from .client import get_store
 from .records import STANDBY_GRACE, Heartbeat, StandbyBeat
+from .timeformat import iso
 
 __all__ = ["BeatSeen", "LivenessReport", "fresh_standbys", "liveness", "ACTIVE_MISSED_TICKS"]
 
@@ -25,10 +25,6 @@ __all__ = ["BeatSeen", "LivenessReport", "fresh_standbys", "liveness", "ACTIVE_M
 ACTIVE_MISSED_TICKS = 3
 # Without a lock (redbeat_lock_key = None): as many of beat's longest sleeps.
 FALLBACK_INTERVAL = 60.0
-
-
-def _iso(seconds: float | None) -> str | None:
-    return None if seconds is None else datetime.fromtimestamp(seconds, timezone.utc).isoformat()
 
 
 def standby_records(raw: Mapping[bytes, bytes] | None) -> list[StandbyBeat]:
@@ -47,8 +43,8 @@ def fresh_standbys(raw: Mapping[bytes, bytes] | None, now: float, active_token: 
     """The standbys still checking in at ``now``, for ``redbeat status``: a record older
     than a few of its polls is a beat that was killed, and is left out."""
     return [{"host": record.host, "pid": record.pid, "version": record.version,
-             "last_check": _iso(record.last_check), "last_check_age": round(now - record.last_check, 3),
-             "since": _iso(record.since), "next_check_within": record.next_check_within}
+             "last_check": iso(record.last_check), "last_check_age": round(now - record.last_check, 3),
+             "since": iso(record.since), "next_check_within": record.next_check_within}
             for record in standby_records(raw) if record.fresh(now) and record.token != active_token]
 
 
@@ -74,7 +70,7 @@ class BeatSeen:
         """What the liveness check says about it, in one line."""
         who = f"{self.role} on {self.host} pid {self.pid}"
         if self.stopped_at is not None:
-            return f"{who}: stopped at {_iso(self.stopped_at)}"
+            return f"{who}: stopped at {iso(self.stopped_at)}"
         what = "last tick" if self.role == "active beat" else "last check"
         said = f"{who}: {what} {self.age:.1f}s ago"
         if not self.alive:
@@ -85,7 +81,7 @@ class BeatSeen:
     def from_heartbeat(cls, beat: Heartbeat, now: float, max_age: float | None) -> BeatSeen:
         interval = beat.lock_timeout or beat.max_interval or FALLBACK_INTERVAL
         limit = max_age if max_age is not None else ACTIVE_MISSED_TICKS * interval + STANDBY_GRACE
-        failing = (f"since {_iso(beat.failing_since)}: {beat.error or '(no reason given)'}"
+        failing = (f"since {iso(beat.failing_since)}: {beat.error or '(no reason given)'}"
                    if beat.failing_since is not None else None)
         return cls("active beat", beat.token, beat.host, beat.pid, round(now - beat.last_tick, 3), limit,
                    beat.stopped_at, failing)
