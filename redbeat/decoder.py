@@ -123,14 +123,14 @@ _CRONTAB_FIELDS = ("minute", "hour", "day_of_week", "day_of_month", "month_of_ye
 def _decode_crontab(d: dict) -> crontab:
     fields = {name: d[name] for name in _CRONTAB_FIELDS if d.get(name) is not None}
     zone = d.get("timezone")
-    problem = schedules.crontab_field_problem(fields)
-    if problem:
-        raise DecodeError(f"bad crontab: {problem}")
     try:
         # Always RedBeat's crontab, zone or not: it answers with beat's next slot.
         return schedules.crontab(timezone=_checked_zone(zone) if zone else None, **fields)
     except Exception as exc:  # celery raises ValueError, but also others on odd input
-        raise DecodeError(f"bad crontab {fields!r}: {exc}") from exc
+        # Said field by field only now: parsing the fields twice would double what
+        # decoding a crontab costs beat on every definition it has not cached.
+        problem = schedules.crontab_field_problem(fields)
+        raise DecodeError(f"bad crontab: {problem}" if problem else f"bad crontab {fields!r}: {exc}") from exc
 
 
 def _checked_zone(name: Any) -> str:
