@@ -38,13 +38,14 @@ def metrics(tool: Tool, port: int, host: str, auth_envvar: str, refresh: float) 
         raise BadConfiguration(MISSING_EXTRA) from None
     auth = os.environ.get(auth_envvar) or ensure_conf(tool.app).either_or("redbeat_metrics_auth", None) or None
     endpoint = MetricsEndpoint(port=port, host=host, auth=auth)
+    # Handlers before the socket listens: whoever sees the port open may signal at once.
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
     try:
         server = serve(registry_for(tool.app, refresh), endpoint)
     except OSError as exc:
         raise click.ClickException(printable(f"cannot listen on {host} port {port}: {exc.strerror or exc}")) from None
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
     click.echo(printable(f"serving the metrics of {display_url(ensure_conf(tool.app).redis_url)} at "
                          f"http://{endpoint.host}:{server.port}/metrics" + (" (basic authentication)" if auth else "")
                          + f", read at most every {refresh:g}s"))
