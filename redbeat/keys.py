@@ -59,6 +59,18 @@ class KeyNames:
         return self.own + "worker-events:"
 
     @property
+    def run_outcomes(self) -> str:
+        """The workers' counts of how RedBeat's runs ended, and their durations: a hash
+        (``outcomecounts.py``), schedule-wide, never per entry."""
+        return self.own + "run-outcomes"
+
+    @property
+    def failing(self) -> str:
+        """Entries whose last run reported by a worker failed: a sorted set of entry
+        keys scored by when that run ended (``outcomecounts.py``)."""
+        return self.own + "failing"
+
+    @property
     def held_for_3(self) -> str:
         """Entries that ``redbeat rollback-to-2`` holds out of the schedule while
         celery-redbeat 2.x runs it (rollback.py)."""
