@@ -85,15 +85,16 @@ class RedisServer:
 class Processes:
     """Celery processes started by a test, each logging to its own file, stopped by PID."""
 
-    def __init__(self, tmp_path: Path, env: dict) -> None:
+    def __init__(self, tmp_path: Path, env: dict, app_module: str = "e2e_app") -> None:
         self.tmp_path = tmp_path
         self.env = env
+        self.app_module = app_module
         self.started: dict[str, subprocess.Popen] = {}
 
     def start(self, name: str, *args: str) -> subprocess.Popen:
         log = open(self.tmp_path / f"{name}.log", "wb")
         process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "e2e_app", *args],
+            [sys.executable, "-m", "celery", "-A", self.app_module, *args],
             cwd=self.tmp_path, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
         self.started[name] = process
