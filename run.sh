@@ -31,6 +31,14 @@ ensure_redis() {
     if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
 }
 
+# The dashboard's browser tests drive Debian's headless chromium through its chromedriver.
+ensure_chromium() {
+    local missing=()
+    command -v chromium >/dev/null || missing+=(chromium)
+    command -v chromedriver >/dev/null || missing+=(chromium-driver)
+    if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
+}
+
 ensure_venv() {
     if [ ! -x .venv/bin/python ]; then
         log "creating the virtualenv .venv"
@@ -56,6 +64,7 @@ ensure_venv() {
 
 run_tests() {
     ensure_redis
+    ensure_chromium
     ensure_venv
     log "ruff"
     .venv/bin/ruff check redbeat tests exampleconf.py demo bench
