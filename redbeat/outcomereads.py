@@ -61,12 +61,13 @@ def failing_entries(client: Redis | RedisCluster, keys: KeyNames, shown: int = F
     pipe = client.pipeline(transaction=False)
     pipe.zcard(keys.failing)
     pipe.zrevrange(keys.failing, 0, checked - 1)
-    try:
-        total, newest = pipe.execute()
-    except ResponseError as exc:
-        if _wrong_type(exc):
-            return None
-        raise
+    replies = pipe.execute(raise_on_error=False)
+    for reply in replies:
+        if isinstance(reply, ResponseError):
+            if _wrong_type(reply):
+                return None
+            raise reply
+    total, newest = replies
     if not newest:
         return FailingEntries(0, ())
     pipe = client.pipeline(transaction=False)
