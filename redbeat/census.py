@@ -18,7 +18,9 @@ The states (docs/metrics.rst says the same):
   parks those when they come due).
 
 Members whose key holds no entry hash (an orphan, another type, a key
-outside the prefix) are in no state: ``orphans`` counts them.
+outside the prefix) are in no state: ``orphans`` counts them. ``failing``
+counts the entries (with a hash, in any state) that are members of the
+workers' failing set (``outcomecounts.py``): their last reported run failed.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from celery import Celery
 
 from .admin import beat_status
 from .client import get_store
+from .outcomecounts import OutcomeCounts
+from .outcomereads import outcome_counts
 
 __all__ = ["EntryState", "Census", "ScheduleSnapshot", "census", "snapshot", "CENSUS_CHUNK"]
 
@@ -52,8 +56,8 @@ class EntryState(str, Enum):
 
 @dataclass(frozen=True)
 class Census:
-    """Entries by state, members with no entry behind them, and the runs given up over all entries
-    (the sum of each entry's ``status.given_up``)."""
+    """Entries by state, members with no entry behind them, the runs given up over all entries
+    (the sum of each entry's ``status.given_up``), and the entries whose last reported run failed."""
 
     active: int = 0
     paused: int = 0
@@ -61,6 +65,7 @@ class Census:
     finished: int = 0
     orphans: int = 0
     given_up: int = 0
+    failing: int = 0
 
     def by_state(self) -> dict[EntryState, int]:
         return {state: getattr(self, state.value) for state in EntryState}
@@ -69,13 +74,13 @@ class Census:
         return Census(*(a + b for a, b in zip(self.counts(), other.counts())))
 
     def counts(self) -> tuple[int, ...]:
-        return (self.active, self.paused, self.parked, self.finished, self.orphans, self.given_up)
+        return (self.active, self.paused, self.parked, self.finished, self.orphans, self.given_up, self.failing)
 
 
 # Counts one ZSCAN chunk of the schedule by state.
-# KEYS: schedule
+# KEYS: schedule, the workers' failing set
 # ARGV: prefix, ZSCAN cursor, chunk size
-# Returns: {next cursor, active, paused, parked, finished, orphans, given_up}
+# Returns: {next cursor, active, paused, parked, finished, orphans, given_up, failing}
 # The chunk is scanned inside the script, so no member crosses the network
 # (and the beat process that serves this spends no time on them). Like the
 # read of what is due, it reads the entries its members name; a member
@@ -84,12 +89,17 @@ class Census:
 # text first and confirmed by decoding only when found: decoding every
 # definition would hold Redis up for no gain. ``given_up`` is read from the
 # status, which beat writes flat (a quote inside a reason is escaped, so the
-# pattern cannot match there).
+# pattern cannot match there). Each entry is looked up in the failing set
+# only when that set has members (ZCARD once per chunk), so a schedule
+# without failing runs, or without workers that record them, pays nothing;
+# a failing set of the wrong type counts none (pcall).
 CENSUS_LUA = """
 local prefix = ARGV[1]
 local scanned = redis.call('ZSCAN', KEYS[1], ARGV[2], 'COUNT', ARGV[3])
 local members = scanned[2]
-local active, paused, parked, finished, orphans, given_up = 0, 0, 0, 0, 0, 0
+local active, paused, parked, finished, orphans, given_up, failing = 0, 0, 0, 0, 0, 0, 0
+local any_failing = redis.pcall('ZCARD', KEYS[2])
+any_failing = type(any_failing) == 'number' and any_failing > 0
 for i = 1, #members, 2 do
     local key, score = members[i], tonumber(members[i + 1])
     local fields = false
@@ -106,6 +116,9 @@ for i = 1, #members, 2 do
                 given_up = given_up + count
             end
         end
+        if any_failing and redis.call('ZSCORE', KEYS[2], key) then
+            failing = failing + 1
+        end
         if fields[1] then
             parked = parked + 1
         elseif score < 0 then
@@ -120,7 +133,7 @@ for i = 1, #members, 2 do
         end
     end
 end
-return {scanned[1], active, paused, parked, finished, orphans, given_up}
+return {scanned[1], active, paused, parked, finished, orphans, given_up, failing}
 """
 
 
@@ -135,7 +148,7 @@ def census(app: Celery, chunk: int = CENSUS_CHUNK) -> Census:
     """
     store = get_store(app)
     script = store.client.register_script(CENSUS_LUA)
-    keys, prefix = [store.conf.schedule_key], store.conf.key_prefix
+    keys, prefix = [store.conf.schedule_key, store.keys.failing], store.conf.key_prefix
     total = Census()
     cursor: bytes | int = 0
     while True:
@@ -147,12 +160,14 @@ def census(app: Celery, chunk: int = CENSUS_CHUNK) -> Census:
 
 @dataclass(frozen=True)
 class ScheduleSnapshot:
-    """The schedule-wide view at one moment: entries by state (``census``) and beat's
-    status (``admin.beat_status``: the lock, the heartbeat, what is due and in flight)."""
+    """The schedule-wide view at one moment: entries by state (``census``), beat's
+    status (``admin.beat_status``: the lock, the heartbeat, what is due and in flight)
+    and how the workers say runs ended (``outcomecounts``)."""
 
     census: Census
     status: dict[str, Any] = field(default_factory=dict)
     took: float = 0.0  # seconds the reads took
+    outcomes: OutcomeCounts | None = None  # None: the counts' key holds another type
 
     @property
     def last_tick_at(self) -> float | None:
@@ -170,4 +185,6 @@ def snapshot(app: Celery) -> ScheduleSnapshot:
     started = time.perf_counter()
     counted = census(app)
     status = beat_status(app)
-    return ScheduleSnapshot(counted, status, time.perf_counter() - started)
+    store = get_store(app)
+    outcomes = outcome_counts(store.client, store.keys)
+    return ScheduleSnapshot(counted, status, time.perf_counter() - started, outcomes)

@@ -11,6 +11,13 @@ back before its source keys are deleted, and the schedule member goes last,
 so an interrupted move leaves every entry either whole at the source, whole
 at both (the next run finishes it), or moved. The decision for one entry
 (``decide_entry``) is a pure function of what both places hold.
+
+Each entry's run history and worker events move with it; the workers'
+schedule-wide keys (``outcomecounts.py``) move after the entries: the
+failing set's members rewritten to the new prefix, and the outcome counts.
+Entries that ``rollback-to-2`` holds out of the schedule do not move (the
+move reads the schedule): the plan counts them, and says to undo the
+rollback first.
 """
 
 from __future__ import annotations
@@ -84,6 +91,9 @@ class MovePlan:
     in_flight: list[InFlight] = field(default_factory=list)
     lock_holder: str | None = None
     heartbeat_age: float | None = None  # seconds since the last tick of a beat still running
+    failing: int = 0  # members of the source's failing set
+    outcome_counts: bool = False  # whether the source has the workers' outcome counts
+    held_for_3: int = 0  # entries rollback-to-2 holds out of the source's schedule: not moved
 
     @property
     def beat_running(self) -> bool:
@@ -141,6 +151,7 @@ class MoveResult:
     plan: MovePlan
     moved: int = 0
     in_flight: int = 0
+    failing: int = 0
 
 
 class PrefixMover:
@@ -168,12 +179,18 @@ class PrefixMover:
         lock = self.client.get(self.lock_key)
         plan.lock_holder = text(lock) if lock is not None and text(lock) != own_token else None
         plan.heartbeat_age = self._heartbeat_age()
+        plan.failing = self.client.zcard(self.source.failing)
+        plan.outcome_counts = bool(self.client.exists(self.source.run_outcomes))
+        plan.held_for_3 = self.client.zcard(self.source.held_for_3)
         return plan
 
     def _check_own_types(self) -> None:
         own = [(names.schedule, "zset") for names in (self.source, self.target)]
         own += [(names.statics, "set") for names in (self.source, self.target)]
         own += [(names.inflight, "hash") for names in (self.source, self.target)]
+        own += [(names.run_outcomes, "hash") for names in (self.source, self.target)]
+        own += [(names.failing, "zset") for names in (self.source, self.target)]
+        own += [(self.source.held_for_3, "zset")]
         for key, expected in [*own, (self.lock_key, "string")]:
             found = text(self.client.type(key))
             if found not in (expected, "none"):
@@ -263,6 +280,8 @@ class PrefixMover:
                     result.moved += 1
             result.in_flight = self._move_in_flight()
             self._move_statics(plan.statics)
+            result.failing = self._move_failing()
+            self._move_outcome_counts()
             return result
         finally:
             lock.release()
@@ -280,13 +299,15 @@ class PrefixMover:
         self._verify(self.client.zscore(self.target.schedule, entry.target) is not None, self.target.schedule)
         if entry.static:
             self.client.sadd(self.target.statics, entry.target[len(self.target.prefix):])
-        self._move_history(self.source.history(entry.member), self.target.history(entry.target))
+        self._move_list(self.source.history(entry.member), self.target.history(entry.target))
+        self._move_list(self.source.worker_events(entry.member), self.target.worker_events(entry.target))
         # The member goes last: while it is there, a run of the move sees the entry.
         self.client.delete(entry.member)
         self.client.zrem(self.source.schedule, entry.member)
 
-    def _move_history(self, source_key: str, target_key: str) -> None:
-        """Copy the run history unless the destination has one of its own (newer), then delete the source's."""
+    def _move_list(self, source_key: str, target_key: str) -> None:
+        """Copy an entry's run history or worker events unless the destination has a list of its own
+        (newer: written there since), then delete the source's."""
         records = self.client.lrange(source_key, 0, -1)
         if records and not self.client.lrange(target_key, 0, 0):
             # LPUSH puts each record at the head: push the oldest first to keep newest-first order.
@@ -309,6 +330,34 @@ class PrefixMover:
             self.client.hdel(self.source.inflight, run.task_id)
             moved += 1
         return moved
+
+    def _move_failing(self) -> int:
+        """Move the failing set's members whose entry is no longer at the source (moved, or
+        removed before: readers skip those), rewritten to the destination prefix; a member
+        already there keeps its score (a failure reported there since). Returns how many."""
+        moved = 0
+        for raw_member, score in list(self.client.zscan_iter(self.source.failing)):
+            try:
+                member = raw_member.decode()
+            except UnicodeDecodeError:
+                continue  # no entry of the move's: its members are UTF-8 text
+            if not self.source.is_entry_key(member) or self.client.exists(raw_member):
+                continue  # not an entry key of the source, or its entry was not moved
+            target_key = self.target.entry(member[len(self.source.prefix):])
+            self.client.zadd(self.target.failing, {target_key: score}, nx=True)
+            self._verify(self.client.zscore(self.target.failing, target_key) is not None, self.target.failing)
+            self.client.zrem(self.source.failing, raw_member)
+            moved += 1
+        return moved
+
+    def _move_outcome_counts(self) -> None:
+        """Copy the workers' outcome counts unless the destination has counts of its own
+        (workers there counted since: to Prometheus, a counter reset), then delete the source's."""
+        fields = self._hgetall(self.source.run_outcomes)
+        if fields and not self.client.exists(self.target.run_outcomes):
+            self.client.hset(self.target.run_outcomes, mapping=fields)
+            self._verify(self._hgetall(self.target.run_outcomes) == fields, self.target.run_outcomes)
+        self.client.delete(self.source.run_outcomes)
 
     def _move_statics(self, names: Iterable[str]) -> None:
         """Delete the source's static names once none of their entries is left there."""

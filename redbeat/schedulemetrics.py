@@ -6,7 +6,9 @@ between get the last reading, so that several Prometheus servers scraping
 every few seconds cost one read of the schedule per interval. When Redis
 cannot be read, the scrape still answers, with ``redbeat_schedule_up 0``
 and none of the other gauges (numbers of another moment would mislead).
-docs/metrics.rst describes each metric.
+The workers' counts of how runs ended (``outcomecounts.py``) come with the
+same reading, as a counter and a histogram: Redis holds them, so any
+exporter serves the same totals. docs/metrics.rst describes each metric.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from collections.abc import Callable, Iterator
 from celery import Celery
 from celery.utils.log import get_logger
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 from redis.exceptions import RedisClusterException, RedisError
 
 from .census import ScheduleSnapshot, snapshot
+from .outcomecounts import DUPLICATE, ENDINGS, OutcomeCounts
 from .printable import printable
 from .storepart import WrongTypeError
 
@@ -47,11 +51,11 @@ class ScheduleCollector(Collector):
         self._last: ScheduleSnapshot | None = None  # None: the last reading failed
         self._failure: str | None = None
 
-    def describe(self) -> Iterator[GaugeMetricFamily]:
+    def describe(self) -> Iterator[Metric]:
         # What the collector yields, without reading Redis (a registry asks on registration).
         yield from self._families(None)
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         with self._lock:
             now = time.monotonic()
             if self._read_at is None or now - self._read_at >= self.refresh:
@@ -73,7 +77,7 @@ class ScheduleCollector(Collector):
             logger.warning("redbeat metrics: the schedule can be read again")
         self._failure = None
 
-    def _families(self, reading: ScheduleSnapshot | None) -> Iterator[GaugeMetricFamily]:
+    def _families(self, reading: ScheduleSnapshot | None) -> Iterator[Metric]:
         up = GaugeMetricFamily("redbeat_schedule_up", "1 if Redis answered the last reading of the schedule, "
                                "else 0 (and no other redbeat_schedule_ metric).")
         up.add_metric([], 1 if reading is not None else 0)
@@ -91,6 +95,7 @@ class ScheduleCollector(Collector):
             if value is not None:
                 family.add_metric([], value)
             yield family
+        yield from _outcome_families(reading)
 
 
 # The gauges besides up and entries: the name after redbeat_schedule_, and what it says.
@@ -123,6 +128,33 @@ def _values(reading: ScheduleSnapshot) -> dict[str, float | None]:
         "lock_held": 1 if reading.lock_held else 0,
         "refresh_duration_seconds": reading.took,
     }
+
+
+def _outcome_families(reading: ScheduleSnapshot | None) -> Iterator[Metric]:
+    """The workers' counts: outcomes, durations, entries failing (none without a reading,
+    and the counter and histogram none when their key holds another type)."""
+    failing = GaugeMetricFamily("redbeat_entries_failing", "Entries whose last run reported by a worker failed.")
+    if reading is not None:
+        failing.add_metric([], reading.census.failing)
+    yield failing
+    counts: OutcomeCounts | None = reading.outcomes if reading is not None else None
+    outcomes = CounterMetricFamily("redbeat_run_outcomes_total", "Runs of RedBeat's entries that workers saw end, "
+                                   "by how (duplicate: a repeated delivery not run again).", labels=["outcome"])
+    if counts is not None:
+        for outcome in (*ENDINGS, DUPLICATE):
+            outcomes.add_metric([outcome], counts.outcomes.get(outcome, 0))
+    yield outcomes
+    if counts is None:
+        yield HistogramMetricFamily("redbeat_run_duration_seconds", DURATION_HELP)
+        return
+    # Bounds written as prometheus-client writes its own histograms' (1.0, not 1): one le per bound.
+    buckets = [(floatToGoString(bound), float(runs)) for bound, runs in counts.buckets]
+    yield HistogramMetricFamily("redbeat_run_duration_seconds", DURATION_HELP,
+                                buckets=[*buckets, ("+Inf", float(counts.duration_count))],
+                                sum_value=counts.duration_sum)
+
+
+DURATION_HELP = "How long runs of RedBeat's entries took, as the workers measured them."
 
 
 def registry_for(app: Celery, refresh: float = DEFAULT_REFRESH) -> CollectorRegistry:

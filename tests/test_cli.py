@@ -217,6 +217,45 @@ def test_status_shows_that_beat_paused_claiming_and_is_degraded(cli, schedule_re
     assert "\x1b" not in text  # Redis data reaches the terminal escaped
 
 
+def test_status_names_entries_whose_last_run_failed_newest_first_and_stays_healthy(cli, schedule_redis):
+    schedule_redis.set("redbeat::heartbeat", json.dumps({"token": "vm:1:x", "host": "vm", "pid": 1,
+                                                         "last_tick": time.time()}))
+    for name in ("older", "newer", "odd\x1b[2J"):
+        schedule_redis.hset(f"redbeat:{name}", "definition", json.dumps(RAW))
+        schedule_redis.zadd("redbeat::schedule", {f"redbeat:{name}": 0})
+    # As the workers write it (outcomecounts.py): entry keys scored by when their last run failed.
+    schedule_redis.zadd("redbeat::failing", {"redbeat:older": 100, "redbeat:newer": 300, "redbeat:removed": 400,
+                                             "redbeat:odd\x1b[2J": 200})
+    report = json.loads(cli("status", "--json"))
+    # Failing tasks are no unhealthy beat: exit 0, healthy, and said.
+    assert report["healthy"] is True and report["degraded"] == []
+    assert report["failing_entries"] == {"count": 3, "names": ["newer", "odd\x1b[2J", "older"], "unchecked": 0}
+    text = cli("status")
+    assert "failed runs: 3 entries whose last run failed, newest first: newer, odd\\x1b[2J, older" in text
+    assert "removed" not in text and "\x1b" not in text and "healthy" in text
+
+
+def test_status_bounds_the_failing_entries_it_checks_and_says_none_fail_by_saying_nothing(cli, schedule_redis):
+    schedule_redis.set("redbeat::heartbeat", json.dumps({"token": "vm:1:x", "host": "vm", "pid": 1,
+                                                         "last_tick": time.time()}))
+    assert json.loads(cli("status", "--json"))["failing_entries"] == {"count": 0, "names": [], "unchecked": 0}
+    assert "failed runs" not in cli("status")
+    schedule_redis.zadd("redbeat::failing", {f"redbeat:e{n}": n for n in range(1010)})
+    for n in range(1005, 1010):
+        schedule_redis.hset(f"redbeat:e{n}", "definition", json.dumps(RAW))
+    failing = json.loads(cli("status", "--json"))["failing_entries"]
+    assert failing == {"count": 5, "names": ["e1009", "e1008", "e1007", "e1006", "e1005"], "unchecked": 10}
+    assert "5 entries (and 10 older, not checked) whose last run failed" in cli("status")
+
+
+def test_status_says_a_failing_set_of_the_wrong_type_in_one_line(cli, schedule_redis):
+    schedule_redis.set("redbeat::heartbeat", json.dumps({"token": "vm:1:x", "host": "vm", "pid": 1,
+                                                         "last_tick": time.time()}))
+    schedule_redis.set("redbeat::failing", "someone else's")
+    assert json.loads(cli("status", "--json"))["failing_entries"] is None
+    assert "failed runs: unknown: redbeat::failing is not a sorted set" in cli("status")
+
+
 @pytest.mark.e2e
 def test_status_and_history_with_a_real_beat(tmp_path, redis_server, redis_url, project_env):
     env = dict(project_env, E2E_REDBEAT_URL=redis_server.url(0), E2E_BROKER_URL=redis_server.url(1),

@@ -18,6 +18,7 @@ from redbeat.cli import redbeat
 from redbeat.config import ConfigurationError, RedBeatConfig
 from redbeat.entry import RedBeatSchedulerEntry
 from redbeat.lock import BeatLock
+from redbeat.outcomecounts import read_counts
 from redbeat.prefixmove import MoveAction, decide_entry
 from redbeat.records import InFlight
 
@@ -189,13 +190,76 @@ def test_an_interrupted_move_is_finished_by_the_next_run_without_losing_newer_ru
     assert "copy: 1   replace: 0   done: 3" in dry.output, dry.output
     result = move(redis_url, "--apply")
     assert result.exit_code == 0, result.output
-    assert "moved 4 entries and 1 runs in flight" in result.output
+    assert "moved 4 entries, 1 runs in flight and 0 members of the failing set" in result.output
     assert schedule_redis.zrange("{redbeat}::schedule", 0, -1) == [
         "{redbeat}:copied", "{redbeat}:half", "{redbeat}:ran-since", "{redbeat}:untouched"]
     assert json.loads(schedule_redis.hget("{redbeat}:ran-since", "meta"))["total_run_count"] == 9
     assert not [key for key in schedule_redis.keys("redbeat:*")]
     moved = InFlight.from_json(schedule_redis.hget("{redbeat}::inflight", "t-1"))
     assert (moved.key, moved.task_id) == ("{redbeat}:half", "t-1")
+
+
+def write_worker_records(client) -> None:
+    """What workers recording runs leave under the source (outcomecounts.py, workerevents)."""
+    client.lpush("redbeat::worker-events:a", '{"event": 1}', '{"event": 2}')  # newest first: 2, then 1
+    client.hset("redbeat::run-outcomes", mapping={"outcome:failed": 3, "duration:count": 2, "duration:sum": 1.5,
+                                                  "duration:le:1": 2})
+    client.zadd("redbeat::failing", {"redbeat:a": 100, "redbeat:removed": 50, "someone-else:x": 10})
+
+
+def test_worker_events_the_failing_set_and_the_outcome_counts_move_with_the_schedule(schedule_redis, redis_url):
+    write_as_2x(schedule_redis, ["a", "b"])
+    write_worker_records(schedule_redis)
+    counts = schedule_redis.hgetall("redbeat::run-outcomes")
+    dry = move(redis_url)
+    assert "worker events: each moved entry's to {redbeat}::worker-events:<name>" in dry.output
+    assert "failing: 3 members to {redbeat}::failing" in dry.output
+    assert "run outcomes: the counts to {redbeat}::run-outcomes" in dry.output
+    result = move(redis_url, "--apply")
+    assert result.exit_code == 0, result.output
+    assert "2 members of the failing set" in result.output
+    assert schedule_redis.lrange("{redbeat}::worker-events:a", 0, -1) == ['{"event": 2}', '{"event": 1}']
+    assert read_counts(schedule_redis.hgetall("{redbeat}::run-outcomes")).outcomes["failed"] == 3
+    assert schedule_redis.hgetall("{redbeat}::run-outcomes") == counts
+    # Members renamed to the new prefix with their scores; a removed entry's moves too (readers skip it).
+    assert schedule_redis.zrange("{redbeat}::failing", 0, -1, withscores=True) == [
+        ("{redbeat}:removed", 50.0), ("{redbeat}:a", 100.0)]
+    # Only what is not the source's entry keys is left behind.
+    assert sorted(schedule_redis.keys("redbeat:*")) == ["redbeat::failing"]
+    assert schedule_redis.zrange("redbeat::failing", 0, -1) == ["someone-else:x"]
+
+
+def test_what_workers_wrote_at_the_destination_since_is_kept(schedule_redis, redis_url):
+    write_as_2x(schedule_redis, ["a"])
+    write_worker_records(schedule_redis)
+    schedule_redis.lpush("{redbeat}::worker-events:a", '{"event": 3}')
+    schedule_redis.hset("{redbeat}::run-outcomes", "outcome:succeeded", 1)
+    schedule_redis.zadd("{redbeat}::failing", {"{redbeat}:a": 200})
+    assert move(redis_url, "--apply").exit_code == 0
+    assert schedule_redis.lrange("{redbeat}::worker-events:a", 0, -1) == ['{"event": 3}']
+    assert schedule_redis.hgetall("{redbeat}::run-outcomes") == {"outcome:succeeded": "1"}
+    assert schedule_redis.zscore("{redbeat}::failing", "{redbeat}:a") == 200
+    assert not schedule_redis.exists("redbeat::worker-events:a", "redbeat::run-outcomes")
+
+
+def test_a_failing_member_whose_entry_stays_at_the_source_stays_with_it(schedule_redis, redis_url):
+    write_as_2x(schedule_redis, ["a"])
+    schedule_redis.set("redbeat:b", "a string")  # skipped by the move: not an entry
+    schedule_redis.zadd("redbeat::schedule", {"redbeat:b": 0})
+    schedule_redis.zadd("redbeat::failing", {"redbeat:a": 1, "redbeat:b": 2})
+    assert move(redis_url, "--apply").exit_code == 0
+    assert schedule_redis.zrange("redbeat::failing", 0, -1) == ["redbeat:b"]
+    assert schedule_redis.zrange("{redbeat}::failing", 0, -1) == ["{redbeat}:a"]
+
+
+def test_entries_held_for_3_are_counted_and_left_at_the_source(schedule_redis, redis_url):
+    write_as_2x(schedule_redis, ["a"])
+    schedule_redis.hset("redbeat:held", "definition", definition("held"))
+    schedule_redis.zadd("redbeat::held-for-3", {"redbeat:held": 0})
+    dry = move(redis_url)
+    assert "held for 3: 1 entries that rollback-to-2 holds out of the schedule are not moved" in dry.output
+    assert move(redis_url, "--apply").exit_code == 0
+    assert schedule_redis.exists("redbeat:held", "redbeat::held-for-3") == 2
 
 
 def test_wrong_typed_keys_are_said_in_one_line_or_skipped(schedule_redis, redis_url):

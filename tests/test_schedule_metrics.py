@@ -82,7 +82,8 @@ def families(registry: CollectorRegistry) -> dict[str, list]:
 
 
 def value(found: dict[str, list], name: str, **labels: str) -> float | None:
-    for sample in found.get(name, []):
+    # The parser names a counter's family without its _total.
+    for sample in found.get(name, found.get(name.removesuffix("_total"), [])):
         if sample.name == name and sample.labels == labels:
             return sample.value
     return None
@@ -145,6 +146,70 @@ def test_collector_says_redis_is_down_without_failing_the_scrape(app):
     assert value(found, "redbeat_schedule_up") == 0
     assert "redbeat_schedule_entries" not in found or not found["redbeat_schedule_entries"]
     assert value(found, "redbeat_schedule_due") is None
+
+
+def histogram(found: dict[str, list], name: str) -> tuple[dict[str, float], float | None, float | None]:
+    """A histogram's cumulative buckets by ``le``, its count and its sum (None: not served)."""
+    samples = {(sample.name.removeprefix(name), sample.labels.get("le")): sample.value
+               for sample in found.get(name, [])}
+    buckets = {le: runs for (suffix, le), runs in samples.items() if suffix == "_bucket"}
+    return buckets, samples.get(("_count", None)), samples.get(("_sum", None))
+
+
+def write_outcomes(client) -> None:
+    """The workers' schedule-wide counts, written as outcomecounts.py's docstring says."""
+    client.hset("redbeat::run-outcomes", mapping={
+        "outcome:succeeded": 7, "outcome:failed": 2, "outcome:retried": 1, "outcome:duplicate": 3,
+        # One bucket per field, not cumulative; a run above the last bound counts in duration:count only.
+        "duration:le:0.01": 4, "duration:le:1": 3, "duration:le:3600": 1, "duration:count": 9, "duration:sum": 4000.5})
+
+
+def test_collector_serves_outcomes_durations_and_failing_entries_from_the_workers_counts(app, schedule_redis):
+    write_outcomes(schedule_redis)
+    future = time.time() + 3600
+    for name in ("failing", "fine"):
+        write(schedule_redis, name, future, definition=definition(name))
+    write(schedule_redis, "failing-parked", -1, definition=definition("failing-parked"), parked="{}")
+    # A removed entry's member counts for nothing.
+    schedule_redis.zadd("redbeat::failing", {"redbeat:failing": 100.0, "redbeat:failing-parked": 90.0,
+                                             "redbeat:removed": 50.0})
+    found = families(collector_registry(app))
+    assert {outcome: value(found, "redbeat_run_outcomes_total", outcome=outcome)
+            for outcome in ("succeeded", "failed", "retried", "revoked", "ignored", "rejected", "duplicate")} == \
+        {"succeeded": 7, "failed": 2, "retried": 1, "revoked": 0, "ignored": 0, "rejected": 0, "duplicate": 3}
+    buckets, count, total = histogram(found, "redbeat_run_duration_seconds")
+    assert (buckets["0.01"], buckets["0.5"], buckets["1.0"], buckets["1800.0"], buckets["3600.0"]) == (4, 4, 7, 7, 8)
+    assert buckets["+Inf"] == 9 and len(buckets) == 15
+    assert (count, total) == (9, 4000.5)
+    assert value(found, "redbeat_entries_failing") == 2
+
+
+def test_without_workers_recording_runs_the_outcome_metrics_are_zero(app, schedule_redis):
+    write(schedule_redis, "fine", time.time() + 60, definition=definition("fine"))
+    found = families(collector_registry(app))
+    assert value(found, "redbeat_run_outcomes_total", outcome="failed") == 0
+    assert histogram(found, "redbeat_run_duration_seconds")[1] == 0
+    assert value(found, "redbeat_entries_failing") == 0
+
+
+def test_outcome_keys_of_the_wrong_type_leave_the_rest_of_the_reading_whole(app, schedule_redis):
+    write(schedule_redis, "fine", time.time() + 60, definition=definition("fine"))
+    schedule_redis.set("redbeat::run-outcomes", "x")
+    schedule_redis.set("redbeat::failing", "x")
+    found = families(collector_registry(app))
+    assert value(found, "redbeat_schedule_up") == 1
+    assert value(found, "redbeat_schedule_entries", state="active") == 1
+    assert value(found, "redbeat_run_outcomes_total", outcome="failed") is None
+    assert histogram(found, "redbeat_run_duration_seconds")[1] is None
+    assert value(found, "redbeat_entries_failing") == 0
+
+
+def test_outcome_metrics_are_absent_when_redis_cannot_be_read(app):
+    def unreachable(target):
+        raise ConnectionError("Error 111 connecting to 127.0.0.1:1. Connection refused.")
+    found = families(collector_registry(app, refresh=0, read=unreachable))
+    assert value(found, "redbeat_run_outcomes_total", outcome="failed") is None
+    assert value(found, "redbeat_entries_failing") is None
 
 
 def test_beats_own_endpoint_includes_the_schedule_wide_gauges(app, schedule_redis):

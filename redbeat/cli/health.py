@@ -9,9 +9,11 @@ from importlib import resources
 import click
 
 from .. import admin
+from ..client import get_store
 from ..config import ensure_conf
 from ..deadline import overall_deadline
 from ..liveness import liveness as liveness_of
+from ..outcomereads import failing_entries
 from ..printable import printable
 from ..timeformat import with_iso_times
 from .base import (
@@ -39,10 +41,15 @@ def status(ctx: click.Context, max_age: float, timeout: float | None, as_json: b
     A health check: exits 0 healthy, 1 when no beat completed a tick within
     --max-age seconds, its ticks are failing or the last one stopped, 3 when
     beat ticks but runs do not go out (degraded), 4 when Redis cannot be
-    reached in --timeout seconds, 5 on a configuration error.
+    reached in --timeout seconds, 5 on a configuration error. Entries whose
+    last runs failed (as workers recording runs report) are named, and change
+    no exit code: their tasks fail, not beat.
     """
     tool = _probe_tool(ctx, timeout)
     report = admin.beat_status(tool.app)
+    store = get_store(tool.app)
+    failing = failing_entries(store.client, store.keys)
+    report["failing_entries"] = failing.as_dict() if failing is not None else None
     problems = _unhealthy(report, max_age)
     degraded = _degraded(report)
     report["healthy"], report["degraded"] = not problems, degraded
@@ -51,6 +58,7 @@ def status(ctx: click.Context, max_age: float, timeout: float | None, as_json: b
         emit(report)
     else:
         _print_status(report)
+        _print_failing(report["failing_entries"], store.keys.failing)
         if problems:
             click.secho(printable(f"UNHEALTHY: {'; '.join(problems)}"), fg="red", bold=True)
         elif degraded:
@@ -159,6 +167,20 @@ def _print_status(report: dict) -> None:
                                                       f"{report['claiming_paused']}"), fg="yellow")
     for wrong in report["wrong_types"]:
         click.secho(f"{'wrong type':>13}: {printable(wrong['explanation'])}", fg="red")
+
+
+def _print_failing(failing: dict | None, failing_key: str) -> None:
+    """The entries whose last reported run failed, if any: a note, not a health problem."""
+    if failing is None:
+        click.secho(f"{'failed runs':>13}: " + printable(f"unknown: {failing_key} is not a sorted set"), fg="yellow")
+        return
+    if not failing["count"]:
+        return
+    older = f" (and {failing['unchecked']} older, not checked)" if failing["unchecked"] else ""
+    names = ", ".join(failing["names"]) + (", ..." if failing["count"] > len(failing["names"]) else "")
+    click.secho(f"{'failed runs':>13}: " + printable(f"{failing['count']} entries{older} whose last run failed, newest "
+                                                     f"first: {names} (`redbeat show NAME` says how; their tasks "
+                                                     f"fail, not beat)"), fg="yellow")
 
 
 @redbeat.command()

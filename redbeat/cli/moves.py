@@ -85,7 +85,8 @@ def _print_move(plan: MovePlan, result: MoveResult | None) -> None:
     for line in _move_notes(plan):
         click.echo(printable(line))
     if result is not None:
-        click.echo(f"moved {result.moved} entries and {result.in_flight} runs in flight")
+        click.echo(f"moved {result.moved} entries, {result.in_flight} runs in flight and {result.failing} members "
+                   "of the failing set")
     click.echo(printable(f"then set redbeat_key_prefix = {plan.target.prefix!r} in the configuration "
                          "(and the ACL user's key pattern), and start beat"))
     if result is None:
@@ -93,9 +94,17 @@ def _print_move(plan: MovePlan, result: MoveResult | None) -> None:
 
 
 def _move_notes(plan: MovePlan) -> list[str]:
-    """What the move does besides entries: static names, runs in flight, the lock, the heartbeat."""
+    """What the move does besides entries: static names, runs in flight, the workers' keys, the lock,
+    the heartbeat."""
     notes = [f"statics: {len(plan.statics)} names to {plan.target.statics} for the entries moved",
-             f"in flight: {len(plan.in_flight)} runs to {plan.target.inflight}, task ids kept"]
+             f"in flight: {len(plan.in_flight)} runs to {plan.target.inflight}, task ids kept",
+             f"worker events: each moved entry's to {plan.target.worker_event_lists}<name>",
+             f"failing: {plan.failing} members to {plan.target.failing}, renamed to the new prefix",
+             f"run outcomes: {'the counts' if plan.outcome_counts else 'none'} to {plan.target.run_outcomes} "
+             "(kept there instead if workers already count there)"]
+    if plan.held_for_3:
+        notes.append(f"held for 3: {plan.held_for_3} entries that rollback-to-2 holds out of the schedule are not "
+                     "moved: run `redbeat rollback-to-2 --undo --apply` first")
     if plan.lock_holder is not None:
         notes.append(f"lock: {plan.lock_key} is held by {plan.lock_holder}: stop that beat first "
                      "(or --force, which takes its lock)")
