@@ -269,6 +269,9 @@ FIXES = {
     "standbys": "DEL {key}; the beats standing by check in there again at their next poll",
     "history": "DEL {key}; beat starts the entry's history again",
     "worker-events": "DEL {key}; the workers that record runs start the entry's list again",
+    "run-outcomes": "DEL {key}; the workers that record runs count again from 0 (Prometheus reads a counter "
+                    "reset)",
+    "failing": "DEL {key}; the workers that record runs add each entry again when its next run fails",
 }
 
 
@@ -296,7 +299,8 @@ class WrongType:
 
 
 def wrong_types(app: Celery) -> list[WrongType]:
-    """RedBeat's own keys (schedule, statics, lock, inflight, heartbeat, standbys) that hold another type."""
+    """RedBeat's own keys (schedule, statics, lock, inflight, heartbeat, standbys, the workers' outcome
+    counts and failing set) that hold another type."""
     store = get_store(app)
     keys = store.own_keys()
     return [WrongType(role, keys[role], found, store.OWN_KEY_TYPES[role])

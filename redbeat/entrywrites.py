@@ -219,6 +219,7 @@ class EntryWrites(StorePart):
         self.refuse_no_entry_key(key)
         pipe = self.client.pipeline()
         pipe.zrem(self.conf.schedule_key, key)
+        pipe.zrem(self.keys.failing, key)  # its failed last run is no longer anyone's concern
         pipe.delete(key)
         pipe.execute()
 

@@ -34,13 +34,14 @@ class ScheduleQueries(StorePart):
 
     # The Redis type each of RedBeat's own keys must have ("none": not there yet).
     OWN_KEY_TYPES = {"schedule": "zset", "statics": "set", "lock": "string", "inflight": "hash",
-                     "heartbeat": "string", "standbys": "hash"}
+                     "heartbeat": "string", "standbys": "hash", "run-outcomes": "hash", "failing": "zset"}
 
     def own_keys(self) -> dict[str, str]:
         """RedBeat's own keys by role (the lock only when locking is on)."""
         conf = self.conf
         keys = {"schedule": conf.schedule_key, "statics": conf.statics_key, "inflight": self.inflight_key,
-                "heartbeat": self.heartbeat_key, "standbys": self.keys.standbys}
+                "heartbeat": self.heartbeat_key, "standbys": self.keys.standbys,
+                "run-outcomes": self.keys.run_outcomes, "failing": self.keys.failing}
         if conf.lock_key:
             keys["lock"] = conf.lock_key
         return keys

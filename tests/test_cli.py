@@ -256,6 +256,24 @@ def test_status_says_a_failing_set_of_the_wrong_type_in_one_line(cli, schedule_r
     assert "failed runs: unknown: redbeat::failing is not a sorted set" in cli("status")
 
 
+def test_the_workers_outcome_keys_of_the_wrong_type_are_listed_with_their_fix_and_stop_no_beat(cli, schedule_redis):
+    schedule_redis.set("redbeat::failing", "someone else's")
+    schedule_redis.rpush("redbeat::run-outcomes", "not a hash")
+    report = json.loads(cli("status", "--json", code=1))
+    wrong = {w["key"]: w for w in report["wrong_types"]}
+    assert set(wrong) == {"redbeat::failing", "redbeat::run-outcomes"}
+    assert not any(w["stops_beat"] for w in wrong.values())
+    assert "DEL redbeat::run-outcomes" in wrong["redbeat::run-outcomes"]["explanation"]
+
+
+def test_removing_an_entry_takes_it_out_of_the_failing_entries(cli, schedule_redis):
+    schedule_redis.hset("redbeat:gone", "definition", json.dumps(RAW))
+    schedule_redis.zadd("redbeat::schedule", {"redbeat:gone": 0})
+    schedule_redis.zadd("redbeat::failing", {"redbeat:gone": 100, "redbeat:other": 200})
+    cli("remove", "gone")
+    assert schedule_redis.zrange("redbeat::failing", 0, -1) == ["redbeat:other"]
+
+
 @pytest.mark.e2e
 def test_status_and_history_with_a_real_beat(tmp_path, redis_server, redis_url, project_env):
     env = dict(project_env, E2E_REDBEAT_URL=redis_server.url(0), E2E_BROKER_URL=redis_server.url(1),
