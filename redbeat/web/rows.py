@@ -53,11 +53,11 @@ def _last_runs(app: Celery, keys: list[str]) -> dict[str, dict]:
     store = get_store(app)
     pipe = store.client.pipeline(transaction=False)
     for key in keys:
-        pipe.lindex(store.history_key(key), 0)
+        pipe.lrange(store.history_key(key), 0, 0)  # LRANGE, not LINDEX: one command less for the ACL user
     last = {}
     for key, raw in zip(keys, pipe.execute(raise_on_error=False)):
         try:
-            record = json.loads(raw) if isinstance(raw, bytes) else None
+            record = json.loads(raw[0]) if isinstance(raw, list) and raw else None
         except (ValueError, RecursionError):
             record = None
         if isinstance(record, dict):
