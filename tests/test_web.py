@@ -286,24 +286,67 @@ def test_the_web_command_refuses_other_addresses_without_credentials(redis_url):
     assert done.stderr.count("\n") == 1 and "without authentication" in done.stderr
 
 
+class Served:
+    """``redbeat web --port 0`` as a real process, its address read from the line it prints; stopped by PID."""
+
+    def __init__(self, command: list[str], log, env: dict | None = None, cwd: str | None = None) -> None:
+        self.log = log
+        with open(log, "w") as out:
+            self.process = subprocess.Popen([*command, "web", "--port", "0"], stdout=out, stderr=subprocess.STDOUT,
+                                            text=True, env=env, cwd=cwd)
+        line = wait_for(lambda: self.process.poll() is None and re.search(r"http://127\.0\.0\.1:\d+/",
+                                                                          log.read_text()),
+                        timeout=30, message="the serving line")
+        self.url = line.group(0)
+
+    def post(self, path: str, body: dict) -> tuple[int, dict]:
+        """A POST with the CSRF cookie and token, as a script sends it."""
+        with urllib.request.urlopen(self.url + "api/csrf", timeout=10) as reply:
+            cookie = reply.headers["set-cookie"].split(";")[0]
+            sent = json.loads(reply.read())["token"]
+        request = urllib.request.Request(self.url + path, data=json.dumps(body).encode(), method="POST",
+                                         headers={"Cookie": cookie, "X-CSRF-Token": sent})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as reply:
+                return reply.status, json.loads(reply.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+        return self.process.wait(timeout=20)
+
+
 def test_the_web_command_serves_the_dashboard_over_http(app, redis_url, tmp_path):
     add(app, HTML_NAME)
-    log = tmp_path / "web.log"
-    with open(log, "w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "redbeat.cli", "--redis-url", redis_url, "web",
-                                    "--port", "0"], stdout=out, stderr=subprocess.STDOUT, text=True)
+    served = Served([sys.executable, "-m", "redbeat.cli", "--redis-url", redis_url], tmp_path / "web.log")
     try:
-        line = wait_for(lambda: re.search(r"http://127\.0\.0\.1:\d+/", log.read_text()), timeout=30,
-                        message="the serving line")
-        url = line.group(0)
-        with urllib.request.urlopen(url + "schedule", timeout=10) as reply:
+        with urllib.request.urlopen(served.url + "schedule", timeout=10) as reply:
             body = reply.read().decode()
         assert reply.status == 200 and "&lt;script&gt;alert(1)&lt;/script&gt;" in body
-        request = urllib.request.Request(url + "api/pause", data=b'{"name": "x"}', method="POST")
+        request = urllib.request.Request(served.url + "api/pause", data=b'{"name": "x"}', method="POST")
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(request, timeout=10)
         assert refused.value.code == 403
+        assert served.post("api/pause", {"name": HTML_NAME}) == (200, {"ok": True, "said": f"paused {HTML_NAME}",
+                                                                        "warning": None})
     finally:
-        process.send_signal(signal.SIGINT)
-        code = process.wait(timeout=20)
-    assert code == 0 and "Traceback" not in log.read_text()
+        code = served.stop()
+    assert code == 0 and "Traceback" not in served.log.read_text()
+
+
+def test_inside_a_celery_project_the_web_command_checks_task_names(redis_server, redis_url, project_env, tmp_path):
+    env = dict(project_env, E2E_REDBEAT_URL=redis_url, E2E_BROKER_URL=redis_server.url(1),
+               E2E_RECORD_URL=redis_server.url(2))
+    served = Served([sys.executable, "-m", "celery", "-A", "e2e_app", "redbeat"], tmp_path / "web.log", env=env,
+                    cwd=str(tmp_path))
+    try:
+        typed = {"name": "typo", "task": "e2e_app.recrod", "kind": "every", "schedule": "60"}
+        status, answer = served.post("api/entries", typed)
+        assert status == 422 and "unknown task 'e2e_app.recrod'" in answer["error"]
+        assert "e2e_app.record" in answer["error"]  # did you mean
+        status, answer = served.post("api/entries", {**typed, "task": "e2e_app.record", "args": '["web"]'})
+        assert status == 200, answer
+    finally:
+        assert served.stop() == 0
