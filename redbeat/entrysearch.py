@@ -23,14 +23,16 @@ from celery import Celery
 
 from .census import ENTRY_STATE_LUA
 from .client import get_store
+from .queries import key_glob
 from .store import ScheduleStore
 
 __all__ = ["StateFilter", "SortOrder", "PageQuery", "Page", "schedule_page", "MATCH_LIMIT"]
 
 # Matches kept of a search: enough for any screen, bounded for memory and time.
 MATCH_LIMIT = 20_000
-# Members scanned per script call: about a millisecond of Redis's time each.
-SEARCH_CHUNK = 500
+# Members scanned per script call: a few milliseconds of Redis's time each at most (those
+# whose name does not match cost far less: Redis drops them before the script sees them).
+SEARCH_CHUNK = 1000
 MAX_PAGE_SIZE = 500
 
 
@@ -83,19 +85,20 @@ class Page:
     capped: bool = False
 
 
-# Members of one ZSCAN chunk that match: the name holds ARGV[4], the task ARGV[5] (text
-# found in the definition's "task", lower case), the state is ARGV[6] ('' any).
-# KEYS: schedule; ARGV: prefix, cursor, count, name text, task text, state
+# Members of one ZSCAN chunk that match: the name matches the glob ARGV[4] (ZSCAN's MATCH:
+# Redis filters the names, in C), the task holds ARGV[5] (text found in the definition's
+# "task", lower case), the state is ARGV[6] ('' any).
+# KEYS: schedule; ARGV: prefix, cursor, count, name glob, task text, state
 # Returns: {next cursor, member, score, member, score, ...}
 SEARCH_LUA = ENTRY_STATE_LUA + """
-local prefix, name_text, task_text, wanted = ARGV[1], ARGV[4], ARGV[5], ARGV[6]
-local scanned = redis.call('ZSCAN', KEYS[1], ARGV[2], 'COUNT', ARGV[3])
+local prefix, task_text, wanted = ARGV[1], ARGV[5], ARGV[6]
+local scanned = redis.call('ZSCAN', KEYS[1], ARGV[2], 'COUNT', ARGV[3], 'MATCH', ARGV[4])
 local members = scanned[2]
 local found = {scanned[1]}
 for i = 1, #members, 2 do
     local key, score = members[i], tonumber(members[i + 1])
-    local ok = name_text == '' or string.find(string.lower(string.sub(key, #prefix + 1)), name_text, 1, true)
-    if ok and (task_text ~= '' or wanted ~= '') then
+    local ok = true
+    if task_text ~= '' or wanted ~= '' then
         local state, _, definition = entry_state(prefix, key, score)
         ok = state and (wanted == '' or state == wanted)
         if ok and task_text ~= '' then
@@ -169,11 +172,21 @@ def _by_name(store: ScheduleStore, query: PageQuery) -> Page:
     return Page(names[query.offset:query.offset + query.size], len(names))
 
 
+def name_glob(prefix: str, text: str) -> bytes:
+    """The Redis glob of the entry keys whose name holds ``text``, in any ASCII case
+    (each letter as a class: ``[jJ][oO][bB]``); any name when ``text`` is empty."""
+    def char_glob(char: str) -> str:
+        if char.lower() != char.upper() and char.isascii():
+            return f"[{char.lower()}{char.upper()}]"
+        return "\\" + char if char in "*?[]\\^-" else char
+    return key_glob(prefix, "*" + "".join(char_glob(char) for char in text) + "*" if text else "*")
+
+
 def _searched(store: ScheduleStore, query: PageQuery) -> Page:
     """Scan for the matches (at most ``MATCH_LIMIT``), sort them, page them."""
     script = store.client.register_script(SEARCH_LUA)
-    args: list[Any] = [store.conf.key_prefix, 0, SEARCH_CHUNK, query.name.lower(), query.task.lower(),
-                       query.state.value]
+    args: list[Any] = [store.conf.key_prefix, 0, SEARCH_CHUNK, name_glob(store.conf.key_prefix, query.name),
+                       query.task.lower(), query.state.value]
     matches: dict[bytes, float] = {}  # ZSCAN may return a member twice while Redis resizes the set
     capped = False
     while True:
