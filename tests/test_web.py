@@ -350,3 +350,15 @@ def test_inside_a_celery_project_the_web_command_checks_task_names(redis_server,
         assert status == 200, answer
     finally:
         assert served.stop() == 0
+
+
+def test_a_name_that_is_not_utf8_shows_escaped_and_breaks_nothing(app, schedule_redis):
+    add(app, "plain")
+    schedule_redis.hset(b"redbeat:bad\xff", "definition", json.dumps({
+        "name": "bad", "task": "tasks.t", "schedule": {"__type__": "interval", "every": 60}}))
+    schedule_redis.zadd("redbeat::schedule", {b"redbeat:bad\xff": 0})
+    web = client(app)
+    page = web.get("/schedule")
+    assert page.status_code == 200 and "bad\\xff" in page.text and "%FF" in page.text
+    assert web.get("/api/entries").status_code == 200
+    assert web.get("/").status_code == 200

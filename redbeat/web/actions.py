@@ -103,10 +103,11 @@ def _schedule(app: Celery, typed: Mapping[str, str]) -> Any:
 def definition_from_typed(app: Celery, typed: Mapping[str, str]) -> dict[str, Any]:
     """A definition from the create form's text fields (those of ``redbeat add``'s options)."""
     options = tuple(line.strip() for line in typed.get("options", "").splitlines() if line.strip())
+    disabled = str(typed.get("disabled", "")).lower() in ("on", "true", "yes", "1")  # a checkbox, or JSON's true
     fields = fields_from_text(TypedFields(args=typed.get("args") or None, kwargs=typed.get("kwargs") or None,
                                           queue=typed.get("queue") or None,
                                           description=typed.get("description") or None,
-                                          disabled=typed.get("disabled") in ("on", "true", "yes"), options=options))
+                                          disabled=disabled, options=options))
     return {"name": typed.get("name", "").strip(), "task": typed.get("task", "").strip() or None,
             "schedule": _schedule(app, typed), **fields}
 

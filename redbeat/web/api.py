@@ -10,13 +10,13 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from ..client import get_store
 from ..entrydetails import entry_details
 from ..entrysearch import schedule_page
 from . import actions
-from .app import csrf_of_json, dashboard_of, refused_without_csrf
+from .app import ApiResponse, csrf_of_json, dashboard_of, refused_without_csrf
 from .pages import BadQueryError, page_query
 from .rows import entry_data, rows_for
 from .security import csrf_token, remember_csrf
@@ -24,12 +24,12 @@ from .security import csrf_token, remember_csrf
 __all__ = ["overview", "entries", "entry", "csrf", "create", "edit", "bulk", "action_route"]
 
 
-def _error(message: str, status: int) -> JSONResponse:
-    return JSONResponse({"ok": False, "error": message}, status)
+def _error(message: str, status: int) -> ApiResponse:
+    return ApiResponse({"ok": False, "error": message}, status)
 
 
 def overview(request: Request) -> Response:
-    return JSONResponse(dashboard_of(request).readings.overview.get())
+    return ApiResponse(dashboard_of(request).readings.overview.get())
 
 
 def entries(request: Request) -> Response:
@@ -40,7 +40,7 @@ def entries(request: Request) -> Response:
     app = dashboard_of(request).app
     now = get_store(app).time()
     found = schedule_page(app, query, now)
-    return JSONResponse({"total": found.total, "capped": found.capped, "page": query.page, "size": query.size,
+    return ApiResponse({"total": found.total, "capped": found.capped, "page": query.page, "size": query.size,
                          "entries": rows_for(app, found.keys, now)})
 
 
@@ -51,12 +51,12 @@ def entry(request: Request) -> Response:
     if details.missing:
         return _error(f"no entry named {name!r}", 404)
     data = entry_data(details, get_store(app).time())
-    return JSONResponse(data)
+    return ApiResponse(data)
 
 
 def csrf(request: Request) -> Response:
     """The CSRF token (and its cookie, when the client has none yet) for a script's POSTs."""
-    return remember_csrf(request, JSONResponse({"token": csrf_token(request), "header": "X-CSRF-Token"}))
+    return remember_csrf(request, ApiResponse({"token": csrf_token(request), "header": "X-CSRF-Token"}))
 
 
 async def _body(request: Request) -> tuple[dict[str, Any] | None, Response | None]:
@@ -76,7 +76,7 @@ async def _body(request: Request) -> tuple[dict[str, Any] | None, Response | Non
 def _answer(request: Request, done: actions.Outcome) -> Response:
     if done.ok:
         dashboard_of(request).readings.forget()
-    return JSONResponse(done.as_dict(), done.status)
+    return ApiResponse(done.as_dict(), done.status)
 
 
 def action_route(name: str) -> Any:
@@ -146,7 +146,7 @@ async def bulk(request: Request) -> Response:
     now = await run_in_threadpool(lambda: get_store(dashboard.app).time())
     targets = await run_in_threadpool(actions.bulk_targets, dashboard.app, query, now)
     if body.get("confirmed") is not True:
-        return JSONResponse({"ok": True, "would_change": targets.names, "capped": targets.capped})
+        return ApiResponse({"ok": True, "would_change": targets.names, "capped": targets.capped})
     results = await run_in_threadpool(actions.bulk, dashboard.app, chosen, targets)
     dashboard.readings.forget()
-    return JSONResponse({"ok": all(r.ok for r in results), "results": [r.as_dict() for r in results]})
+    return ApiResponse({"ok": all(r.ok for r in results), "results": [r.as_dict() for r in results]})

@@ -3,11 +3,12 @@ and answer shares (``Dashboard``). ``create_app`` is the public way to build it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote
 
 from celery import Celery
 from jinja2 import Environment, PackageLoader
@@ -24,7 +25,8 @@ from ..printable import printable
 from .readings import Readings
 from .security import CSRF_FIELD, CSRF_HEADER, Guard, WebSecurity, csrf_refusal, csrf_token, remember_csrf
 
-__all__ = ["create_app", "Dashboard", "dashboard_of", "render", "form_of", "refused_without_csrf", "MAX_BODY"]
+__all__ = ["create_app", "ApiResponse", "Dashboard", "dashboard_of", "render", "form_of", "refused_without_csrf",
+           "MAX_BODY"]
 
 # A form or JSON body larger than this is refused: no entry needs more.
 MAX_BODY = 256 * 1024
@@ -40,6 +42,18 @@ def _shown(value: Any) -> Any:
     if isinstance(value, Verbatim) or not isinstance(value, str):
         return value
     return printable(value)
+
+
+def _url_quoted(value: Any) -> str:
+    """A name for a URL's query: its exact bytes (not UTF-8 ones too, from ``admin.key_text``)."""
+    return quote(str(value).encode("utf-8", "surrogateescape"), safe="")
+
+
+class ApiResponse(JSONResponse):
+    """JSON in ASCII: a name whose bytes are not UTF-8 (``admin.key_text``) is sent escaped, not refused."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode()
 
 
 @dataclass
@@ -93,7 +107,7 @@ def refused_without_csrf(request: Request, given: str | None, as_json: bool) -> 
     if why is None:
         return None
     if as_json:
-        return JSONResponse({"ok": False, "error": why}, 403)
+        return ApiResponse({"ok": False, "error": why}, 403)
     return render(request, "results.html", 403, heading="Refused", refused=why, results=[],
                   back_url=root_of(request) + "/")
 
@@ -152,6 +166,7 @@ def create_app(celery_app: Celery, read_only: bool = False, auth: str | None = N
     if auth is not None and ":" not in auth:
         raise ValueError("the dashboard's credentials must read 'user:password'")
     templates = Environment(loader=PackageLoader("redbeat.web", "templates"), autoescape=True, finalize=_shown)
+    templates.filters["urlencode"] = _url_quoted
     app = Starlette(routes=_routes(read_only),
                     middleware=[Middleware(Guard, security=WebSecurity(auth, allowed_hosts))])
     app.state.dashboard = Dashboard(celery_app, Readings(celery_app), templates, read_only, require_known_tasks)

@@ -13,7 +13,7 @@ from typing import Any, Generic, TypeVar, cast
 
 from celery import Celery
 
-from ..admin import beat_status, key_text
+from ..admin import beat_status, key_bytes, key_text
 from ..census import Census, census
 from ..cli.health import _degraded, _unhealthy
 from ..client import get_store
@@ -155,7 +155,7 @@ def recent_dispatches(app: Celery, now: float) -> list[Dispatch]:
                 + store.client.zrangebyscore(key, 0, now, start=0, num=CHART_ENTRIES // 2))
     pipe = store.client.pipeline(transaction=False)
     for member in keys:
-        pipe.lrange(store.history_key(key_text(member)), 0, CHART_RUNS - 1)
+        pipe.lrange(key_bytes(store.history_key(key_text(member))), 0, CHART_RUNS - 1)
     runs = []
     for member, records in zip(keys, pipe.execute(raise_on_error=False)):
         if isinstance(records, Exception):

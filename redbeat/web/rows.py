@@ -53,7 +53,8 @@ def _last_runs(app: Celery, keys: list[str]) -> dict[str, dict]:
     store = get_store(app)
     pipe = store.client.pipeline(transaction=False)
     for key in keys:
-        pipe.lrange(store.history_key(key), 0, 0)  # LRANGE, not LINDEX: one command less for the ACL user
+        # LRANGE, not LINDEX: one command less for the ACL user.
+        pipe.lrange(admin.key_bytes(store.history_key(key)), 0, 0)
     last = {}
     for key, raw in zip(keys, pipe.execute(raise_on_error=False)):
         try:
