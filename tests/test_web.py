@@ -148,6 +148,9 @@ def test_search_and_state_filters_are_done_in_redis(app, schedule_redis):
     by_task = web.get("/api/entries", params={"task": "tasks.t2", "state": "active", "size": 10}).json()
     assert by_task["total"] == 600  # a third of 2000 is of t2 (667); its paused ones left out
     assert web.get("/api/entries", params={"state": "sleeping"}).status_code == 400
+    # A page that scans is not polled: open tabs would keep Redis scanning.
+    assert "data-poll" not in web.get("/schedule", params={"state": "paused"}).text
+    assert 'data-poll="page"' in web.get("/schedule").text
 
 
 # -- actions and their guards ---------------------------------------------------------------

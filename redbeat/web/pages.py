@@ -81,8 +81,10 @@ def schedule(request: Request, said: str | None = None, refused: str | None = No
     now = get_store(app).time()
     found: Page = schedule_page(app, query, now)
     pages = -(-found.total // query.size) if found.total else 1
-    return render(request, "schedule.html", page="schedule", poll="page", q=query, rows=rows_for(app, found.keys, now),
-                  found=found, pages=pages, said=said, refused=refused,
+    # Polled only while a page costs O(page): a scan polled by every open tab would hammer Redis.
+    cheap = not query.scans and query.sort in (SortOrder.NEXT, SortOrder.NEXT_DESC)
+    return render(request, "schedule.html", page="schedule", poll="page" if cheap else None, q=query,
+                  rows=rows_for(app, found.keys, now), found=found, pages=pages, said=said, refused=refused,
                   states=[s.value for s in StateFilter], sorts=SORT_LABELS,
                   prev_url=_query_url(request, query, query.page - 1) if query.page > 1 else None,
                   next_url=_query_url(request, query, query.page + 1) if query.page < pages else None,
