@@ -365,3 +365,21 @@ def test_a_name_that_is_not_utf8_shows_escaped_and_breaks_nothing(app, schedule_
     assert page.status_code == 200 and "bad\\xff" in page.text and "%FF" in page.text
     assert web.get("/api/entries").status_code == 200
     assert web.get("/").status_code == 200
+
+
+def test_the_entry_page_shows_its_runs_with_task_ids_and_a_parked_reason_in_words(app, schedule_redis, scheduler_for):
+    from conftest import raw_entry, tick_until
+
+    raw_entry(schedule_redis, "ran", every=3600, score=0)
+    raw_entry(schedule_redis, "broken", score=0, schedule={"__type__": "nonsense"})
+    scheduler = scheduler_for()
+    tick_until(scheduler, lambda: schedule_redis.llen("redbeat::history:ran") and
+               schedule_redis.hexists("redbeat:broken", "parked"), message="a run recorded and an entry parked")
+    [record] = [json.loads(raw) for raw in schedule_redis.lrange("redbeat::history:ran", 0, -1)]
+    web = client(app)
+    page = web.get("/entry", params={"name": "ran"}).text
+    assert f'data-task-id="{record["task_id"]}" data-outcome="published"' in page
+    assert re.search(r'<td class="lateness">\d+\.\d{3} s</td>', page)
+    parked = web.get("/entry", params={"name": "broken"}).text
+    assert 'id="parked-reason"' in parked and "Beat set this entry aside and will not run it" in parked
+    assert web.get("/api/entry", params={"name": "ran"}).json()["history"][0]["task_id"] == record["task_id"]
