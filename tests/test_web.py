@@ -383,3 +383,27 @@ def test_the_entry_page_shows_its_runs_with_task_ids_and_a_parked_reason_in_word
     parked = web.get("/entry", params={"name": "broken"}).text
     assert 'id="parked-reason"' in parked and "Beat set this entry aside and will not run it" in parked
     assert web.get("/api/entry", params={"name": "ran"}).json()["history"][0]["task_id"] == record["task_id"]
+
+
+def test_mounted_in_a_site_its_links_follow_the_mount_path(app):
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    add(app, "mounted")
+    site = TestClient(Starlette(routes=[Mount("/redbeat", create_app(app))]), base_url=LOCAL)
+    page = site.get("/redbeat/schedule")
+    assert page.status_code == 200
+    assert 'href="/redbeat/entry?name=mounted"' in page.text and 'src="/redbeat/static/dashboard.js"' in page.text
+    assert site.get("/redbeat/static/dashboard.js").status_code == 200
+    assert site.get("/redbeat/api/entries").json()["total"] == 1
+
+
+def test_the_edit_form_changes_a_field_and_refuses_with_the_command_line_s_words(app, schedule_redis):
+    add(app, "edited-by-form")
+    web = client(app)
+    sent = {"name": "edited-by-form", "csrf_token": token(web)}
+    done = web.post("/edit", data={**sent, "field": "args", "value": "[3]"})
+    assert done.status_code == 200 and "edited-by-form: args = [3]" in done.text
+    assert stored_definition(schedule_redis, "edited-by-form")["args"] == [3]
+    refused = web.post("/edit", data={**sent, "field": "jitter", "value": "soon"})
+    assert refused.status_code == 400 and 'id="refused"' in refused.text and "takes a JSON value" in refused.text
