@@ -93,47 +93,58 @@ class Census:
 # only when that set has members (ZCARD once per chunk), so a schedule
 # without failing runs, or without workers that record them, pays nothing;
 # a failing set of the wrong type counts none (pcall).
-CENSUS_LUA = """
+#
+# The state of one schedule member, a Lua function that the census and the dashboard's
+# search (``entrysearch``) share: ``entry_state(prefix, key, score)`` returns the state
+# ('active', 'paused', 'parked', 'finished', or false for an orphan), the runs given up,
+# and the definition as stored (or false).
+ENTRY_STATE_LUA = """
+local function entry_state(prefix, key, score)
+    if string.sub(key, 1, #prefix) ~= prefix or string.sub(key, #prefix + 1, #prefix + 1) == ':' then
+        return false, 0, false
+    end
+    local fields = redis.pcall('HMGET', key, 'parked', 'definition', 'status')
+    if fields['err'] or not (fields[1] or fields[2] or fields[3]) then return false, 0, false end
+    local given_up = 0
+    if fields[3] then
+        local count = tonumber(string.match(fields[3], '"given_up"%s*:%s*(%d+)')) or 0
+        if count <= 1e9 then  -- more is no count beat wrote: it would overflow the reply's integer
+            given_up = count
+        end
+    end
+    if fields[1] then return 'parked', given_up, fields[2] end
+    if score < 0 then return 'finished', given_up, fields[2] end
+    if fields[2] and string.find(fields[2], '"enabled"%s*:%s*false') then
+        local ok, definition = pcall(cjson.decode, fields[2])
+        if ok and type(definition) == 'table' and definition['enabled'] == false then
+            return 'paused', given_up, fields[2]
+        end
+    end
+    return 'active', given_up, fields[2]
+end
+"""
+
+CENSUS_LUA = ENTRY_STATE_LUA + """
 local prefix = ARGV[1]
 local scanned = redis.call('ZSCAN', KEYS[1], ARGV[2], 'COUNT', ARGV[3])
 local members = scanned[2]
-local active, paused, parked, finished, orphans, given_up, failing = 0, 0, 0, 0, 0, 0, 0
+local counts = {active = 0, paused = 0, parked = 0, finished = 0}
+local orphans, given_up, failing = 0, 0, 0
 local any_failing = redis.pcall('ZCARD', KEYS[2])
 any_failing = type(any_failing) == 'number' and any_failing > 0
 for i = 1, #members, 2 do
-    local key, score = members[i], tonumber(members[i + 1])
-    local fields = false
-    if string.sub(key, 1, #prefix) == prefix and string.sub(key, #prefix + 1, #prefix + 1) ~= ':' then
-        fields = redis.pcall('HMGET', key, 'parked', 'definition', 'status')
-        if fields['err'] or not (fields[1] or fields[2] or fields[3]) then fields = false end
-    end
-    if not fields then
-        orphans = orphans + 1
-    else
-        if fields[3] then
-            local count = tonumber(string.match(fields[3], '"given_up"%s*:%s*(%d+)')) or 0
-            if count <= 1e9 then  -- more is no count beat wrote: it would overflow the reply's integer
-                given_up = given_up + count
-            end
-        end
-        if any_failing and redis.call('ZSCORE', KEYS[2], key) then
+    local state, runs_given_up = entry_state(prefix, members[i], tonumber(members[i + 1]))
+    if state then
+        counts[state] = counts[state] + 1
+        given_up = given_up + runs_given_up
+        if any_failing and redis.call('ZSCORE', KEYS[2], members[i]) then
             failing = failing + 1
         end
-        if fields[1] then
-            parked = parked + 1
-        elseif score < 0 then
-            finished = finished + 1
-        else
-            local off = false
-            if fields[2] and string.find(fields[2], '"enabled"%s*:%s*false') then
-                local ok, definition = pcall(cjson.decode, fields[2])
-                off = ok and type(definition) == 'table' and definition['enabled'] == false
-            end
-            if off then paused = paused + 1 else active = active + 1 end
-        end
+    else
+        orphans = orphans + 1
     end
 end
-return {scanned[1], active, paused, parked, finished, orphans, given_up, failing}
+return {scanned[1], counts.active, counts.paused, counts.parked, counts.finished, orphans, given_up, failing}
 """
 
 

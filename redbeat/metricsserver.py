@@ -25,7 +25,7 @@ from .config import ConfigurationError, RedBeatConfig
 from .metrics import BeatMetrics
 
 __all__ = ["MetricsEndpoint", "MetricsServer", "Liveness", "serve", "is_loopback", "endpoint_from_settings",
-           "start_beat_metrics", "MISSING_EXTRA"]
+           "start_beat_metrics", "MISSING_EXTRA", "basic_auth_matches"]
 
 logger = get_logger("celery.beat")
 
@@ -172,18 +172,24 @@ def _guarded(auth: str | None, app: Callable) -> Callable:
     expected = auth.encode()
 
     def guarded(environ: dict, start_response: StartResponse) -> Iterable[bytes]:
-        scheme, _, credentials = environ.get("HTTP_AUTHORIZATION", "").strip().partition(" ")
-        try:
-            given = base64.b64decode(credentials.strip(), validate=True)
-        except ValueError:
-            given = b""
-        # The scheme's case does not matter (RFC 7235); the credentials are compared in constant time.
-        if scheme.lower() != "basic" or not hmac.compare_digest(given, expected):
+        if not basic_auth_matches(environ.get("HTTP_AUTHORIZATION", ""), expected):
             start_response("401 Unauthorized", [("Content-Type", "text/plain; charset=utf-8"),
                                                 ("WWW-Authenticate", 'Basic realm="redbeat"')])
             return [b"authentication required\n"]
         return app(environ, start_response)
     return guarded
+
+
+def basic_auth_matches(header: str, expected: bytes) -> bool:
+    """Whether an ``Authorization`` header sends the basic credentials ``expected``
+    (``user:password``); shared with the web dashboard."""
+    scheme, _, credentials = header.strip().partition(" ")
+    try:
+        given = base64.b64decode(credentials.strip(), validate=True)
+    except ValueError:
+        given = b""
+    # The scheme's case does not matter (RFC 7235); the credentials are compared in constant time.
+    return scheme.lower() == "basic" and hmac.compare_digest(given, expected)
 
 
 def _text(start_response: StartResponse, status: str, body: str) -> list[bytes]:

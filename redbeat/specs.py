@@ -22,7 +22,8 @@ from .schedules import clocked, crontab, crontab_field_problem, interval, rrule
 from .suggestions import did_you_mean
 from .validation import OPTION_FIELDS, TASK_OPTIONS
 
-__all__ = ["SpecError", "ScheduleSpec", "FieldValue", "TEXT_FIELDS", "schedule_from_spec", "interval_from_seconds",
+__all__ = ["SpecError", "FieldSpecError", "TypedFields", "fields_from_text",
+           "ScheduleSpec", "FieldValue", "TEXT_FIELDS", "schedule_from_spec", "interval_from_seconds",
            "cron_from_text", "rrule_from_text", "moment_from_text", "zone_named", "app_zone", "value_from_text",
            "json_from_text", "option_from_text"]
 
@@ -31,6 +32,15 @@ UTC = timezone.utc
 
 class SpecError(ValueError):
     """What was typed cannot be read: the message says what would be right."""
+
+
+class FieldSpecError(SpecError):
+    """What was typed for one field (``args``, ``kwargs``, ``option``) cannot be read; callers
+    name the field as their users know it (the command line's ``--args``)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -43,6 +53,19 @@ class ScheduleSpec:
     rrule: str | None = None
     at: str | None = None
     timezone: str | None = None
+
+
+@dataclass(frozen=True)
+class TypedFields:
+    """The fields of an entry besides its task and schedule, as typed: arguments as JSON
+    text, scheduling options as ``FIELD=VALUE`` (``option_from_text``)."""
+
+    args: str | None = None
+    kwargs: str | None = None
+    queue: str | None = None
+    description: str | None = None
+    disabled: bool = False
+    options: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -231,6 +254,31 @@ _EXAMPLES = {"args": "'[1, 2]'", "kwargs": "'{\"x\": 1}'", "options": "'{\"queue
              "enabled": "true", "max_runs": "3", "catch_up_max": "10", "jitter": "30", "starting_deadline": "60",
              "start_at": "'{\"__type__\": \"datetime\", ...}'", "end_at": "'{\"__type__\": \"datetime\", ...}'",
              "schedule": "'{\"__type__\": \"interval\", \"every\": 60}'"}
+
+
+def fields_from_text(typed: TypedFields) -> dict[str, Any]:
+    """The definition fields ``typed`` gives; a refusal is a ``FieldSpecError`` naming its field."""
+    fields: dict[str, Any] = {}
+    for name in ("args", "kwargs"):
+        text = getattr(typed, name)
+        if text is not None:
+            try:
+                fields[name] = json_from_text(text, f"--{name}")
+            except SpecError as exc:
+                raise FieldSpecError(name, str(exc)) from None
+    if typed.queue:
+        fields["options"] = {"queue": typed.queue}
+    if typed.description is not None:
+        fields["description"] = typed.description
+    if typed.disabled:
+        fields["enabled"] = False
+    for option in typed.options:
+        try:
+            given = option_from_text(option)
+        except SpecError as exc:
+            raise FieldSpecError("option", str(exc)) from None
+        fields[given.field] = given.value
+    return fields
 
 
 def option_from_text(text: str) -> FieldValue:

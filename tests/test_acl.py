@@ -141,6 +141,7 @@ def test_beat_the_command_line_and_the_entry_api_need_exactly_the_documented_acl
 
         run_every_command(tmp_path, acl_server, broker_redis, env)
         use_the_entry_api(url)
+        use_the_dashboard(url)
 
         beats.stop("beat-a")
         acl_server.wait_for(lambda: "Acquired lock" in beats.log("beat-b"), "beat B taking over")
@@ -176,6 +177,21 @@ def test_beat_the_command_line_and_the_entry_api_need_exactly_the_documented_acl
     assert used == granted, (f"used but not granted: {sorted(used - granted)}; "
                              f"granted but not used: {sorted(granted - used)} (drop it from the doc, "
                              "or make this test use it)")
+
+
+def use_the_dashboard(url: str) -> None:
+    """The web dashboard's pages, its API and an action, as the documented user."""
+    from starlette.testclient import TestClient
+
+    from redbeat.web import create_app
+
+    web = TestClient(create_app(make_app(url)), base_url="http://127.0.0.1")
+    for page in ("/", "/chart.svg", "/schedule", "/schedule?page=2&size=1", "/schedule?sort=name",
+                 "/schedule?name=acl&state=active", "/entry?name=acl-entry", "/api/overview", "/api/entries"):
+        assert web.get(page).status_code == 200, page
+    token = web.get("/api/csrf").json()["token"]
+    for action in ("pause", "resume"):
+        assert web.post(f"/api/{action}", json={"name": "acl-entry"}, headers={"X-CSRF-Token": token}).json()["ok"]
 
 
 def cli(url: str, *args: str) -> str:

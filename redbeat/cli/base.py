@@ -32,6 +32,7 @@ from ..client import display_url, get_store
 from ..config import ConfigurationError, RedBeatConfig, ensure_conf
 from ..deadline import DeadlinePassed
 from ..entry import RedBeatSchedulerEntry
+from ..entrydetails import json_or_text as json_or_text  # the commands print fields with it
 from ..printable import printable
 from ..store import WrongTypeError
 from ..timeformat import relative as relative  # the commands say "in 5m" with it
@@ -336,18 +337,6 @@ def _cut(cell: str, width: int) -> str:
 def _padded(cell: str, width: int) -> str:
     """``cell`` padded with spaces to ``width`` columns on screen."""
     return cell + " " * (width - display_width(cell))
-
-
-def json_or_text(raw: bytes) -> Any:
-    """A field's JSON value; its text (exact, bytes that are not UTF-8 escaped) when
-    it is no JSON or too deeply nested to print."""
-    text = admin.key_text(raw)
-    try:
-        value = json.loads(text)
-        json.dumps(value, indent=2)
-    except (ValueError, RecursionError):
-        return text
-    return value
 
 
 def parse_json(value: str | None, what: str) -> Any:

@@ -6,54 +6,35 @@ refusals become one-line errors."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from typing import Any
 
 import click
 
-from .. import admin
-from ..client import get_store
-from ..decoder import DecodeError, dumps
-from ..entry import RedBeatSchedulerEntry, write_over
+from .. import changes
+from ..decoder import DecodeError
 from ..printable import printable
-from ..schedules import clocked
 from ..specs import (
+    FieldSpecError,
     ScheduleSpec,
     SpecError,
+    TypedFields,
     app_zone,
+    fields_from_text,
     json_from_text,
-    option_from_text,
     schedule_from_spec,
     value_from_text,
     zone_named,
 )
-from ..validation import OPTION_FIELDS, OPTIONAL_FIELDS, WRITABLE_FIELDS, check_written, refuse_unknown_fields
-from .base import (
-    UTC,
-    ExitCode,
-    Tool,
-    json_or_text,
-    pass_tool,
-    redbeat,
-    relative,
-)
+from ..validation import OPTION_FIELDS
+from .base import ExitCode, Tool, pass_tool, redbeat
 from .bulk import Selection, one_or_many, selection_options
 
 SCHEDULE_OPTIONS = ("every", "cron", "rrule", "at")
-# The fields whose change is checked against the task's registration (name, signature).
-TASK_FIELDS = ("task", "args", "kwargs")
 
 FORCE_HELP = ("Skip the checks of the task against the app's registry (its name, and its arguments against "
               "its signature: made under `celery -A proj redbeat`){extra}. Every other check still applies.")
-
-# Why an edit of a static entry may not last: beat writes beat_schedule's entries again.
-STATIC_REWRITTEN = ("is a static entry from beat_schedule: beat writes those again when it starts (or takes "
-                    "over the lock, or Redis comes back)")
-STATIC_EDIT_WARNING = f"{STATIC_REWRITTEN}, so this change lasts until then; change beat_schedule to keep it"
-STATIC_PAUSE_WARNING = f"{STATIC_REWRITTEN}; it keeps this state then unless its beat_schedule entry sets 'enabled'"
 
 
 class BadValue(click.ClickException):
@@ -70,6 +51,8 @@ def said_in_one_line(what: str | None = None) -> Iterator[None]:
         yield
     except SpecError as exc:
         raise BadValue(printable(f"{what}: {exc}" if what else str(exc))) from None
+    except changes.ChangeRefusedError as exc:  # its message is printable already
+        raise click.ClickException(str(exc)) from None
     except (DecodeError, ValueError, TypeError) as exc:  # InvalidEntryError is a DecodeError
         raise click.ClickException(printable(f"invalid entry: {exc}")) from None
 
@@ -111,21 +94,8 @@ def add(tool: Tool, name: str | None, task: str | None, every: float | None, cro
     if not name:
         raise click.UsageError("give the entry a NAME")
     definition["name"] = name
-    _entry_key(tool, name)
-    entry = _checked_entry(tool, definition, force)
-    with said_in_one_line():  # a rule that never matches cannot be scored: said, not a traceback
-        score = entry.score
-        if not force:
-            _refuse_what_never_runs(entry)
-    store = get_store(tool.app)
-    stored = store.load(entry.key)
-    if stored.definition is not None:
-        raise click.ClickException(f"an entry named {name!r} exists already (use edit, or remove it first)")
-    # Checked above (with --force, without the task checks): written as checked.
-    store.save(write_over(entry, stored, entry.definition_json()))
-    click.echo(printable(f"added {name}: {admin.describe_schedule(entry.schedule)}, next run "
-                         f"{datetime.fromtimestamp(score, UTC):%Y-%m-%d %H:%M:%S} UTC" if score >= 0
-                         else f"added {name}"))
+    with said_in_one_line():
+        _said(changes.add_entry(tool.app, definition, tool.tasks_known, force))
 
 
 def _definition_from_file(text: str) -> dict:
@@ -155,69 +125,10 @@ def _schedule(tool: Tool, spec: ScheduleSpec) -> Any:
 def _optional_fields(args_json: str | None, kwargs_json: str | None, queue: str | None, description: str | None,
                      disabled: bool, extra_options: tuple) -> dict[str, Any]:
     """The definition fields ``add``'s options give besides the task and schedule."""
-    fields: dict[str, Any] = {}
-    with said_in_one_line("--args"):
-        if args_json is not None:
-            fields["args"] = json_from_text(args_json, "--args")
-    with said_in_one_line("--kwargs"):
-        if kwargs_json is not None:
-            fields["kwargs"] = json_from_text(kwargs_json, "--kwargs")
-    if queue:
-        fields["options"] = {"queue": queue}
-    if description is not None:
-        fields["description"] = description
-    if disabled:
-        fields["enabled"] = False
-    for option in extra_options:
-        with said_in_one_line("--option"):
-            given = option_from_text(option)
-        fields[given.field] = given.value
-    return fields
-
-
-def _entry_key(tool: Tool, name: str) -> str:
-    """The key of the entry ``name``, to write or remove; refused when it is one of RedBeat's
-    own keys (a name starting with ':'), or holds another type than an entry's hash
-    (someone else's data, which beat never writes either)."""
-    store = get_store(tool.app)
-    key = RedBeatSchedulerEntry.generate_key(tool.app, name)
-    if not store.is_entry_key(key):
-        raise click.ClickException(printable(store.keys.no_entry_name(key)))
-    [kind] = store.key_types([key])
-    if kind not in ("hash", "none"):
-        raise click.ClickException(printable(f"no entry named {name!r} (its key is a {kind}, not a hash)"))
-    return key
-
-
-def _checked_entry(tool: Tool, definition: dict, force: bool = False) -> RedBeatSchedulerEntry:
-    """The entry for ``definition``, refused with a message naming the field that is wrong:
-    the checks of every writer (``validation.check_written``), the task's against the app's
-    registry too where it is loaded, unless ``force``."""
-    with said_in_one_line():
-        # Through the codec: what beat will read back is what is checked.
-        fields = RedBeatSchedulerEntry.decode_definition(dumps(definition))
-        check_written(definition, tool.app, require_known=tool.tasks_known, force=force)
-        return RedBeatSchedulerEntry(app=tool.app, **fields)
-
-
-def _refuse_what_never_runs(entry: RedBeatSchedulerEntry) -> None:
-    """Refuse a one-off whose time has passed, saying what beat would do with it, and a
-    schedule with no run to come (an rrule whose UNTIL is past, or of COUNT=0)."""
-    now = datetime.now(UTC)
-    if not isinstance(entry.schedule, clocked):
-        plan = entry.plan(now)
-        if not plan.runs and plan.fire_at is None:
-            raise click.ClickException(printable(
-                f"the schedule {admin.describe_schedule(entry.schedule)} has no run to come (its end or its count "
-                f"is over): the entry would never run; give --force to add it anyway"))
-        return
-    at = entry.schedule.at
-    if at > now:
-        return
-    fate = ("run at once, at beat's next tick" if entry.plan(now).runs
-            else "never run (its starting deadline has passed)")
-    raise click.ClickException(f"the time {at.isoformat()} is in the past ({relative(at, now.timestamp())}): "
-                               f"the entry would {fate}; give --force to add it anyway")
+    try:
+        return fields_from_text(TypedFields(args_json, kwargs_json, queue, description, disabled, extra_options))
+    except FieldSpecError as exc:
+        raise BadValue(printable(f"--{exc.field}: {exc}")) from None
 
 
 @redbeat.command()
@@ -230,13 +141,15 @@ def remove(tool: Tool, name: str | None, selection: Selection) -> None:
 
 
 def _remove(tool: Tool, name: str) -> None:
-    store = get_store(tool.app)
-    key = _entry_key(tool, name)
-    if not store.known(key):
-        raise click.ClickException(f"no entry named {name!r}")
-    store.delete(key)
-    _warn_if_static(tool, name, STATIC_EDIT_WARNING)
-    click.echo(f"removed {printable(name)}")
+    with said_in_one_line():
+        _said(changes.remove(tool.app, name))
+
+
+def _said(change: changes.Change) -> None:
+    """What a change did, on stdout; its warning first, on stderr."""
+    if change.warning:
+        click.echo(printable(change.warning), err=True)
+    click.echo(printable(change.said))
 
 
 @redbeat.command()
@@ -259,61 +172,8 @@ def resume(tool: Tool, name: str | None, selection: Selection) -> None:
 
 
 def _set_enabled(tool: Tool, name: str, enabled: bool) -> None:
-    _entry_key(tool, name)
-    entry = tool.entry(name)
-    if enabled and _finished(entry):
-        raise click.ClickException(printable(
-            f"{name} has finished (a one-off that ran, or its schedule, end_at or max_runs is over): resuming "
-            f"would not run it again; nothing done. Edit its schedule, or add a new entry"))
-    if entry.enabled == enabled:
-        click.echo(printable(f"{name} is {'not paused' if enabled else 'paused already'}: nothing to do"))
-        return
-    _patch_definition(tool, name, "enabled", enabled)
-    _warn_if_static(tool, name, STATIC_PAUSE_WARNING)
-    click.echo(f"{'resumed' if enabled else 'paused'} {printable(name)}")
-
-
-def _finished(entry: RedBeatSchedulerEntry) -> bool:
-    """Whether the entry, enabled, would never run again."""
-    plan = entry.plan(datetime.now(UTC))
-    return not plan.runs and plan.finished
-
-
-def _warn_if_static(tool: Tool, name: str, warning: str) -> None:
-    if name in get_store(tool.app).static_names():
-        click.echo(printable(f"warning: {name} {warning}"), err=True)
-
-
-def _patch_definition(tool: Tool, name: str, field: str, value: Any, force: bool = False) -> None:
-    """Change one field of the stored definition (None unsets an optional field), keeping
-    every other field as it is, after checking the result. Fields RedBeat does not know,
-    written by another program, are kept and not checked; the task is checked against
-    the app's registry only when the task or its arguments change (and not with ``force``)."""
-    _refuse_field(field)
-    store = get_store(tool.app)
-    key = _entry_key(tool, name)
-    stored = store.load(key)
-    raw = stored.definition
-    if raw is None:
-        raise click.ClickException(f"no entry named {name!r}")
-    definition = json_or_text(raw)
-    if not isinstance(definition, dict):
-        raise click.ClickException(f"entry {name!r} has a definition that is not a JSON object")
-    if value is None and field in OPTIONAL_FIELDS:
-        definition.pop(field, None)  # unset: written only when set, as every writer does
-    else:
-        definition[field] = value
-    known = {field_name: given for field_name, given in definition.items() if field_name in WRITABLE_FIELDS}
-    entry = _checked_entry(tool, {**known, "name": name}, force=force or field not in TASK_FIELDS)
-    store.save(write_over(entry, stored, json.dumps(definition)))
-
-
-def _refuse_field(field: str) -> None:
-    """Refuse to edit the name, or a field no entry has (naming the valid ones)."""
-    if field == "name":
-        raise click.ClickException("the name is the key: add the entry under the new name and remove the old one")
     with said_in_one_line():
-        refuse_unknown_fields({field: None})
+        _said(changes.set_enabled(tool.app, name, enabled))
 
 
 @redbeat.command(name="run-now")
@@ -326,9 +186,8 @@ def run_now(tool: Tool, name: str | None, selection: Selection) -> None:
 
 
 def _run_now(tool: Tool, name: str) -> None:
-    _entry_key(tool, name)
-    tool.entry(name).run_now()
-    click.echo(f"{printable(name)} will run at beat's next tick")
+    with said_in_one_line():
+        _said(changes.run_now(tool.app, name))
 
 
 @redbeat.command()
@@ -341,12 +200,21 @@ def edit(tool: Tool, name: str, field: str, value: str, force: bool) -> None:
     """Change one definition FIELD to VALUE: JSON, or a bare word for task, description, catch_up
     and on_finish; null unsets an optional field. E.g.: edit report args '[1, 2]';
     edit report task proj.tasks.report; edit report description "nightly export"."""
-    _refuse_field(field)
+    with said_in_one_line():
+        changes.refuse_field(field)
     with said_in_one_line("VALUE"):
         parsed = value_from_text(field, value)
     if field == "enabled" and parsed is None:
         parsed, value = True, "true (null means the default)"  # stored as true, which every reader takes alike
     _patch_definition(tool, name, field, parsed, force=force)
     # Beat's re-sync keeps a paused state (statics.prepare_writes): said as pause says it.
-    _warn_if_static(tool, name, STATIC_PAUSE_WARNING if field == "enabled" else STATIC_EDIT_WARNING)
-    click.echo(printable(f"{name}: {field} = {value}"))
+    warning = changes.static_warning(tool.app, name, changes.STATIC_PAUSE_WARNING if field == "enabled"
+                                     else changes.STATIC_EDIT_WARNING)
+    _said(changes.Change(f"{name}: {field} = {value}", warning))
+
+
+
+def _patch_definition(tool: Tool, name: str, field: str, value: Any, force: bool = False) -> None:
+    """Change one field of the stored definition (``changes.patch_definition``), refusals in one line."""
+    with said_in_one_line():
+        changes.patch_definition(tool.app, name, field, value, tool.tasks_known, force)

@@ -12,7 +12,7 @@ import click
 
 from .. import admin
 from ..client import get_store
-from ..entry import RedBeatSchedulerEntry
+from ..entrydetails import entry_details
 from ..printable import printable
 from ..records import unix_seconds
 from ..timeformat import iso_and_relative, with_iso_times
@@ -20,7 +20,6 @@ from .base import (
     Tool,
     emit,
     json_option,
-    json_or_text,
     pass_tool,
     redbeat,
     relative,
@@ -112,20 +111,15 @@ def _state_words(state: str, exception: str | None, retries: int = 0) -> str:
 @pass_tool
 def show(tool: Tool, name: str, as_json: bool) -> None:
     """The full definition and meta, the next 5 runs and the recent history."""
-    [view] = admin.entries(tool.app, [RedBeatSchedulerEntry.generate_key(tool.app, name)], worker_events=True)
-    if view.score is None and not view.fields:
+    details = entry_details(tool.app, name)
+    view = details.view
+    if details.missing:
         what = "" if view.kind == "none" else f" (its key is a {view.kind}, not a hash)"
         raise click.ClickException(printable(f"no entry named {name!r}{what}"))
-    fields = {k: json_or_text(v) for k, v in view.fields.items()}
-    runs, preview_error = _preview(view)
+    summary, fields, runs, preview_error = details.summary, details.fields, details.runs, details.preview_error
+    history, history_error, events_error = details.history, details.history_error, details.events_error
     preview = [{"slot": run["slot"].isoformat(), "fire_at": run["fire_at"].isoformat(),
                 "local": run["local"].isoformat()} for run in runs]
-    history, wrong_history = admin.history(tool.app, view.key)
-    history_error = wrong_history.explanation() if wrong_history else None
-    states, wrong_events = admin.run_states_of(tool.app, view.key)
-    history = admin.with_run_states(history, states)
-    events_error = wrong_events.explanation() if wrong_events else None
-    summary = view.summary(admin.in_flight_counts(tool.app)[view.key])
     if as_json:
         emit({**summary, "fields": fields, "next_runs": preview, "preview_error": preview_error,
               "history": with_iso_times(history), "history_error": history_error,
@@ -191,16 +185,6 @@ def _print_runs(runs: list[dict], preview_error: str | None, history: list[dict]
                "TASK ID"])
     if history_error:
         click.secho(f"\nrecent runs: {printable(history_error)}", fg="red")
-
-
-def _preview(view: admin.EntryView) -> tuple[list[dict], str | None]:
-    """The entry's next runs, or why they cannot be worked out."""
-    if view.entry is None:
-        return [], None
-    try:
-        return view.entry.preview(5), None
-    except Exception as exc:
-        return [], str(exc) or type(exc).__name__
 
 
 def _history_row(record: dict, now: float, reported: bool) -> list[str]:

@@ -1,0 +1,158 @@
+"""The dashboard's actions, for its forms and its JSON API alike: each goes through
+``redbeat.changes``, as the command line's do, so it checks and refuses with the
+command line's words."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from celery import Celery
+
+from .. import changes
+from ..admin import key_text
+from ..config import ensure_conf
+from ..entrysearch import MATCH_LIMIT, PageQuery, StateFilter, schedule_page
+from ..specs import (
+    FieldSpecError,
+    ScheduleSpec,
+    SpecError,
+    TypedFields,
+    app_zone,
+    fields_from_text,
+    schedule_from_spec,
+    value_from_text,
+)
+
+__all__ = ["Action", "Outcome", "act", "create", "edit", "bulk_targets", "bulk", "SCHEDULE_KINDS", "BULK_ACTIONS"]
+
+SCHEDULE_KINDS = ("every", "cron", "rrule", "at")
+# Bulk actions act on what a search picks; they never remove (one entry at a time, confirmed).
+BULK_SHOWN = 20
+
+
+class Action(str, Enum):
+    PAUSE = "pause"
+    RESUME = "resume"
+    RUN_NOW = "run-now"
+    REMOVE = "remove"
+
+    @property
+    def destructive(self) -> bool:
+        """Whether it asks for confirmation first."""
+        return self is Action.REMOVE
+
+
+BULK_ACTIONS = (Action.PAUSE, Action.RESUME)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an action did or why it was refused: ``status`` is the HTTP status the API answers."""
+
+    ok: bool
+    said: str
+    warning: str | None = None
+    status: int = 200
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "said" if self.ok else "error": self.said, "warning": self.warning}
+
+
+def _outcome(change: Callable[[], changes.Change]) -> Outcome:
+    try:
+        done = change()
+    except changes.ChangeRefusedError as exc:
+        return Outcome(False, str(exc), status=422)
+    except FieldSpecError as exc:
+        return Outcome(False, f"{exc.field}: {exc}", status=400)
+    except SpecError as exc:
+        return Outcome(False, str(exc), status=400)
+    return Outcome(True, done.said, done.warning)
+
+
+def act(app: Celery, action: Action, name: str) -> Outcome:
+    """Pause, resume, run now or remove the entry ``name``."""
+    steps: dict[Action, Callable[[], changes.Change]] = {
+        Action.PAUSE: lambda: changes.set_enabled(app, name, False),
+        Action.RESUME: lambda: changes.set_enabled(app, name, True),
+        Action.RUN_NOW: lambda: changes.run_now(app, name),
+        Action.REMOVE: lambda: changes.remove(app, name),
+    }
+    return _outcome(steps[action])
+
+
+def _schedule(app: Celery, typed: Mapping[str, str]) -> Any:
+    kind, text = typed.get("kind", ""), typed.get("schedule", "").strip()
+    if kind not in SCHEDULE_KINDS:
+        raise FieldSpecError("schedule", f"the kind of schedule is one of {', '.join(SCHEDULE_KINDS)}")
+    try:
+        given: Any = float(text) if kind == "every" else text
+    except ValueError:
+        raise FieldSpecError("schedule", f"every takes a number of seconds, not {text!r}") from None
+    try:
+        return schedule_from_spec(ScheduleSpec(**{kind: given}, timezone=typed.get("timezone") or None), app_zone(app))
+    except FieldSpecError:
+        raise
+    except SpecError as exc:
+        raise FieldSpecError("schedule", str(exc)) from None
+
+
+def definition_from_typed(app: Celery, typed: Mapping[str, str]) -> dict[str, Any]:
+    """A definition from the create form's text fields (those of ``redbeat add``'s options)."""
+    options = tuple(line.strip() for line in typed.get("options", "").splitlines() if line.strip())
+    disabled = str(typed.get("disabled", "")).lower() in ("on", "true", "yes", "1")  # a checkbox, or JSON's true
+    fields = fields_from_text(TypedFields(args=typed.get("args") or None, kwargs=typed.get("kwargs") or None,
+                                          queue=typed.get("queue") or None,
+                                          description=typed.get("description") or None,
+                                          disabled=disabled, options=options))
+    return {"name": typed.get("name", "").strip(), "task": typed.get("task", "").strip() or None,
+            "schedule": _schedule(app, typed), **fields}
+
+
+def create(app: Celery, typed: Mapping[str, str] | None, definition: dict | None, require_known: bool) -> Outcome:
+    """Add an entry from the form's text fields, or from a whole ``definition`` (as ``redbeat add --file``)."""
+    def adding() -> changes.Change:
+        given = definition if definition is not None else definition_from_typed(app, typed or {})
+        return changes.add_entry(app, given, require_known)
+    return _outcome(adding)
+
+
+def edit(app: Celery, name: str, field_name: str, value: Any, require_known: bool, as_text: bool = True) -> Outcome:
+    """Set one field of the entry, ``value`` typed as ``redbeat edit`` reads it (``as_text``), or as JSON already."""
+    def editing() -> changes.Change:
+        changes.refuse_field(field_name)
+        parsed = value_from_text(field_name, value) if as_text else value
+        if field_name == "enabled" and parsed is None:
+            parsed = True
+        changes.patch_definition(app, name, field_name, parsed, require_known)
+        warning = changes.STATIC_PAUSE_WARNING if field_name == "enabled" else changes.STATIC_EDIT_WARNING
+        return changes.Change(f"{name}: {field_name} = {value}", changes.static_warning(app, name, warning))
+    return _outcome(editing)
+
+
+@dataclass(frozen=True)
+class BulkTargets:
+    """The entries a bulk action would touch: their names (at most ``MATCH_LIMIT``)."""
+
+    names: list[str]
+    capped: bool = False
+    shown: list[str] = field(default_factory=list)
+
+
+def bulk_targets(app: Celery, query: PageQuery, now: float) -> BulkTargets:
+    """What ``query``'s search picks, every page of it. A bulk action needs a search or a
+    state filter: the whole schedule is never picked by accident."""
+    if not query.scans and query.state != StateFilter.DUE:
+        return BulkTargets([])
+    page = schedule_page(app, PageQuery(query.name, query.task, query.state, query.sort, 1, MATCH_LIMIT), now)
+    prefix = ensure_conf(app).key_prefix
+    names = [key_text(key)[len(prefix):] for key in page.keys if key_text(key).startswith(prefix)]
+    return BulkTargets(names, page.capped, names[:BULK_SHOWN])
+
+
+def bulk(app: Celery, action: Action, targets: BulkTargets) -> list[Outcome]:
+    """``action`` (pause or resume) on each target; what it did or refused for each."""
+    return [act(app, action, name) for name in targets.names]

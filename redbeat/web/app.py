@@ -1,0 +1,173 @@
+"""The dashboard as an ASGI application (Starlette): its routes, and what every page
+and answer shares (``Dashboard``). ``create_app`` is the public way to build it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, quote
+
+from celery import Celery
+from jinja2 import Environment, PackageLoader
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from ..client import display_url
+from ..config import ensure_conf
+from ..printable import printable
+from .readings import Readings
+from .security import CSRF_FIELD, CSRF_HEADER, Guard, WebSecurity, csrf_refusal, csrf_token, remember_csrf
+
+__all__ = ["create_app", "ApiResponse", "Dashboard", "dashboard_of", "render", "form_of", "refused_without_csrf",
+           "MAX_BODY"]
+
+# A form or JSON body larger than this is refused: no entry needs more.
+MAX_BODY = 256 * 1024
+
+
+class Verbatim(str):
+    """Text a page shows exactly as it is (JSON already escaped for people), not through ``printable``."""
+
+
+def _shown(value: Any) -> Any:
+    """Every text a template writes goes through ``printable`` (control and bidi characters
+    escaped, as the command line shows them), then Jinja escapes it for HTML."""
+    if isinstance(value, Verbatim) or not isinstance(value, str):
+        return value
+    return printable(value)
+
+
+def _url_quoted(value: Any) -> str:
+    """A name for a URL's query: its exact bytes (not UTF-8 ones too, from ``admin.key_text``)."""
+    return quote(str(value).encode("utf-8", "surrogateescape"), safe="")
+
+
+class ApiResponse(JSONResponse):
+    """JSON in ASCII: a name whose bytes are not UTF-8 (``admin.key_text``) is sent escaped, not refused."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode()
+
+
+@dataclass
+class Dashboard:
+    """What the routes share: the app whose schedule is shown, its cached readings, how it may act."""
+
+    app: Celery
+    readings: Readings
+    templates: Environment
+    read_only: bool = False
+    require_known: bool = False
+
+    @property
+    def redis(self) -> str:
+        """The schedule's Redis URL, its password masked."""
+        try:
+            return display_url(ensure_conf(self.app).redis_url)
+        except ValueError:
+            return "(unreadable Redis URL)"
+
+
+def dashboard_of(request: Request) -> Dashboard:
+    dashboard: Dashboard = request.app.state.dashboard
+    return dashboard
+
+
+def root_of(request: Request) -> str:
+    """Where the dashboard is mounted ('' at the site's root): every link starts with it."""
+    return str(request.scope.get("root_path") or "").rstrip("/")
+
+
+def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    dashboard = dashboard_of(request)
+    html = dashboard.templates.get_template(template).render(
+        csrf=csrf_token(request), root=root_of(request), read_only=dashboard.read_only, redis=dashboard.redis,
+        **context)
+    response = HTMLResponse(html, status)
+    remember_csrf(request, response)
+    return response
+
+
+async def form_of(request: Request) -> dict[str, str]:
+    """A urlencoded form's fields (the first value of each): no multipart, so no extra package."""
+    body = await request.body()
+    return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+
+
+def refused_without_csrf(request: Request, given: str | None, as_json: bool) -> Response | None:
+    """A 403 answer when the CSRF token sent is not the cookie's, else None."""
+    why = csrf_refusal(request, given)
+    if why is None:
+        return None
+    if as_json:
+        return ApiResponse({"ok": False, "error": why}, 403)
+    return render(request, "results.html", 403, heading="Refused", refused=why, results=[],
+                  back_url=root_of(request) + "/")
+
+
+def csrf_of_json(request: Request) -> str | None:
+    return request.headers.get(CSRF_HEADER)
+
+
+def csrf_of_form(form: dict[str, str]) -> str | None:
+    return form.get(CSRF_FIELD)
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _routes(read_only: bool) -> list[BaseRoute]:
+    from . import api, pages
+
+    routes: list[BaseRoute] = [
+        Route("/", pages.overview, name="overview"),
+        Route("/schedule", pages.schedule, name="schedule"),
+        Route("/entry", pages.entry, name="entry"),
+        Route("/chart.svg", pages.chart, name="chart"),
+        Route("/api/overview", api.overview),
+        Route("/api/entries", api.entries),
+        Route("/api/entry", api.entry),
+        Route("/api/csrf", api.csrf),
+        Mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static"),
+    ]
+    if read_only:  # no route that changes anything exists at all
+        return routes
+    return routes + [
+        Route("/new", pages.new_form, methods=["GET"]),
+        Route("/new", pages.new, methods=["POST"], max_body_size=MAX_BODY),
+        Route("/edit", pages.edit_form, methods=["GET"]),
+        Route("/edit", pages.edit, methods=["POST"], max_body_size=MAX_BODY),
+        Route("/action", pages.action, methods=["POST"], max_body_size=MAX_BODY),
+        Route("/bulk", pages.bulk, methods=["POST"], max_body_size=MAX_BODY),
+        Route("/api/entries", api.create, methods=["POST"], max_body_size=MAX_BODY),
+        Route("/api/edit", api.edit, methods=["POST"], max_body_size=MAX_BODY),
+        Route("/api/bulk", api.bulk, methods=["POST"], max_body_size=MAX_BODY),
+        *[Route(f"/api/{action}", api.action_route(action), methods=["POST"], max_body_size=MAX_BODY)
+          for action in ("pause", "resume", "run-now", "remove")],
+    ]
+
+
+def create_app(celery_app: Celery, read_only: bool = False, auth: str | None = None,
+               allowed_hosts: tuple[str, ...] | None = None, require_known_tasks: bool = False) -> Starlette:
+    """The dashboard of ``celery_app``'s schedule, as an ASGI application to serve or mount.
+
+    ``auth`` is the ``user:password`` every request must send (HTTP basic); ``allowed_hosts``
+    the names the Host header may carry (None: any: the site it is mounted in checks);
+    ``read_only`` leaves out every route that changes the schedule; ``require_known_tasks``
+    refuses a task name the app does not know (set where the app's task modules are imported).
+    """
+    if auth is not None and ":" not in auth:
+        raise ValueError("the dashboard's credentials must read 'user:password'")
+    templates = Environment(loader=PackageLoader("redbeat.web", "templates"), autoescape=True, finalize=_shown)
+    templates.filters["urlencode"] = _url_quoted
+    app = Starlette(routes=_routes(read_only),
+                    middleware=[Middleware(Guard, security=WebSecurity(auth, allowed_hosts))])
+    app.state.dashboard = Dashboard(celery_app, Readings(celery_app), templates, read_only, require_known_tasks)
+    return app

@@ -1,0 +1,42 @@
+"""Serving the dashboard with uvicorn, for ``redbeat web``: on a socket already listening,
+stopped by the command's own signal handlers (installed before the socket listens)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import uvicorn
+from starlette.applications import Starlette
+
+__all__ = ["DashboardServer", "listening"]
+
+
+class DashboardServer(uvicorn.Server):
+    """uvicorn's server without its own signal handling: ``redbeat web`` sets ``should_exit``."""
+
+    def __init__(self, app: Starlette) -> None:
+        super().__init__(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,
+                                        server_header=False))
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    def stop(self) -> None:
+        self.should_exit = True
+
+
+def listening(host: str, port: int) -> socket.socket:
+    """A socket listening on ``host`` and ``port`` (0: any free port)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    return sock
