@@ -68,6 +68,14 @@ def test_the_claim_reads_the_events_by_how_run_events_are_written():
     assert event.to_json().startswith(task_id_prefix(event.task_id))
 
 
+@pytest.mark.parametrize("event", [RunEvent('id "quoted" ü\n', "failed", 1.5, "celery@h", 3, 99.0, "ValueError", 0.25, 2),
+                                   RunEvent("t", "started", 1e-7), RunEvent("t", "started", 12.0, worker="")])
+def test_a_run_event_is_written_as_json_dumps_writes_its_set_fields(event):
+    from dataclasses import asdict
+    assert event.to_json() == json.dumps({name: value for name, value in asdict(event).items()
+                                          if value is not None and (value or name != "retries")})
+
+
 @pytest.mark.parametrize("age, ended, granted", [(30.0, False, True), (5.0, False, False), (30.0, True, False)])
 def test_with_rerun_interrupted_after_only_a_start_old_enough_and_never_ended_runs_again(fake_app, age, ended,
                                                                                          granted):
@@ -269,3 +277,4 @@ def test_a_run_whose_worker_was_killed_mid_task_is_redelivered_and_runs_again_on
         wait_for(lambda: outcomes(schedule_server)["succeeded"] == 1, timeout=30, message="the run executed again")
         assert [event.event for event in events(schedule_server)] == ["succeeded", "started", "started"]
     assert executions(redis_server, "interrupted") == runs
+
