@@ -68,8 +68,9 @@ def test_the_claim_reads_the_events_by_how_run_events_are_written():
     assert event.to_json().startswith(task_id_prefix(event.task_id))
 
 
-@pytest.mark.parametrize("event", [RunEvent('id "quoted" ü\n', "failed", 1.5, "celery@h", 3, 99.0, "ValueError", 0.25, 2),
-                                   RunEvent("t", "started", 1e-7), RunEvent("t", "started", 12.0, worker="")])
+@pytest.mark.parametrize("event", [
+    RunEvent('id "quoted" ü\n', "failed", 1.5, "celery@h", 3, 99.0, "ValueError", 0.25, 2),
+    RunEvent("t", "started", 1e-7), RunEvent("t", "started", 12.0, worker="")])
 def test_a_run_event_is_written_as_json_dumps_writes_its_set_fields(event):
     from dataclasses import asdict
     assert event.to_json() == json.dumps({name: value for name, value in asdict(event).items()
