@@ -557,14 +557,17 @@ def measure_workerloop(args: argparse.Namespace) -> dict:
     """What ``redbeat.worker`` adds to a real worker's own cost per task: ``n`` empty tasks
     drained by a solo worker without it, with it for tasks not from RedBeat, and with it for
     RedBeat's runs (the claim and the end: two scripts on the schedule's redis-server)."""
+    schedule = redis.Redis.from_url(args.schedule_url)
     result = {"runs": args.n,
               "worker_without_us": drain_with_worker(args, "", from_redbeat=True),
-              "worker_plain_us": drain_with_worker(args, "redbeat.worker", from_redbeat=False),
-              "worker_redbeat_us": drain_with_worker(args, "redbeat.worker", from_redbeat=True)}
-    result["duplicates"] = int(redis.Redis.from_url(args.schedule_url).hget("redbeat::run-outcomes",
-                                                                            "outcome:duplicate") or 0)
-    result["succeeded"] = int(redis.Redis.from_url(args.schedule_url).hget("redbeat::run-outcomes",
-                                                                           "outcome:succeeded") or 0)
+              "worker_plain_us": drain_with_worker(args, "redbeat.worker", from_redbeat=False)}
+    schedule.config_resetstat()
+    result["worker_redbeat_us"] = drain_with_worker(args, "redbeat.worker", from_redbeat=True)
+    # Redis's own time in the two scripts, per script: the rest of a round trip is the network and the processes.
+    result["script_server_us"] = schedule.info("commandstats").get("cmdstat_evalsha", {}).get("usec_per_call")
+    counts = schedule.hgetall("redbeat::run-outcomes")
+    result["succeeded"] = int(counts.get(b"outcome:succeeded", 0))
+    result["duplicates"] = int(counts.get(b"outcome:duplicate", 0))
     return result
 
 
