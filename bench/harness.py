@@ -556,19 +556,22 @@ def drain_with_worker(args: argparse.Namespace, imports: str, from_redbeat: bool
 def measure_workerloop(args: argparse.Namespace) -> dict:
     """What ``redbeat.worker`` adds to a real worker's own cost per task: ``n`` empty tasks
     drained by a solo worker without it, with it for tasks not from RedBeat, and with it for
-    RedBeat's runs (the claim and the end: two scripts on the schedule's redis-server)."""
+    RedBeat's runs (the claim and the end: two scripts on the schedule's redis-server). Each
+    twice, in the order A B C C B A, and averaged: a small machine drifts as it runs."""
     schedule = redis.Redis.from_url(args.schedule_url)
-    result = {"runs": args.n,
-              "worker_without_us": drain_with_worker(args, "", from_redbeat=True),
-              "worker_plain_us": drain_with_worker(args, "redbeat.worker", from_redbeat=False)}
-    schedule.config_resetstat()
-    result["worker_redbeat_us"] = drain_with_worker(args, "redbeat.worker", from_redbeat=True)
-    # Redis's own time in the two scripts, per script: the rest of a round trip is the network and the processes.
-    result["script_server_us"] = schedule.info("commandstats").get("cmdstat_evalsha", {}).get("usec_per_call")
-    counts = schedule.hgetall("redbeat::run-outcomes")
-    result["succeeded"] = int(counts.get(b"outcome:succeeded", 0))
-    result["duplicates"] = int(counts.get(b"outcome:duplicate", 0))
-    return result
+    variants = {"worker_without_us": ("", True), "worker_plain_us": ("redbeat.worker", False),
+                "worker_redbeat_us": ("redbeat.worker", True)}
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    script_us, succeeded = [], []
+    for name in [*variants, *reversed(variants)]:
+        schedule.config_resetstat()
+        times[name].append(drain_with_worker(args, *variants[name]))
+        if name == "worker_redbeat_us":
+            # Redis's own time per script: the rest of a round trip is the network and the processes.
+            script_us.append(schedule.info("commandstats")["cmdstat_evalsha"]["usec_per_call"])
+            succeeded.append(int(schedule.hget("redbeat::run-outcomes", "outcome:succeeded") or 0))
+    return {"runs": args.n, **{name: statistics.mean(values) for name, values in times.items()},
+            "script_server_us": statistics.mean(script_us), "succeeded": succeeded}
 
 
 MEASUREMENTS = {

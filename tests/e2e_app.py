@@ -32,6 +32,7 @@ app.conf.update(
     task_acks_late=os.environ.get("E2E_ACKS_LATE") == "1",
     broker_transport_options=json.loads(os.environ.get("E2E_BROKER_OPTIONS", "{}")),
     redbeat_rerun_interrupted_after=json.loads(os.environ.get("E2E_RERUN_AFTER", "null")),
+    worker_pool_start_method=os.environ.get("E2E_START_METHOD", "fork"),
     beat_schedule={
         "static-every-second": {"task": "e2e_app.record", "schedule": 1.0, "args": ["static"]},
     },

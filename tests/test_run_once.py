@@ -225,11 +225,14 @@ def workers(beats: Processes, redis_server) -> Processes:
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("acks_late", [False, True], ids=["acks-early", "acks-late"])
-@pytest.mark.parametrize("pool", ["solo", "prefork"])
+@pytest.mark.parametrize("pool", ["solo", "threads", "prefork", "prefork-spawn"])
 def test_a_run_delivered_twice_executes_once_whatever_the_pool_and_acks(workers, schedule_server, redis_server,
                                                                        pool, acks_late):
+    """prefork-spawn: pool processes that import the app afresh, and build their tracers
+    before the claim can wrap the tasks (it builds them again)."""
     workers.env["E2E_ACKS_LATE"] = "1" if acks_late else "0"
-    start_worker(workers, "worker", pool)
+    workers.env["E2E_START_METHOD"] = "spawn" if pool == "prefork-spawn" else "fork"
+    start_worker(workers, "worker", pool.removesuffix("-spawn"))
     label = f"twice-{pool}-{acks_late}"
     for _ in range(2):
         deliver(redis_server, "e2e_app.record", [label], "once-run-1")
