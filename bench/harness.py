@@ -484,7 +484,7 @@ def measure_workerevents(args: argparse.Namespace) -> dict:
         return None
 
     def per_task(run: Callable[[int], object]) -> float:
-        run(0)  # warm: connections, scripts, first-call costs
+        run(-1)  # warm: connections, scripts, first-call costs
         started = time.perf_counter()
         for i in range(args.n):
             run(i)
@@ -499,14 +499,79 @@ def measure_workerevents(args: argparse.Namespace) -> dict:
 
     def run_of(task: Any) -> Callable[[int], object]:
         def run(i: int) -> None:
-            recorder.started(task, f"t-{i}")
+            task.request.id = f"t-{i}"
+            recorder.claim(task)
             recorder.finished(task, f"t-{i}", "SUCCESS", None)
         return run
 
     redbeat_us = per_task(run_of(ours))
+    ping_us = per_task(lambda i: client.ping())
     other_ns = per_task(run_of(theirs)) * 1000
     return {"runs": args.n, "celery_task_us": celery_us, "redbeat_run_us": redbeat_us, "other_task_ns": other_ns,
-            "events": client.llen("redbeat::worker-events:bench")}
+            "ping_us": ping_us, "events": client.llen("redbeat::worker-events:bench")}
+
+
+def drain_with_worker(args: argparse.Namespace, imports: str, from_redbeat: bool) -> float:
+    """Microseconds per task of a real worker (solo pool, acks late) draining ``n`` empty
+    tasks from the Redis broker: from its fetch of the first tenth until none is queued or
+    unacknowledged.
+    ``from_redbeat``: the messages carry RedBeat's headers (one entry's runs, each its own id)."""
+    import subprocess
+
+    broker, schedule = redis.Redis.from_url(args.broker_url), redis.Redis.from_url(args.schedule_url)
+    broker.flushdb()
+    schedule.flushdb()
+    app = make_app(args)
+    with app.producer_or_acquire() as producer:
+        for i in range(args.n):
+            headers = {"redbeat_key": "redbeat:bench", "redbeat_scheduled": float(i)} if from_redbeat else {}
+            app.send_task("bench.noop", task_id=f"w-{i}", headers=headers, producer=producer)
+    env = dict(os.environ, BENCH_BROKER_URL=args.broker_url, BENCH_SCHEDULE_URL=args.schedule_url,
+               BENCH_IMPORTS=imports)
+    with tempfile.TemporaryFile() as log:
+        worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "workerapp", "worker", "-P", "solo",
+                                   "-l", "warning", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+                                  cwd=os.path.dirname(os.path.abspath(__file__)), env=env, stdout=log,
+                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + args.timeout
+            # The worker's start and its first tasks (connections, scripts) are not what is measured.
+            while (queued := broker.llen("celery")) > args.n * 0.9:
+                if time.monotonic() > deadline or worker.poll() is not None:
+                    log.seek(0)
+                    raise SystemExit(f"the worker did not start: {log.read()[-2000:]!r}")
+                time.sleep(0.001)
+            started = time.perf_counter()
+            while broker.llen("celery") or broker.hlen("unacked"):
+                if time.monotonic() > deadline:
+                    raise SystemExit("the worker did not drain the queue in time")
+                time.sleep(0.002)
+            seconds = time.perf_counter() - started
+        finally:
+            worker.terminate()
+            worker.wait(timeout=60)
+    return seconds / queued * 1e6
+
+
+def measure_workerloop(args: argparse.Namespace) -> dict:
+    """What ``redbeat.worker`` adds to a real worker's own cost per task: ``n`` empty tasks
+    drained by a solo worker without it, with it for tasks not from RedBeat, and with it for
+    RedBeat's runs (the claim and the end: two scripts on the schedule's redis-server). Each
+    twice, in the order A B C C B A, and averaged: a small machine drifts as it runs."""
+    schedule = redis.Redis.from_url(args.schedule_url)
+    variants = {"worker_without_us": ("", True), "worker_plain_us": ("redbeat.worker", False),
+                "worker_redbeat_us": ("redbeat.worker", True)}
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    script_us, succeeded = [], []
+    for name in [*variants, *reversed(variants)]:
+        schedule.config_resetstat()
+        times[name].append(drain_with_worker(args, *variants[name]))
+        if name == "worker_redbeat_us":
+            # Redis's own time per script: the rest of a round trip is the network and the processes.
+            script_us.append(schedule.info("commandstats")["cmdstat_evalsha"]["usec_per_call"])
+            succeeded.append(int(schedule.hget("redbeat::run-outcomes", "outcome:succeeded") or 0))
+    return {"runs": args.n, **{name: statistics.mean(values) for name, values in times.items()},
+            "script_server_us": statistics.mean(script_us), "succeeded": succeeded}
 
 
 MEASUREMENTS = {
@@ -514,6 +579,7 @@ MEASUREMENTS = {
     "timeliness": measure_timeliness, "startup": measure_startup, "fill": measure_fill,
     "save": measure_save, "list": measure_list, "census": measure_census,
     "metricscost": measure_metricscost, "manage": measure_manage, "workerevents": measure_workerevents,
+    "workerloop": measure_workerloop,
 }
 
 

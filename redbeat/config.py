@@ -101,6 +101,11 @@ class RedBeatConfig:
         history = self.either_or("redbeat_history_size", None)
         self.history_size: int = 20 if history is None else int(
             _number_setting("redbeat_history_size", history, 0, None, whole=True))
+        # Seconds after which a run whose worker died (started, never ended) may run
+        # again when delivered again (worker.py); None: never, each run at most once.
+        rerun = self.either_or("redbeat_rerun_interrupted_after", None)
+        self.rerun_interrupted_after: float | None = None if rerun is None else float(
+            _number_setting("redbeat_rerun_interrupted_after", rerun, 0, None))
         self.redis_url, self.redis_use_ssl, self.url_from_broker = self._connection_settings()
         self.redis_options: dict[str, Any] = self._redis_options()
         # Seconds the clients built for a command wait to connect and for each answer,

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Any, NamedTuple
@@ -381,8 +381,14 @@ class RunEvent:
     retries: int = 0  # Celery's count of the run's retries when it happened (request.retries)
 
     def to_json(self) -> str:
-        return json.dumps({name: value for name, value in asdict(self).items()
-                           if value is not None and (value or name != "retries")})
+        """What ``json.dumps`` of its set fields writes (the claim reads the start of it:
+        ``workerevents.task_id_prefix``), written field by field: a worker writes one per event."""
+        written = []
+        for name in _RUN_EVENT_FIELDS:
+            value = getattr(self, name)
+            if value is not None and (value or name != "retries"):
+                written.append(f'"{name}": {_json_scalar(value)}')
+        return "{" + ", ".join(written) + "}"
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> RunEvent:
@@ -405,6 +411,9 @@ class RunEvent:
     def ends_run(self) -> bool:
         """Whether the run is over with this event (a retried run runs again, under the same id)."""
         return self.event not in (RunEventKind.STARTED, RunEventKind.RETRIED)
+
+
+_RUN_EVENT_FIELDS = tuple(field.name for field in fields(RunEvent))
 
 
 # -- the active beat -------------------------------------------------------------------------

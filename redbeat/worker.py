@@ -4,11 +4,13 @@ worker's configuration::
     imports = ["redbeat.worker"]          # CELERY_IMPORTS in Django's settings
 
 or ``redbeat.worker.install(app)`` in code. Importing this module connects
-Celery's task signals; for each run that came from RedBeat (its message carries
-the ``redbeat_key`` header beat adds) the worker records when it started and how
-it ended in ``<prefix>:worker-events:<name>`` (``workerevents.WorkerEvents``):
-one Redis round trip per event. A task without the header costs one attribute
-read per signal.
+Celery's signals; for each run that came from RedBeat (its message carries the
+``redbeat_key`` header beat adds) the worker claims its start right before the
+task's body (``runonce``: a delivery of a run that already started is not
+executed), and records how it ended, with the schedule-wide counts, in
+``<prefix>:worker-events:<name>`` (``workerevents.WorkerEvents``): one Redis
+round trip each. A task without the header costs a function call and one
+attribute read.
 
 Recording never fails a task nor holds it up for long: after a Redis error,
 events are dropped for ``PAUSE_AFTER_ERROR`` seconds, and a warning says how
@@ -20,15 +22,18 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
-from celery import Celery, signals, states
+from celery import Celery, current_app, signals, states
 from celery.utils.log import get_logger
 
 from .client import get_store
 from .config import display_url, ensure_conf, without_urls
 from .printable import printable
 from .records import RunEvent, RunEventKind, unix_seconds
+from .runonce import DuplicateRun, claim_before_running
+from .store import ScheduleStore
+from .timeformat import iso
 
 __all__ = ["install", "EventRecorder", "RECORDER", "PAUSE_AFTER_ERROR", "WARN_EVERY"]
 
@@ -39,6 +44,8 @@ WARN_EVERY = 60.0
 # Starts remembered for the durations, at most: a start whose end never comes (a
 # task killed by its hard time limit) must not make the worker grow forever.
 MAX_STARTS_REMEMBERED = 10_000
+
+Written = TypeVar("Written")
 
 # Celery's state at the end of a task, and the event that records it.
 ENDED_IN = {states.SUCCESS: RunEventKind.SUCCEEDED, states.FAILURE: RunEventKind.FAILED,
@@ -63,7 +70,7 @@ def _exception_name(retval: Any) -> str | None:
 
 
 class EventRecorder:
-    """Records the events of RedBeat's runs in a worker process."""
+    """Records the events of RedBeat's runs in a worker process, and claims their starts."""
 
     def __init__(self, clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.clock, self.monotonic = clock, monotonic
@@ -72,35 +79,48 @@ class EventRecorder:
         self.last_warning: float | None = None
         self.dropped = 0
 
-    def started(self, task: Any, task_id: str) -> None:
-        key = _redbeat_key(task.request)
-        if key is None:
-            return
+    def claim(self, task: Any) -> bool:
+        """Whether to execute the run ``task.request`` is of (``runonce``): False for a
+        delivery of a run that already started. A task without RedBeat's headers, or a
+        claim that cannot be made (Redis fails), executes: a run missed for want of
+        Redis would be worse than one executed twice."""
+        request = task.request
+        key = _redbeat_key(request)
+        task_id = getattr(request, "id", None)
+        if key is None or not isinstance(task_id, str):
+            return True
+        began = self.monotonic()
+        started = self.event(request, task_id, RunEventKind.STARTED)
+        claim = self.write(task.app, lambda store: store.claim_run(key, started))
+        if claim is not None and not claim.granted:
+            _log_duplicate(task, task_id, claim.earlier)
+            return False
         if len(self.starts) >= MAX_STARTS_REMEMBERED:
             self.starts.clear()
-        self.starts[task_id] = self.monotonic()
-        self.record(task.app, key, self.event(task.request, task_id, RunEventKind.STARTED))
+        self.starts[task_id] = began
+        return True
 
     def finished(self, task: Any, task_id: str, state: str | None, retval: Any) -> None:
         key = _redbeat_key(task.request)
-        if key is None:
+        if key is None or isinstance(retval, DuplicateRun):  # a duplicate did not run: nothing ended
             return
-        began = self.starts.pop(task_id, None)
         kind = ENDED_IN.get(state or "")
-        event = self.event(task.request, task_id, kind or RunEventKind.FAILED,
-                           exception=_exception_name(retval) if kind != RunEventKind.SUCCEEDED else None,
-                           duration=None if began is None else round(self.monotonic() - began, 6))
-        self.record(task.app, key, event)
+        self.ended(task.app, key, task.request, task_id, kind or RunEventKind.FAILED,
+                   exception=_exception_name(retval) if kind != RunEventKind.SUCCEEDED else None)
 
     def revoked(self, task: Any, request: Any) -> None:
         key = _redbeat_key(request)
         task_id = getattr(request, "id", None)
-        if key is None or not isinstance(task_id, str):
-            return
+        if key is not None and isinstance(task_id, str):
+            self.ended(task.app, key, request, task_id, RunEventKind.REVOKED)
+
+    def ended(self, app: Celery, key: str, request: Any, task_id: str, kind: RunEventKind,
+              exception: str | None = None) -> None:
+        """Record how the run ended, with its duration when this process saw it start."""
         began = self.starts.pop(task_id, None)
-        self.record(task.app, key, self.event(
-            request, task_id, RunEventKind.REVOKED,
-            duration=None if began is None else round(self.monotonic() - began, 6)))
+        event = self.event(request, task_id, kind, exception=exception,
+                           duration=None if began is None else round(self.monotonic() - began, 6))
+        self.write(app, lambda store: store.record_run_end(key, event))
 
     def event(self, request: Any, task_id: str, kind: RunEventKind, exception: str | None = None,
               duration: float | None = None) -> RunEvent:
@@ -109,14 +129,15 @@ class EventRecorder:
                         os.getpid(), unix_seconds(getattr(request, "redbeat_scheduled", None)), exception, duration,
                         retries if isinstance(retries, int) and retries > 0 else 0)
 
-    def record(self, app: Celery, key: str, event: RunEvent) -> None:
-        """Write ``event``; a failure is counted and warned about, never raised."""
+    def write(self, app: Celery, write: Callable[[ScheduleStore], Written]) -> Written | None:
+        """``write`` to the app's store; None if it failed (counted and warned about,
+        never raised) or was not tried (for a while after a failure)."""
         now = self.monotonic()
         if now < self.paused_until:
             self.dropped += 1
-            return
+            return None
         try:
-            get_store(app).record_worker_event(key, event)
+            return write(get_store(app))
         except Exception as exc:  # whatever it is, the task must not fail for it
             self.paused_until = now + PAUSE_AFTER_ERROR
             self.dropped += 1
@@ -127,6 +148,13 @@ class EventRecorder:
                                _where(app), type(exc).__name__, printable(without_urls(str(exc))), self.dropped,
                                PAUSE_AFTER_ERROR)
                 self.dropped = 0
+            return None
+
+
+def _log_duplicate(task: Any, task_id: str, earlier: RunEvent | None) -> None:
+    where = "" if earlier is None else f" at {iso(earlier.at)} on {printable(earlier.worker) or 'a worker'}"
+    logger.info("redbeat.worker: %s[%s] not executed: this run already started%s (a duplicate delivery)",
+                printable(getattr(task, "name", "")), printable(task_id), where)
 
 
 def _where(app: Celery) -> str:
@@ -139,9 +167,17 @@ def _where(app: Celery) -> str:
 RECORDER = EventRecorder()
 
 
-def _on_prerun(sender: Any = None, task_id: str | None = None, task: Any = None, **_: Any) -> None:
-    if task is not None and task_id is not None:
-        RECORDER.started(task, task_id)
+def _on_worker_init(sender: Any = None, **_: Any) -> None:
+    app = getattr(sender, "app", None)
+    if app is not None:
+        claim_before_running(app, RECORDER.claim, getattr(sender, "hostname", None))
+
+
+def _on_worker_process_init(sender: Any = None, **_: Any) -> None:
+    # A forked child inherits the tasks wrapped: this wraps only in a child
+    # that imported the app afresh, and rebuilds the tracers it built.
+    claim_before_running(current_app._get_current_object(), RECORDER.claim,
+                         sender if isinstance(sender, str) else None)
 
 
 def _on_postrun(sender: Any = None, task_id: str | None = None, task: Any = None, state: str | None = None,
@@ -167,7 +203,8 @@ def install(app: Celery | None = None) -> None:
     is read now, so that a wrong one fails here rather than warn at the first run."""
     if app is not None:
         ensure_conf(app)
-    signals.task_prerun.connect(_on_prerun, weak=False, dispatch_uid="redbeat.worker.prerun")
+    signals.worker_init.connect(_on_worker_init, weak=False, dispatch_uid="redbeat.worker.init")
+    signals.worker_process_init.connect(_on_worker_process_init, weak=False, dispatch_uid="redbeat.worker.process")
     signals.task_postrun.connect(_on_postrun, weak=False, dispatch_uid="redbeat.worker.postrun")
     signals.task_revoked.connect(_on_revoked, weak=False, dispatch_uid="redbeat.worker.revoked")
     signals.worker_ready.connect(_on_worker_ready, weak=False, dispatch_uid="redbeat.worker.ready")

@@ -4,7 +4,9 @@ Its URLs come from the environment the test sets; each task run is recorded
 in a Redis list so the test sees what the worker really executed.
 """
 
+import json
 import os
+import time
 
 import redis
 from celery import Celery
@@ -25,6 +27,12 @@ app.conf.update(
     redbeat_metrics_port=int(os.environ.get("E2E_METRICS_PORT", 0)),
     # Modules the worker imports at start: tests/test_worker_outcomes.py sets redbeat.worker.
     imports=[name for name in os.environ.get("E2E_IMPORTS", "").split(",") if name],
+    # tests/test_run_once.py: acknowledging after the task, a broker that redelivers soon, and
+    # the side of an interrupted run.
+    task_acks_late=os.environ.get("E2E_ACKS_LATE") == "1",
+    broker_transport_options=json.loads(os.environ.get("E2E_BROKER_OPTIONS", "{}")),
+    redbeat_rerun_interrupted_after=json.loads(os.environ.get("E2E_RERUN_AFTER", "null")),
+    worker_pool_start_method=os.environ.get("E2E_START_METHOD", "fork"),
     beat_schedule={
         "static-every-second": {"task": "e2e_app.record", "schedule": 1.0, "args": ["static"]},
     },
@@ -45,3 +53,10 @@ def fail() -> None:
 def retry_once(self) -> None:
     if not self.request.retries:
         raise self.retry(exc=KeyError("once"), countdown=0)
+
+
+@app.task
+def record_slowly(label: str, seconds: float) -> None:
+    """Records that it started, then takes ``seconds``: a run still running when it is delivered again."""
+    redis.Redis.from_url(os.environ["E2E_RECORD_URL"]).rpush("e2e:ran", label)
+    time.sleep(seconds)

@@ -18,6 +18,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable
 
 import pytest
@@ -29,6 +30,7 @@ from redbeat.census import snapshot
 from redbeat.cli import redbeat
 from redbeat.entry import RedBeatSchedulerEntry
 from redbeat.records import InFlight
+from redbeat.worker import EventRecorder
 
 DOC = ROOT / "docs" / "configuration.rst"
 USER = "redbeat"
@@ -142,6 +144,7 @@ def test_beat_the_command_line_and_the_entry_api_need_exactly_the_documented_acl
         run_every_command(tmp_path, acl_server, broker_redis, env)
         use_the_entry_api(url)
         use_the_dashboard(url)
+        record_runs_as_a_worker(url)
 
         beats.stop("beat-a")
         acl_server.wait_for(lambda: "Acquired lock" in beats.log("beat-b"), "beat B taking over")
@@ -235,6 +238,18 @@ def run_every_command(tmp_path: Path, server: AclServer, broker: redis.Redis, en
     status = subprocess.run([sys.executable, "-m", "celery", "-A", "e2e_app", "redbeat", "status"],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30)
     assert status.returncode == 0, status.stdout + status.stderr
+
+
+def record_runs_as_a_worker(url: str) -> None:
+    """What redbeat.worker writes (its recorder, in this process): the claim of a run's start,
+    a duplicate refused, and the ends of runs with their counts and the failing set."""
+    recorder = EventRecorder()
+    for task_id, state, retval in (("acl-run-1", "FAILURE", ValueError("no")), ("acl-run-2", "SUCCESS", None)):
+        task = SimpleNamespace(app=make_app(url), name="e2e_app.record", request=SimpleNamespace(
+            id=task_id, hostname="celery@acl", retries=0, redbeat_key="redbeat:static-every-second"))
+        assert recorder.claim(task) and not recorder.claim(task)
+        recorder.finished(task, task_id, state, retval)
+    assert recorder.dropped == 0
 
 
 def use_the_entry_api(url: str) -> None:

@@ -89,7 +89,7 @@ def task_with(app, request: dict) -> SimpleNamespace:
 def test_a_task_without_redbeats_headers_records_nothing(fake_app):
     recorder = EventRecorder()
     task = task_with(fake_app, {"id": "plain", "hostname": "celery@h"})
-    recorder.started(task, "plain")
+    assert recorder.claim(task)
     recorder.finished(task, "plain", "SUCCESS", None)
     recorder.revoked(task, task.request)
     assert fake_app.redbeat_redis.keys("*") == [] and recorder.starts == {}
@@ -103,7 +103,7 @@ def test_each_event_of_a_run_is_pushed_onto_its_entrys_list_capped_at_four_per_h
     for n in range(5):
         task = task_with(fake_app, {"id": f"t{n}", "hostname": "celery@h", "redbeat_key": "redbeat:nightly",
                                     "redbeat_scheduled": 1000.0 + n})
-        recorder.started(task, f"t{n}")
+        assert recorder.claim(task)
         recorder.finished(task, f"t{n}", "FAILURE", ValueError("no"))
     stored = fake_app.redbeat_redis.lrange("redbeat::worker-events:nightly", 0, -1)
     assert len(stored) == 8
@@ -126,7 +126,7 @@ def test_a_redis_that_fails_never_fails_the_task_and_is_warned_about_once_then_l
     recorder = EventRecorder(monotonic=lambda: now[0])
     task = task_with(app, {"id": "t", "hostname": "celery@h", "redbeat_key": "redbeat:nightly"})
     with caplog.at_level(logging.WARNING, logger="redbeat.worker"):
-        recorder.started(task, "t")
+        assert recorder.claim(task)
         now[0] = PAUSE_AFTER_ERROR / 2
         recorder.finished(task, "t", "SUCCESS", None)  # dropped without trying
     assert recorder.dropped == 1 and recorder.paused_until == PAUSE_AFTER_ERROR
@@ -142,7 +142,8 @@ def test_install_connects_the_signals_once_however_often_it_is_called_and_checks
 
     install(make_app("redis://127.0.0.1:6379/0"))
     install()
-    assert sum("redbeat.worker" in str(uid) for (uid, _), _ in signals.task_prerun.receivers) == 1
+    for signal in (signals.worker_init, signals.worker_process_init, signals.task_postrun):
+        assert sum("redbeat.worker" in str(uid) for (uid, _), _ in signal.receivers) == 1
     with pytest.raises(ConfigurationError):
         install(make_app("redis://127.0.0.1:6379/0", redbeat_catch_up="sometimes"))
 
