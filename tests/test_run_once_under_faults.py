@@ -108,7 +108,6 @@ def drained(broker: redis.Redis, record: redis.Redis) -> bool:
     return (broker.llen("celery") == 0 and broker.hlen("unacked") == 0 and record.hlen("fault:running") == 0)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15: the worker does not refuse a second delivery yet")
 @pytest.mark.parametrize("acks", ["early", "late"])
 def test_every_slot_starts_once_through_kill_9_of_beats_and_workers_under_load(tmp_path, project_env, acks):
     server = RedisServer(tmp_path)
@@ -121,9 +120,8 @@ def test_every_slot_starts_once_through_kill_9_of_beats_and_workers_under_load(t
         with Processes(tmp_path, env, app_module="fault_app") as processes:
             fleet = Fleet(processes, schedule, record)
             killed_runs, stopped_at = run_under_faults(fleet)
-            # Reserved messages of killed workers come back after the visibility timeout (6 s) and
-            # kombu's restore (every 10 s at most).
-            wait_for(lambda: drained(broker, record), timeout=90, interval=0.2, message="every message consumed")
+            # Reserved messages of killed workers come back after the visibility timeout (6 s).
+            wait_for(lambda: drained(broker, record), timeout=60, interval=0.2, message="every message consumed")
             for name in list(fleet.workers):
                 processes.stop(name)
         starts = Counter({task_id: int(count) for task_id, count in record.hgetall("fault:starts").items()})
