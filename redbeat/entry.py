@@ -16,6 +16,7 @@ from .client import get_store
 from .config import catch_up_limit, ensure_conf, no_deadline
 from .decoder import DecodeError, dumps, meta_json, to_timestamp
 from .entrywrites import EntryWrite, StoredFields
+from .overlap import Overlap, RunBound, run_bound
 from .planning import Plan, Policy, plan_runs, upcoming
 from .records import NEVER, Meta, Status, decode_json
 from .schedules import answering_as_beat, clocked
@@ -93,6 +94,8 @@ class RedBeatSchedulerEntry(ScheduleEntry):
         max_runs: int | None = None,
         on_finish: str | None = None,
         jitter: float | None = None,
+        overlap: str | None = None,
+        max_run_time: float | None = None,
         description: str | None = None,
         next_slot: datetime | None = None,
         **clsargs: Any,
@@ -119,6 +122,8 @@ class RedBeatSchedulerEntry(ScheduleEntry):
         self.max_runs = None if max_runs == -1 else max_runs  # -1, like None, means no limit
         self.on_finish = on_finish
         self.jitter = jitter
+        self.overlap = overlap
+        self.max_run_time = max_run_time
         self.description = description
         # The slot beat recorded as next (``status``), so skipped slots stay skipped.
         self.next_slot = next_slot
@@ -235,6 +240,18 @@ class RedBeatSchedulerEntry(ScheduleEntry):
             on_finish=either(self.on_finish, "disable"),
             jitter=either(self.jitter, 0.0),
         )
+
+    def overlap_policy(self) -> Overlap:
+        """What a slot does while the previous run has not finished (docs/scheduling.rst)."""
+        return Overlap(self.overlap or Overlap.ALLOW)
+
+    def run_bound(self) -> RunBound:
+        """After how long a started run with no end counts as finished, and why: the entry's
+        ``max_run_time``, else its task's hard time limit (as this app knows the task) plus a
+        grace, else ``redbeat_max_run_time``."""
+        task = self.app.tasks.get(self.task) if self.task else None
+        return run_bound(self.max_run_time, getattr(task, "time_limit", None), self.app.conf.task_time_limit,
+                         ensure_conf(self.app).max_run_time)
 
     def plan(self, now: datetime, policy: Policy | None = None) -> Plan:
         """Which slots run if beat looks at this entry at ``now`` (``policy``: its ``policy()``, if known)."""
