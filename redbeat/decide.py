@@ -16,7 +16,7 @@ from celery import Celery
 from celery.utils.log import get_logger
 
 from .decoder import meta_json
-from .entry import RedBeatSchedulerEntry, bounded, definition_digest, score_of
+from .entry import RedBeatSchedulerEntry, bounded, definition_digest, entry_run_bound, overlap_policy, score_of
 from .keys import KeyNames
 from .logfields import log_fields
 from .overlap import WAITING_POLL, Overlap, OverlapPlan, blocker, settle
@@ -206,11 +206,11 @@ class Decider:
         them, with the history records of those it skipped."""
         entry, old = due.entry, due.old
         waiting = None if old.waiting_slot is None else datetime.fromtimestamp(old.waiting_slot, timezone.utc)
-        policy = entry.overlap_policy()
+        policy = overlap_policy(entry)
         if policy is Overlap.ALLOW:
             return settle(policy, None, waiting, due.plan.runs), ()
         busy = blocker(_event(newest_event), None if entry.last_run_at is None else task_id_for(
-            due.key, entry.last_run_at.timestamp()), old.last_dispatched_at, entry.run_bound(), now)
+            due.key, entry.last_run_at.timestamp()), old.last_dispatched_at, entry_run_bound(entry), now)
         settled = settle(policy, busy, waiting, due.plan.runs)
         reason = busy.reason() if busy is not None else ""
         return settled, tuple(

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 # The definition's fields and its checks live in ``validation``; the names stay importable from here.
 __all__ = ["RedBeatSchedulerEntry", "EntryNotFoundError", "score_of", "bounded", "next_score", "write_over",
+           "overlap_policy", "entry_run_bound",
            "DEFINITION_FIELDS", "OPTION_FIELDS", "PROTOCOL_HEADERS", "RESERVED_HEADERS", "RESERVED_OPTIONS",
            "reserved_options", "without_reserved"]
 
@@ -241,18 +242,6 @@ class RedBeatSchedulerEntry(ScheduleEntry):
             jitter=either(self.jitter, 0.0),
         )
 
-    def overlap_policy(self) -> Overlap:
-        """What a slot does while the previous run has not finished (docs/scheduling.rst)."""
-        return Overlap(self.overlap or Overlap.ALLOW)
-
-    def run_bound(self) -> RunBound:
-        """After how long a started run with no end counts as finished, and why: the entry's
-        ``max_run_time``, else its task's hard time limit (as this app knows the task) plus a
-        grace, else ``redbeat_max_run_time``."""
-        task = self.app.tasks.get(self.task) if self.task else None
-        return run_bound(self.max_run_time, getattr(task, "time_limit", None), self.app.conf.task_time_limit,
-                         ensure_conf(self.app).max_run_time)
-
     def plan(self, now: datetime, policy: Policy | None = None) -> Plan:
         """Which slots run if beat looks at this entry at ``now`` (``policy``: its ``policy()``, if known)."""
         return plan_runs(self.key, self.schedule, self.policy() if policy is None else policy,
@@ -427,6 +416,20 @@ def _save_in_chunks(store: ScheduleStore, entries: Iterable[RedBeatSchedulerEntr
                                   for entry, definition, fields in zip(chunk, definitions, stored)],
                                  chunk=SAVE_CHUNK)
     return count
+
+
+def overlap_policy(entry: RedBeatSchedulerEntry) -> Overlap:
+    """What a slot of ``entry`` does while its previous run has not finished (docs/scheduling.rst)."""
+    return Overlap(entry.overlap or Overlap.ALLOW)
+
+
+def entry_run_bound(entry: RedBeatSchedulerEntry) -> RunBound:
+    """After how long a started run of ``entry`` with no end counts as finished, and why: its
+    ``max_run_time``, else its task's hard time limit (as its app knows the task) plus a grace,
+    else ``redbeat_max_run_time``."""
+    task = entry.app.tasks.get(entry.task) if entry.task else None
+    return run_bound(entry.max_run_time, getattr(task, "time_limit", None), entry.app.conf.task_time_limit,
+                     ensure_conf(entry.app).max_run_time)
 
 
 def bounded(entry: RedBeatSchedulerEntry) -> bool:

@@ -99,7 +99,8 @@ class Outcomes:
             groups.setdefault(outcome.run.key, []).append(outcome)
         for key, outcomes in groups.items():
             self.metrics.missed(MissedReason.OVERLAP, len(outcomes), key)
-            logger.warning("beat: %s skipped %d slot(s): %s", printable(key), len(outcomes), printable(outcomes[-1].reason or ""),
+            logger.warning("beat: %s skipped %d slot(s): %s", printable(key), len(outcomes),
+                           printable(outcomes[-1].reason or ""),
                            extra=runs_fields([outcome.run for outcome in outcomes], now=outcomes[-1].when))
 
     def add_given_up(self, given_up: list[tuple[Outcome, str]]) -> None:
