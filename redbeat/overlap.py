@@ -141,8 +141,10 @@ def settle(policy: Overlap, busy: Blocker | None, waiting: datetime | None, due:
 
     Each slot in turn: with nothing running it runs (and then runs: the slots after it
     overlap it); else under ``buffer_one`` the first waits, and every other is skipped.
-    A slot left waiting by ``buffer_one`` runs now under another policy (it was changed)."""
-    queue = ([waiting] if waiting is not None else []) + due
+    A slot left waiting by ``buffer_one`` runs now under another policy (it was changed).
+    A due slot not after the one waiting is that one again (the entry was edited, and the
+    slot it records as next no longer holds): it is not counted twice."""
+    queue = due if waiting is None else [waiting] + [slot for slot in due if slot > waiting]
     if policy is Overlap.ALLOW:
         return OverlapPlan(runs=queue)
     plan = OverlapPlan()
