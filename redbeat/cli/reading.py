@@ -13,8 +13,9 @@ import click
 from .. import admin
 from ..client import get_store
 from ..entry import RedBeatSchedulerEntry
+from ..overlapview import OverlapView, overlap_view
 from ..printable import printable
-from ..records import unix_seconds
+from ..records import Status, unix_seconds
 from ..timeformat import iso_and_relative, with_iso_times
 from .base import (
     Tool,
@@ -126,13 +127,16 @@ def show(tool: Tool, name: str, as_json: bool) -> None:
     history = admin.with_run_states(history, states)
     events_error = wrong_events.explanation() if wrong_events else None
     summary = view.summary(admin.in_flight_counts(tool.app)[view.key])
+    now = get_store(tool.app).time()  # beat's clock, for "in 5m" and "2h ago"
+    overlap = None if view.entry is None else overlap_view(view.entry, Status.from_json(view.fields.get("status")),
+                                                           view.last_worker_event, now)
     if as_json:
-        emit({**summary, "fields": fields, "next_runs": preview, "preview_error": preview_error,
+        emit({**summary, "overlap": None if overlap is None else overlap.as_json(), "fields": fields,
+              "next_runs": preview, "preview_error": preview_error,
               "history": with_iso_times(history), "history_error": history_error,
               "worker_events_error": events_error})
         return
-    now = get_store(tool.app).time()  # beat's clock, for "in 5m" and "2h ago"
-    _print_entry(view, summary, fields, now)
+    _print_entry(view, summary, fields, now, overlap)
     _print_runs(runs, preview_error, history, history_error, now)
     if events_error:
         click.secho(f"\nworker events: {printable(events_error)}", fg="red")
@@ -144,7 +148,8 @@ SHOWN = ("name", "key", "task", "description", "schedule", "enabled", "next_run"
 MOMENTS = ("next_run", "last_run", "last_dispatched")
 
 
-def _print_entry(view: admin.EntryView, summary: dict, fields: dict, now: float) -> None:
+def _print_entry(view: admin.EntryView, summary: dict, fields: dict, now: float,
+                 overlap: OverlapView | None = None) -> None:
     def said(label: str, value: Any) -> str:
         return _moment(value, now) if label in MOMENTS else printable(value)
     for label in SHOWN:
@@ -155,6 +160,8 @@ def _print_entry(view: admin.EntryView, summary: dict, fields: dict, now: float)
     if summary["last_run_state"] is not None:
         click.echo(f"{'last_run_state':>16}: {printable(_last_run_state_words(summary))} (reported "
                    f"{_moment(summary['last_run_reported'], now)})")
+    for line in overlap.lines() if overlap is not None else []:
+        click.echo(f"{'overlap':>16}: {printable(line)}")
     failure = summary["last_failure"]
     if failure is not None:
         click.secho(f"{'last_failure':>16}: {printable(failure['reason'])} (given up at "
