@@ -4,7 +4,9 @@ Its URLs come from the environment the test sets; each task run is recorded
 in a Redis list so the test sees what the worker really executed.
 """
 
+import json
 import os
+import time
 
 import redis
 from celery import Celery
@@ -45,3 +47,12 @@ def fail() -> None:
 def retry_once(self) -> None:
     if not self.request.retries:
         raise self.retry(exc=KeyError("once"), countdown=0)
+
+
+@app.task(bind=True)
+def slow(self, label: str, seconds: float) -> None:
+    """Runs ``seconds``: each execution's start and end go onto ``e2e:slow`` (tests/test_overlap_e2e.py)."""
+    ran = redis.Redis.from_url(os.environ["E2E_RECORD_URL"])
+    ran.rpush("e2e:slow", json.dumps({"label": label, "id": self.request.id, "start": time.time()}))
+    time.sleep(seconds)  # the task's own work: being slower than its entry's interval
+    ran.rpush("e2e:slow", json.dumps({"label": label, "id": self.request.id, "end": time.time()}))
