@@ -397,6 +397,10 @@ def write_over(entry: RedBeatSchedulerEntry, stored: StoredFields | None, defini
     try:
         as_stored = entry.from_stored(definition, stored.meta, app=entry.app, key=entry.key, status=stored.status)
         score = next_score(as_stored)
+        if as_stored.enabled and Status.from_json(stored.status).waiting_slot is not None:
+            # A run waits for the previous one to finish (overlap buffer_one): beat looks at it
+            # again soon, as it did before this write, not at the entry's next slot.
+            score = as_stored._default_now().timestamp()
     except Exception:  # any bad stored field must cost this score, never the save
         return EntryWrite(entry.key, definition, stored.meta, 0.0)
     entry.last_run_at, entry.total_run_count = as_stored.last_run_at, as_stored.total_run_count

@@ -7,8 +7,10 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from click.testing import CliRunner
 
 from redbeat import RedBeatSchedulerEntry
+from redbeat.cli import redbeat
 from redbeat.decide import Decider
 from redbeat.decoder import DecodeError, meta_json
 from redbeat.entry import entry_run_bound
@@ -213,3 +215,53 @@ def test_buffer_one_skips_a_slot_that_comes_while_one_waits(decider):
     decision = decider.decide(due("buffer_one", LAST, waiting), NOW, running)
     assert [o.run.scheduled for o in decision.skipped] == [SLOT.timestamp()]
     assert json.loads(decision.status)["waiting_slot"] == waiting.waiting_slot
+
+
+# -- the fields through the command line and the entry API (a real redis-server) ---------------
+
+def cli(redis_url: str, *args: str) -> str:
+    result = CliRunner().invoke(redbeat, ["--redis-url", redis_url, *args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_add_edit_show_and_export_carry_the_policy_and_its_bound(redis_url, schedule_redis):
+    cli(redis_url, "add", "nightly", "--task", "t.nightly", "--every", "60", "--option", "overlap=buffer_one",
+        "--option", "max_run_time=90")
+    shown = json.loads(cli(redis_url, "show", "nightly", "--json"))
+    assert shown["overlap"] == {"policy": "buffer_one", "max_run_time": 90.0,
+                                "bound_source": "the entry's max_run_time", "running": None, "waiting": None,
+                                "worker_reports": False}
+    cli(redis_url, "edit", "nightly", "overlap", "skip")
+    text = cli(redis_url, "show", "nightly")
+    assert "overlap: skip; a started run counts as finished after 90s (the entry's max_run_time)" in text
+    assert "no worker reports runs of this entry" in text
+    definition = json.loads(cli(redis_url, "export", "--format", "specs"))["entries"]["nightly"]["definition"]
+    assert (definition["overlap"], definition["max_run_time"]) == ("skip", 90)
+
+
+def test_show_says_which_run_goes_on_and_until_when_it_blocks(redis_url, schedule_redis):
+    cli(redis_url, "add", "busy", "--task", "t.busy", "--every", "60", "--option", "overlap=skip",
+        "--option", "max_run_time=600")
+    started = float(schedule_redis.execute_command("TIME")[0])
+    schedule_redis.lpush("redbeat::worker-events:busy", RunEvent("t-7", "started", float(started)).to_json())
+    running = json.loads(cli(redis_url, "show", "busy", "--json"))["overlap"]["running"]
+    assert running["task_id"] == "t-7" and running["state"] == "started"
+    assert running["counts_as_finished_at"] == datetime.fromtimestamp(started + 600, UTC).isoformat()
+    assert "started since" in cli(redis_url, "show", "busy")
+
+
+def test_doctor_notes_an_overlap_policy_that_no_worker_reports_runs_for(redis_url, schedule_redis):
+    cli(redis_url, "add", "unwatched", "--task", "t.u", "--every", "60", "--option", "overlap=skip")
+    findings = json.loads(CliRunner().invoke(redbeat, ["--redis-url", redis_url, "doctor", "--json"]).output)
+    [finding] = [f for f in findings if f["kind"] == "overlap-unreported"]
+    assert finding["notice"] and finding["key"] == "redbeat:unwatched" and "as with allow" in finding["explanation"]
+
+
+def test_saving_an_entry_whose_run_waits_keeps_it_due_soon_not_at_its_next_slot(app, schedule_redis):
+    entry = RedBeatSchedulerEntry("daily", "t.daily", 86400, app=app, overlap="buffer_one").save()
+    now = float(schedule_redis.execute_command("TIME")[0])
+    schedule_redis.hset(entry.key, "status", Status(waiting_slot=now - 5).to_json())
+    entry.description = "edited while a run waits"
+    entry.save()
+    assert schedule_redis.zscore("redbeat::schedule", entry.key) <= now + 5
