@@ -533,7 +533,7 @@ def _overlap_findings(view: EntryView) -> list[Finding]:
     entry = view.entry
     if entry is None or view.last_worker_event is not None or overlap_policy(entry) is Overlap.ALLOW:
         return []
-    return [Finding("overlap-unreported", view.key, f"overlap is {overlap_policy(entry)}, but no worker reported "
+    return [Finding("overlap-inactive", view.key, f"overlap is {overlap_policy(entry)}, but no worker reported "
                     "a run of it: beat cannot tell whether a run goes on, so every slot runs (as with allow). "
                     "Enable imports = ['redbeat.worker'] in the workers (docs/outcomes.rst)", notice=True)]
 

@@ -254,7 +254,7 @@ def test_show_says_which_run_goes_on_and_until_when_it_blocks(redis_url, schedul
 def test_doctor_notes_an_overlap_policy_that_no_worker_reports_runs_for(redis_url, schedule_redis):
     cli(redis_url, "add", "unwatched", "--task", "t.u", "--every", "60", "--option", "overlap=skip")
     findings = json.loads(CliRunner().invoke(redbeat, ["--redis-url", redis_url, "doctor", "--json"]).output)
-    [finding] = [f for f in findings if f["kind"] == "overlap-unreported"]
+    [finding] = [f for f in findings if f["kind"] == "overlap-inactive"]
     assert finding["notice"] and finding["key"] == "redbeat:unwatched" and "as with allow" in finding["explanation"]
 
 
