@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
+from typing import TypeGuard
 
 from .records import RunEvent, RunEventKind
 from .timeformat import iso
@@ -78,13 +79,14 @@ def run_bound(max_run_time: float | None, task_time_limit: float | None, app_tim
     if max_run_time:
         return RunBound(float(max_run_time), BoundSource.ENTRY)
     if _positive(task_time_limit):
-        return RunBound(float(task_time_limit) + TIME_LIMIT_GRACE, BoundSource.TASK)  # type: ignore[arg-type]
+        return RunBound(float(task_time_limit) + TIME_LIMIT_GRACE, BoundSource.TASK)
     if _positive(app_time_limit):
-        return RunBound(float(app_time_limit) + TIME_LIMIT_GRACE, BoundSource.APP)  # type: ignore[arg-type]
+        return RunBound(float(app_time_limit) + TIME_LIMIT_GRACE, BoundSource.APP)
     return RunBound(float(setting), BoundSource.SETTING)
 
 
-def _positive(value: object) -> bool:
+def _positive(value: object) -> TypeGuard[float]:
+    """A time limit that is set: a number above 0 (Celery's are None when unset)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 

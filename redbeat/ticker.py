@@ -209,8 +209,9 @@ class Ticker:
             self.metrics.claims_refused(len(decisions) - len(claimed))
             for decision in claimed:
                 self.metrics.missed(MissedReason.CATCH_UP, decision.missed, decision.record.key_text)
-            self.outcomes.add_skipped(self.store, [outcome for decision in claimed for outcome in decision.skipped])
             self.publish_claimed(claimed, renewed_at)
+            # After publishing: a history line must never hold up the runs claimed.
+            self.outcomes.add_skipped(self.store, [outcome for decision in claimed for outcome in decision.skipped])
             next_scores += [d.score for d in decisions if d.score >= 0]
         if len(batch.records) < self.conf.claim_batch_size and len(decisions) == len(batch.records):
             return self._sleep_until(min(next_scores, default=None))

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from redbeat import RedBeatSchedulerEntry
 from redbeat.cli import redbeat
+from redbeat.client import get_store
 from redbeat.decide import Decider
 from redbeat.decoder import DecodeError, meta_json
 from redbeat.entry import entry_run_bound
@@ -28,7 +29,7 @@ from redbeat.overlap import (
     run_bound,
     settle,
 )
-from redbeat.records import RunEvent, Status
+from redbeat.records import InFlight, Outcome, OutcomeKind, RunEvent, Status
 from redbeat.runs import task_id_for
 from redbeat.store import DueRecord
 from redbeat.validation import check_options
@@ -265,3 +266,29 @@ def test_saving_an_entry_whose_run_waits_keeps_it_due_soon_not_at_its_next_slot(
     entry.description = "edited while a run waits"
     entry.save()
     assert schedule_redis.zscore("redbeat::schedule", entry.key) <= now + 5
+
+
+# -- the Redis part -----------------------------------------------------------------------------
+
+def test_the_tick_reads_worker_events_only_for_due_entries_that_mention_overlap(fake_app):
+    store = get_store(fake_app)
+    client = fake_app.redbeat_redis
+    for name in ("plain", "policy", "silent"):
+        client.lpush(f"redbeat::worker-events:{name}", RunEvent("t", "started", T).to_json())
+    client.delete("redbeat::worker-events:silent")
+    records = [DueRecord(f"redbeat:{name}".encode(), 0.0, definition, None) for name, definition in (
+        ("plain", b'{"task": "t"}'), ("policy", b'{"task": "t", "overlap": "skip"}'),
+        ("silent", b'{"task": "t", "overlap": "skip"}'))]
+    assert set(store.newest_events(records)) == {b"redbeat:policy"}
+    assert store.newest_events(records[:1]) == {}
+
+
+def test_skipped_slots_are_pushed_onto_their_history_capped(fake_app):
+    store = get_store(fake_app)
+    store.conf.history_size = 2
+    skipped = [Outcome(InFlight(f"t-{n}", "redbeat:job", T + n, T, "tok", T), OutcomeKind.MISSED, T + n,
+                       "overlap: busy") for n in range(3)]
+    store.record_skipped(skipped)
+    stored = [json.loads(raw) for raw in fake_app.redbeat_redis.lrange("redbeat::history:job", 0, -1)]
+    assert [(r["task_id"], r["outcome"], r["reason"]) for r in stored] == [("t-2", "missed", "overlap: busy"),
+                                                                           ("t-1", "missed", "overlap: busy")]
