@@ -222,13 +222,13 @@ class Decider:
                       now: float) -> tuple[InFlight, ...]:
         """Runs of ``slots``, each to reach the broker by its starting deadline, and of a
         run-now request made at ``requested`` (no slot, so no deadline)."""
-        planned = [(slot.timestamp(), latest_start(key, slot, policy)) for slot in slots]
+        planned = [(slot.timestamp(), latest_start(key, slot, policy), False) for slot in slots]
         if requested is not None:
-            planned.append((requested, None))
+            planned.append((requested, None, True))
         return tuple(
             InFlight(task_id=task_id_for(key, at), key=key, scheduled=at, claimed_at=now, token=self.token,
-                     retry_at=now + self.lock_timeout, run_now=requested is not None, publish_by=deadline)
-            for at, deadline in planned
+                     retry_at=now + self.lock_timeout, run_now=run_now, publish_by=deadline)
+            for at, deadline, run_now in planned
         )
 
     def drop(self, record: DueRecord) -> Decision:

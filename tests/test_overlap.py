@@ -14,7 +14,7 @@ from redbeat.cli import redbeat
 from redbeat.client import get_store
 from redbeat.decide import Decider
 from redbeat.decoder import DecodeError, meta_json
-from redbeat.entry import entry_run_bound
+from redbeat.entry import definition_digest, entry_run_bound
 from redbeat.keys import KeyNames
 from redbeat.metrics import MissedReason
 from redbeat.overlap import (
@@ -292,3 +292,14 @@ def test_skipped_slots_are_pushed_onto_their_history_capped(fake_app):
     stored = [json.loads(raw) for raw in fake_app.redbeat_redis.lrange("redbeat::history:job", 0, -1)]
     assert [(r["task_id"], r["outcome"], r["reason"]) for r in stored] == [("t-2", "missed", "overlap: busy"),
                                                                            ("t-1", "missed", "overlap: busy")]
+
+
+def test_a_run_now_request_beside_a_waiting_run_publishes_both_each_marked_as_it_is(decider):
+    record = due("buffer_one", LAST)
+    record.status = Status(next_slot=SLOT + timedelta(seconds=60), waiting_slot=SLOT.timestamp(),
+                           last_dispatched_at=LAST.timestamp(),
+                           definition=definition_digest(record.definition)).to_json().encode()
+    record.run_now = str(T - 1).encode()
+    ended = event("succeeded", T - 1).to_json().encode()
+    runs = decider.decide(record, NOW + timedelta(seconds=30), ended).runs
+    assert [(run.scheduled, run.run_now) for run in runs] == [(SLOT.timestamp(), False), (T - 1, True)]
