@@ -13,7 +13,11 @@ from .records import RunEvent, Status
 from .runs import task_id_for
 from .timeformat import iso
 
-__all__ = ["OverlapView", "overlap_view"]
+__all__ = ["OverlapView", "overlap_view", "RUNNING_WORDS"]
+
+# How ``show`` says what was last known of the run that blocks the next (``overlap.Blocker.state``).
+RUNNING_WORDS = {"started": "running since", "retried": "retried (it runs again) since",
+                 "published": "published, not started yet, since"}
 
 
 @dataclass(frozen=True)
@@ -43,8 +47,8 @@ class OverlapView:
         said = [f"{self.policy}; a started run counts as finished after {self.max_run_time:g}s "
                 f"({self.bound_source})"]
         if self.running_task_id is not None:
-            said.append(f"{self.running_state} since {iso(self.running_since)}, counts as finished at "
-                        f"{iso(self.counts_as_finished_at)} (task {self.running_task_id})")
+            said.append(f"{RUNNING_WORDS.get(self.running_state or '', 'running since')} {iso(self.running_since)}, "
+                        f"counts as finished at {iso(self.counts_as_finished_at)} (task {self.running_task_id})")
         if self.waiting_slot is not None:
             said.append(f"1 run waiting (slot {iso(self.waiting_slot)})")
         if not self.reported:

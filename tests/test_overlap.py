@@ -249,7 +249,7 @@ def test_show_says_which_run_goes_on_and_until_when_it_blocks(redis_url, schedul
     running = json.loads(cli(redis_url, "show", "busy", "--json"))["overlap"]["running"]
     assert running["task_id"] == "t-7" and running["state"] == "started"
     assert running["counts_as_finished_at"] == datetime.fromtimestamp(started + 600, UTC).isoformat()
-    assert "started since" in cli(redis_url, "show", "busy")
+    assert "overlap: running since " in cli(redis_url, "show", "busy")
 
 
 def test_doctor_notes_an_overlap_policy_that_no_worker_reports_runs_for(redis_url, schedule_redis):

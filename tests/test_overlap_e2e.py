@@ -112,7 +112,7 @@ def test_a_run_whose_worker_was_killed_stops_blocking_its_entry_after_max_run_ti
     start_beat(beats, "beat")
 
     [first] = wait_for(lambda: executions(record, "orphaned"), timeout=30, message="the first run to start")
-    wait_for(lambda: "started since" in show(schedule_server, "orphaned"), timeout=10, message="show the run")
+    wait_for(lambda: "running since" in show(schedule_server, "orphaned"), timeout=10, message="show the run")
     beats.stop("worker", signal.SIGKILL)  # mid-task: its end is never reported
     text = show(schedule_server, "orphaned")
     assert "counts as finished at" in text and "(the entry's max_run_time)" in text
