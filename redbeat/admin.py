@@ -17,8 +17,9 @@ from redis.exceptions import ResponseError
 
 from . import rollback
 from .client import get_store
-from .entry import RedBeatSchedulerEntry
+from .entry import RedBeatSchedulerEntry, overlap_policy
 from .liveness import fresh_standbys
+from .overlap import Overlap
 from .records import MAX_TIMESTAMP, Heartbeat, InFlight, Parked, RunEvent, RunEventKind, Status, unix_seconds
 from .runstates import STATE_FIELDS, RunState, run_states
 from .schedules import clocked, rrule
@@ -509,7 +510,7 @@ def _schedule_findings(app: Celery, store: ScheduleStore) -> list[Finding]:
         if finding is not None:
             findings.append(finding)
         if view.kind == "hash":
-            findings += _field_findings(view) + _last_run_findings(view)
+            findings += _field_findings(view) + _last_run_findings(view) + _overlap_findings(view)
             risk.add(view.key, view.name, view.score, view.fields)
     findings += _rollback_findings(store, risk, rollback.held(app))
     for key in store.unscheduled_hashes(scheduled):
@@ -528,6 +529,17 @@ def _last_run_findings(view: EntryView) -> list[Finding]:
     where = f" on {event.worker}" if event.worker else ""
     return [Finding("last-run-failed", view.key, f"its last run (task id {event.task_id}) failed{raised}{where} at "
                     f"{iso(unix_seconds(event.at))}: see redbeat show {view.name}", notice=True)]
+
+
+def _overlap_findings(view: EntryView) -> list[Finding]:
+    """A notice when the entry sets an overlap policy but no worker reported any run of it
+    (docs/scheduling.rst): beat cannot tell a run goes on, and runs every slot as ``allow``."""
+    entry = view.entry
+    if entry is None or view.last_worker_event is not None or overlap_policy(entry) is Overlap.ALLOW:
+        return []
+    return [Finding("overlap-inactive", view.key, f"overlap is {overlap_policy(entry)}, but no worker reported "
+                    "a run of it: beat cannot tell whether a run goes on, so every slot runs (as with allow). "
+                    "Enable imports = ['redbeat.worker'] in the workers (docs/outcomes.rst)", notice=True)]
 
 
 def _field_findings(view: EntryView) -> list[Finding]:

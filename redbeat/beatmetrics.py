@@ -51,8 +51,9 @@ class PrometheusBeatMetrics(BeatMetrics):
                                registry=registry)
         self._given_up = Counter("redbeat_runs_given_up", "Runs beat gave up publishing, by failure class.",
                                  ("class",) + per_entry, registry=registry)
-        self._missed = Counter("redbeat_runs_missed", "Runs missed: slots the catch-up policy skipped, and runs "
-                               "whose starting deadline passed while they waited in flight.",
+        self._missed = Counter("redbeat_runs_missed", "Runs missed: slots the catch-up policy skipped, runs "
+                               "whose starting deadline passed while they waited in flight, and slots the overlap "
+                               "policy skipped.",
                                ("reason",) + per_entry, registry=registry)
         self._refused = Counter("redbeat_claims_refused", "Claims refused because the entry or run changed since "
                                 "it was read (another beat claimed it, or it was edited): duplicates avoided.",

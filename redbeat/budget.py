@@ -39,14 +39,17 @@ class DecideBudget:
         self.lock_timeout = lock_timeout
         self._slow_once: set[bytes] = set()  # keys whose last decision took too much CPU
 
-    def decide_batch(self, records: list[DueRecord], now: float, renewed_at: float) -> list[Decision]:
+    def decide_batch(self, records: list[DueRecord], now: float, renewed_at: float,
+                     newest_events: dict[bytes, bytes] | None = None) -> list[Decision]:
         """Decisions for a batch, in order, until ``DECIDE_FRACTION`` of the lock timeout
         passed since it was renewed (``renewed_at``, monotonic): the rest wait for the next batch.
 
         An entry that alone takes more than ``ENTRY_CPU_FRACTION`` of the lock
         timeout (in CPU time, so that a paused process does not count) is
-        parked the second time in a row.
+        parked the second time in a row. ``newest_events``: the newest worker event of the
+        entries that may set an overlap policy, by key.
         """
+        events = newest_events or {}
         now_dt = datetime.fromtimestamp(now, timezone.utc)
         cpu_limit = max(self.lock_timeout * ENTRY_CPU_FRACTION, MIN_ENTRY_CPU)
         decisions: list[Decision] = []
@@ -54,7 +57,7 @@ class DecideBudget:
             if decisions and time.monotonic() - renewed_at > self.lock_timeout * DECIDE_FRACTION:
                 break
             started = time.thread_time()
-            decision = self.decider.decide(record, now_dt)
+            decision = self.decider.decide(record, now_dt, events.get(record.key))
             decisions.append(self._within_cpu(record, decision, time.thread_time() - started, cpu_limit))
         return decisions
 

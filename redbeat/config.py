@@ -17,6 +17,7 @@ from celery import Celery
 from kombu.utils.url import maybe_sanitize_url
 
 from .keys import KeyNames
+from .overlap import DEFAULT_MAX_RUN_TIME, MAX_RUN_TIME
 
 logger = logging.getLogger("celery.beat")
 
@@ -98,6 +99,9 @@ class RedBeatConfig:
         self.catch_up_max: int = self._catch_up_max()
         self.starting_deadline: float | None = self._starting_deadline()
         self.max_in_flight: int = self._max_in_flight()
+        max_run_time = self.either_or("redbeat_max_run_time", None)
+        self.max_run_time: float = DEFAULT_MAX_RUN_TIME if max_run_time is None else float(
+            _number_setting("redbeat_max_run_time", max_run_time, 1, MAX_RUN_TIME))
         history = self.either_or("redbeat_history_size", None)
         self.history_size: int = 20 if history is None else int(
             _number_setting("redbeat_history_size", history, 0, None, whole=True))

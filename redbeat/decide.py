@@ -16,12 +16,13 @@ from celery import Celery
 from celery.utils.log import get_logger
 
 from .decoder import meta_json
-from .entry import RedBeatSchedulerEntry, bounded, definition_digest, score_of
+from .entry import RedBeatSchedulerEntry, bounded, definition_digest, entry_run_bound, overlap_policy, score_of
 from .keys import KeyNames
 from .logfields import log_fields
+from .overlap import WAITING_POLL, Overlap, OverlapPlan, blocker, settle
 from .planning import Plan, Policy, latest_start
 from .printable import printable
-from .records import MAX_TIMESTAMP, NEVER, InFlight, Parked, Status
+from .records import MAX_TIMESTAMP, NEVER, InFlight, Outcome, OutcomeKind, Parked, RunEvent, Status
 from .runs import task_id_for
 from .schedules import crontab
 from .stages import Action, Decision, DueRecord
@@ -108,8 +109,9 @@ class Decider:
         self.lock_timeout = lock_timeout
         self.definitions = Definitions() if definitions is None else definitions
 
-    def decide(self, record: DueRecord, now: datetime) -> Decision:
-        """What to do with one due entry, from its stored state alone."""
+    def decide(self, record: DueRecord, now: datetime, newest_event: bytes | None = None) -> Decision:
+        """What to do with one due entry, from its stored state alone (and the newest event the
+        workers reported of its runs, read only for entries that may set an overlap policy)."""
         if record.kind != "hash":
             return self.drop(record)
         if record.definition is None:
@@ -132,9 +134,9 @@ class Decider:
         # A run-now request is served by the run that is due anyway, if there is one.
         requested = requested_at(record.run_now, now) if record.run_now is not None and not plan.runs else None
         ending = plan.finished and bounded(due.entry)
-        if not plan.runs and requested is None and not plan.missed and not ending:
+        if not plan.runs and requested is None and not plan.missed and not ending and due.old.waiting_slot is None:
             return self.wait(record, due)
-        return self.dispatch(record, due, requested, ending, now)
+        return self.dispatch(record, due, requested, ending, now, newest_event)
 
     def load(self, record: DueRecord, key: str, now: datetime) -> _DecodedEntry:
         """The entry of ``record`` and its plan at ``now``; raises on bad input."""
@@ -158,27 +160,34 @@ class Decider:
         return Decision(record, Action.MOVE, score=score_of(due.plan.fire_at), status=status)
 
     def dispatch(self, record: DueRecord, due: _DecodedEntry, requested: float | None, ending: bool,
-                 now: datetime) -> Decision:
-        """Claim the runs due (or asked for), record the slots missed, and apply
-        ``on_finish`` if the entry is ending."""
+                 now: datetime, newest_event: bytes | None = None) -> Decision:
+        """Claim the runs due (or asked for) that the overlap policy lets start, record the
+        slots missed, and apply ``on_finish`` if the entry is ending."""
         entry, plan, old = due.entry, due.plan, due.old
         now_ts = now.timestamp()
-        runs = self.runs_to_claim(due.key, due.policy, plan.runs, requested, now_ts)
+        settled, skipped = self.overlap(due, newest_event, now_ts)
+        runs = self.runs_to_claim(due.key, due.policy, settled.runs, requested, now_ts)
+        last_missed = max([moment.timestamp() for moment in ([plan.last_missed] if plan.last_missed else [])]
+                          + [outcome.run.scheduled for outcome in skipped], default=old.last_missed_at)
         status = old.to_json(
             next_slot=plan.next_slot,
             definition=due.digest,
             last_dispatched_at=now_ts if runs else old.last_dispatched_at,
-            missed=old.missed + plan.missed,
-            last_missed_at=plan.last_missed.timestamp() if plan.last_missed else old.last_missed_at,
+            missed=old.missed + plan.missed + len(skipped),
+            last_missed_at=last_missed,
+            waiting_slot=settled.waiting.timestamp() if settled.waiting is not None else None,
         )
         if plan.missed:
             logger.warning("beat: %s missed %d slot(s) (catch-up %s)", printable(entry.name), plan.missed,
                            printable(due.policy.catch_up),
                            extra=log_fields(entry, key=due.key, now=now_ts, count=plan.missed,
                                             slot=plan.last_missed.timestamp() if plan.last_missed else None))
-        meta = meta_json(plan.runs[-1] if plan.runs else entry.last_run_at, entry.total_run_count + len(runs))
+        meta = meta_json(max(settled.runs) if settled.runs else entry.last_run_at, entry.total_run_count + len(runs))
+        score = score_of(plan.fire_at)
+        if settled.waiting is not None:
+            score = now_ts + WAITING_POLL if score < 0 else min(score, now_ts + WAITING_POLL)
         definition = None
-        if ending:
+        if ending and settled.waiting is None:
             # Its last slot ran now, or it ended without one (a run-now took
             # its last run, its end_at passed): on_finish applies either way.
             if due.policy.on_finish == "delete" and not runs:
@@ -187,22 +196,39 @@ class Decider:
             if due.policy.on_finish == "disable":
                 entry.enabled = False  # done: kept, with its history, for people to see
                 definition = entry.definition_json()
-        return Decision(record, Action.RUN if runs else Action.MOVE, score=score_of(plan.fire_at), meta=meta,
-                        status=status, definition=definition, runs=runs, missed=plan.missed, entry=entry)
+        return Decision(record, Action.RUN if runs else Action.MOVE, score=score, meta=meta,
+                        status=status, definition=definition, runs=runs, missed=plan.missed, entry=entry,
+                        skipped=skipped)
+
+    def overlap(self, due: _DecodedEntry, newest_event: bytes | None, now: float) -> tuple[OverlapPlan,
+                                                                                         tuple[Outcome, ...]]:
+        """The slots due (and the one waiting, if any) as the entry's overlap policy settles
+        them, with the history records of those it skipped."""
+        entry, old = due.entry, due.old
+        waiting = None if old.waiting_slot is None else datetime.fromtimestamp(old.waiting_slot, timezone.utc)
+        policy = overlap_policy(entry)
+        if policy is Overlap.ALLOW:
+            return settle(policy, None, waiting, due.plan.runs), ()
+        busy = blocker(_event(newest_event), None if entry.last_run_at is None else task_id_for(
+            due.key, entry.last_run_at.timestamp()), old.last_dispatched_at, entry_run_bound(entry), now)
+        settled = settle(policy, busy, waiting, due.plan.runs)
+        reason = busy.reason() if busy is not None else ""
+        return settled, tuple(
+            Outcome(InFlight(task_id_for(due.key, at), due.key, at, now, self.token, now), OutcomeKind.MISSED, now,
+                    reason)
+            for at in (slot.timestamp() for slot in settled.skipped))
 
     def runs_to_claim(self, key: str, policy: Policy, slots: list[datetime], requested: float | None,
                       now: float) -> tuple[InFlight, ...]:
-        """Runs of ``slots``, each to reach the broker by its starting deadline, or of a
+        """Runs of ``slots``, each to reach the broker by its starting deadline, and of a
         run-now request made at ``requested`` (no slot, so no deadline)."""
-        planned: list[tuple[float, float | None]]
+        planned = [(slot.timestamp(), latest_start(key, slot, policy), False) for slot in slots]
         if requested is not None:
-            planned = [(requested, None)]
-        else:
-            planned = [(slot.timestamp(), latest_start(key, slot, policy)) for slot in slots]
+            planned.append((requested, None, True))
         return tuple(
             InFlight(task_id=task_id_for(key, at), key=key, scheduled=at, claimed_at=now, token=self.token,
-                     retry_at=now + self.lock_timeout, run_now=requested is not None, publish_by=deadline)
-            for at, deadline in planned
+                     retry_at=now + self.lock_timeout, run_now=run_now, publish_by=deadline)
+            for at, deadline, run_now in planned
         )
 
     def drop(self, record: DueRecord) -> Decision:
@@ -232,6 +258,17 @@ class Decider:
             printable(record.key_text), printable(reason), extra=log_fields(key=record.key_text),
         )
         return Decision(record, Action.PARK, score=NEVER, reason=Parked(reason, time.time()).to_json())
+
+
+def _event(raw: bytes | None) -> RunEvent | None:
+    """The newest worker event as read; one that cannot be read counts as none (a worker of a
+    newer RedBeat, or another program, may have written it)."""
+    if raw is None:
+        return None
+    try:
+        return RunEvent.from_json(raw)
+    except ValueError:
+        return None
 
 
 def requested_at(raw: bytes, now: datetime) -> float:

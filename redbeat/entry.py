@@ -16,6 +16,7 @@ from .client import get_store
 from .config import catch_up_limit, ensure_conf, no_deadline
 from .decoder import DecodeError, dumps, meta_json, to_timestamp
 from .entrywrites import EntryWrite, StoredFields
+from .overlap import Overlap, RunBound, run_bound
 from .planning import Plan, Policy, plan_runs, upcoming
 from .records import NEVER, Meta, Status, decode_json
 from .schedules import answering_as_beat, clocked
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 
 # The definition's fields and its checks live in ``validation``; the names stay importable from here.
 __all__ = ["RedBeatSchedulerEntry", "EntryNotFoundError", "score_of", "bounded", "next_score", "write_over",
+           "overlap_policy", "entry_run_bound",
            "DEFINITION_FIELDS", "OPTION_FIELDS", "PROTOCOL_HEADERS", "RESERVED_HEADERS", "RESERVED_OPTIONS",
            "reserved_options", "without_reserved"]
 
@@ -93,6 +95,8 @@ class RedBeatSchedulerEntry(ScheduleEntry):
         max_runs: int | None = None,
         on_finish: str | None = None,
         jitter: float | None = None,
+        overlap: str | None = None,
+        max_run_time: float | None = None,
         description: str | None = None,
         next_slot: datetime | None = None,
         **clsargs: Any,
@@ -119,6 +123,8 @@ class RedBeatSchedulerEntry(ScheduleEntry):
         self.max_runs = None if max_runs == -1 else max_runs  # -1, like None, means no limit
         self.on_finish = on_finish
         self.jitter = jitter
+        self.overlap = overlap
+        self.max_run_time = max_run_time
         self.description = description
         # The slot beat recorded as next (``status``), so skipped slots stay skipped.
         self.next_slot = next_slot
@@ -391,6 +397,10 @@ def write_over(entry: RedBeatSchedulerEntry, stored: StoredFields | None, defini
     try:
         as_stored = entry.from_stored(definition, stored.meta, app=entry.app, key=entry.key, status=stored.status)
         score = next_score(as_stored)
+        if as_stored.enabled and Status.from_json(stored.status).waiting_slot is not None:
+            # A run waits for the previous one to finish (overlap buffer_one): beat looks at it
+            # again soon, as it did before this write, not at the entry's next slot.
+            score = as_stored._default_now().timestamp()
     except Exception:  # any bad stored field must cost this score, never the save
         return EntryWrite(entry.key, definition, stored.meta, 0.0)
     entry.last_run_at, entry.total_run_count = as_stored.last_run_at, as_stored.total_run_count
@@ -410,6 +420,20 @@ def _save_in_chunks(store: ScheduleStore, entries: Iterable[RedBeatSchedulerEntr
                                   for entry, definition, fields in zip(chunk, definitions, stored)],
                                  chunk=SAVE_CHUNK)
     return count
+
+
+def overlap_policy(entry: RedBeatSchedulerEntry) -> Overlap:
+    """What a slot of ``entry`` does while its previous run has not finished (docs/scheduling.rst)."""
+    return Overlap(entry.overlap or Overlap.ALLOW)
+
+
+def entry_run_bound(entry: RedBeatSchedulerEntry) -> RunBound:
+    """After how long a started run of ``entry`` with no end counts as finished, and why: its
+    ``max_run_time``, else its task's hard time limit (as its app knows the task) plus a grace,
+    else ``redbeat_max_run_time``."""
+    task = entry.app.tasks.get(entry.task) if entry.task else None
+    return run_bound(entry.max_run_time, getattr(task, "time_limit", None), entry.app.conf.task_time_limit,
+                     ensure_conf(entry.app).max_run_time)
 
 
 def bounded(entry: RedBeatSchedulerEntry) -> bool:

@@ -11,7 +11,10 @@ from typing import Any
 from celery import Celery
 
 from . import admin
+from .client import get_store
 from .entry import RedBeatSchedulerEntry
+from .overlapview import OverlapView, overlap_view
+from .records import Status
 
 __all__ = ["EntryDetails", "entry_details", "json_or_text", "preview"]
 
@@ -41,6 +44,8 @@ class EntryDetails:
     history: list[Any] = field(default_factory=list)
     history_error: str | None = None
     events_error: str | None = None
+    now: float = 0.0  # Redis's clock when read: beat's, for "in 5m" and "2h ago"
+    overlap: OverlapView | None = None  # its overlap policy at work, for an entry that can be read
 
     @property
     def missing(self) -> bool:
@@ -62,6 +67,10 @@ def entry_details(app: Celery, name: str, runs: int = 5) -> EntryDetails:
     details.history = admin.with_run_states(history, states)
     details.events_error = wrong_events.explanation() if wrong_events else None
     details.summary = view.summary(admin.in_flight_counts(app)[view.key])
+    details.now = get_store(app).time()
+    if view.entry is not None:
+        details.overlap = overlap_view(view.entry, Status.from_json(view.fields.get("status")),
+                                       view.last_worker_event, details.now)
     return details
 
 

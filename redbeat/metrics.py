@@ -22,17 +22,20 @@ class MissedReason:
     CATCH_UP = "catch-up"  # slots the entry's catch-up policy skipped, or runs in flight it superseded
     DEADLINE = "deadline"  # runs whose starting deadline passed while they waited in flight
     UNREADABLE = "unreadable"  # runs in flight of an entry that can no longer be read
-    ALL = (CATCH_UP, DEADLINE, UNREADABLE)
+    OVERLAP = "overlap"  # slots the entry's overlap policy skipped: its previous run had not finished
+    ALL = (CATCH_UP, DEADLINE, UNREADABLE, OVERLAP)
 
     @classmethod
     def of(cls, reason: str | None) -> str:
         """The label of a missed run's history reason (``publisher.DEADLINE_PASSED``, the
-        catch-up texts of ``recovery``, or why its entry cannot be read)."""
+        catch-up texts of ``recovery``, why its entry cannot be read, ``overlap.Blocker.reason``)."""
         text = reason or ""
         if text.startswith("catch_up"):
             return cls.CATCH_UP
         if text.startswith("its entry cannot be read"):
             return cls.UNREADABLE
+        if text.startswith("overlap"):
+            return cls.OVERLAP
         return cls.DEADLINE
 
 

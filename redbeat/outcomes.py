@@ -87,6 +87,22 @@ class Outcomes:
             counts.missed += 1
             counts.last_missed_at = max(counts.last_missed_at, outcome.run.scheduled)
 
+    def add_skipped(self, store: ScheduleStore, skipped: list[Outcome]) -> None:
+        """Slots an overlap policy skipped (counted in their entries' status by the claim):
+        written in their history at once (they were never in flight), counted in metrics,
+        and logged in one line per entry."""
+        if not skipped:
+            return
+        store.record_skipped(skipped)
+        groups: dict[str, list[Outcome]] = {}
+        for outcome in skipped:
+            groups.setdefault(outcome.run.key, []).append(outcome)
+        for key, outcomes in groups.items():
+            self.metrics.missed(MissedReason.OVERLAP, len(outcomes), key)
+            logger.warning("beat: %s skipped %d slot(s): %s", printable(key), len(outcomes),
+                           printable(outcomes[-1].reason or ""),
+                           extra=runs_fields([outcome.run for outcome in outcomes], now=outcomes[-1].when))
+
     def add_given_up(self, given_up: list[tuple[Outcome, str]]) -> None:
         """Runs beat gave up publishing, each with the class of its failure: recorded in their
         history like missed runs, counted in their entries' status (``given_up``,

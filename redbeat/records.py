@@ -171,6 +171,8 @@ class Status:
     given_up: int = 0
     last_failure: LastFailure | None = None
     missed_in_flight: int = 0
+    # The slot of a run waiting for the entry's previous run to finish (overlap buffer_one).
+    waiting_slot: float | None = None
 
     def to_json(self, **changes: Any) -> str:
         """The record, with ``changes`` (field names and new values) applied; None fields are left out,
@@ -178,7 +180,8 @@ class Status:
         fields: dict[str, Any] = {"next_slot": self.next_slot, "last_dispatched_at": self.last_dispatched_at,
                                   "missed": self.missed, "last_missed_at": self.last_missed_at,
                                   "definition": self.definition, "given_up": self.given_up,
-                                  "last_failure": self.last_failure, "missed_in_flight": self.missed_in_flight}
+                                  "last_failure": self.last_failure, "missed_in_flight": self.missed_in_flight,
+                                  "waiting_slot": self.waiting_slot}
         fields.update(changes)
         if fields["next_slot"] is not None:
             fields["next_slot"] = to_timestamp(fields["next_slot"])
@@ -207,6 +210,7 @@ class Status:
                 given_up=int(fields.get("given_up") or 0),
                 last_failure=LastFailure.from_json_object(fields.get("last_failure")),
                 missed_in_flight=int(fields.get("missed_in_flight") or 0),
+                waiting_slot=_checked_seconds(fields.get("waiting_slot")),
             )
         except (ValueError, TypeError, AttributeError, OverflowError, OSError, RecursionError):
             return cls()

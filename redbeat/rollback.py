@@ -50,6 +50,8 @@ REDBEAT_OPTIONS = {
     "max_runs": "2.x runs it without a limit",
     "on_finish": "2.x runs it without a limit",
     "jitter": "2.x runs it on its exact slots",
+    "overlap": "2.x runs every slot, even while the previous run goes on",
+    "max_run_time": "2.x does not wait for runs to finish",
     "description": "2.x has no description (kept for RedBeat)",
 }
 SCHEDULES_2X = ("interval", "crontab", "rrule")

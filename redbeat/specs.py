@@ -223,7 +223,7 @@ def moment_from_text(text: str, zone: tzinfo) -> datetime:
 
 
 # Definition fields whose value is text: a bare word is taken as that text.
-TEXT_FIELDS = ("task", "description", "catch_up", "on_finish")
+TEXT_FIELDS = ("task", "description", "catch_up", "on_finish", "overlap")
 
 
 def json_from_text(text: str, what: str) -> Any:
@@ -252,6 +252,7 @@ def value_from_text(field: str, text: str) -> Any:
 
 _EXAMPLES = {"args": "'[1, 2]'", "kwargs": "'{\"x\": 1}'", "options": "'{\"queue\": \"reports\"}'",
              "enabled": "true", "max_runs": "3", "catch_up_max": "10", "jitter": "30", "starting_deadline": "60",
+             "max_run_time": "600",
              "start_at": "'{\"__type__\": \"datetime\", ...}'", "end_at": "'{\"__type__\": \"datetime\", ...}'",
              "schedule": "'{\"__type__\": \"interval\", \"every\": 60}'"}
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, NamedTuple
 
-from .records import NEVER, InFlight
+from .records import NEVER, InFlight, Outcome
 
 __all__ = ["Action", "DueRecord", "DueBatch", "Decision", "PublishStop", "SentBatch", "text"]
 
@@ -87,6 +87,7 @@ class Decision:
     reason: str | None = None
     runs: tuple[InFlight, ...] = ()
     missed: int = 0  # slots its catch-up policy skipped (counted in its status; for metrics)
+    skipped: tuple[Outcome, ...] = ()  # slots its overlap policy skipped (counted in its status; for its history)
     entry: Any = None  # the decoded entry, for publishing its runs; not stored
 
 

@@ -26,7 +26,8 @@ method that runs them:
 - ``entrywrites.EntryWrites``: saving, editing and deleting entries;
 - ``standbys.Standbys``: the check-ins of beats standing by;
 - ``queries.ScheduleQueries``: what the command line and ``admin`` read;
-- ``workerevents.WorkerEvents``: what workers report of runs, and its reads.
+- ``workerevents.WorkerEvents``: what workers report of runs, and its reads;
+- ``overlapstore.OverlapStore``: what the overlap policies read and write.
 
 ``lua`` holds what the scripts share, ``storepart`` what the parts share.
 """
@@ -37,6 +38,7 @@ from .claims import Claims
 from .due import ON_TIME_WINDOW, DueReads
 from .entrywrites import EntryWrites
 from .lua import WRONG_TYPE
+from .overlapstore import OverlapStore
 from .queries import ScheduleQueries
 from .records import NEVER, Outcome
 from .stages import Decision, DueBatch, DueRecord, text
@@ -50,5 +52,5 @@ __all__ = ["ScheduleStore", "DueRecord", "Decision", "DueBatch", "Outcome", "NEV
            "WRONG_TYPE", "ON_TIME_WINDOW"]
 
 
-class ScheduleStore(DueReads, Claims, Statuses, Standbys, EntryWrites, ScheduleQueries, WorkerEvents):
+class ScheduleStore(DueReads, Claims, Statuses, Standbys, EntryWrites, ScheduleQueries, WorkerEvents, OverlapStore):
     """Reads and writes one app's schedule in Redis: every part of the store, on one client."""

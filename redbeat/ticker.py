@@ -198,7 +198,10 @@ class Ticker:
             next_scores.append(now + 1.0)  # runs waiting for a retry: look again soon
         if self.pause.paused(batch.in_flight, now):
             return self._sleep_until(min(next_scores))
-        decisions = self.on_finish.hold_deletes(self.budget.decide_batch(batch.records, now, renewed_at))
+        # The newest worker event of the entries that may set an overlap policy: one round trip, if any.
+        newest_events = self.store.newest_events(batch.records)
+        decisions = self.on_finish.hold_deletes(self.budget.decide_batch(batch.records, now, renewed_at,
+                                                                         newest_events))
         if decisions:
             claimed = self.store.claim(decisions, self.lock)
             if claimed is None:
@@ -207,6 +210,8 @@ class Ticker:
             for decision in claimed:
                 self.metrics.missed(MissedReason.CATCH_UP, decision.missed, decision.record.key_text)
             self.publish_claimed(claimed, renewed_at)
+            # After publishing: a history line must never hold up the runs claimed.
+            self.outcomes.add_skipped(self.store, [outcome for decision in claimed for outcome in decision.skipped])
             next_scores += [d.score for d in decisions if d.score >= 0]
         if len(batch.records) < self.conf.claim_batch_size and len(decisions) == len(batch.records):
             return self._sleep_until(min(next_scores, default=None))

@@ -23,6 +23,7 @@ from celery.schedules import BaseSchedule
 
 from .config import MAX_CATCH_UP, NO_LIMIT, number_problem
 from .decoder import MAX_INTERVAL, MIN_INTERVAL, DecodeError, to_timestamp
+from .overlap import MAX_RUN_TIME, OVERLAP_POLICIES
 from .planning import CATCH_UP_POLICIES, ON_FINISH_ACTIONS
 from .records import MAX_TIMESTAMP
 from .suggestions import did_you_mean
@@ -36,7 +37,7 @@ __all__ = ["DEFINITION_FIELDS", "OPTION_FIELDS", "PROTOCOL_HEADERS", "RESERVED_H
 # Scheduling options (RedBeat 3): optional definition fields, written only when
 # set, because celery-redbeat 2.x refuses definitions with fields it does not know.
 OPTION_FIELDS = ("catch_up", "catch_up_max", "starting_deadline", "start_at", "end_at", "max_runs",
-                 "on_finish", "jitter")
+                 "on_finish", "jitter", "overlap", "max_run_time")
 # Free text about an entry, for people (shown and searched by the command line and the
 # dashboard); RedBeat's own, so written only when set, like the options.
 DESCRIPTION_FIELD = "description"
@@ -144,7 +145,8 @@ def check_options(fields: dict) -> None:
     everywhere (the setting, or no limit); -1 for ``catch_up_max``,
     ``max_runs`` and ``starting_deadline``; 0 for ``starting_deadline`` and
     ``jitter``. Refused as ambiguous: ``max_runs`` 0 (never, or no limit?),
-    ``catch_up`` true or false (which policy?), a negative ``jitter``.
+    ``catch_up`` true or false (which policy?), a negative ``jitter``, a
+    ``max_run_time`` of 0 (a run that counts as finished as it starts blocks nothing).
     """
     if fields.keys().isdisjoint(OPTION_FIELDS):
         return  # most entries set none: spare beat's hot path the checks
@@ -162,6 +164,7 @@ def check_options(fields: dict) -> None:
     _check_number(fields, "starting_deadline", 0, None,
                   words="a number of seconds, at least 0 (-1, 0 or null: no deadline of its own)", minus_one=True)
     _check_number(fields, "jitter", 0, MAX_JITTER)
+    _check_overlap(fields)
     for name in ("start_at", "end_at"):
         _expect(fields, name, datetime, "a datetime object")
         if fields.get(name) is not None and not 0 <= _seconds_of(fields[name]) < MAX_TIMESTAMP:
@@ -169,6 +172,17 @@ def check_options(fields: dict) -> None:
     start_at, end_at = fields.get("start_at"), fields.get("end_at")
     if start_at is not None and end_at is not None and end_at < start_at:
         raise DecodeError("definition field 'end_at' must not be before 'start_at'")
+
+
+def _check_overlap(fields: dict) -> None:
+    """Refuse an ``overlap`` policy RedBeat does not know, and a ``max_run_time`` that is no
+    number of seconds above 0 (a run that counts as finished as it starts would block nothing)."""
+    if fields.get("overlap") is not None and fields["overlap"] not in OVERLAP_POLICIES:
+        raise DecodeError(f"definition field 'overlap' must be one of {', '.join(OVERLAP_POLICIES)}")
+    value = fields.get("max_run_time")
+    if value is not None and (number_problem(value, 0, MAX_RUN_TIME) or value == 0):
+        raise DecodeError(f"definition field 'max_run_time' must be a number of seconds, more than 0 and at most "
+                          f"{MAX_RUN_TIME:g} (null: from the task's time limit), not {reprlib.repr(value)}")
 
 
 def _check_number(fields: dict, name: str, low: float, high: float | None, whole: bool = False,

@@ -60,3 +60,12 @@ def record_slowly(label: str, seconds: float) -> None:
     """Records that it started, then takes ``seconds``: a run still running when it is delivered again."""
     redis.Redis.from_url(os.environ["E2E_RECORD_URL"]).rpush("e2e:ran", label)
     time.sleep(seconds)
+
+
+@app.task(bind=True)
+def slow(self, label: str, seconds: float) -> None:
+    """Runs ``seconds``: each execution's start and end go onto ``e2e:slow`` (tests/test_overlap_e2e.py)."""
+    ran = redis.Redis.from_url(os.environ["E2E_RECORD_URL"])
+    ran.rpush("e2e:slow", json.dumps({"label": label, "id": self.request.id, "start": time.time()}))
+    time.sleep(seconds)  # the task's own work: being slower than its entry's interval
+    ran.rpush("e2e:slow", json.dumps({"label": label, "id": self.request.id, "end": time.time()}))

@@ -143,7 +143,7 @@ def test_a_value_neither_json_nor_text_shows_both_forms(run, schedule_redis):
     store_raw(schedule_redis)
     error = run("edit", "raw", "args", "oops").one_line_error(2)
     assert "'args' takes a JSON value, such as '[1, 2]'; a bare word is taken as text only for task, " \
-           "description, catch_up, on_finish; not 'oops'" in error
+           "description, catch_up, on_finish, overlap; not 'oops'" in error
 
 
 def test_a_bad_bare_word_gets_the_valid_choices(run, schedule_redis):

@@ -969,8 +969,8 @@ def key_turns_into_a_string(app):
     budget = scheduler.ticker.budget
     decide_batch = budget.decide_batch
 
-    def then_b_turns_into_a_string(records, now, renewed_at):
-        decisions = decide_batch(records, now, renewed_at)
+    def then_b_turns_into_a_string(records, now, renewed_at, *newest_events):
+        decisions = decide_batch(records, now, renewed_at, *newest_events)
         client = scheduler.store.client
         if client.type("redbeat:b") == b"hash":
             client.delete("redbeat:b")

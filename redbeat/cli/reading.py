@@ -13,6 +13,7 @@ import click
 from .. import admin
 from ..client import get_store
 from ..entrydetails import entry_details
+from ..overlapview import OverlapView
 from ..printable import printable
 from ..records import unix_seconds
 from ..timeformat import iso_and_relative, with_iso_times
@@ -120,13 +121,14 @@ def show(tool: Tool, name: str, as_json: bool) -> None:
     history, history_error, events_error = details.history, details.history_error, details.events_error
     preview = [{"slot": run["slot"].isoformat(), "fire_at": run["fire_at"].isoformat(),
                 "local": run["local"].isoformat()} for run in runs]
+    now, overlap = details.now, details.overlap
     if as_json:
-        emit({**summary, "fields": fields, "next_runs": preview, "preview_error": preview_error,
+        emit({**summary, "overlap": None if overlap is None else overlap.as_json(), "fields": fields,
+              "next_runs": preview, "preview_error": preview_error,
               "history": with_iso_times(history), "history_error": history_error,
               "worker_events_error": events_error})
         return
-    now = get_store(tool.app).time()  # beat's clock, for "in 5m" and "2h ago"
-    _print_entry(view, summary, fields, now)
+    _print_entry(view, summary, fields, now, overlap)
     _print_runs(runs, preview_error, history, history_error, now)
     if events_error:
         click.secho(f"\nworker events: {printable(events_error)}", fg="red")
@@ -138,7 +140,8 @@ SHOWN = ("name", "key", "task", "description", "schedule", "enabled", "next_run"
 MOMENTS = ("next_run", "last_run", "last_dispatched")
 
 
-def _print_entry(view: admin.EntryView, summary: dict, fields: dict, now: float) -> None:
+def _print_entry(view: admin.EntryView, summary: dict, fields: dict, now: float,
+                 overlap: OverlapView | None = None) -> None:
     def said(label: str, value: Any) -> str:
         return _moment(value, now) if label in MOMENTS else printable(value)
     for label in SHOWN:
@@ -149,6 +152,8 @@ def _print_entry(view: admin.EntryView, summary: dict, fields: dict, now: float)
     if summary["last_run_state"] is not None:
         click.echo(f"{'last_run_state':>16}: {printable(_last_run_state_words(summary))} (reported "
                    f"{_moment(summary['last_run_reported'], now)})")
+    for line in overlap.lines() if overlap is not None else []:
+        click.echo(f"{'overlap':>16}: {printable(line)}")
     failure = summary["last_failure"]
     if failure is not None:
         click.secho(f"{'last_failure':>16}: {printable(failure['reason'])} (given up at "
