@@ -1,0 +1,36 @@
+"""Debian's headless chromium driven through its own chromedriver, for the dashboard's browser
+tests and its screenshots (tests/test_dashboard_browser.py). The driver and the binary are named
+explicitly, so selenium-manager never looks for a driver on the network."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+WINDOW = (1280, 800)
+
+
+def missing() -> str | None:
+    """What is missing to drive a browser, in words; None when nothing is."""
+    absent = [str(path) for path in (CHROMIUM, CHROMEDRIVER) if not path.exists()]
+    return f"{' and '.join(absent)} not installed (./run.sh test installs them)" if absent else None
+
+
+def start_browser():  # -> selenium.webdriver.Chrome (selenium is imported only when a browser is wanted)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    options.add_argument("--headless=new")
+    options.add_argument(f"--window-size={WINDOW[0]},{WINDOW[1]}")
+    # In a container, as root, chromium's sandbox cannot start and /dev/shm is small.
+    if os.geteuid() == 0:
+        options.add_argument("--no-sandbox")
+    options.add_argument("--disable-dev-shm-usage")
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(20)
+    driver.set_script_timeout(10)
+    return driver

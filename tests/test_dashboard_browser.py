@@ -1,0 +1,201 @@
+"""The dashboard (docs/web.rst) in a real headless browser: Debian's chromium through its
+chromedriver, against a real redis-server, a real beat, a real worker and a real
+``celery -A e2e_app redbeat web`` (tests/dashboard_stack.py). Every wait is bounded, for a
+condition. The screenshots in docs/images/ are taken here too, only when asked
+(``REDBEAT_SCREENSHOTS=1``, or ``./run.sh screenshots``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+
+pytest.importorskip("starlette")
+
+import browser  # noqa: E402
+from conftest import ROOT, wait_for  # noqa: E402
+from dashboard_stack import Stack, running_stack  # noqa: E402
+
+pytestmark = pytest.mark.e2e
+
+WAIT = 20  # seconds: the longest any condition here is waited for
+SCRIPT_NAME = "<script>alert(1)</script>"
+IMG_NAME = '<img src=x onerror="window.injected=1">'
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """One headless chromium for the session, quit at the end. Missing, the tests skip, but not in
+    CI (the variable CI set), where ./run.sh installs it: there a missing browser fails them."""
+    why = browser.missing()
+    if why:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI: {why}")
+        pytest.skip(why)
+    driver = browser.start_browser()
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), str(ROOT / "tests"), env.get("PYTHONPATH")]))
+    env.pop("CELERY_CONFIG_MODULE", None)
+    with running_stack(tmp_path_factory.mktemp("dashboard"), env) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def dashboard(stack: Stack) -> str:
+    return stack.start_web("web")
+
+
+def until(driver, condition, message: str, timeout: float = WAIT):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(condition, message)
+
+
+def css(driver, selector: str) -> list:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_elements(By.CSS_SELECTOR, selector)
+
+
+def redis_cli(stack: Stack, *command: str) -> None:
+    """A command sent by redis-cli itself, as someone without Python would write an entry."""
+    exe = shutil.which("redis-cli")
+    assert exe, "redis-cli is not installed: run the tests through ./run.sh test"
+    subprocess.run([exe, "-p", str(stack.server.port), "-n", "0", *command], check=True, timeout=10,
+                   stdout=subprocess.DEVNULL)
+
+
+def raw_entry(stack: Stack, name: str, every: float, label: str | None = None, score: float = 0, **fields) -> None:
+    definition = {"name": name, "task": "e2e_app.record", "args": [label or name],
+                  "schedule": {"__type__": "interval", "every": every}, **fields}
+    stack.schedule.hset(f"redbeat:{name}", "definition", json.dumps(definition))
+    stack.schedule.zadd("redbeat::schedule", {f"redbeat:{name}": score})
+
+
+def open_entry(driver, dashboard: str, name: str) -> None:
+    from urllib.parse import quote
+
+    driver.get(f"{dashboard}entry?name={quote(name)}")
+    until(driver, lambda d: css(d, "h1#entry"), f"the entry page of {name}")
+
+
+def test_the_overview_shows_the_active_beat_s_host_and_pid(chromium, stack, dashboard):
+    chromium.get(dashboard)
+    pid = str(stack.processes.started["beat"].pid)
+    until(chromium, lambda d: css(d, "#beat-pid") and css(d, "#beat-pid")[0].text == pid, "the beat's pid")
+    assert css(chromium, "#beat-host")[0].text == socket.gethostname()
+    assert css(chromium, "body")[0].get_attribute("data-page") == "overview"
+    assert css(chromium, "#health")[0].get_attribute("data-health") in ("healthy", "degraded")
+
+
+def test_an_entry_written_with_redis_cli_appears_in_the_open_schedule_page(chromium, stack, dashboard):
+    chromium.get(dashboard + "schedule")
+    until(chromium, lambda d: css(d, "table#entries"), "the schedule page")
+    assert not css(chromium, 'tr.entry-row[data-name="from-redis-cli"]')
+    definition = json.dumps({"name": "from-redis-cli", "task": "e2e_app.record", "args": ["from-redis-cli"],
+                             "schedule": {"__type__": "interval", "every": 3600}})
+    redis_cli(stack, "HSET", "redbeat:from-redis-cli", "definition", definition)
+    redis_cli(stack, "ZADD", "redbeat::schedule", "0", "redbeat:from-redis-cli")
+    # No reload: the page's own polling (every 5 s) brings the row.
+    row = until(chromium, lambda d: css(d, 'tr.entry-row[data-name="from-redis-cli"]'), "the new row")[0]
+    assert row.find_element("css selector", "td.task").text == "e2e_app.record"
+    wait_for(lambda: stack.runs("from-redis-cli"), timeout=WAIT, message="beat to run the new entry")
+
+
+def test_pausing_from_the_entry_page_stops_its_runs_at_the_beat(chromium, stack, dashboard):
+    raw_entry(stack, "paused-by-page", every=1)
+    wait_for(lambda: stack.runs("paused-by-page") >= 2, timeout=WAIT, message="two runs before the pause")
+    open_entry(chromium, dashboard, "paused-by-page")
+    css(chromium, "#action-pause")[0].click()
+    until(chromium, lambda d: css(d, "#said") and "paused" in css(d, "#said")[0].text, "the page to say paused")
+    at_pause = stack.runs("paused-by-page")
+    assert json.loads(stack.schedule.hget("redbeat:paused-by-page", "definition"))["enabled"] is False
+
+    # Beat and the worker keep running the static entry (every second) meanwhile: a run of the paused
+    # entry claimed before the click may still land, none after it.
+    def static_runs_past(count: int) -> int:
+        target = stack.runs("static") + count
+        wait_for(lambda: stack.runs("static") >= target, timeout=WAIT, message=f"{count} more static runs")
+        return stack.runs("paused-by-page")
+
+    settled = static_runs_past(3)
+    assert settled <= at_pause + 1
+    assert static_runs_past(3) == settled
+    open_entry(chromium, dashboard, "paused-by-page")
+    assert css(chromium, "h1#entry")[0].get_attribute("data-state") == "paused"
+
+
+def test_run_now_from_the_entry_page_makes_the_worker_run_it(chromium, stack, dashboard):
+    yearly = {"__type__": "crontab", "minute": "0", "hour": "0", "day_of_month": "1", "month_of_year": "1"}
+    raw_entry(stack, "run-by-page", every=0, score=time.time() + 86400, schedule=yearly)
+    open_entry(chromium, dashboard, "run-by-page")
+    assert stack.runs("run-by-page") == 0
+    css(chromium, "#action-run-now")[0].click()
+    until(chromium, lambda d: css(d, "#said") and "will run at beat's next tick" in css(d, "#said")[0].text,
+          "the page to say it will run")
+    wait_for(lambda: stack.runs("run-by-page") == 1, timeout=WAIT, message="the worker to run it")
+    open_entry(chromium, dashboard, "run-by-page")
+    until(chromium, lambda d: css(d, "table#history tr.run[data-task-id]") or chromium.refresh(),
+          "the run in the entry's history")
+
+
+def test_an_entry_named_like_html_shows_as_text_and_runs_nothing(chromium, stack, dashboard):
+    for name in (SCRIPT_NAME, IMG_NAME):
+        raw_entry(stack, name, every=3600, label="html", score=time.time() + 3600)
+    chromium.get(dashboard + "schedule?sort=name")
+    names = until(chromium, lambda d: [a.text for a in css(d, "tr.entry-row td.name a")
+                                       if a.text in (SCRIPT_NAME, IMG_NAME)], "the rows named like HTML")
+    assert sorted(names) == sorted([SCRIPT_NAME, IMG_NAME])
+    for name in (SCRIPT_NAME, IMG_NAME):
+        open_entry(chromium, dashboard, name)
+        assert css(chromium, "h1#entry")[0].get_attribute("data-name") == name
+        assert name in css(chromium, "h1#entry")[0].text
+        assert not css(chromium, "#live img, h1 img, td img, script:not([src])")
+        assert chromium.execute_script("return window.injected === undefined")
+    from selenium.common.exceptions import NoAlertPresentException
+
+    with pytest.raises(NoAlertPresentException):
+        chromium.switch_to.alert.text  # noqa: B018 (reading it is the check)
+
+
+FETCH_PAUSE = """
+const [name, token, done] = [arguments[0], arguments[1], arguments[arguments.length - 1]];
+const headers = {"Content-Type": "application/json"};
+if (token) headers["X-CSRF-Token"] = token;
+fetch("api/pause", {method: "POST", headers: headers, credentials: "same-origin", body: JSON.stringify({name: name})})
+  .then(r => done(r.status), e => done(String(e)));
+"""
+
+
+def test_a_change_sent_from_the_page_without_the_csrf_token_is_refused(chromium, stack, dashboard):
+    raw_entry(stack, "guarded", every=3600, score=time.time() + 3600)
+    open_entry(chromium, dashboard, "guarded")
+    assert chromium.execute_async_script(FETCH_PAUSE, "guarded", None) == 403
+    assert chromium.execute_async_script(FETCH_PAUSE, "guarded", "x" * 43) == 403
+    assert "enabled" not in json.loads(stack.schedule.hget("redbeat:guarded", "definition"))
+    # The same request with the page's token is accepted: the refusal was the token's.
+    token = css(chromium, 'meta[name="csrf-token"]')[0].get_attribute("content")
+    assert chromium.execute_async_script(FETCH_PAUSE, "guarded", token) == 200
+    assert json.loads(stack.schedule.hget("redbeat:guarded", "definition"))["enabled"] is False
+
+
+def test_the_read_only_dashboard_shows_no_action(chromium, stack):
+    raw_entry(stack, "watched", every=3600, score=time.time() + 3600)
+    read_only = stack.start_web("web-read-only", "--read-only")
+    open_entry(chromium, read_only, "watched")
+    assert css(chromium, "body")[0].get_attribute("data-read-only") == "true"
+    assert not css(chromium, "form.action, #actions, #action-edit, #nav-new")
+    chromium.get(read_only + "schedule?name=watched")
+    until(chromium, lambda d: css(d, 'tr.entry-row[data-name="watched"]'), "the row")
+    assert not css(chromium, "form#bulk")
