@@ -6,6 +6,7 @@ condition. The screenshots in docs/images/ are taken here too, only when asked
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -42,12 +43,18 @@ def chromium():
     driver.quit()
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+def subprocess_env() -> dict:
+    """The environment of the stack's processes: this checkout and tests/e2e_app.py importable
+    (conftest's ``project_env``, which is per test, for a stack per module)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), str(ROOT / "tests"), env.get("PYTHONPATH")]))
     env.pop("CELERY_CONFIG_MODULE", None)
-    with running_stack(tmp_path_factory.mktemp("dashboard"), env) as running:
+    return env
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    with running_stack(tmp_path_factory.mktemp("dashboard"), subprocess_env()) as running:
         yield running
 
 
@@ -199,3 +206,76 @@ def test_the_read_only_dashboard_shows_no_action(chromium, stack):
     chromium.get(read_only + "schedule?name=watched")
     until(chromium, lambda d: css(d, 'tr.entry-row[data-name="watched"]'), "the row")
     assert not css(chromium, "form#bulk")
+
+
+# -- the screenshots in docs/images/ ---------------------------------------------------------------
+
+def realistic_schedule(stack: Stack) -> None:
+    """A dozen entries of the kinds people run (with e2e_app's tasks, so the worker runs them):
+    intervals with runs that succeed, fail and retry, crontabs in zones, an rrule, a solar one,
+    a paused one, a one-off that finishes and one parked for a typo in its crontab."""
+    from datetime import datetime, timedelta, timezone
+
+    from celery.schedules import schedule as every
+    from celery.schedules import solar
+    from conftest import make_app
+
+    from redbeat import RedBeatSchedulerEntry
+    from redbeat.schedules import clocked, crontab, rrule
+
+    app = make_app(stack.server.url(0), broker_url=stack.server.url(1))
+    Entry = functools.partial(RedBeatSchedulerEntry, app=app)  # noqa: N806 (a class, bound to the app)
+    soon = datetime.now(timezone.utc) + timedelta(seconds=2)
+    for entry in [
+        Entry("heartbeat", "e2e_app.record", every(2), args=["heartbeat"], description="Says the workers are alive"),
+        Entry("purge-expired-sessions", "e2e_app.fail", every(3), description="Fails until the DBA grants DELETE"),
+        Entry("import-exchange-rates", "e2e_app.retry_once", every(4),
+              description="The rates feed: retried once when it is late"),
+        Entry("nightly-report", "e2e_app.record", crontab(minute=0, hour=2, timezone="Europe/Paris"),
+              args=["nightly-report"], description="Sales of the day, mailed at 02:00 in Paris"),
+        Entry("hourly-sync", "e2e_app.record", crontab(minute=15), args=["hourly-sync"]),
+        Entry("weekly-digest", "e2e_app.record", crontab(minute=0, hour=8, day_of_week="mon",
+                                                          timezone="America/New_York"), args=["weekly-digest"]),
+        Entry("month-end-close", "e2e_app.record", rrule("MONTHLY", bymonthday=-1, byhour=23, byminute=30,
+                                                          timezone="Europe/London"), args=["month-end-close"]),
+        Entry("garden-lights-on", "e2e_app.record", solar("sunset", 48.85, 2.35), args=["garden-lights-on"]),
+        Entry("invoice-reminders", "e2e_app.record", crontab(minute=0, hour=9), args=["invoice-reminders"],
+              enabled=False, description="Paused while billing moves to the new system"),
+        Entry("one-off-migration", "e2e_app.record", clocked(soon), args=["one-off-migration"]),
+        Entry("cache-warmup", "e2e_app.record", every(300), args=["cache-warmup"]),
+    ]:
+        entry.save()
+    raw_entry(stack, "legacy-export", every=0, schedule={"__type__": "crontab", "minute": "61", "hour": "3"})
+
+
+def has_history(stack: Stack) -> bool:
+    schedule = stack.schedule
+    return (schedule.llen("redbeat::history:heartbeat") >= 4 and schedule.llen("redbeat::history:one-off-migration")
+            and schedule.llen("redbeat::history:purge-expired-sessions") >= 2
+            and any(b'"succeeded"' in event for event in stack.server.client(0, decode=False).lrange(
+                "redbeat::worker-events:import-exchange-rates", 0, -1))
+            and schedule.hexists("redbeat:legacy-export", "parked"))
+
+
+@pytest.mark.skipif(os.environ.get("REDBEAT_SCREENSHOTS") != "1",
+                    reason="writes docs/images/: only when asked (REDBEAT_SCREENSHOTS=1, ./run.sh screenshots)")
+def test_screenshots_of_the_overview_the_schedule_and_an_entry(chromium, tmp_path):
+    images = ROOT / "docs" / "images"
+    images.mkdir(exist_ok=True)
+    # The page's own size, whatever the window's frame takes: the images are 1280x800.
+    width, height = browser.WINDOW
+    chromium.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                             {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+    with running_stack(tmp_path, subprocess_env()) as stack:
+        realistic_schedule(stack)
+        dashboard = stack.start_web("web")
+        wait_for(lambda: has_history(stack), timeout=60, message="runs, outcomes and a parked entry")
+        chromium.get(dashboard)
+        until(chromium, lambda d: css(d, "#beat-pid"), "the overview")
+        chromium.save_screenshot(str(images / "dashboard-overview.png"))
+        chromium.get(dashboard + "schedule")
+        until(chromium, lambda d: len(css(d, "tr.entry-row")) >= 12, "the schedule")
+        chromium.save_screenshot(str(images / "dashboard-schedule.png"))
+        open_entry(chromium, dashboard, "import-exchange-rates")
+        chromium.save_screenshot(str(images / "dashboard-entry.png"))
+    chromium.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
