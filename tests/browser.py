@@ -7,6 +7,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 WINDOW = (1280, 800)
@@ -18,10 +21,8 @@ def missing() -> str | None:
     return f"{' and '.join(absent)} not installed (./run.sh test installs them)" if absent else None
 
 
-def start_browser():  # -> selenium.webdriver.Chrome (selenium is imported only when a browser is wanted)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
+def start_browser() -> webdriver.Chrome:
+    """Headless chromium with a 1280x800 window, the system's driver, bounded page and script waits."""
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     options.add_argument("--headless=new")

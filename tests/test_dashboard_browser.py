@@ -19,8 +19,11 @@ import pytest
 pytest.importorskip("starlette")
 
 import browser  # noqa: E402
-from conftest import ROOT, wait_for  # noqa: E402
+from conftest import ROOT, project_environment, wait_for  # noqa: E402
 from dashboard_stack import Stack, running_stack  # noqa: E402
+from selenium.common.exceptions import NoAlertPresentException  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
@@ -43,18 +46,9 @@ def chromium():
     driver.quit()
 
 
-def subprocess_env() -> dict:
-    """The environment of the stack's processes: this checkout and tests/e2e_app.py importable
-    (conftest's ``project_env``, which is per test, for a stack per module)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), str(ROOT / "tests"), env.get("PYTHONPATH")]))
-    env.pop("CELERY_CONFIG_MODULE", None)
-    return env
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    with running_stack(tmp_path_factory.mktemp("dashboard"), subprocess_env()) as running:
+    with running_stack(tmp_path_factory.mktemp("dashboard"), project_environment()) as running:
         yield running
 
 
@@ -64,14 +58,10 @@ def dashboard(stack: Stack) -> str:
 
 
 def until(driver, condition, message: str, timeout: float = WAIT):
-    from selenium.webdriver.support.ui import WebDriverWait
-
     return WebDriverWait(driver, timeout, poll_frequency=0.1).until(condition, message)
 
 
 def css(driver, selector: str) -> list:
-    from selenium.webdriver.common.by import By
-
     return driver.find_elements(By.CSS_SELECTOR, selector)
 
 
@@ -152,9 +142,13 @@ def test_run_now_from_the_entry_page_makes_the_worker_run_it(chromium, stack, da
     until(chromium, lambda d: css(d, "#said") and "will run at beat's next tick" in css(d, "#said")[0].text,
           "the page to say it will run")
     wait_for(lambda: stack.runs("run-by-page") == 1, timeout=WAIT, message="the worker to run it")
-    open_entry(chromium, dashboard, "run-by-page")
-    until(chromium, lambda d: css(d, "table#history tr.run[data-task-id]") or chromium.refresh(),
-          "the run in the entry's history")
+
+    def reloaded_history(driver) -> list:
+        open_entry(driver, dashboard, "run-by-page")
+        return css(driver, "table#history tr.run[data-task-id]")
+
+    [run] = until(chromium, reloaded_history, "the run in the entry's history")
+    assert run.get_attribute("data-outcome") == "published"
 
 
 def test_an_entry_named_like_html_shows_as_text_and_runs_nothing(chromium, stack, dashboard):
@@ -170,8 +164,6 @@ def test_an_entry_named_like_html_shows_as_text_and_runs_nothing(chromium, stack
         assert name in css(chromium, "h1#entry")[0].text
         assert not css(chromium, "#live img, h1 img, td img, script:not([src])")
         assert chromium.execute_script("return window.injected === undefined")
-    from selenium.common.exceptions import NoAlertPresentException
-
     with pytest.raises(NoAlertPresentException):
         chromium.switch_to.alert.text  # noqa: B018 (reading it is the check)
 
@@ -266,7 +258,7 @@ def test_screenshots_of_the_overview_the_schedule_and_an_entry(chromium, tmp_pat
     width, height = browser.WINDOW
     chromium.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
                              {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
-    with running_stack(tmp_path, subprocess_env()) as stack:
+    with running_stack(tmp_path, project_environment()) as stack:
         realistic_schedule(stack)
         dashboard = stack.start_web("web")
         wait_for(lambda: has_history(stack), timeout=60, message="runs, outcomes and a parked entry")
