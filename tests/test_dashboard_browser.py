@@ -269,5 +269,11 @@ def test_screenshots_of_the_overview_the_schedule_and_an_entry(chromium, tmp_pat
         until(chromium, lambda d: len(css(d, "tr.entry-row")) >= 12, "the schedule")
         chromium.save_screenshot(str(images / "dashboard-schedule.png"))
         open_entry(chromium, dashboard, "import-exchange-rates")
+        # Taller, down to its recent runs (its definition, last, left out): what the page is for.
+        bottom = chromium.execute_script("return document.getElementById('history-section').getBoundingClientRect()"
+                                         ".bottom + window.scrollY")
+        chromium.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                                 {"width": width, "height": min(int(bottom) + 24, 1600), "deviceScaleFactor": 1,
+                                  "mobile": False})
         chromium.save_screenshot(str(images / "dashboard-entry.png"))
     chromium.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
