@@ -23,6 +23,7 @@ from conftest import ROOT, project_environment, wait_for  # noqa: E402
 from dashboard_stack import Stack, running_stack  # noqa: E402
 from selenium.common.exceptions import NoAlertPresentException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.expected_conditions import alert_is_present  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 pytestmark = pytest.mark.e2e
@@ -158,6 +159,14 @@ def test_an_entry_named_like_html_shows_as_text_and_runs_nothing(chromium, stack
     names = until(chromium, lambda d: [a.text for a in css(d, "tr.entry-row td.name a")
                                        if a.text in (SCRIPT_NAME, IMG_NAME)], "the rows named like HTML")
     assert sorted(names) == sorted([SCRIPT_NAME, IMG_NAME])
+    assert not css(chromium, "#entries img, #entries script")
+    # The page polled (next-run order): its rows are swapped for the server's fresh copy, still text.
+    chromium.get(dashboard + "schedule")
+    chromium.execute_script("document.getElementById('entry-rows').dataset.before = 'poll'")
+    until(chromium, lambda d: d.execute_script("return document.getElementById('entry-rows').dataset.before") is None,
+          "the page's next poll")
+    assert {SCRIPT_NAME, IMG_NAME} <= {a.text for a in css(chromium, "tr.entry-row td.name a")}
+    assert not css(chromium, "#entries img, #entries script")
     for name in (SCRIPT_NAME, IMG_NAME):
         open_entry(chromium, dashboard, name)
         assert css(chromium, "h1#entry")[0].get_attribute("data-name") == name
@@ -166,6 +175,21 @@ def test_an_entry_named_like_html_shows_as_text_and_runs_nothing(chromium, stack
         assert chromium.execute_script("return window.injected === undefined")
     with pytest.raises(NoAlertPresentException):
         chromium.switch_to.alert.text  # noqa: B018 (reading it is the check)
+
+
+def test_remove_asks_first_and_only_yes_removes(chromium, stack, dashboard):
+    raw_entry(stack, "doomed", every=3600, score=time.time() + 3600)
+    open_entry(chromium, dashboard, "doomed")
+    css(chromium, "#action-remove")[0].click()
+    asked = until(chromium, alert_is_present(), "the confirmation dialog")
+    assert "cannot be undone" in asked.text
+    asked.dismiss()
+    assert stack.schedule.exists("redbeat:doomed") and css(chromium, "h1#entry")
+    css(chromium, "#action-remove")[0].click()
+    until(chromium, alert_is_present(), "the confirmation dialog").accept()
+    until(chromium, lambda d: css(d, "#said") and "doomed" in css(d, "#said")[0].text, "the page to say removed")
+    assert not stack.schedule.exists("redbeat:doomed")
+    assert stack.schedule.zscore("redbeat::schedule", "redbeat:doomed") is None
 
 
 FETCH_PAUSE = """
