@@ -5,8 +5,10 @@ explicitly, so selenium-manager never looks for a driver on the network."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
+import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
@@ -19,6 +21,16 @@ def missing() -> str | None:
     """What is missing to drive a browser, in words; None when nothing is."""
     absent = [str(path) for path in (CHROMIUM, CHROMEDRIVER) if not path.exists()]
     return f"{' and '.join(absent)} not installed (./run.sh test installs them)" if absent else None
+
+
+def require_browser(environ: Mapping[str, str]) -> None:
+    """Skip the test when chromium is missing, except in CI (the variable CI set), where
+    ./run.sh installs it: there a missing browser fails the test instead of hiding it."""
+    why = missing()
+    if why and environ.get("CI"):
+        pytest.fail(f"CI: {why}")
+    if why:
+        pytest.skip(why)
 
 
 def start_browser() -> webdriver.Chrome:

@@ -37,11 +37,7 @@ IMG_NAME = '<img src=x onerror="window.injected=1">'
 def chromium():
     """One headless chromium for the session, quit at the end. Missing, the tests skip, but not in
     CI (the variable CI set), where ./run.sh installs it: there a missing browser fails them."""
-    why = browser.missing()
-    if why:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI: {why}")
-        pytest.skip(why)
+    browser.require_browser(os.environ)
     driver = browser.start_browser()
     yield driver
     driver.quit()
@@ -56,6 +52,14 @@ def stack(tmp_path_factory):
 @pytest.fixture(scope="module")
 def dashboard(stack: Stack) -> str:
     return stack.start_web("web")
+
+
+def test_without_chromium_the_browser_tests_skip_but_fail_in_ci(monkeypatch, tmp_path):
+    monkeypatch.setattr(browser, "CHROMIUM", tmp_path / "chromium")
+    with pytest.raises(pytest.skip.Exception, match="chromium not installed"):
+        browser.require_browser({})
+    with pytest.raises(pytest.fail.Exception, match="CI: .*chromium not installed"):
+        browser.require_browser({"CI": "true"})
 
 
 def until(driver, condition, message: str, timeout: float = WAIT):
