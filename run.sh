@@ -2,7 +2,8 @@
 # The project's two entry points, for a fresh Debian machine with Python 3:
 #
 #   ./run.sh demo          RedBeat dispatching real tasks to a real worker, on a
-#                          throwaway redis-server it starts and stops itself
+#                          throwaway redis-server it starts and stops itself,
+#                          with the dashboard served at the address it prints
 #   ./run.sh test [ARGS]   the whole test suite (ARGS go to pytest)
 #   ./run.sh bench [ARGS]  the benchmark (bench/run.py --help), written to docs/benchmarks.md
 #   ./run.sh screenshots   the dashboard's screenshots in docs/images/, taken in headless chromium
