@@ -93,9 +93,14 @@ def open_entry(driver, dashboard: str, name: str) -> None:
 
 
 def test_the_overview_shows_the_active_beat_s_host_and_pid(chromium, stack, dashboard):
-    chromium.get(dashboard)
     pid = str(stack.processes.started["beat"].pid)
-    until(chromium, lambda d: css(d, "#beat-pid") and css(d, "#beat-pid")[0].text == pid, "the beat's pid")
+
+    def beat_shown(driver) -> bool:
+        # Loaded again until beat's first status is in: a page that says "no beat" has no fields to update.
+        driver.get(dashboard)
+        return bool(css(driver, "#beat-pid")) and css(driver, "#beat-pid")[0].text == pid
+
+    until(chromium, beat_shown, "the beat's pid")
     assert css(chromium, "#beat-host")[0].text == socket.gethostname()
     assert css(chromium, "body")[0].get_attribute("data-page") == "overview"
     assert css(chromium, "#health")[0].get_attribute("data-health") in ("healthy", "degraded")
