@@ -2,9 +2,11 @@
 # The project's two entry points, for a fresh Debian machine with Python 3:
 #
 #   ./run.sh demo          RedBeat dispatching real tasks to a real worker, on a
-#                          throwaway redis-server it starts and stops itself
+#                          throwaway redis-server it starts and stops itself,
+#                          with the dashboard served at the address it prints
 #   ./run.sh test [ARGS]   the whole test suite (ARGS go to pytest)
 #   ./run.sh bench [ARGS]  the benchmark (bench/run.py --help), written to docs/benchmarks.md
+#   ./run.sh screenshots   the dashboard's screenshots in docs/images/, taken in headless chromium
 #
 # Each installs what it needs: a virtualenv in .venv with the package and its
 # test tools, and redis-server through apt-get when it is missing and we are root.
@@ -80,6 +82,14 @@ run_bench() {
     exec .venv/bin/python bench/run.py "$@"
 }
 
+# The browser test that writes docs/images/ runs only when asked: CI never rewrites tracked files.
+run_screenshots() {
+    ensure_redis
+    ensure_chromium
+    ensure_venv
+    REDBEAT_SCREENSHOTS=1 exec .venv/bin/python -m pytest -q tests/test_dashboard_browser.py -k screenshots
+}
+
 run_demo() {
     ensure_redis
     ensure_venv
@@ -90,5 +100,6 @@ case "${1:-}" in
     test) shift; run_tests "$@" ;;
     demo) shift; run_demo "$@" ;;
     bench) shift; run_bench "$@" ;;
-    *) echo "usage: $0 demo | test [pytest arguments] | bench [--compare] [--quick]" >&2; exit 2 ;;
+    screenshots) shift; run_screenshots ;;
+    *) echo "usage: $0 demo | test [pytest arguments] | bench [--compare] [--quick] | screenshots" >&2; exit 2 ;;
 esac

@@ -574,12 +574,72 @@ def measure_workerloop(args: argparse.Namespace) -> dict:
             "script_server_us": statistics.mean(script_us), "succeeded": succeeded}
 
 
+# What the dashboard's pages are timed on: (label, path). The schedule in next-run order is
+# ranged by rank; a name search and a state filter scan; sorting by name reads every name.
+WEB_PAGES = [
+    ("schedule_html", "/schedule"), ("schedule_api", "/api/entries"),
+    ("deep_page_html", "/schedule?page=1000"), ("deep_page_api", "/api/entries?page=1000"),
+    ("due_api", "/api/entries?state=due"),
+    ("name_search_html", "/schedule?name=e1234"), ("name_search_api", "/api/entries?name=e1234"),
+    ("task_search_api", "/api/entries?task=bench.noop&size=50"),
+    ("state_filter_api", "/api/entries?state=paused"), ("name_sort_api", "/api/entries?sort=name"),
+    ("entry_html", "/entry?name=e5"), ("overview_html", "/"), ("overview_api", "/api/overview"),
+]
+
+
+def measure_web(args: argparse.Namespace) -> dict:
+    """The dashboard's pages over ``n`` entries (1% paused): a real ``redbeat web`` process, each
+    page fetched ``--requests`` times over one kept-alive HTTP connection as a browser does; the
+    median time of each, from the request sent to the last byte read, in ms."""
+    import http.client
+    import re
+    import signal
+    import subprocess
+
+    client = redis.Redis.from_url(args.schedule_url)
+    client.flushdb()
+    populate(args, args.n, 86400, lambda i: time.time() + 3600 + i % 86400)
+    paused = INTERVAL_ENTRY.replace('"enabled": true', '"enabled": false')
+    for i in range(0, args.n, 100):
+        client.hset(f"redbeat:e{i}", "definition", paused.format(name=f"e{i}", every=86400))
+    log = tempfile.NamedTemporaryFile("w+", suffix=".log")
+    server = subprocess.Popen([sys.executable, "-m", "redbeat.cli", "--redis-url", args.schedule_url, "web",
+                               "--port", "0"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while not (found := re.search(r"at http://127\.0\.0\.1:(\d+)/", open(log.name).read())):
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("redbeat web did not start: " + open(log.name).read())
+            time.sleep(0.05)
+        connection = http.client.HTTPConnection("127.0.0.1", int(found.group(1)), timeout=60)
+
+        def fetch(path: str) -> float:
+            started = time.perf_counter()
+            connection.request("GET", path)
+            reply = connection.getresponse()
+            reply.read()
+            if reply.status != 200:
+                raise SystemExit(f"GET {path}: {reply.status}")
+            return 1000 * (time.perf_counter() - started)
+
+        result: dict = {"entries": args.n, "requests": args.requests, "first_overview_ms": fetch("/")}
+        for label, path in WEB_PAGES:
+            fetch(path)  # warms what is cached for a while (the overview's census), as an open tab has
+            result[f"{label}_ms"] = statistics.median(fetch(path) for _ in range(args.requests))
+        return result
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+        log.close()
+
+
 MEASUREMENTS = {
     "sendtask": measure_sendtask, "drain": measure_drain, "roundtrips": measure_roundtrips,
     "timeliness": measure_timeliness, "startup": measure_startup, "fill": measure_fill,
     "save": measure_save, "list": measure_list, "census": measure_census,
     "metricscost": measure_metricscost, "manage": measure_manage, "workerevents": measure_workerevents,
     "workerloop": measure_workerloop,
+    "web": measure_web,
 }
 
 
@@ -594,6 +654,7 @@ def main() -> None:
     parser.add_argument("--spread", action="store_true")
     parser.add_argument("--batch", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument("--requests", type=int, default=21, help="web: fetches of each page (median)")
     parser.add_argument("--metrics", action="store_true", help="drain: serve beat's metrics and scrape them")
     parser.add_argument("--without-schedule-view", action="store_true",
                         help="drain --metrics: beat's own metrics only, not the schedule-wide gauges")

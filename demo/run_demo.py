@@ -1,5 +1,6 @@
-"""The RedBeat demo: a throwaway redis-server, a Celery worker and beat, and a
-task added with raw redis-cli commands while beat runs.
+"""The RedBeat demo: a throwaway redis-server, a Celery worker and beat, the web
+dashboard on a free loopback port (its address printed), and a task added with raw
+redis-cli commands while beat runs.
 
 Run it with ./run.sh demo [--seconds N]. Everything it starts listens on
 127.0.0.1 only and is stopped, by PID, when the demo ends.
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import queue
+import re
 import shutil
 import signal
 import socket
@@ -36,19 +39,44 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def stream(prefix: str, process: subprocess.Popen) -> None:
+# What the demo echoes of the worker's and beat's logs; the dashboard's few lines are all shown.
+SHOWN = ("TASK RAN", "Sending due task", "lock", "redis ->", "ERROR")
+DASHBOARD_URL = re.compile(r"http://127\.0\.0\.1:\d+/")
+
+
+def stream(prefix: str, process: subprocess.Popen, shown: tuple[str, ...], urls: queue.Queue | None) -> None:
     for line in process.stdout:
         text = line.rstrip()
-        if any(word in text for word in ("TASK RAN", "Sending due task", "lock", "redis ->", "ERROR")):
+        if any(word in text for word in shown):
             print(f"{prefix} {text}", flush=True)
+        found = DASHBOARD_URL.search(text)
+        if found and urls is not None:
+            urls.put(found.group(0))
 
 
-def start(prefix: str, args: list[str], env: dict, processes: list) -> subprocess.Popen:
+def start(prefix: str, args: list[str], env: dict, processes: list, shown: tuple[str, ...] = SHOWN,
+          urls: queue.Queue | None = None) -> subprocess.Popen:
     process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
     processes.append(process)
-    threading.Thread(target=stream, args=(prefix, process), daemon=True).start()
+    threading.Thread(target=stream, args=(prefix, process, shown, urls), daemon=True).start()
     return process
+
+
+def start_dashboard(celery: list[str], env: dict, processes: list) -> None:
+    """``celery redbeat web`` on a free port (the app's tasks known), and its address said plainly."""
+    urls: queue.Queue = queue.Queue()
+    process = start("[web]   ", celery + ["redbeat", "web", "--port", "0"], env, processes, ("",), urls)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            url = urls.get(timeout=0.1)
+            break
+        except queue.Empty:
+            if process.poll() is not None or time.monotonic() > deadline:
+                print("==> the dashboard did not start (see [web] above); the demo goes on without it", flush=True)
+                return
+    print(f"==> the dashboard: open {url} (until the demo ends; --seconds N for longer)", flush=True)
 
 
 def wait_for_redis(port: int) -> None:
@@ -90,6 +118,7 @@ def main() -> int:
         start("[worker]", celery + ["worker", "-P", "solo", "-l", "info"], env, processes)
         start("[beat]  ", celery + ["beat", "-S", "redbeat", "-l", "info",
                                      "--schedule", str(workdir / "unused")], env, processes)
+        start_dashboard(celery, env, processes)
         time.sleep(min(8, options.seconds / 3))
         print("==> adding an entry from outside Python, with raw redis-cli:", flush=True)
         cli = ["redis-cli", "-p", str(port), "-n", "1"]

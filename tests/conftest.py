@@ -190,13 +190,17 @@ def published(broker: redis.Redis, queue: str = "celery") -> list[dict]:
     return messages
 
 
-@pytest.fixture
-def project_env() -> dict:
+def project_environment() -> dict:
     """Environment for subprocesses that import this checkout and its test tasks."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), str(ROOT / "tests"), env.get("PYTHONPATH")]))
     env.pop("CELERY_CONFIG_MODULE", None)
     return env
+
+
+@pytest.fixture
+def project_env() -> dict:
+    return project_environment()
 
 
 # -- an in-process scheduler against the real redis-server --------------------------

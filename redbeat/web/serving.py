@@ -31,7 +31,10 @@ class DashboardServer(uvicorn.Server):
 def listening(host: str, port: int) -> socket.socket:
     """A socket listening on ``host`` and ``port`` (0: any free port)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named, not 0: asyncio sets TCP_NODELAY only on connections whose socket says
+    # so, and without it a kept-alive connection waits ~40 ms (Nagle's algorithm meeting the
+    # browser's delayed ACK) between a response's headers and its body.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
