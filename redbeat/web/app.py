@@ -4,6 +4,7 @@ and answer shares (``Dashboard``). ``create_app`` is the public way to build it.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +26,8 @@ from ..printable import printable
 from .readings import Readings
 from .security import CSRF_FIELD, CSRF_HEADER, Guard, WebSecurity, csrf_refusal, csrf_token, remember_csrf
 
-__all__ = ["create_app", "ApiResponse", "Dashboard", "dashboard_of", "render", "form_of", "refused_without_csrf",
-           "MAX_BODY"]
+__all__ = ["create_app", "ApiResponse", "Dashboard", "dashboard_of", "render", "form_of", "name_param",
+           "refused_without_csrf", "MAX_BODY"]
 
 # A form or JSON body larger than this is refused: no entry needs more.
 MAX_BODY = 256 * 1024
@@ -53,7 +54,21 @@ class ApiResponse(JSONResponse):
     """JSON in ASCII: a name whose bytes are not UTF-8 (``admin.key_text``) is sent escaped, not refused."""
 
     def render(self, content: Any) -> bytes:
-        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode()
+        try:
+            return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode()
+        except ValueError:  # an infinity or NaN another program wrote (JSON has none): sent as null
+            return json.dumps(_finite(content), ensure_ascii=True, separators=(",", ":")).encode()
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every float that is not finite replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 @dataclass
@@ -93,6 +108,14 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
     response = HTMLResponse(html, status)
     remember_csrf(request, response)
     return response
+
+
+def name_param(request: Request) -> str:
+    """The query's ``name`` with its exact bytes: a name that is not UTF-8 (``admin.key_text``)
+    is linked byte for byte (``%FF``), which Starlette's own parsing turns into U+FFFD."""
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    found = dict(parse_qsl(query, keep_blank_values=True, encoding="utf-8", errors="surrogateescape"))
+    return found.get("name", "")
 
 
 async def form_of(request: Request) -> dict[str, str]:

@@ -17,7 +17,7 @@ from ..entrysearch import Page, PageQuery, SortOrder, StateFilter, schedule_page
 from ..specs import TEXT_FIELDS
 from ..validation import OPTION_FIELDS, WRITABLE_FIELDS
 from . import actions
-from .app import Verbatim, csrf_of_form, dashboard_of, form_of, refused_without_csrf, render, root_of
+from .app import Verbatim, csrf_of_form, dashboard_of, form_of, name_param, refused_without_csrf, render, root_of
 from .chart import lateness_svg
 from .readings import recent_dispatches
 from .rows import entry_data, rows_for
@@ -94,7 +94,7 @@ def schedule(request: Request, said: str | None = None, refused: str | None = No
 def entry(request: Request, said: str | None = None, warning: str | None = None, refused: str | None = None,
           status: int = 200) -> Response:
     app = dashboard_of(request).app
-    name = request.query_params.get("name", "")
+    name = name_param(request)
     details = entry_details(app, name, runs=10)
     if details.missing:
         return render(request, "results.html", 404, heading="No such entry", refused=f"no entry named {name!r}",
@@ -142,7 +142,7 @@ def _edit_page(request: Request, name: str, typed: dict[str, str], refused: str 
 
 def edit_form(request: Request) -> Response:
     field = request.query_params.get("field", "schedule")
-    return _edit_page(request, request.query_params.get("name", ""), {"field": field, "value": ""})
+    return _edit_page(request, name_param(request), {"field": field, "value": ""})
 
 
 async def edit(request: Request) -> Response:

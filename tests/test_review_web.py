@@ -1,0 +1,225 @@
+"""A fresh-eyes review of the dashboard (issue 13): each test proves one finding against the
+session's real redis-server, through starlette's TestClient. A test still marked xfail is
+a bug found and not fixed yet (its reason says what goes wrong)."""
+
+from __future__ import annotations
+
+import json
+import re
+from html import unescape
+from urllib.parse import quote
+
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("httpx")
+
+from celery.schedules import schedule as every  # noqa: E402
+from starlette.testclient import TestClient  # noqa: E402
+
+from redbeat import RedBeatSchedulerEntry  # noqa: E402
+from redbeat.web import create_app  # noqa: E402
+
+LOCAL = "http://127.0.0.1"
+SCHEDULE = "redbeat::schedule"
+
+
+def client(app, **options) -> TestClient:
+    return TestClient(create_app(app, **options), base_url=LOCAL)
+
+
+def token(web: TestClient) -> str:
+    return web.get("/api/csrf").json()["token"]
+
+
+def add(app, name: str, seconds: float = 60, **options) -> RedBeatSchedulerEntry:
+    entry = RedBeatSchedulerEntry(name, "tasks.report", every(seconds), app=app, **options)
+    entry.save()
+    return entry
+
+
+def enabled(schedule_redis, name: str) -> bool:
+    return json.loads(schedule_redis.hget(f"redbeat:{name}", "definition")).get("enabled", True)
+
+
+def hidden_name(page: str) -> str:
+    """The entry name the page's pause form posts."""
+    form = re.search(r'data-action="pause".*?name="name" value="([^"]*)"', page, re.S)
+    assert form, page
+    return unescape(form.group(1))
+
+
+# -- names that reach a form or a link ----------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason="review: the action forms' hidden name goes through printable, which doubles "
+                   "a backslash (and escapes controls, bidi, bytes not UTF-8): the form acts on another name")
+def test_pausing_from_the_page_pauses_an_entry_whose_name_holds_a_backslash(app, schedule_redis):
+    name = "reports\\daily"
+    add(app, name)
+    web = client(app)
+    page = web.get("/entry", params={"name": name}).text
+    answer = web.post("/action", data={"csrf_token": token(web), "name": hidden_name(page), "action": "pause"})
+    assert answer.status_code == 200, answer.text
+    assert enabled(schedule_redis, name) is False
+
+
+@pytest.mark.parametrize("name", ["a/b", "what?", "tag#1", "100%", "..", "../x", "a&b=c", "sp ace"])
+def test_the_schedule_s_link_to_an_entry_opens_it_whatever_its_name(app, name):
+    add(app, name)
+    web = client(app)
+    listing = web.get("/schedule").text
+    link = unescape(re.search(r'<td class="name"><a href="([^"]+)"', listing).group(1))
+    assert web.get(link).status_code == 200
+    assert quote(name, safe="") in link
+
+
+def test_the_schedule_s_link_to_an_entry_whose_name_is_not_utf8_opens_it(app, schedule_redis):
+    schedule_redis.hset(b"redbeat:bad\xff", "definition", json.dumps({
+        "name": "bad", "task": "tasks.t", "schedule": {"__type__": "interval", "every": 60}}))
+    schedule_redis.zadd(SCHEDULE, {b"redbeat:bad\xff": 0})
+    web = client(app)
+    link = unescape(re.search(r'<td class="name"><a href="([^"]+)"', web.get("/schedule").text).group(1))
+    assert link.endswith("bad%FF")
+    assert web.get(link).status_code == 200
+
+
+# -- values from Redis on the entry page ----------------------------------------------------------
+
+def test_the_entry_page_shows_a_definition_whose_text_is_not_utf8(app, schedule_redis):
+    definition = json.dumps({"name": "odd", "task": "tasks.t", "description": "caf@",
+                             "schedule": {"__type__": "interval", "every": 60}}).encode().replace(b"caf@", b"caf\xe9")
+    schedule_redis.hset("redbeat:odd", "definition", definition)
+    schedule_redis.zadd(SCHEDULE, {"redbeat:odd": 0})
+    page = client(app).get("/entry", params={"name": "odd"})
+    assert page.status_code == 200
+    assert "caf\\xe9" in page.text or "caf\\udce9" in page.text
+
+
+def test_the_definition_shown_escapes_bidi_controls_as_every_other_text(app):
+    add(app, "bidi", description="invoice\u202etxt.exe")
+    page = client(app).get("/entry", params={"name": "bidi"}).text
+    assert "\u202e" not in page
+
+
+# -- odd values in Redis --------------------------------------------------------------------------
+
+def test_a_history_record_with_an_infinite_lateness_breaks_no_page(app, schedule_redis):
+    add(app, "late")
+    schedule_redis.lpush("redbeat::history:late", '{"scheduled": 1, "dispatched": 2, "lateness": Infinity, '
+                                                 '"outcome": "published", "task_id": "t"}')
+    web = client(app)
+    assert web.get("/schedule").status_code == 200
+    assert web.get("/api/entries").status_code == 200
+    assert web.get("/api/entry", params={"name": "late"}).status_code == 200
+
+
+def test_a_member_scored_infinity_breaks_no_page(app, schedule_redis):
+    add(app, "forever")
+    schedule_redis.zadd(SCHEDULE, {"redbeat:forever": float("inf")})
+    web = client(app)
+    assert web.get("/schedule").status_code == 200
+    assert web.get("/api/entries").status_code == 200
+    assert web.get("/entry", params={"name": "forever"}).status_code == 200
+
+
+@pytest.mark.parametrize("dispatched", ["1e20", "\"inf\"", "\"nan\"", "-1e20"])
+def test_a_history_record_from_another_program_does_not_break_the_chart(app, schedule_redis, dispatched):
+    add(app, "charted")
+    record = '{"scheduled": 1, "dispatched": DISPATCHED, "outcome": "published"}'.replace("DISPATCHED", dispatched)
+    schedule_redis.lpush("redbeat::history:charted", record)
+    chart = client(app).get("/chart.svg")
+    assert chart.status_code == 200 and chart.text.startswith("<svg")
+
+
+def test_an_entry_key_of_another_type_is_shown_not_a_server_error(app, schedule_redis):
+    schedule_redis.set("redbeat:stringy", "not a hash")
+    schedule_redis.zadd(SCHEDULE, {"redbeat:stringy": 0})
+    web = client(app)
+    assert web.get("/schedule").status_code == 200
+    assert web.get("/entry", params={"name": "stringy"}).status_code in (200, 404)
+    assert web.get("/api/entry", params={"name": "stringy"}).status_code in (200, 404)
+    answer = web.post("/api/pause", json={"name": "stringy"}, headers={"X-CSRF-Token": token(web)})
+    assert answer.status_code == 422
+
+
+# -- odd input from the client ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("query", ["page=0", "page=-1", "page=x", "page=99999999999999999999", "size=0",
+                                   "size=100000", "size=-5", "sort=bogus", "state=bogus", "page=1e3",
+                                   "page=" + "9" * 5000, "name=%00", "name=[", "task=%25", "name=\\"])
+def test_odd_schedule_queries_answer_without_a_server_error(app, query):
+    add(app, "plain")
+    web = client(app)
+    assert web.get(f"/schedule?{query}").status_code in (200, 400)
+    assert web.get(f"/api/entries?{query}").status_code in (200, 400)
+
+
+@pytest.mark.parametrize("body", [{"name": "plain", "field": "description", "text": 5},
+                                  {"name": "plain", "field": "description", "text": None},
+                                  {"name": "plain", "field": 5, "value": 1}])
+def test_an_edit_with_a_value_of_the_wrong_json_type_is_refused_not_a_server_error(app, body):
+    add(app, "plain")
+    web = client(app)
+    answer = web.post("/api/edit", json=body, headers={"X-CSRF-Token": token(web)})
+    assert answer.status_code in (400, 422), answer.text
+
+
+@pytest.mark.parametrize("name", [5, ["x"], {"a": 1}, True])
+def test_a_definition_whose_name_is_not_text_is_refused_not_a_server_error(app, name):
+    web = client(app)
+    definition = {"name": name, "task": "tasks.t", "schedule": {"__type__": "interval", "every": 60}}
+    answer = web.post("/api/entries", json={"definition": definition}, headers={"X-CSRF-Token": token(web)})
+    assert answer.status_code in (400, 422), answer.text
+
+
+@pytest.mark.parametrize("name", ["", ":schedule", ":statics", "x" * 100_000])
+def test_an_action_on_a_name_that_is_no_entry_is_refused(app, name):
+    web = client(app)
+    answer = web.post("/api/pause", json={"name": name}, headers={"X-CSRF-Token": token(web)})
+    assert answer.status_code in (400, 404, 413, 422), answer.text
+
+
+# -- CSRF -----------------------------------------------------------------------------------------
+
+def test_a_post_from_another_port_of_the_same_host_is_refused_even_with_a_tossed_cookie(app, schedule_redis):
+    # Cookies do not keep ports apart: a page served on 127.0.0.1:8000 can set redbeat_csrf for
+    # 127.0.0.1, and its form POST to the dashboard is same-site, so SameSite=Strict sends it.
+    add(app, "victim")
+    web = client(app)
+    tossed = "A" * 43
+    web.cookies.set("redbeat_csrf", tossed)
+    answer = web.post("/action", data={"csrf_token": tossed, "name": "victim", "action": "pause"},
+                      headers={"Origin": "http://127.0.0.1:8000", "Sec-Fetch-Site": "same-site"})
+    assert answer.status_code == 403
+    assert enabled(schedule_redis, "victim") is True
+
+
+def test_a_post_from_the_dashboard_s_own_pages_passes_the_origin_check(app, schedule_redis):
+    add(app, "mine")
+    web = client(app)
+    answer = web.post("/action", data={"csrf_token": token(web), "name": "mine", "action": "pause"},
+                      headers={"Origin": LOCAL, "Sec-Fetch-Site": "same-origin"})
+    assert answer.status_code == 200
+    assert enabled(schedule_redis, "mine") is False
+
+
+def test_the_csrf_cookie_is_httponly_and_samesite_strict(app):
+    cookie = client(app).get("/").headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie
+
+
+# -- bulk -----------------------------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason="review: a confirmed bulk action searches again and acts on what matches "
+                   "then, not on the entries the confirmation listed")
+def test_bulk_pause_confirmed_pauses_only_the_entries_it_listed(app, schedule_redis):
+    add(app, "due-a")
+    add(app, "later-b")
+    schedule_redis.zadd(SCHEDULE, {"redbeat:due-a": 1, "redbeat:later-b": 4_000_000_000})
+    web = client(app)
+    headers = {"X-CSRF-Token": token(web)}
+    listed = web.post("/api/bulk", json={"action": "pause", "state": "due"}, headers=headers).json()
+    assert listed["would_change"] == ["due-a"]
+    schedule_redis.zadd(SCHEDULE, {"redbeat:later-b": 2})  # its time comes while the operator reads the list
+    web.post("/api/bulk", json={"action": "pause", "state": "due", "confirmed": True}, headers=headers)
+    assert enabled(schedule_redis, "later-b") is True
