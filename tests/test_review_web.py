@@ -5,7 +5,12 @@ a bug found and not fixed yet (its reason says what goes wrong)."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import socket
+import subprocess
+import sys
 from html import unescape
 from urllib.parse import quote
 
@@ -223,3 +228,115 @@ def test_bulk_pause_confirmed_pauses_only_the_entries_it_listed(app, schedule_re
     schedule_redis.zadd(SCHEDULE, {"redbeat:later-b": 2})  # its time comes while the operator reads the list
     web.post("/api/bulk", json={"action": "pause", "state": "due", "confirmed": True}, headers=headers)
     assert enabled(schedule_redis, "later-b") is True
+
+
+# -- the page's script ----------------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason="review: the overview's poll builds each most-overdue link with "
+                   "encodeURIComponent, which throws on a name that is not UTF-8 (a lone surrogate in the "
+                   "API's JSON): every poll stops there, the chart is never fetched again")
+def test_the_overview_poll_can_link_every_most_overdue_name(app, schedule_redis):
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    schedule_redis.hset(b"redbeat:bad\xff", "definition", json.dumps({
+        "name": "bad", "task": "tasks.t", "schedule": {"__type__": "interval", "every": 60}}))
+    schedule_redis.zadd(SCHEDULE, {b"redbeat:bad\xff": 1})
+    answer = client(app).get("/api/overview").text
+    # What dashboard.js does with each most-overdue entry of the answer, run by node.
+    script = ("const data = JSON.parse(require('fs').readFileSync(0, 'utf8'));"
+              "data.most_overdue.forEach(e => encodeURIComponent(e.name));")
+    done = subprocess.run([node, "-e", script], input=answer, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+# -- task names where the app knows them ------------------------------------------------------------
+
+def test_with_known_tasks_an_edit_of_the_task_is_checked_as_the_command_line_checks_it(app, schedule_redis):
+    add(app, "checked")
+    web = client(app, require_known_tasks=True)
+    answer = web.post("/api/edit", json={"name": "checked", "field": "task", "text": "tasks.nope"},
+                      headers={"X-CSRF-Token": token(web)})
+    assert answer.status_code == 422 and "unknown task 'tasks.nope'" in answer.json()["error"]
+
+
+# -- the command ----------------------------------------------------------------------------------
+
+def web_command(redis_url: str, *args: str, auth: str | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "REDBEAT_WEB_AUTH"}
+    if auth is not None:
+        env["REDBEAT_WEB_AUTH"] = auth
+    return subprocess.run([sys.executable, "-m", "redbeat.cli", "--redis-url", redis_url, "web", *args],
+                          capture_output=True, text=True, timeout=60, env=env)
+
+
+@pytest.mark.parametrize("host", ["::", "0.0.0.0", "192.0.2.1", "example.invalid", "", "::ffff:0.0.0.0"])
+def test_the_web_command_refuses_any_address_but_loopback_without_credentials(redis_url, host):
+    done = web_command(redis_url, "--host", host, "--port", "0")
+    assert done.returncode == 5 and done.stderr.count("\n") == 1, done.stderr
+    assert "without authentication" in done.stderr
+
+
+def test_the_web_command_says_in_one_line_that_its_port_is_taken(redis_url):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        done = web_command(redis_url, "--port", str(taken.getsockname()[1]))
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert "cannot listen on 127.0.0.1 port" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_web_command_says_in_one_line_that_a_host_does_not_resolve(redis_url):
+    done = web_command(redis_url, "--host", "example.invalid", "--port", "0", auth="user:secret")
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert "secret" not in done.stderr + done.stdout
+
+
+# -- guards ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:9641", "127.0.0.1.evil.example", "localhost.",
+                                  "[::2]:80", "", "127.0.0.1:80:80"])
+def test_a_host_header_naming_another_host_is_refused_on_loopback(app, host):
+    web = client(app, allowed_hosts=("127.0.0.1", "localhost", "::1"))
+    assert web.get("/", headers={"Host": host}).status_code == 400
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:9641", "LOCALHOST", "[::1]:9641", "localhost:1"])
+def test_a_host_header_naming_loopback_is_served(app, host):
+    web = client(app, allowed_hosts=("127.0.0.1", "localhost", "::1"))
+    assert web.get("/", headers={"Host": host}).status_code == 200
+
+
+@pytest.mark.parametrize("header", ["", "Basic", "Basic !!!", "Bearer dXNlcjpzZWNyZXQ=", "Basic dXNlcjpzZWNyZXQ",
+                                    "Basic dXNlcjpzZWNyZXQK", "Basic dXNlcjpzZWNyZXQ=dXNlcjpzZWNyZXQ="])
+def test_basic_authentication_refuses_anything_but_the_exact_credentials(app, header):
+    web = client(app, auth="user:secret")
+    assert web.get("/api/overview", headers={"Authorization": header}).status_code == 401
+    assert web.get("/api/overview", headers={"Authorization": "basic dXNlcjpzZWNyZXQ="}).status_code == 200
+
+
+def test_a_read_only_dashboard_changes_nothing_through_any_route(app, schedule_redis):
+    add(app, "kept")
+    web = client(app, read_only=True)
+    headers = {"X-CSRF-Token": token(web)}
+    for path in ("/action", "/bulk", "/new", "/edit", "/api/pause", "/api/remove", "/api/run-now", "/api/entries",
+                 "/api/edit", "/api/bulk", "/schedule", "/entry", "/"):
+        for method in ("POST", "PUT", "DELETE", "PATCH"):
+            answer = web.request(method, path, headers=headers,
+                                 json={"name": "kept", "action": "remove", "confirmed": True})
+            assert answer.status_code in (404, 405), (method, path)
+    assert schedule_redis.exists("redbeat:kept") and enabled(schedule_redis, "kept") is True
+
+
+def test_the_redis_password_is_in_no_page_nor_answer(redis_server, redis_url):
+    from conftest import make_app
+
+    # The session's server has no password set: its default user (nopass) accepts any.
+    app = make_app(f"redis://:hunter2-secret@127.0.0.1:{redis_server.port}/0")
+    add(app, "guarded")
+    web = client(app)
+    for path in ("/", "/schedule", "/entry?name=guarded", "/api/overview", "/api/entries",
+                 "/api/entry?name=guarded", "/chart.svg", "/new", "/edit?name=guarded", "/entry?name=none",
+                 "/schedule?page=x", "/api/entries?sort=x"):
+        answer = web.get(path)
+        assert answer.status_code in (200, 400, 404) and "hunter2" not in answer.text, path
