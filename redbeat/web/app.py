@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, quote
+from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 from celery import Celery
 from jinja2 import Environment, PackageLoader
@@ -27,6 +27,7 @@ from .readings import Readings
 from .security import CSRF_FIELD, CSRF_HEADER, Guard, WebSecurity, csrf_refusal, csrf_token, remember_csrf
 
 __all__ = ["create_app", "ApiResponse", "Dashboard", "dashboard_of", "render", "form_of", "name_param",
+           "name_of_form", "name_query", "url_quoted",
            "refused_without_csrf", "MAX_BODY"]
 
 # A form or JSON body larger than this is refused: no entry needs more.
@@ -45,9 +46,22 @@ def _shown(value: Any) -> Any:
     return printable(value)
 
 
-def _url_quoted(value: Any) -> str:
-    """A name for a URL's query: its exact bytes (not UTF-8 ones too, from ``admin.key_text``)."""
+def url_quoted(value: Any) -> str:
+    """A name for a URL's query, or a page's form: its exact bytes (not UTF-8 ones too, from
+    ``admin.key_text``), percent-encoded, so ASCII that HTML and a form's POST keep as it is."""
     return quote(str(value).encode("utf-8", "surrogateescape"), safe="")
+
+
+def name_of_form(form: dict[str, str]) -> str:
+    """The entry name a page's form posts, percent-encoded by the page (``url_quoted``): shown
+    through ``printable`` it would post another name (a backslash doubled, a control escaped),
+    and HTML cannot hold every name (bytes that are not UTF-8, a carriage return)."""
+    return unquote(form.get("name", ""), errors="surrogateescape")
+
+
+def name_query(name: str) -> str:
+    """The query string naming the entry ``name``, whatever its bytes."""
+    return urlencode({"name": name}, encoding="utf-8", errors="surrogateescape")
 
 
 class ApiResponse(JSONResponse):
@@ -189,7 +203,7 @@ def create_app(celery_app: Celery, read_only: bool = False, auth: str | None = N
     if auth is not None and ":" not in auth:
         raise ValueError("the dashboard's credentials must read 'user:password'")
     templates = Environment(loader=PackageLoader("redbeat.web", "templates"), autoescape=True, finalize=_shown)
-    templates.filters["urlencode"] = _url_quoted
+    templates.filters["urlencode"] = url_quoted
     app = Starlette(routes=_routes(read_only),
                     middleware=[Middleware(Guard, security=WebSecurity(auth, allowed_hosts))])
     app.state.dashboard = Dashboard(celery_app, Readings(celery_app), templates, read_only, require_known_tasks)

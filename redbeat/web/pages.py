@@ -17,7 +17,19 @@ from ..entrysearch import Page, PageQuery, SortOrder, StateFilter, schedule_page
 from ..specs import TEXT_FIELDS
 from ..validation import OPTION_FIELDS, WRITABLE_FIELDS
 from . import actions
-from .app import Verbatim, csrf_of_form, dashboard_of, form_of, name_param, refused_without_csrf, render, root_of
+from .app import (
+    Verbatim,
+    csrf_of_form,
+    dashboard_of,
+    form_of,
+    name_of_form,
+    name_param,
+    name_query,
+    refused_without_csrf,
+    render,
+    root_of,
+    url_quoted,
+)
 from .chart import lateness_svg
 from .readings import recent_dispatches
 from .rows import entry_data, rows_for
@@ -150,13 +162,13 @@ async def edit(request: Request) -> Response:
     refusal = refused_without_csrf(request, csrf_of_form(form), as_json=False)
     if refusal is not None:
         return refusal
-    dashboard, name = dashboard_of(request), form.get("name", "")
+    dashboard, name = dashboard_of(request), name_of_form(form)
     done = await run_in_threadpool(actions.edit, dashboard.app, name, form.get("field", ""), form.get("value", ""),
                                    dashboard.require_known)
     if not done.ok:
         return await run_in_threadpool(_edit_page, request, name, form, done.said, done.status)
     dashboard.readings.forget()
-    request.scope["query_string"] = urlencode({"name": name}).encode()
+    request.scope["query_string"] = name_query(name).encode()
     return await run_in_threadpool(entry, Request(request.scope), done.said, done.warning)
 
 
@@ -172,22 +184,22 @@ async def action(request: Request) -> Response:
     refusal = refused_without_csrf(request, csrf_of_form(form), as_json=False)
     if refusal is not None:
         return refusal
-    dashboard, name = dashboard_of(request), form.get("name", "")
+    dashboard, name = dashboard_of(request), name_of_form(form)
     try:
         chosen = actions.Action(form.get("action", ""))
     except ValueError:
         return render(request, "results.html", 400, heading="Refused", refused="unknown action", results=[],
                       back_url=root_of(request) + "/schedule")
-    back = f"{root_of(request)}/entry?{urlencode({'name': name})}"
+    back = f"{root_of(request)}/entry?{name_query(name)}"
     if chosen.destructive and form.get("confirmed") != "yes":
         return _confirm(request, f"Remove the entry {name!r}? This cannot be undone.", chosen.value,
-                        {"name": name, "action": chosen.value}, f"{root_of(request)}/action", back)
+                        {"name": url_quoted(name), "action": chosen.value}, f"{root_of(request)}/action", back)
     done = await run_in_threadpool(actions.act, dashboard.app, chosen, name)
     dashboard.readings.forget()
     if done.ok and chosen is actions.Action.REMOVE:
         request.scope["query_string"] = b""
         return await run_in_threadpool(schedule, Request(request.scope), done.said)
-    request.scope["query_string"] = urlencode({"name": name}).encode()
+    request.scope["query_string"] = name_query(name).encode()
     return await run_in_threadpool(entry, Request(request.scope), done.said if done.ok else None, done.warning,
                                    None if done.ok else done.said, 200 if done.ok else done.status)
 
