@@ -393,3 +393,20 @@ def test_the_due_filter_sorted_by_name_lists_only_the_due_entries(app, schedule_
     assert [row["name"] for row in answer["entries"]] == ["due-a"] and answer["total"] == 1
 
 
+
+
+def test_bulk_pause_of_a_search_holding_a_backslash_pauses_what_the_search_found(app, schedule_redis):
+    add(app, "share\\reports")
+    add(app, "share\\\\reports")  # what printable shows of the search text
+    web = client(app)
+    listing = web.get("/schedule", params={"name": "e\\r"}).text
+    fields = dict((key, unescape(value)) for key, value in
+                  re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">',
+                             listing[listing.index('id="bulk"'):]))
+    confirm = web.post("/bulk", data={**fields, "action": "pause"}).text
+    assert "share\\\\\\\\reports" not in confirm  # the look-alike is not listed
+    fields = dict((key, unescape(value)) for key, value in
+                  re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', confirm))
+    assert web.post("/bulk", data=fields).status_code == 200
+    assert enabled(schedule_redis, "share\\reports") is False
+    assert enabled(schedule_redis, "share\\\\reports") is True

@@ -4,6 +4,7 @@ pool (plain functions); POSTs read their form, check the CSRF token, then act.""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -95,7 +96,10 @@ def schedule(request: Request, said: str | None = None, refused: str | None = No
     pages = -(-found.total // query.size) if found.total else 1
     # Polled only while a page costs O(page): a scan polled by every open tab would hammer Redis.
     cheap = not query.scans and query.sort in (SortOrder.NEXT, SortOrder.NEXT_DESC)
-    return render(request, "schedule.html", page="schedule", poll="page" if cheap else None, q=query,
+    # The search text goes back into the form as typed (not through printable, whose escapes
+    # would be another search): the bulk form and the search box send it again.
+    typed = replace(query, name=Verbatim(query.name), task=Verbatim(query.task))
+    return render(request, "schedule.html", page="schedule", poll="page" if cheap else None, q=typed,
                   rows=rows_for(app, found.keys, now), found=found, pages=pages, said=said, refused=refused,
                   states=[s.value for s in StateFilter], sorts=SORT_LABELS,
                   prev_url=_query_url(request, query, query.page - 1) if query.page > 1 else None,
@@ -223,7 +227,7 @@ async def bulk(request: Request) -> Response:
     targets = await run_in_threadpool(actions.bulk_targets, dashboard.app, query, now)
     back = _query_url(request, query, 1)
     if form.get("confirmed") != "yes":
-        fields = {key: form.get(key, "") for key in ("name", "task", "state", "action")}
+        fields = {key: Verbatim(form.get(key, "")) for key in ("name", "task", "state", "action")}  # as typed
         return _confirm(request, f"{chosen.value.capitalize()} these {len(targets.names)} entries"
                         f"{' (the first matches: narrow the search)' if targets.capped else ''}?", chosen.value,
                         fields, f"{root_of(request)}/bulk", back, targets.shown,
