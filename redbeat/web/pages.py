@@ -227,7 +227,7 @@ async def bulk(request: Request) -> Response:
     targets = await run_in_threadpool(actions.bulk_targets, dashboard.app, query, now)
     back = _query_url(request, query, 1)
     if form.get("confirmed") != "yes":
-        fields = {key: Verbatim(form.get(key, "")) for key in ("name", "task", "state", "action")}  # as typed
+        fields: dict[str, str] = {key: Verbatim(form.get(key, "")) for key in ("name", "task", "state", "action")}
         return _confirm(request, f"{chosen.value.capitalize()} these {len(targets.names)} entries"
                         f"{' (the first matches: narrow the search)' if targets.capped else ''}?", chosen.value,
                         fields, f"{root_of(request)}/bulk", back, targets.shown,
