@@ -410,3 +410,12 @@ def test_bulk_pause_of_a_search_holding_a_backslash_pauses_what_the_search_found
     assert web.post("/bulk", data=fields).status_code == 200
     assert enabled(schedule_redis, "share\\reports") is False
     assert enabled(schedule_redis, "share\\\\reports") is True
+
+
+@pytest.mark.parametrize("name", [":schedule", ":statics", ":lock", ":history:x", "", ":"])
+def test_the_pages_of_a_name_that_is_one_of_redbeat_s_own_keys_answer_without_a_server_error(app, name):
+    add(app, "x")
+    client(app).get("/")  # beat's own keys exist
+    web = client(app)
+    for path in ("/entry", "/api/entry", "/edit"):
+        assert web.get(path, params={"name": name}).status_code in (200, 404), path
