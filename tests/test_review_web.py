@@ -419,3 +419,25 @@ def test_the_pages_of_a_name_that_is_one_of_redbeat_s_own_keys_answer_without_a_
     web = client(app)
     for path in ("/entry", "/api/entry", "/edit"):
         assert web.get(path, params={"name": name}).status_code in (200, 404), path
+
+
+def test_a_refused_create_form_keeps_what_was_typed_exactly(app):
+    web = client(app)
+    typed = {"name": "copy", "task": "tasks.copy", "kind": "every", "schedule": "soon",  # refused: no number
+             "kwargs": '{"path": "C:\\\\tmp"}', "description": "tab\\there"}
+    page = web.post("/new", data={"csrf_token": token(web), **typed})
+    assert page.status_code in (400, 422)
+    inputs = re.findall(r'<input name="([a-z]+)" id="new-[a-z]+" value="([^"]*)"', page.text)
+    shown = {key: unescape(value) for key, value in inputs}
+    assert shown["kwargs"] == typed["kwargs"] and shown["description"] == typed["description"]
+
+
+def test_a_refused_edit_form_keeps_what_was_typed_exactly(app):
+    add(app, "copy")
+    web = client(app)
+    typed = '{"path": "C:\\\\tmp", "bad": '
+    page = web.post("/edit", data={"csrf_token": token(web), "name": "copy", "field": "kwargs", "value": typed})
+    assert page.status_code in (400, 422)
+    shown = re.search(r'<textarea name="value" id="edit-value"[^>]*>(.*?)</textarea>', page.text, re.S).group(1)
+    shown = unescape(shown)
+    assert shown == typed

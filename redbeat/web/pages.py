@@ -121,8 +121,14 @@ def entry(request: Request, said: str | None = None, warning: str | None = None,
                   actions=ACTION_LABELS, said=said, warning=warning, refused=refused)
 
 
+def _as_typed(typed: dict[str, str]) -> dict[str, str]:
+    """A form's fields to fill it again exactly as typed: through ``printable``, a backslash would
+    come back doubled, and saving again would save another value."""
+    return {key: Verbatim(value) for key, value in typed.items()}
+
+
 def _new_page(request: Request, typed: dict[str, str], refused: str | None = None, status: int = 200) -> Response:
-    return render(request, "form.html", status, page="new", heading="New entry", editing=False, typed=typed,
+    return render(request, "form.html", status, page="new", heading="New entry", editing=False, typed=_as_typed(typed),
                   kinds=actions.SCHEDULE_KINDS, option_fields=", ".join(OPTION_FIELDS), refused=refused)
 
 
@@ -152,7 +158,7 @@ def _edit_page(request: Request, name: str, typed: dict[str, str], refused: str 
                       results=[], back_url=root_of(request) + "/schedule")
     definition = entry_data(details, 0.0)["definition_json"]
     return render(request, "form.html", status, page="edit", heading=f"Edit {name}", editing=True, name=name,
-                  typed=typed, fields=EDITABLE, text_fields=", ".join(TEXT_FIELDS),
+                  typed=_as_typed(typed), fields=EDITABLE, text_fields=", ".join(TEXT_FIELDS),
                   definition_json=Verbatim(definition), refused=refused)
 
 
