@@ -111,6 +111,8 @@ def add_entry(app: Celery, definition: dict, require_known: bool, force: bool = 
     name = definition.get("name")
     if not name:
         raise ChangeRefusedError("give the entry a name")
+    if not isinstance(name, str):  # the codec's words, said before the name is used as a key
+        raise ChangeRefusedError("invalid entry: definition field 'name' must be a string")
     entry_key(app, name)
     entry = checked_entry(app, definition, require_known, force)
     with checked():  # a rule that never matches cannot be scored: said, not a traceback

@@ -121,7 +121,7 @@ def schedule_page(app: Celery, query: PageQuery, now: float) -> Page:
     if query.scans:
         return _searched(store, query)
     if query.sort in (SortOrder.NAME, SortOrder.NAME_DESC):
-        return _by_name(store, query)
+        return _by_name(store, query, now)
     return _by_rank(store, query, now)
 
 
@@ -166,8 +166,11 @@ def _ranks(segments: list[tuple[int, int, bool]], offset: int, size: int) -> lis
     return ranges
 
 
-def _by_name(store: ScheduleStore, query: PageQuery) -> Page:
-    names = cast("list[bytes]", store.client.zrange(store.conf.schedule_key, 0, -1))
+def _by_name(store: ScheduleStore, query: PageQuery, now: float) -> Page:
+    """Every member's name (or every due one's: scores 0 to ``now``), sorted here, then paged."""
+    key = store.conf.schedule_key
+    names = cast("list[bytes]", store.client.zrangebyscore(key, 0, now) if query.state == StateFilter.DUE
+                 else store.client.zrange(key, 0, -1))
     names.sort(reverse=query.sort == SortOrder.NAME_DESC)
     return Page(names[query.offset:query.offset + query.size], len(names))
 

@@ -16,7 +16,7 @@ from ..client import get_store
 from ..entrydetails import entry_details
 from ..entrysearch import schedule_page
 from . import actions
-from .app import ApiResponse, csrf_of_json, dashboard_of, refused_without_csrf
+from .app import ApiResponse, csrf_of_json, dashboard_of, name_param, refused_without_csrf
 from .pages import BadQueryError, page_query
 from .rows import entry_data, rows_for
 from .security import csrf_token, remember_csrf
@@ -46,7 +46,7 @@ def entries(request: Request) -> Response:
 
 def entry(request: Request) -> Response:
     app = dashboard_of(request).app
-    name = request.query_params.get("name", "")
+    name = name_param(request)
     details = entry_details(app, name, runs=10)
     if details.missing:
         return _error(f"no entry named {name!r}", 404)
@@ -120,9 +120,10 @@ async def edit(request: Request) -> Response:
         return refusal
     dashboard = dashboard_of(request)
     name, field = body.get("name"), body.get("field")
-    if not isinstance(name, str) or not isinstance(field, str) or ("value" not in body and "text" not in body):
-        return _error("give name, field and value (JSON) or text", 400)
     as_text = "text" in body
+    if (not isinstance(name, str) or not isinstance(field, str) or ("value" not in body and not as_text)
+            or (as_text and not isinstance(body["text"], str))):
+        return _error("give name, field and value (JSON) or text (a string)", 400)
     done = await run_in_threadpool(actions.edit, dashboard.app, name, field, body["text"] if as_text else body["value"],
                                    dashboard.require_known, as_text)
     return _answer(request, done)

@@ -4,11 +4,12 @@ and answer shares (``Dashboard``). ``create_app`` is the public way to build it.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, quote
+from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 from celery import Celery
 from jinja2 import Environment, PackageLoader
@@ -25,8 +26,9 @@ from ..printable import printable
 from .readings import Readings
 from .security import CSRF_FIELD, CSRF_HEADER, Guard, WebSecurity, csrf_refusal, csrf_token, remember_csrf
 
-__all__ = ["create_app", "ApiResponse", "Dashboard", "dashboard_of", "render", "form_of", "refused_without_csrf",
-           "MAX_BODY"]
+__all__ = ["create_app", "ApiResponse", "Dashboard", "dashboard_of", "render", "form_of", "name_param",
+           "name_of_form", "name_query", "url_quoted",
+           "refused_without_csrf", "MAX_BODY"]
 
 # A form or JSON body larger than this is refused: no entry needs more.
 MAX_BODY = 256 * 1024
@@ -44,16 +46,43 @@ def _shown(value: Any) -> Any:
     return printable(value)
 
 
-def _url_quoted(value: Any) -> str:
-    """A name for a URL's query: its exact bytes (not UTF-8 ones too, from ``admin.key_text``)."""
+def url_quoted(value: Any) -> str:
+    """A name for a URL's query, or a page's form: its exact bytes (not UTF-8 ones too, from
+    ``admin.key_text``), percent-encoded, so ASCII that HTML and a form's POST keep as it is."""
     return quote(str(value).encode("utf-8", "surrogateescape"), safe="")
+
+
+def name_of_form(form: dict[str, str]) -> str:
+    """The entry name a page's form posts, percent-encoded by the page (``url_quoted``): shown
+    through ``printable`` it would post another name (a backslash doubled, a control escaped),
+    and HTML cannot hold every name (bytes that are not UTF-8, a carriage return)."""
+    return unquote(form.get("name", ""), errors="surrogateescape")
+
+
+def name_query(name: str) -> str:
+    """The query string naming the entry ``name``, whatever its bytes."""
+    return urlencode({"name": name}, encoding="utf-8", errors="surrogateescape")
 
 
 class ApiResponse(JSONResponse):
     """JSON in ASCII: a name whose bytes are not UTF-8 (``admin.key_text``) is sent escaped, not refused."""
 
     def render(self, content: Any) -> bytes:
-        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode()
+        try:
+            return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode()
+        except ValueError:  # an infinity or NaN another program wrote (JSON has none): sent as null
+            return json.dumps(_finite(content), ensure_ascii=True, separators=(",", ":")).encode()
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every float that is not finite replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 @dataclass
@@ -93,6 +122,14 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
     response = HTMLResponse(html, status)
     remember_csrf(request, response)
     return response
+
+
+def name_param(request: Request) -> str:
+    """The query's ``name`` with its exact bytes: a name that is not UTF-8 (``admin.key_text``)
+    is linked byte for byte (``%FF``), which Starlette's own parsing turns into U+FFFD."""
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    found = dict(parse_qsl(query, keep_blank_values=True, encoding="utf-8", errors="surrogateescape"))
+    return found.get("name", "")
 
 
 async def form_of(request: Request) -> dict[str, str]:
@@ -166,7 +203,7 @@ def create_app(celery_app: Celery, read_only: bool = False, auth: str | None = N
     if auth is not None and ":" not in auth:
         raise ValueError("the dashboard's credentials must read 'user:password'")
     templates = Environment(loader=PackageLoader("redbeat.web", "templates"), autoescape=True, finalize=_shown)
-    templates.filters["urlencode"] = _url_quoted
+    templates.filters["urlencode"] = url_quoted
     app = Starlette(routes=_routes(read_only),
                     middleware=[Middleware(Guard, security=WebSecurity(auth, allowed_hosts))])
     app.state.dashboard = Dashboard(celery_app, Readings(celery_app), templates, read_only, require_known_tasks)

@@ -4,6 +4,7 @@ pool (plain functions); POSTs read their form, check the CSRF token, then act.""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -17,7 +18,19 @@ from ..entrysearch import Page, PageQuery, SortOrder, StateFilter, schedule_page
 from ..specs import TEXT_FIELDS
 from ..validation import OPTION_FIELDS, WRITABLE_FIELDS
 from . import actions
-from .app import Verbatim, csrf_of_form, dashboard_of, form_of, refused_without_csrf, render, root_of
+from .app import (
+    Verbatim,
+    csrf_of_form,
+    dashboard_of,
+    form_of,
+    name_of_form,
+    name_param,
+    name_query,
+    refused_without_csrf,
+    render,
+    root_of,
+    url_quoted,
+)
 from .chart import lateness_svg
 from .readings import recent_dispatches
 from .rows import entry_data, rows_for
@@ -83,7 +96,10 @@ def schedule(request: Request, said: str | None = None, refused: str | None = No
     pages = -(-found.total // query.size) if found.total else 1
     # Polled only while a page costs O(page): a scan polled by every open tab would hammer Redis.
     cheap = not query.scans and query.sort in (SortOrder.NEXT, SortOrder.NEXT_DESC)
-    return render(request, "schedule.html", page="schedule", poll="page" if cheap else None, q=query,
+    # The search text goes back into the form as typed (not through printable, whose escapes
+    # would be another search): the bulk form and the search box send it again.
+    typed = replace(query, name=Verbatim(query.name), task=Verbatim(query.task))
+    return render(request, "schedule.html", page="schedule", poll="page" if cheap else None, q=typed,
                   rows=rows_for(app, found.keys, now), found=found, pages=pages, said=said, refused=refused,
                   states=[s.value for s in StateFilter], sorts=SORT_LABELS,
                   prev_url=_query_url(request, query, query.page - 1) if query.page > 1 else None,
@@ -94,7 +110,7 @@ def schedule(request: Request, said: str | None = None, refused: str | None = No
 def entry(request: Request, said: str | None = None, warning: str | None = None, refused: str | None = None,
           status: int = 200) -> Response:
     app = dashboard_of(request).app
-    name = request.query_params.get("name", "")
+    name = name_param(request)
     details = entry_details(app, name, runs=10)
     if details.missing:
         return render(request, "results.html", 404, heading="No such entry", refused=f"no entry named {name!r}",
@@ -105,8 +121,14 @@ def entry(request: Request, said: str | None = None, warning: str | None = None,
                   actions=ACTION_LABELS, said=said, warning=warning, refused=refused)
 
 
+def _as_typed(typed: dict[str, str]) -> dict[str, str]:
+    """A form's fields to fill it again exactly as typed: through ``printable``, a backslash would
+    come back doubled, and saving again would save another value."""
+    return {key: Verbatim(value) for key, value in typed.items()}
+
+
 def _new_page(request: Request, typed: dict[str, str], refused: str | None = None, status: int = 200) -> Response:
-    return render(request, "form.html", status, page="new", heading="New entry", editing=False, typed=typed,
+    return render(request, "form.html", status, page="new", heading="New entry", editing=False, typed=_as_typed(typed),
                   kinds=actions.SCHEDULE_KINDS, option_fields=", ".join(OPTION_FIELDS), refused=refused)
 
 
@@ -136,13 +158,13 @@ def _edit_page(request: Request, name: str, typed: dict[str, str], refused: str 
                       results=[], back_url=root_of(request) + "/schedule")
     definition = entry_data(details, 0.0)["definition_json"]
     return render(request, "form.html", status, page="edit", heading=f"Edit {name}", editing=True, name=name,
-                  typed=typed, fields=EDITABLE, text_fields=", ".join(TEXT_FIELDS),
+                  typed=_as_typed(typed), fields=EDITABLE, text_fields=", ".join(TEXT_FIELDS),
                   definition_json=Verbatim(definition), refused=refused)
 
 
 def edit_form(request: Request) -> Response:
     field = request.query_params.get("field", "schedule")
-    return _edit_page(request, request.query_params.get("name", ""), {"field": field, "value": ""})
+    return _edit_page(request, name_param(request), {"field": field, "value": ""})
 
 
 async def edit(request: Request) -> Response:
@@ -150,13 +172,13 @@ async def edit(request: Request) -> Response:
     refusal = refused_without_csrf(request, csrf_of_form(form), as_json=False)
     if refusal is not None:
         return refusal
-    dashboard, name = dashboard_of(request), form.get("name", "")
+    dashboard, name = dashboard_of(request), name_of_form(form)
     done = await run_in_threadpool(actions.edit, dashboard.app, name, form.get("field", ""), form.get("value", ""),
                                    dashboard.require_known)
     if not done.ok:
         return await run_in_threadpool(_edit_page, request, name, form, done.said, done.status)
     dashboard.readings.forget()
-    request.scope["query_string"] = urlencode({"name": name}).encode()
+    request.scope["query_string"] = name_query(name).encode()
     return await run_in_threadpool(entry, Request(request.scope), done.said, done.warning)
 
 
@@ -172,22 +194,22 @@ async def action(request: Request) -> Response:
     refusal = refused_without_csrf(request, csrf_of_form(form), as_json=False)
     if refusal is not None:
         return refusal
-    dashboard, name = dashboard_of(request), form.get("name", "")
+    dashboard, name = dashboard_of(request), name_of_form(form)
     try:
         chosen = actions.Action(form.get("action", ""))
     except ValueError:
         return render(request, "results.html", 400, heading="Refused", refused="unknown action", results=[],
                       back_url=root_of(request) + "/schedule")
-    back = f"{root_of(request)}/entry?{urlencode({'name': name})}"
+    back = f"{root_of(request)}/entry?{name_query(name)}"
     if chosen.destructive and form.get("confirmed") != "yes":
         return _confirm(request, f"Remove the entry {name!r}? This cannot be undone.", chosen.value,
-                        {"name": name, "action": chosen.value}, f"{root_of(request)}/action", back)
+                        {"name": url_quoted(name), "action": chosen.value}, f"{root_of(request)}/action", back)
     done = await run_in_threadpool(actions.act, dashboard.app, chosen, name)
     dashboard.readings.forget()
     if done.ok and chosen is actions.Action.REMOVE:
         request.scope["query_string"] = b""
         return await run_in_threadpool(schedule, Request(request.scope), done.said)
-    request.scope["query_string"] = urlencode({"name": name}).encode()
+    request.scope["query_string"] = name_query(name).encode()
     return await run_in_threadpool(entry, Request(request.scope), done.said if done.ok else None, done.warning,
                                    None if done.ok else done.said, 200 if done.ok else done.status)
 
@@ -211,7 +233,7 @@ async def bulk(request: Request) -> Response:
     targets = await run_in_threadpool(actions.bulk_targets, dashboard.app, query, now)
     back = _query_url(request, query, 1)
     if form.get("confirmed") != "yes":
-        fields = {key: form.get(key, "") for key in ("name", "task", "state", "action")}
+        fields: dict[str, str] = {key: Verbatim(form.get(key, "")) for key in ("name", "task", "state", "action")}
         return _confirm(request, f"{chosen.value.capitalize()} these {len(targets.names)} entries"
                         f"{' (the first matches: narrow the search)' if targets.capped else ''}?", chosen.value,
                         fields, f"{root_of(request)}/bulk", back, targets.shown,

@@ -34,6 +34,9 @@ OVERDUE_SHOWN = 5
 # often come due soonest), and of the most overdue: one pipelined read, bounded.
 CHART_ENTRIES = 40
 CHART_RUNS = 10
+# The times the chart can draw (UNIX seconds, 1970 to the end of year 9999): a record of
+# another program's may hold anything.
+CHARTABLE = (0.0, 253402300799.0)
 
 
 class Reading(Generic[T]):
@@ -167,7 +170,10 @@ def recent_dispatches(app: Celery, now: float) -> list[Dispatch]:
 def _dispatch(name: str, raw: bytes) -> Dispatch | None:
     try:
         record = json.loads(raw)
-        return Dispatch(name, float(record["scheduled"]), float(record["dispatched"]),
-                        float(record["dispatched"]) - float(record["scheduled"]), str(record.get("outcome", "")))
+        scheduled, dispatched = float(record["scheduled"]), float(record["dispatched"])
+        outcome = str(record.get("outcome", ""))
     except (ValueError, TypeError, KeyError, RecursionError):
         return None  # another program's record: not charted
+    if not all(CHARTABLE[0] <= at <= CHARTABLE[1] for at in (scheduled, dispatched)):
+        return None  # NaN, an infinity, or a time no axis can show: not charted either
+    return Dispatch(name, scheduled, dispatched, dispatched - scheduled, outcome)

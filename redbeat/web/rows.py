@@ -17,7 +17,7 @@ from ..entrydetails import EntryDetails
 from ..slots import zone_of
 from ..timeformat import iso, with_iso_times
 
-__all__ = ["state_of", "rows_for", "entry_data", "parked_words"]
+__all__ = ["state_of", "rows_for", "entry_data", "parked_words", "shown_json"]
 
 
 def state_of(view: admin.EntryView, now: float) -> str:
@@ -131,6 +131,16 @@ def _history(details: EntryDetails) -> list[dict[str, Any]]:
     return runs
 
 
+def shown_json(value: Any) -> str:
+    """``value`` as JSON for people: readable (not ASCII only), yet every character ``printable``
+    would escape (controls, bidi, a byte that is not UTF-8) written as a JSON escape: the page
+    shows it as the other texts, and it is still the JSON to edit."""
+    text = json.dumps(value, indent=2, ensure_ascii=False)
+    if text.replace("\n", "").isprintable():
+        return text  # the common case, at C speed
+    return "".join(char if char.isprintable() or char == "\n" else json.dumps(char)[1:-1] for char in text)
+
+
 def entry_data(details: EntryDetails, now: float) -> dict[str, Any]:
     """The entry page's data, and the API's answer for one entry."""
     view = details.view
@@ -140,7 +150,7 @@ def entry_data(details: EntryDetails, now: float) -> dict[str, Any]:
         "zone": _zone_name(view),
         "parked_words": None if view.parked is None else parked_words(view.parked),
         "fields": with_iso_times(details.fields),
-        "definition_json": json.dumps(details.fields.get("definition"), indent=2, ensure_ascii=False),
+        "definition_json": shown_json(details.fields.get("definition")),
         "next_runs": _next_runs(details),
         "preview_error": details.preview_error,
         "history": _history(details),

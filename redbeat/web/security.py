@@ -7,7 +7,9 @@ The CSRF token is a random value in a cookie of the dashboard's (SameSite=Strict
 HttpOnly), which every page also writes into a ``<meta name="csrf-token">`` and into
 its forms: a POST must send it back, in the ``csrf_token`` form field or the
 ``X-CSRF-Token`` header, equal to the cookie's. Another site can make the browser send
-the cookie, but cannot read it nor the page to learn the value.
+the cookie, but cannot read it nor the page to learn the value. A page on another port of
+this host could set the cookie itself (cookies do not keep ports apart): a change a browser
+says comes from anywhere but the dashboard's own pages (``Sec-Fetch-Site``) is refused too.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from starlette.responses import PlainTextResponse, Response
 from ..metricsserver import basic_auth_matches
 
 __all__ = ["WebSecurity", "Guard", "csrf_token", "csrf_refusal", "CSRF_COOKIE", "CSRF_HEADER", "CSRF_FIELD",
-           "LOOPBACK_HOSTS", "SECURITY_HEADERS"]
+           "LOOPBACK_HOSTS", "SECURITY_HEADERS", "FETCH_SITES_ALLOWED"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -38,6 +40,12 @@ CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf_token"
 # The names a browser uses for this host when the dashboard listens on loopback.
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+# Where a browser says a request comes from (Fetch Metadata): a change is taken from the
+# dashboard's own pages, or from no page (a script; a browser too old to say). Not from another
+# site, nor another port of this host: cookies do not keep ports apart, so a page served on
+# 127.0.0.1:8000 can set a redbeat_csrf cookie of its choosing and post its value, and its
+# requests are same-site, so SameSite=Strict does not stop them.
+FETCH_SITES_ALLOWED = ("same-origin", "none")
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{32,64}")
 
 SECURITY_HEADERS = {
@@ -136,6 +144,9 @@ def remember_csrf(request: Request, response: Response) -> Response:
 def csrf_refusal(request: Request, given: str | None) -> str | None:
     """Why a state change must be refused (403), or None: the token sent (form field or
     header) must be the cookie's."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site.strip().lower() not in FETCH_SITES_ALLOWED:
+        return "refused: the request comes from another page than the dashboard's own (Sec-Fetch-Site)"
     cookie = request.cookies.get(CSRF_COOKIE, "")
     if not _TOKEN.fullmatch(cookie):
         return "no CSRF cookie: load a page of the dashboard (or GET /api/csrf) first"
