@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 from celery.app.trace import build_tracer
 from celery.exceptions import Reject
+from click.testing import CliRunner
 
 from redbeat import RedBeatSchedulerEntry
+from redbeat.cli import redbeat
 from redbeat.client import get_store
 from redbeat.decide import Decider
 from redbeat.decoder import meta_json
@@ -131,3 +133,20 @@ def test_a_run_that_rejected_itself_with_requeue_runs_when_delivered_again(app, 
     assert [RunEvent.from_json(raw).event for raw in get_store(app).worker_events(KEY)] == ["rejected", "started"]
     deliver(rejects_once, run)  # the broker's delivery the Reject asked for
     assert len(ran) == 2
+
+
+# -- move-prefix: an entry's worker events of another type -----------------------------------------
+
+def test_move_prefix_moves_every_entry_and_leaves_a_worker_events_key_of_another_type_where_it_is(schedule_redis,
+                                                                                                  redis_url):
+    """Someone's string where an entry's worker events go must not stop the move half-way
+    (the entry at both prefixes, every later entry left) at each attempt."""
+    for name in ("a", "b"):
+        schedule_redis.hset(f"redbeat:{name}", "definition", json.dumps(
+            {"name": name, "task": "tasks.moved", "schedule": {"__type__": "interval", "every": 3600}}))
+        schedule_redis.zadd("redbeat::schedule", {f"redbeat:{name}": 0})
+    schedule_redis.set("redbeat::worker-events:a", "not a list")
+    result = CliRunner().invoke(redbeat, ["--redis-url", redis_url, "move-prefix", "--to", "{redbeat}:", "--apply"])
+    assert result.exit_code == 0, result.output
+    assert schedule_redis.exists("{redbeat}:a", "{redbeat}:b") == 2 and not schedule_redis.exists("redbeat:a")
+    assert schedule_redis.get("redbeat::worker-events:a") == "not a list"
