@@ -75,9 +75,13 @@ class WorkerEvents(StorePart):
     # run whose worker died). Else the ``started`` event is pushed and the
     # list capped. The counts are pcall'ed: a count that cannot be written
     # (a key of another type) must not decide whether a run executes.
+    # A list key of another type (someone else's value) claims nothing.
     # KEYS: worker events, run outcomes   ARGV: CLAIM_ARGS
-    # Returns: 1 (claimed), or the earlier ``started`` event (a duplicate)
+    # Returns: 1 (claimed), the earlier ``started`` event (a duplicate), or
+    # {type} of a worker-events key that is no list
     CLAIM_RUN_LUA = CLAIM_ARGS.lua() + f"""
+    local kind = redis.call('TYPE', KEYS[1])['ok']
+    if kind ~= 'list' and kind ~= 'none' then return {{kind}} end
     local prefix, retries = ARGV[C_PREFIX], tonumber(ARGV[C_RETRIES])
     local events = redis.call('LRANGE', KEYS[1], 0, -1)
     local earlier, earlier_at, ended = nil, 0, false
@@ -147,7 +151,8 @@ class WorkerEvents(StorePart):
         """Claim the start of the run ``started`` is the event of, for the entry under
         ``key``: one round trip. With no list kept (``redbeat_history_size = 0``) there is
         nothing to claim in: granted, without a call. ``redbeat_rerun_interrupted_after``
-        says when a run whose worker died may start again."""
+        says when a run whose worker died may start again. WrongTypeError if the entry's
+        list is of another type (nothing claimed)."""
         size = self.worker_events_size
         if size <= 0:
             return RunClaim(True)
@@ -156,6 +161,8 @@ class WorkerEvents(StorePart):
         reply = self._claim_run(keys=[self.worker_events_key(key), self.keys.run_outcomes], args=CLAIM_ARGS.pack(
             task_id=started.task_id, retries=started.retries, prefix=task_id_prefix(started.task_id),
             event=started.to_json(), cap=size, now=repr(started.at), rerun_after=repr(float(rerun_after))))
+        if isinstance(reply, list):
+            raise WrongTypeError(text(self.worker_events_key(key)), text(reply[0]), "list")
         if isinstance(reply, bytes):
             return RunClaim(False, RunEvent.from_json(reply))
         return RunClaim(True)
