@@ -26,6 +26,7 @@ from redis.cluster import RedisCluster
 from .config import RedBeatConfig
 from .lua import ArgLayout
 from .outcomecounts import DUPLICATE, DURATION_COUNT, DURATION_SUM, duration_bucket, outcome_field
+from .overlap import CURRENT_WINDOW, current_event
 from .records import RunEvent, RunEventKind
 from .stages import text
 from .storepart import StorePart, WrongTypeError
@@ -191,12 +192,13 @@ class WorkerEvents(StorePart):
         return cast("list[bytes]", self.client.lrange(self.worker_events_key(key), 0, -1))
 
     def last_worker_events(self, keys: Sequence[str]) -> list[bytes | None]:
-        """The newest raw event of each entry (None: none, or a list of another type); one
-        round trip however many keys."""
+        """The current raw event of each entry (``overlap.current_event``: the newest, but for
+        a late ``retried``; None: none, or a list of another type); one round trip however
+        many keys."""
         if not keys:
             return []
         pipe = self.client.pipeline(transaction=False)
         for key in keys:
-            pipe.lrange(self.worker_events_key(key), 0, 0)
-        return [reply[0] if isinstance(reply, list) and reply else None
+            pipe.lrange(self.worker_events_key(key), 0, CURRENT_WINDOW - 1)
+        return [current_event(reply) if isinstance(reply, list) and reply else None
                 for reply in pipe.execute(raise_on_error=False)]
