@@ -14,6 +14,8 @@ import pytest
 from celery.app.trace import build_tracer
 from celery.exceptions import Reject
 from click.testing import CliRunner
+from conftest import make_app, wait_for
+from test_run_once import events, outcomes, start_worker, workers  # noqa: F401 (workers: the fixture used)
 
 from redbeat import RedBeatSchedulerEntry
 from redbeat.cli import redbeat
@@ -164,3 +166,22 @@ def test_show_and_list_say_a_run_whose_late_retried_report_came_after_its_next_a
         schedule_redis.lpush("redbeat::worker-events:busy", event.to_json())
     assert json.loads(cli("show", "busy", "--json"))["overlap"]["running"] is None
     assert "retried" not in cli("list")
+
+
+# -- a run killed at its hard time limit ---------------------------------------------------------
+
+@pytest.mark.e2e
+@pytest.mark.xfail(strict=True, reason="review: a run killed at its hard time limit reports no end (Celery sends "
+                                       "task_failure, not task_postrun, from the main process): running until "
+                                       "the bound, never failed nor failing")
+@pytest.mark.usefixtures("workers")
+def test_a_run_killed_at_its_hard_time_limit_is_recorded_as_failed(beats, schedule_server, redis_server):
+    """docs/scheduling.rst: "the worker kills the task at the limit and then reports its end"."""
+    start_worker(beats, "worker", "prefork")
+    sender = make_app(None, broker_url=redis_server.url(1))
+    sender.send_task("e2e_app.record_slowly", ["limited", 30], task_id="limited-run-1", time_limit=1,
+                     headers={"redbeat_key": "redbeat:once", "redbeat_scheduled": 1796270400.0})
+    wait_for(lambda: "Hard time limit (1" in beats.log("worker"), timeout=30, message="the hard time limit")
+    wait_for(lambda: outcomes(schedule_server)["failed"] == 1, timeout=10, message="the run's end")
+    assert [event.event for event in events(schedule_server)] == ["failed", "started"]
+    assert schedule_server.client(0).zscore("redbeat::failing", "redbeat:once") is not None
