@@ -185,3 +185,24 @@ def test_a_run_killed_at_its_hard_time_limit_is_recorded_as_failed(beats, schedu
     wait_for(lambda: outcomes(schedule_server)["failed"] == 1, timeout=10, message="the run's end")
     assert [event.event for event in events(schedule_server)] == ["failed", "started"]
     assert schedule_server.client(0).zscore("redbeat::failing", "redbeat:once") is not None
+
+
+# -- exactly once: a task that calls itself directly -----------------------------------------------
+
+def test_a_task_that_calls_itself_directly_runs_its_whole_body_once(app, recorder):
+    """Calling a task directly runs its body in the caller's process (Celery: "calling a task
+    as a function"); in itself, the call inherits the run's request, headers included."""
+    walked: list[int] = []
+
+    @app.task(name="review.walk")
+    def walk(depth: int) -> None:
+        walked.append(depth)
+        if depth < 2:
+            walk(depth + 1)
+
+    claim_before_running(app, recorder.claim, "celery@w1")
+    tracer = build_tracer(walk.name, walk, app.loader, "celery@w1", app=app)
+    run = task_id_for(KEY, LAST.timestamp())
+    tracer(run, [0], {}, request(run))
+    assert walked == [0, 1, 2]
+    assert [RunEvent.from_json(raw).event for raw in get_store(app).worker_events(KEY)] == ["succeeded", "started"]
