@@ -70,7 +70,9 @@ class WorkerEvents(StorePart):
 
     # Claims the start of a run: a ``started`` event of this task id and
     # retry count in the entry's list makes it a duplicate (counted, nothing
-    # pushed: a flood of duplicates must not trim the start away). Only with
+    # pushed: a flood of duplicates must not trim the start away), unless a
+    # ``rejected`` event of it is newer (the task raised Reject: it did not
+    # do its work, and requeue=True asks for this delivery). Only with
     # ``rerun_after`` >= 0 may a run start again: when no event ends its
     # newest start and that start is at least ``rerun_after`` seconds old (a
     # run whose worker died). Else the ``started`` event is pushed and the
@@ -91,6 +93,9 @@ class WorkerEvents(StorePart):
             local ok, event = pcall(cjson.decode, events[i])
             if ok and type(event) == 'table' and event['task_id'] == ARGV[C_TASK_ID]
                     and (tonumber(event['retries']) or 0) == retries then
+                if event['event'] == '{RunEventKind.REJECTED.value}' then
+                    break  -- it refused itself (Reject, requeue=True redelivers it): a delivery again is its own
+                end
                 if event['event'] == '{RunEventKind.STARTED.value}' then
                     earlier, earlier_at = events[i], tonumber(event['at']) or 0
                     break

@@ -113,8 +113,6 @@ def test_the_end_of_a_run_whose_events_key_is_of_another_type_does_not_let_dupli
 
 # -- exactly once: a run that asked to be delivered again ------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="review: a run that raised Reject(requeue=True) is refused as a duplicate "
-                                       "when the broker delivers it again, so it never runs")
 def test_a_run_that_rejected_itself_with_requeue_runs_when_delivered_again(app, recorder):
     """``Reject(requeue=True)`` asks the broker to deliver the message again (Celery's way for
     a task to say "not now", with acks late): that delivery is the run's, not a duplicate."""
@@ -131,6 +129,8 @@ def test_a_run_that_rejected_itself_with_requeue_runs_when_delivered_again(app, 
     deliver(rejects_once, run)
     assert [RunEvent.from_json(raw).event for raw in get_store(app).worker_events(KEY)] == ["rejected", "started"]
     deliver(rejects_once, run)  # the broker's delivery the Reject asked for
+    assert len(ran) == 2
+    deliver(rejects_once, run)  # a duplicate of that one
     assert len(ran) == 2
 
 
