@@ -19,10 +19,10 @@ from .decoder import meta_json
 from .entry import RedBeatSchedulerEntry, bounded, definition_digest, entry_run_bound, overlap_policy, score_of
 from .keys import KeyNames
 from .logfields import log_fields
-from .overlap import WAITING_POLL, Overlap, OverlapPlan, blocker, settle
+from .overlap import WAITING_POLL, Overlap, OverlapPlan, blocker, readable_event, settle
 from .planning import Plan, Policy, latest_start
 from .printable import printable
-from .records import MAX_TIMESTAMP, NEVER, InFlight, Outcome, OutcomeKind, Parked, RunEvent, Status
+from .records import MAX_TIMESTAMP, NEVER, InFlight, Outcome, OutcomeKind, Parked, Status
 from .runs import task_id_for
 from .schedules import crontab
 from .stages import Action, Decision, DueRecord
@@ -209,7 +209,7 @@ class Decider:
         policy = overlap_policy(entry)
         if policy is Overlap.ALLOW:
             return settle(policy, None, waiting, due.plan.runs), ()
-        busy = blocker(_event(newest_event), None if entry.last_run_at is None else task_id_for(
+        busy = blocker(readable_event(newest_event), None if entry.last_run_at is None else task_id_for(
             due.key, entry.last_run_at.timestamp()), old.last_dispatched_at, entry_run_bound(entry), now)
         settled = settle(policy, busy, waiting, due.plan.runs)
         reason = busy.reason() if busy is not None else ""
@@ -258,17 +258,6 @@ class Decider:
             printable(record.key_text), printable(reason), extra=log_fields(key=record.key_text),
         )
         return Decision(record, Action.PARK, score=NEVER, reason=Parked(reason, time.time()).to_json())
-
-
-def _event(raw: bytes | None) -> RunEvent | None:
-    """The newest worker event as read; one that cannot be read counts as none (a worker of a
-    newer RedBeat, or another program, may have written it)."""
-    if raw is None:
-        return None
-    try:
-        return RunEvent.from_json(raw)
-    except ValueError:
-        return None
 
 
 def requested_at(raw: bytes, now: datetime) -> float:

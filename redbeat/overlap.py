@@ -14,6 +14,7 @@ Without any worker event the policy cannot know, and the entry runs as ``allow``
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -23,8 +24,8 @@ from .records import RunEvent, RunEventKind
 from .timeformat import iso
 
 __all__ = ["Overlap", "OVERLAP_POLICIES", "BoundSource", "RunBound", "Blocker", "OverlapPlan", "run_bound",
-           "blocker", "settle", "mentions_overlap", "MAX_RUN_TIME", "DEFAULT_MAX_RUN_TIME", "TIME_LIMIT_GRACE",
-           "WAITING_POLL"]
+           "blocker", "settle", "mentions_overlap", "readable_event", "current_event", "CURRENT_WINDOW",
+           "MAX_RUN_TIME", "DEFAULT_MAX_RUN_TIME", "TIME_LIMIT_GRACE", "WAITING_POLL"]
 
 # An entry's max_run_time: a bound beyond a month would block an entry as good as forever.
 MAX_RUN_TIME = 30 * 86400.0
@@ -33,6 +34,10 @@ DEFAULT_MAX_RUN_TIME = 3600.0
 # Added to a task's hard time limit: the worker kills the task at the limit, then reports
 # its end; the bound must not pass before that report can arrive.
 TIME_LIMIT_GRACE = 30.0
+# How many of an entry's newest worker events are read to find the one that says where its
+# runs stand (``current_event``): a late ``retried`` sits above at most the next attempt's
+# start and end.
+CURRENT_WINDOW = 4
 # How often beat looks again at an entry whose run waits (buffer_one) for the previous one:
 # the entry stays due this far ahead, so that beat neither busy-loops Redis nor starts it late.
 WAITING_POLL = 1.0
@@ -166,3 +171,29 @@ def mentions_overlap(definition: bytes | None) -> bool:
     """Whether a stored definition may set an overlap policy: a byte search, so that a tick
     reads worker events only for the due entries that may need them (never for most)."""
     return definition is not None and b'"overlap"' in definition
+
+
+def readable_event(raw: bytes | None) -> RunEvent | None:
+    """A worker event as read; one that cannot be read counts as none (a worker of a newer
+    RedBeat, or another program, may have written it)."""
+    if raw is None:
+        return None
+    try:
+        return RunEvent.from_json(raw)
+    except ValueError:
+        return None
+
+
+def current_event(raws: Sequence[bytes]) -> bytes | None:
+    """Of an entry's newest raw worker events (newest first, ``CURRENT_WINDOW`` of them), the
+    one that says where its runs stand: the newest, unless it is a ``retried`` of an attempt
+    that a later attempt of the same run reported before it (Celery publishes the retry
+    before the attempt that asked for it reports its end, so the next attempt can start and
+    end first: the run is over, or goes on, as that later attempt says)."""
+    events = [readable_event(raw) for raw in raws]
+    for index, event in enumerate(events):
+        if event is None or event.event != RunEventKind.RETRIED or not any(
+                later is not None and later.task_id == event.task_id and later.retries > event.retries
+                for later in events[index + 1:]):
+            return raws[index]
+    return None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .overlap import mentions_overlap
+from .overlap import CURRENT_WINDOW, current_event, mentions_overlap
 from .records import Outcome
 from .stages import DueRecord
 from .storepart import StorePart
@@ -21,18 +21,20 @@ class OverlapStore(StorePart):
     """The overlap policies' reads and writes."""
 
     def newest_events(self, records: Sequence[DueRecord]) -> dict[bytes, bytes]:
-        """The newest raw worker event of each due record whose definition may set an overlap
-        policy, by entry key (those without any event are left out): one round trip."""
+        """The current raw worker event (``overlap.current_event``: the newest, but for a late
+        ``retried``) of each due record whose definition may set an overlap policy, by entry
+        key (those without any event are left out): one round trip."""
         keys = [record.key for record in records if record.kind == "hash" and mentions_overlap(record.definition)]
         if not keys:
             return {}
         pipe = self.client.pipeline(transaction=False)
         for key in keys:
             pipe.lrange(self.keys.worker_events(key.decode("utf-8", "surrogateescape")).encode(
-                "utf-8", "surrogateescape"), 0, 0)
+                "utf-8", "surrogateescape"), 0, CURRENT_WINDOW - 1)
         replies = pipe.execute(raise_on_error=False)
         # A list of another type (someone else's data) answers an error: no event, as without workers.
-        return {key: reply[0] for key, reply in zip(keys, replies) if isinstance(reply, list) and reply}
+        current = {key: current_event(reply) if isinstance(reply, list) else None for key, reply in zip(keys, replies)}
+        return {key: event for key, event in current.items() if event is not None}
 
     def record_skipped(self, skipped: Sequence[Outcome]) -> None:
         """Push the slots skipped for overlap onto their entries' histories, capped: one round

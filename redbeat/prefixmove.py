@@ -307,7 +307,10 @@ class PrefixMover:
 
     def _move_list(self, source_key: str, target_key: str) -> None:
         """Copy an entry's run history or worker events unless the destination has a list of its own
-        (newer: written there since), then delete the source's."""
+        (newer: written there since), then delete the source's. A key of another type at either
+        end is someone else's value: left where it is, the entry moves without its list."""
+        if text(self.client.type(source_key)) != "list" or text(self.client.type(target_key)) not in ("list", "none"):
+            return
         records = self.client.lrange(source_key, 0, -1)
         if records and not self.client.lrange(target_key, 0, 0):
             # LPUSH puts each record at the head: push the oldest first to keep newest-first order.

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 from celery import Celery
@@ -33,6 +34,10 @@ __all__ = ["DuplicateRun", "Claim", "claiming", "claim_before_running"]
 Claim = Callable[[Any], bool]
 # The attribute that marks a run wrapped by ``claiming``.
 CLAIMS = "redbeat_claims"
+# Whether a claimed body runs in this context (thread, greenlet). A task called as a
+# function inside a run (itself, recursively: Celery hands it the run's request, headers
+# and all) is part of that run: claiming it would find the run's own start.
+_IN_RUN: ContextVar[bool] = ContextVar("redbeat_in_run", default=False)
 
 
 class DuplicateRun(Ignore):
@@ -44,9 +49,15 @@ def claiming(task: Any, run: Callable[..., Any], claim: Claim) -> Callable[..., 
     """``run`` (the task's body), executed only when ``claim(task)`` grants it."""
     @functools.wraps(run)
     def claimed_run(*args: Any, **kwargs: Any) -> Any:
+        if _IN_RUN.get():  # called as a function inside a run: part of it, no delivery of its own
+            return run(*args, **kwargs)
         if not claim(task):
             raise DuplicateRun()
-        return run(*args, **kwargs)
+        entered = _IN_RUN.set(True)
+        try:
+            return run(*args, **kwargs)
+        finally:
+            _IN_RUN.reset(entered)
     setattr(claimed_run, CLAIMS, True)
     return claimed_run
 

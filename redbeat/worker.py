@@ -33,6 +33,7 @@ from .printable import printable
 from .records import RunEvent, RunEventKind, unix_seconds
 from .runonce import DuplicateRun, claim_before_running
 from .store import ScheduleStore
+from .storepart import WrongTypeError
 from .timeformat import iso
 
 __all__ = ["install", "EventRecorder", "RECORDER", "PAUSE_AFTER_ERROR", "WARN_EVERY"]
@@ -138,17 +139,25 @@ class EventRecorder:
             return None
         try:
             return write(get_store(app))
+        except WrongTypeError as exc:
+            # One entry's key holds someone else's value: Redis answers, and the
+            # claims of every other run must go on (no pause).
+            self._warn(app, exc, now, "")
+            return None
         except Exception as exc:  # whatever it is, the task must not fail for it
             self.paused_until = now + PAUSE_AFTER_ERROR
-            self.dropped += 1
-            if self.last_warning is None or now - self.last_warning >= WARN_EVERY:
-                self.last_warning = now
-                logger.warning("redbeat.worker: cannot record run events in Redis at %s: %s: %s; %d event(s) "
-                               "not recorded (none are tried for %gs after an error)",
-                               _where(app), type(exc).__name__, printable(without_urls(str(exc))), self.dropped,
-                               PAUSE_AFTER_ERROR)
-                self.dropped = 0
+            self._warn(app, exc, now, f" (none are tried for {PAUSE_AFTER_ERROR:g}s after an error)")
             return None
+
+    def _warn(self, app: Celery, exc: Exception, now: float, pause: str) -> None:
+        """Count an event not recorded, and say so at most once every ``WARN_EVERY`` seconds."""
+        self.dropped += 1
+        if self.last_warning is None or now - self.last_warning >= WARN_EVERY:
+            self.last_warning = now
+            logger.warning("redbeat.worker: cannot record run events in Redis at %s: %s: %s; %d event(s) "
+                           "not recorded%s", _where(app), type(exc).__name__, printable(without_urls(str(exc))),
+                           self.dropped, pause)
+            self.dropped = 0
 
 
 def _log_duplicate(task: Any, task_id: str, earlier: RunEvent | None) -> None:

@@ -26,6 +26,7 @@ from redis.cluster import RedisCluster
 from .config import RedBeatConfig
 from .lua import ArgLayout
 from .outcomecounts import DUPLICATE, DURATION_COUNT, DURATION_SUM, duration_bucket, outcome_field
+from .overlap import CURRENT_WINDOW, current_event
 from .records import RunEvent, RunEventKind
 from .stages import text
 from .storepart import StorePart, WrongTypeError
@@ -69,15 +70,21 @@ class WorkerEvents(StorePart):
 
     # Claims the start of a run: a ``started`` event of this task id and
     # retry count in the entry's list makes it a duplicate (counted, nothing
-    # pushed: a flood of duplicates must not trim the start away). Only with
+    # pushed: a flood of duplicates must not trim the start away), unless a
+    # ``rejected`` event of it is newer (the task raised Reject: it did not
+    # do its work, and requeue=True asks for this delivery). Only with
     # ``rerun_after`` >= 0 may a run start again: when no event ends its
     # newest start and that start is at least ``rerun_after`` seconds old (a
     # run whose worker died). Else the ``started`` event is pushed and the
     # list capped. The counts are pcall'ed: a count that cannot be written
     # (a key of another type) must not decide whether a run executes.
+    # A list key of another type (someone else's value) claims nothing.
     # KEYS: worker events, run outcomes   ARGV: CLAIM_ARGS
-    # Returns: 1 (claimed), or the earlier ``started`` event (a duplicate)
+    # Returns: 1 (claimed), the earlier ``started`` event (a duplicate), or
+    # {type} of a worker-events key that is no list
     CLAIM_RUN_LUA = CLAIM_ARGS.lua() + f"""
+    local kind = redis.call('TYPE', KEYS[1])['ok']
+    if kind ~= 'list' and kind ~= 'none' then return {{kind}} end
     local prefix, retries = ARGV[C_PREFIX], tonumber(ARGV[C_RETRIES])
     local events = redis.call('LRANGE', KEYS[1], 0, -1)
     local earlier, earlier_at, ended = nil, 0, false
@@ -86,6 +93,9 @@ class WorkerEvents(StorePart):
             local ok, event = pcall(cjson.decode, events[i])
             if ok and type(event) == 'table' and event['task_id'] == ARGV[C_TASK_ID]
                     and (tonumber(event['retries']) or 0) == retries then
+                if event['event'] == '{RunEventKind.REJECTED.value}' then
+                    break  -- it refused itself (Reject, requeue=True redelivers it): a delivery again is its own
+                end
                 if event['event'] == '{RunEventKind.STARTED.value}' then
                     earlier, earlier_at = events[i], tonumber(event['at']) or 0
                     break
@@ -147,7 +157,8 @@ class WorkerEvents(StorePart):
         """Claim the start of the run ``started`` is the event of, for the entry under
         ``key``: one round trip. With no list kept (``redbeat_history_size = 0``) there is
         nothing to claim in: granted, without a call. ``redbeat_rerun_interrupted_after``
-        says when a run whose worker died may start again."""
+        says when a run whose worker died may start again. WrongTypeError if the entry's
+        list is of another type (nothing claimed)."""
         size = self.worker_events_size
         if size <= 0:
             return RunClaim(True)
@@ -156,6 +167,8 @@ class WorkerEvents(StorePart):
         reply = self._claim_run(keys=[self.worker_events_key(key), self.keys.run_outcomes], args=CLAIM_ARGS.pack(
             task_id=started.task_id, retries=started.retries, prefix=task_id_prefix(started.task_id),
             event=started.to_json(), cap=size, now=repr(started.at), rerun_after=repr(float(rerun_after))))
+        if isinstance(reply, list):
+            raise WrongTypeError(text(self.worker_events_key(key)), text(reply[0]), "list")
         if isinstance(reply, bytes):
             return RunClaim(False, RunEvent.from_json(reply))
         return RunClaim(True)
@@ -184,12 +197,13 @@ class WorkerEvents(StorePart):
         return cast("list[bytes]", self.client.lrange(self.worker_events_key(key), 0, -1))
 
     def last_worker_events(self, keys: Sequence[str]) -> list[bytes | None]:
-        """The newest raw event of each entry (None: none, or a list of another type); one
-        round trip however many keys."""
+        """The current raw event of each entry (``overlap.current_event``: the newest, but for
+        a late ``retried``; None: none, or a list of another type); one round trip however
+        many keys."""
         if not keys:
             return []
         pipe = self.client.pipeline(transaction=False)
         for key in keys:
-            pipe.lrange(self.worker_events_key(key), 0, 0)
-        return [reply[0] if isinstance(reply, list) and reply else None
+            pipe.lrange(self.worker_events_key(key), 0, CURRENT_WINDOW - 1)
+        return [current_event(reply) if isinstance(reply, list) and reply else None
                 for reply in pipe.execute(raise_on_error=False)]
