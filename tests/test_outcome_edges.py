@@ -1,4 +1,4 @@
-"""A review of issue 15's work (run outcomes, exactly once per slot, overlap policies): each
+"""A edge cases of issue 15's work (run outcomes, exactly once per slot, overlap policies): each
 test proves one bug found, against a real redis-server, through Celery's own tracer (the code a
 worker runs each task with) where a worker is involved."""
 
