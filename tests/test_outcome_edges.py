@@ -1,5 +1,5 @@
-"""A edge cases of issue 15's work (run outcomes, exactly once per slot, overlap policies): each
-test proves one bug found, against a real redis-server, through Celery's own tracer (the code a
+"""Edge cases of run outcomes, exactly once per slot and overlap policies: each test proves
+one bug a review found (and that it stays fixed), against a real redis-server, through Celery's own tracer (the code a
 worker runs each task with) where a worker is involved."""
 
 from __future__ import annotations
