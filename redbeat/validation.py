@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import reprlib
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -150,10 +151,8 @@ def check_options(fields: dict) -> None:
     """
     if fields.keys().isdisjoint(OPTION_FIELDS):
         return  # most entries set none: spare beat's hot path the checks
-    if fields.get("catch_up") is not None and fields["catch_up"] not in CATCH_UP_POLICIES:
-        raise DecodeError(f"definition field 'catch_up' must be one of {', '.join(CATCH_UP_POLICIES)}")
-    if fields.get("on_finish") is not None and fields["on_finish"] not in ON_FINISH_ACTIONS:
-        raise DecodeError(f"definition field 'on_finish' must be one of {', '.join(ON_FINISH_ACTIONS)}")
+    _check_choice(fields, "catch_up", CATCH_UP_POLICIES)
+    _check_choice(fields, "on_finish", ON_FINISH_ACTIONS)
     _check_number(fields, "catch_up_max", 0, MAX_CATCH_UP, whole=True,
                   words=f"a whole number from 0 to {MAX_CATCH_UP} (-1 or null: no limit of its own)", minus_one=True)
     if fields.get("max_runs") == 0 and not isinstance(fields["max_runs"], bool):
@@ -174,11 +173,21 @@ def check_options(fields: dict) -> None:
         raise DecodeError("definition field 'end_at' must not be before 'start_at'")
 
 
+def _check_choice(fields: dict, name: str, choices: Sequence[str]) -> None:
+    """Refuse a value of ``name`` that is none of ``choices`` (null: the setting's), saying
+    what it was and, for a near miss, the choice meant."""
+    value = fields.get(name)
+    if value is None or (isinstance(value, str) and value in choices):
+        return
+    hint = did_you_mean(value, choices) if isinstance(value, str) else ""
+    raise DecodeError(f"definition field {name!r} must be one of {', '.join(choices)}, not "
+                      f"{reprlib.repr(value)}{hint}")
+
+
 def _check_overlap(fields: dict) -> None:
     """Refuse an ``overlap`` policy RedBeat does not know, and a ``max_run_time`` that is no
     number of seconds above 0 (a run that counts as finished as it starts would block nothing)."""
-    if fields.get("overlap") is not None and fields["overlap"] not in OVERLAP_POLICIES:
-        raise DecodeError(f"definition field 'overlap' must be one of {', '.join(OVERLAP_POLICIES)}")
+    _check_choice(fields, "overlap", OVERLAP_POLICIES)
     value = fields.get("max_run_time")
     if value is not None and (number_problem(value, 0, MAX_RUN_TIME) or value == 0):
         raise DecodeError(f"definition field 'max_run_time' must be a number of seconds, more than 0 and at most "

@@ -158,8 +158,10 @@ def test_options_are_stored_only_when_set(fake_app):
 
 
 @pytest.mark.parametrize("field, value, words", [
-    ("catch_up", "sometimes", "catch_up' must be one of skip, once, all"),
+    ("catch_up", "sometimes", "catch_up' must be one of skip, once, all, not 'sometimes'$"),
+    ("catch_up", True, "catch_up' must be one of skip, once, all, not True$"),
     ("on_finish", "explode", "on_finish' must be one of disable, delete"),
+    ("overlap", "skp", r"overlap' must be one of allow, skip, buffer_one, not 'skp' \(did you mean 'skip'\?\)"),
     ("max_runs", "3", "max_runs' must be a whole number"),
     ("jitter", -1, "jitter' must be a number of seconds from 0 to"),
     ("start_at", "tomorrow", "start_at' must be a datetime object"),
