@@ -576,10 +576,27 @@ def write_report(results: dict, options: argparse.Namespace, drain_n: int, secon
     metrics = metrics_section(results, drain_n, manage_n, repeat)  # measured with the rest: no command of its own
     if metrics:
         lines += ["", metrics.rstrip("\n")]
-    lines += ["", "## Where the time goes", "", PROFILE_NOTES]
+    lines += ["", *kept_sections(Path(options.output)), "## Where the time goes", "", PROFILE_NOTES]
     lines += ["", "## Raw results", "", "```json", json.dumps(results, indent=1)[:200000], "```", ""]
     Path(options.output).write_text("\n".join(lines))
     print(f"written {options.output}")
+
+
+# Sections that only their own mode measures (--management-only, --worker-only, --web-only): a
+# full run keeps them as they were, each with its date and command, rather than drop them.
+OWN_MODE_HEADINGS = (MANAGEMENT_HEADING, WORKER_HEADING, WEB_HEADING)
+
+
+def kept_sections(path: Path) -> list[str]:
+    """The lines of the existing report's sections of ``OWN_MODE_HEADINGS``, each ending blank."""
+    report = path.read_text() if path.exists() else ""
+    kept = []
+    for heading in OWN_MODE_HEADINGS:
+        start = report.find(heading + "\n")
+        if start >= 0:
+            end = report.find("\n## ", start + len(heading))
+            kept += [*report[start:end if end >= 0 else len(report)].rstrip("\n").split("\n"), ""]
+    return kept
 
 
 if __name__ == "__main__":
