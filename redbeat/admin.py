@@ -122,6 +122,8 @@ class EntryView:
             "last_run_exception": None if last is None else last.exception,
             "last_run_duration": None if last is None else last.duration,
             "last_run_reported": None if last is None else iso(last.reported_at),
+            # The run an overlap policy of buffer_one holds back (scheduling.rst).
+            "waiting_run": iso(status.waiting_slot),
         }
 
 

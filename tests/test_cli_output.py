@@ -27,7 +27,7 @@ LONG_RULE = "FREQ=MONTHLY;BYDAY=MO,TU,WE,TH,FR;BYSETPOS=-1;BYHOUR=9,12,15,18;BYM
 MOMENT_KEYS = {"next_run", "last_run", "last_dispatched", "at", "since", "last_tick", "stopped_at", "failing_since",
                "claiming_paused_since", "last_check", "slot", "fire_at", "local", "scheduled", "dispatched",
                "active_since", "next_slot", "parked_at", "claimed_at", "retry_at", "last_dispatched_at",
-               "started", "finished", "last_run_reported"}
+               "started", "finished", "last_run_reported", "waiting_run"}
 
 
 @pytest.fixture

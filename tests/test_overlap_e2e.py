@@ -57,6 +57,13 @@ def show(schedule_server, name: str) -> str:
     return result.output
 
 
+def waiting_run(schedule_server, name: str) -> str | None:
+    result = CliRunner().invoke(redbeat, ["--redis-url", schedule_server.url(0), "list", "--json"])
+    assert result.exit_code == 0, result.output
+    [entry] = [entry for entry in json.loads(result.output) if entry["name"] == name]
+    return entry["waiting_run"]
+
+
 def ended(record: redis.Redis, label: str, count: int) -> list[dict] | None:
     runs = executions(record, label)
     return runs if sum(run["end"] is not None for run in runs) >= count else None
@@ -93,6 +100,7 @@ def test_buffer_one_runs_one_waiting_run_as_soon_as_the_previous_ended_and_never
     start_beat(beats, "beat")
 
     wait_for(lambda: "1 run waiting" in show(schedule_server, "buffered"), timeout=30, message="a run waiting")
+    wait_for(lambda: waiting_run(schedule_server, "buffered"), timeout=30, message="list --json: a run waiting")
     runs = wait_for(lambda: ended(record, "buffered", 4), timeout=40, message="four runs of buffered to end")
     assert_one_at_a_time(runs)
     # Each waiting run started soon after the previous one ended: beat looks again every second.
