@@ -94,8 +94,6 @@ def test_the_page_s_forms_act_on_the_entry_whatever_its_name(app, schedule_redis
     assert json.loads(schedule_redis.hget(f"redbeat:{name}", "definition"))["description"] == "changed"
 
 
-@pytest.mark.xfail(strict=True, reason="review: changes.entry_key hands the key as text to redis-py, which "
-                   "encodes it strictly: a name that is not UTF-8 cannot be acted on (UnicodeEncodeError, a 500)")
 def test_pausing_from_the_page_of_a_name_that_is_not_utf8_pauses_it(app, schedule_redis):
     schedule_redis.hset(b"redbeat:bad\xff", "definition", json.dumps({
         "name": "bad", "task": "tasks.t", "schedule": {"__type__": "interval", "every": 60}}))
