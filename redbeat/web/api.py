@@ -16,7 +16,7 @@ from ..client import get_store
 from ..entrydetails import entry_details
 from ..entrysearch import schedule_page
 from . import actions
-from .app import ApiResponse, csrf_of_json, dashboard_of, name_param, refused_without_csrf
+from .app import ApiResponse, csrf_of_json, dashboard_of, name_param, refused_without_csrf, with_links
 from .pages import BadQueryError, page_query
 from .rows import entry_data, rows_for
 from .security import csrf_token, remember_csrf
@@ -29,7 +29,8 @@ def _error(message: str, status: int) -> ApiResponse:
 
 
 def overview(request: Request) -> Response:
-    return ApiResponse(dashboard_of(request).readings.overview.get())
+    data = dashboard_of(request).readings.overview.get()  # shared between requests: copied, not changed
+    return ApiResponse({**data, "most_overdue": with_links(request, data["most_overdue"])})
 
 
 def entries(request: Request) -> Response:
@@ -41,7 +42,7 @@ def entries(request: Request) -> Response:
     now = get_store(app).time()
     found = schedule_page(app, query, now)
     return ApiResponse({"total": found.total, "capped": found.capped, "page": query.page, "size": query.size,
-                         "entries": rows_for(app, found.keys, now)})
+                         "entries": with_links(request, rows_for(app, found.keys, now))})
 
 
 def entry(request: Request) -> Response:
