@@ -240,8 +240,9 @@ def test_bulk_pause_acts_on_what_the_search_picks_once_confirmed(app, schedule_r
     preview = web.post("/api/bulk", json={"action": "pause", "name": "etl"}, headers=headers).json()
     assert sorted(preview["would_change"]) == ["etl-a", "etl-b"]
     assert stored_definition(schedule_redis, "etl-a").get("enabled", True) is True
-    done = web.post("/api/bulk", json={"action": "pause", "name": "etl", "confirmed": True}, headers=headers).json()
-    assert done["ok"] and len(done["results"]) == 2
+    done = web.post("/api/bulk", json={"action": "pause", "names": preview["would_change"], "confirmed": True},
+                    headers=headers).json()
+    assert done["ok"] and sorted(result["name"] for result in done["results"]) == ["etl-a", "etl-b"]
     assert [stored_definition(schedule_redis, n).get("enabled", True) for n in ("etl-a", "etl-b", "other")] == \
         [False, False, True]
 

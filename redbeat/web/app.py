@@ -27,7 +27,7 @@ from .readings import Readings
 from .security import CSRF_FIELD, CSRF_HEADER, Guard, WebSecurity, csrf_refusal, csrf_token, remember_csrf
 
 __all__ = ["create_app", "ApiResponse", "Dashboard", "dashboard_of", "render", "form_of", "name_param",
-           "name_of_form", "name_query", "url_quoted", "with_links",
+           "name_of_form", "names_field", "names_of_form", "name_query", "url_quoted", "with_links",
            "refused_without_csrf", "MAX_BODY"]
 
 # A form or JSON body larger than this is refused: no entry needs more.
@@ -57,6 +57,17 @@ def name_of_form(form: dict[str, str]) -> str:
     through ``printable`` it would post another name (a backslash doubled, a control escaped),
     and HTML cannot hold every name (bytes that are not UTF-8, a carriage return)."""
     return unquote(form.get("name", ""), errors="surrogateescape")
+
+
+def names_field(names: list[str]) -> str:
+    """Many names in one form field: each ``url_quoted`` (which leaves no comma), joined by commas."""
+    return ",".join(url_quoted(name) for name in names)
+
+
+def names_of_form(form: dict[str, str]) -> list[str]:
+    """The names a form's ``names`` field carries (``names_field``), exact as ``name_of_form``'s."""
+    given = form.get("names", "")
+    return [unquote(quoted, errors="surrogateescape") for quoted in given.split(",")] if given else []
 
 
 def name_query(name: str) -> str:
