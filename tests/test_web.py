@@ -4,6 +4,7 @@ process fetched over a socket. The headless-browser tests live elsewhere."""
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -199,6 +200,36 @@ def cli_error(redis_url: str, tmp_path, definition: dict) -> str:
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     return done.stderr.strip().removeprefix("Error: ")
+
+
+def test_the_entry_page_offers_pause_or_resume_whichever_applies(app):
+    add(app, "running")
+    add(app, "stopped", enabled=False)
+    web = client(app)
+    running = web.get("/entry", params={"name": "running"}).text
+    assert 'id="action-pause"' in running and 'id="action-resume"' not in running
+    stopped = web.get("/entry", params={"name": "stopped"}).text
+    assert 'id="action-resume"' in stopped and 'id="action-pause"' not in stopped
+    assert all(f'id="action-{action}"' in page for page in (running, stopped) for action in ("run-now", "remove"))
+
+
+def test_the_entry_page_and_api_show_the_overlap_policy_at_work_as_show_does(app, schedule_redis, redis_url):
+    from click.testing import CliRunner
+
+    from redbeat.cli import redbeat
+
+    add(app, "guarded-run", overlap="skip", max_run_time=600)
+    add(app, "plain-run")
+    web = client(app)
+    said = CliRunner().invoke(redbeat, ["--redis-url", redis_url, "show", "guarded-run"]).output
+    line = re.search(r"overlap: (.*)", said).group(1)
+    page = web.get("/entry", params={"name": "guarded-run"}).text
+    assert f'<span class="overlap-line">{line}</span>' in html.unescape(page)
+    shown = json.loads(CliRunner().invoke(redbeat, ["--redis-url", redis_url, "show", "guarded-run", "--json"]).output)
+    assert web.get("/api/entry", params={"name": "guarded-run"}).json()["overlap"] == shown["overlap"]
+    assert shown["overlap"]["policy"] == "skip"
+    assert 'id="entry-overlap"' not in web.get("/entry", params={"name": "plain-run"}).text
+    assert web.get("/api/entry", params={"name": "plain-run"}).json()["overlap"] is None
 
 
 def test_create_with_an_unknown_field_is_refused_with_the_command_line_s_message(app, redis_url, tmp_path):

@@ -120,7 +120,15 @@ def entry(request: Request, said: str | None = None, warning: str | None = None,
     data = entry_data(details, get_store(app).time())
     data["definition_json"] = Verbatim(data["definition_json"])
     return render(request, "entry.html", status, page="entry", poll="page", e=data, next_run_at=details.view.score,
-                  actions=ACTION_LABELS, said=said, warning=warning, refused=refused)
+                  actions=_actions_for(data.get("enabled")), said=said, warning=warning, refused=refused,
+                  overlap=details.overlap.lines() if details.overlap is not None else [])
+
+
+def _actions_for(enabled: bool | None) -> list[tuple[str, str]]:
+    """The entry page's buttons: pause or resume, whichever applies (both when the entry cannot
+    be read, so that the server says why it refuses), then the others."""
+    skipped = {True: "resume", False: "pause"}.get(enabled) if isinstance(enabled, bool) else None
+    return [(action, label) for action, label in ACTION_LABELS if action != skipped]
 
 
 def _as_typed(typed: dict[str, str]) -> dict[str, str]:
