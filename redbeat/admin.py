@@ -18,6 +18,7 @@ from redis.exceptions import ResponseError
 from . import rollback
 from .client import get_store
 from .entry import RedBeatSchedulerEntry, overlap_policy
+from .keys import key_bytes
 from .liveness import fresh_standbys
 from .overlap import Overlap
 from .records import MAX_TIMESTAMP, Heartbeat, InFlight, Parked, RunEvent, RunEventKind, Status, unix_seconds
@@ -45,10 +46,6 @@ def key_text(raw: bytes | str) -> str:
     """A key or field name as text that gives back its exact bytes (``key_bytes``):
     bytes that are not UTF-8 become surrogates, which ``printable`` shows as ``\\xNN``."""
     return raw.decode("utf-8", "surrogateescape") if isinstance(raw, bytes) else raw
-
-
-def key_bytes(key: str) -> bytes:
-    return key.encode("utf-8", "surrogateescape")
 
 
 @dataclass

@@ -181,8 +181,11 @@ def _finished(entry: RedBeatSchedulerEntry) -> bool:
 
 def run_now(app: Celery, name: str) -> Change:
     """Dispatch once at beat's next tick, leaving the regular schedule as it is."""
-    entry_key(app, name)
-    stored_entry(app, name).run_now()
+    key = entry_key(app, name)
+    stored_entry(app, name)  # refused when there is none, or it cannot be read
+    # By the key asked for: the entry's own ``key`` is built from the name in its definition,
+    # which another program may have written unlike the key's (or not as the key's bytes).
+    get_store(app).request_run_now(key)
     return Change(f"{name} will run at beat's next tick")
 
 

@@ -15,6 +15,7 @@ from redis.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from .config import RedBeatConfig
+from .keys import key_bytes
 from .lua import ArgLayout
 from .stages import text
 from .storepart import StorePart, WrongTypeError
@@ -110,7 +111,7 @@ class EntryWrites(StorePart):
     def save(self, write: EntryWrite) -> bool:
         """Write an entry's definition, with the score rule of SAVE_LUA; whether
         ``write.score`` was written (False: 0 was, for beat to decide)."""
-        return bool(self._save(keys=[self.conf.schedule_key, write.key], args=self._save_args(write)))
+        return bool(self._save(keys=[self.conf.schedule_key, key_bytes(write.key)], args=self._save_args(write)))
 
     @staticmethod
     def _save_args(write: EntryWrite) -> list:
@@ -121,7 +122,7 @@ class EntryWrites(StorePart):
         # redis-py refuses scripts in a Redis Cluster pipeline (which is no
         # transaction there anyway): each save is then a call of its own.
         client = self.client if isinstance(self.client, RedisCluster) else pipe
-        self._save(keys=[self.conf.schedule_key, write.key], args=self._save_args(write), client=client)
+        self._save(keys=[self.conf.schedule_key, key_bytes(write.key)], args=self._save_args(write), client=client)
 
     def save_many(self, writes: Iterable[EntryWrite], chunk: int = 1000) -> int:
         """``save`` for many at once: one round trip per ``chunk``."""
@@ -152,7 +153,7 @@ class EntryWrites(StorePart):
         with nothing written, if one is RedBeat's own. ``statics``, when given,
         becomes the set of static names.
         """
-        removed_keys = [self.key_for(name).encode("utf-8", "surrogateescape") for name in removed]
+        removed_keys = [key_bytes(self.key_for(name)) for name in removed]
         for key in removed_keys:
             self.refuse_no_entry_key(key)
         pipe = self.client.pipeline()
@@ -203,30 +204,34 @@ class EntryWrites(StorePart):
 
     def request_run_now(self, key: str) -> None:
         """Ask beat to dispatch the entry once at its next tick, off its regular schedule."""
+        raw = key_bytes(key)
         pipe = self.client.pipeline()
-        pipe.hset(key, "run_now", repr(time.time()))
-        pipe.zadd(self.conf.schedule_key, {key: 0})
+        pipe.hset(raw, "run_now", repr(time.time()))
+        pipe.zadd(self.conf.schedule_key, {raw: 0})
         pipe.execute()
 
     def save_meta(self, key: str, meta: str, score: float) -> None:
+        raw = key_bytes(key)
         pipe = self.client.pipeline()
-        pipe.hset(key, "meta", meta)
-        pipe.zadd(self.conf.schedule_key, {key: score})
+        pipe.hset(raw, "meta", meta)
+        pipe.zadd(self.conf.schedule_key, {raw: score})
         pipe.execute()
 
     def delete(self, key: str) -> None:
         """Delete an entry and take it out of the schedule; NoEntryKeyError for one of RedBeat's own keys."""
         self.refuse_no_entry_key(key)
+        raw = key_bytes(key)
         pipe = self.client.pipeline()
-        pipe.zrem(self.conf.schedule_key, key)
-        pipe.zrem(self.keys.failing, key)  # its failed last run is no longer anyone's concern
-        pipe.delete(key)
+        pipe.zrem(self.conf.schedule_key, raw)
+        pipe.zrem(self.keys.failing, raw)  # its failed last run is no longer anyone's concern
+        pipe.delete(raw)
         pipe.execute()
 
     def load(self, key: str) -> StoredFields:
         """An entry's ``definition``, ``meta`` and ``status``."""
         # The store's client answers in bytes (decode_responses=False); redis-py's types cannot tell.
-        definition, meta, status = cast("list[bytes | None]", self.client.hmget(key, "definition", "meta", "status"))
+        fields = self.client.hmget(key_bytes(key), "definition", "meta", "status")
+        definition, meta, status = cast("list[bytes | None]", fields)
         return StoredFields(definition, meta, status)
 
     def load_many(self, keys: Sequence[str]) -> list[StoredFields | None]:
@@ -234,7 +239,7 @@ class EntryWrites(StorePart):
         key that holds another type than a hash (someone else's data, never to be written)."""
         pipe = self.client.pipeline(transaction=False)
         for key in keys:
-            pipe.hmget(key, "definition", "meta", "status")
+            pipe.hmget(key_bytes(key), "definition", "meta", "status")
         return [None if isinstance(fields, ResponseError) else StoredFields(*fields)
                 for fields in pipe.execute(raise_on_error=False)]
 

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["KeyNames"]
+__all__ = ["KeyNames", "key_bytes"]
+
+
+def key_bytes(key: bytes | str) -> bytes:
+    """A key's exact bytes. A key read back as text (``admin.key_text``) holds the bytes that
+    are not UTF-8 as surrogates, which redis-py's strict encoding refuses: encoded back here,
+    it names its own key, and every writer and reader of one entry's key goes through it."""
+    return key if isinstance(key, bytes) else key.encode("utf-8", "surrogateescape")
 
 
 @dataclass(frozen=True)

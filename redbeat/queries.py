@@ -13,6 +13,7 @@ from typing import Any, cast
 
 from redis.exceptions import ResponseError
 
+from .keys import key_bytes
 from .stages import text
 from .storepart import StorePart
 
@@ -107,7 +108,7 @@ class ScheduleQueries(StorePart):
             return []
         pipe = self.client.pipeline(transaction=False)
         for key in keys:
-            pipe.type(key)
+            pipe.type(key_bytes(key))
         return [text(kind) for kind in pipe.execute()]
 
     def history(self, key: str) -> list[dict]:
@@ -137,11 +138,12 @@ class ScheduleQueries(StorePart):
     def rank(self, key: str) -> int | None:
         """The entry's position in the schedule, 0 for the first due; None if it is not in it."""
         # A list only with withscore=True, which is not asked for.
-        return cast("int | None", self.client.zrank(self.conf.schedule_key, key))
+        return cast("int | None", self.client.zrank(self.conf.schedule_key, key_bytes(key)))
 
     def known(self, key: str) -> bool:
         """Whether ``key`` is an entry hash or a member of the schedule (an orphan)."""
-        return bool(self.client.exists(key)) or self.client.zscore(self.conf.schedule_key, key) is not None
+        raw = key_bytes(key)
+        return bool(self.client.exists(raw)) or self.client.zscore(self.conf.schedule_key, raw) is not None
 
     def unscheduled_hashes(self, scheduled: set[bytes]) -> Iterator[bytes]:
         """Hashes under the prefix that are neither RedBeat's own keys nor in the schedule.

@@ -259,6 +259,39 @@ def test_changing_an_entry_added_at_run_time_does_not_warn(run, schedule_redis):
     assert run("pause", "raw").stderr == ""
 
 
+# -- a name that is not UTF-8 (its key's exact bytes) -------------------------------------------------
+
+def store_not_utf8(client) -> bytes:
+    """An entry whose key is ``redbeat:bad`` and the byte 0xFF, as another program may write it."""
+    key = b"redbeat:bad\xff"
+    client.hset(key, "definition", json.dumps({**RAW, "name": "bad"}))
+    client.zadd("redbeat::schedule", {key: 100})
+    return key
+
+
+def test_pause_resume_and_run_now_act_on_an_entry_whose_name_is_not_utf8(run, schedule_redis):
+    key = store_not_utf8(schedule_redis)
+    name = b"bad\xff".decode("utf-8", "surrogateescape")  # what Python makes of such an argument
+    assert run("pause", name).code == 0
+    assert json.loads(schedule_redis.hget(key, "definition"))["enabled"] is False
+    assert run("resume", name).code == 0
+    assert json.loads(schedule_redis.hget(key, "definition"))["enabled"] is True
+    assert run("run-now", name).code == 0
+    assert schedule_redis.hget(key, "run_now") is not None and schedule_redis.zscore("redbeat::schedule", key) == 0
+    assert not schedule_redis.exists("redbeat:bad")  # nothing written under a look-alike key
+    assert run("remove", name).code == 0
+    assert not schedule_redis.exists(key) and schedule_redis.zscore("redbeat::schedule", key) is None
+
+
+def test_the_command_pauses_an_entry_named_by_bytes_that_are_not_utf8(redis_url, schedule_redis, project_env):
+    key = store_not_utf8(schedule_redis)
+    done = subprocess.run([sys.executable.encode(), b"-m", b"redbeat.cli", b"--redis-url", redis_url.encode(),
+                           b"pause", b"bad\xff"], env=project_env, capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b"paused bad\\xff\n"
+    assert json.loads(schedule_redis.hget(key, "definition"))["enabled"] is False
+
+
 # -- the task against the app's registry ----------------------------------------------------------
 
 def test_an_unknown_task_is_refused_where_the_app_knows_its_tasks(run_in_project, schedule_redis):

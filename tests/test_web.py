@@ -4,6 +4,7 @@ process fetched over a socket. The headless-browser tests live elsewhere."""
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -201,6 +202,36 @@ def cli_error(redis_url: str, tmp_path, definition: dict) -> str:
     return done.stderr.strip().removeprefix("Error: ")
 
 
+def test_the_entry_page_offers_pause_or_resume_whichever_applies(app):
+    add(app, "running")
+    add(app, "stopped", enabled=False)
+    web = client(app)
+    running = web.get("/entry", params={"name": "running"}).text
+    assert 'id="action-pause"' in running and 'id="action-resume"' not in running
+    stopped = web.get("/entry", params={"name": "stopped"}).text
+    assert 'id="action-resume"' in stopped and 'id="action-pause"' not in stopped
+    assert all(f'id="action-{action}"' in page for page in (running, stopped) for action in ("run-now", "remove"))
+
+
+def test_the_entry_page_and_api_show_the_overlap_policy_at_work_as_show_does(app, schedule_redis, redis_url):
+    from click.testing import CliRunner
+
+    from redbeat.cli import redbeat
+
+    add(app, "guarded-run", overlap="skip", max_run_time=600)
+    add(app, "plain-run")
+    web = client(app)
+    said = CliRunner().invoke(redbeat, ["--redis-url", redis_url, "show", "guarded-run"]).output
+    line = re.search(r"overlap: (.*)", said).group(1)
+    page = web.get("/entry", params={"name": "guarded-run"}).text
+    assert f'<span class="overlap-line">{line}</span>' in html.unescape(page)
+    shown = json.loads(CliRunner().invoke(redbeat, ["--redis-url", redis_url, "show", "guarded-run", "--json"]).output)
+    assert web.get("/api/entry", params={"name": "guarded-run"}).json()["overlap"] == shown["overlap"]
+    assert shown["overlap"]["policy"] == "skip"
+    assert 'id="entry-overlap"' not in web.get("/entry", params={"name": "plain-run"}).text
+    assert web.get("/api/entry", params={"name": "plain-run"}).json()["overlap"] is None
+
+
 def test_create_with_an_unknown_field_is_refused_with_the_command_line_s_message(app, redis_url, tmp_path):
     definition = {"name": "odd", "task": "tasks.t", "schedule": {"__type__": "interval", "every": 60}, "queue": "q"}
     web = client(app)
@@ -240,8 +271,9 @@ def test_bulk_pause_acts_on_what_the_search_picks_once_confirmed(app, schedule_r
     preview = web.post("/api/bulk", json={"action": "pause", "name": "etl"}, headers=headers).json()
     assert sorted(preview["would_change"]) == ["etl-a", "etl-b"]
     assert stored_definition(schedule_redis, "etl-a").get("enabled", True) is True
-    done = web.post("/api/bulk", json={"action": "pause", "name": "etl", "confirmed": True}, headers=headers).json()
-    assert done["ok"] and len(done["results"]) == 2
+    done = web.post("/api/bulk", json={"action": "pause", "names": preview["would_change"], "confirmed": True},
+                    headers=headers).json()
+    assert done["ok"] and sorted(result["name"] for result in done["results"]) == ["etl-a", "etl-b"]
     assert [stored_definition(schedule_redis, n).get("enabled", True) for n in ("etl-a", "etl-b", "other")] == \
         [False, False, True]
 

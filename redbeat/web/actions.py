@@ -5,7 +5,7 @@ command line's words."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -14,7 +14,7 @@ from celery import Celery
 from .. import changes
 from ..admin import key_text
 from ..config import ensure_conf
-from ..entrysearch import MATCH_LIMIT, PageQuery, StateFilter, schedule_page
+from ..entrysearch import PageQuery, StateFilter, schedule_page
 from ..specs import (
     FieldSpecError,
     ScheduleSpec,
@@ -26,11 +26,14 @@ from ..specs import (
     value_from_text,
 )
 
-__all__ = ["Action", "Outcome", "act", "create", "edit", "bulk_targets", "bulk", "SCHEDULE_KINDS", "BULK_ACTIONS"]
+__all__ = ["Action", "Outcome", "BulkTargets", "act", "create", "edit", "bulk_targets", "bulk", "too_many_words",
+           "SCHEDULE_KINDS", "BULK_ACTIONS", "BULK_LIMIT"]
 
 SCHEDULE_KINDS = ("every", "cron", "rrule", "at")
 # Bulk actions act on what a search picks; they never remove (one entry at a time, confirmed).
-BULK_SHOWN = 20
+# A bulk action acts on the names its confirmation listed, all of them shown and sent back:
+# at most this many, so that the page and the form stay of a size people and browsers read.
+BULK_LIMIT = 1000
 
 
 class Action(str, Enum):
@@ -135,24 +138,37 @@ def edit(app: Celery, name: str, field_name: str, value: Any, require_known: boo
 
 @dataclass(frozen=True)
 class BulkTargets:
-    """The entries a bulk action would touch: their names (at most ``MATCH_LIMIT``)."""
+    """The entries a bulk action would touch: their names (the first ``BULK_LIMIT``), and how
+    many match in all (a floor when the search stopped: ``capped``)."""
 
     names: list[str]
+    matches: int = 0
     capped: bool = False
-    shown: list[str] = field(default_factory=list)
+
+    @property
+    def too_many(self) -> bool:
+        """Whether more match than one confirmation may list: the search must be narrowed."""
+        return self.capped or self.matches > BULK_LIMIT
+
+
+def too_many_words(count: int) -> str:
+    """Why a bulk action is refused for ``count`` entries."""
+    return (f"{count:,} entries match, and a bulk action acts on at most {BULK_LIMIT:,}, each listed first: "
+            f"narrow the search")
 
 
 def bulk_targets(app: Celery, query: PageQuery, now: float) -> BulkTargets:
-    """What ``query``'s search picks, every page of it. A bulk action needs a search or a
+    """What ``query``'s search picks, up to ``BULK_LIMIT``. A bulk action needs a search or a
     state filter: the whole schedule is never picked by accident."""
     if not query.scans and query.state != StateFilter.DUE:
         return BulkTargets([])
-    page = schedule_page(app, PageQuery(query.name, query.task, query.state, query.sort, 1, MATCH_LIMIT), now)
+    page = schedule_page(app, PageQuery(query.name, query.task, query.state, query.sort, 1, BULK_LIMIT), now)
     prefix = ensure_conf(app).key_prefix
     names = [key_text(key)[len(prefix):] for key in page.keys if key_text(key).startswith(prefix)]
-    return BulkTargets(names, page.capped, names[:BULK_SHOWN])
+    return BulkTargets(names, page.total, page.capped)
 
 
-def bulk(app: Celery, action: Action, targets: BulkTargets) -> list[Outcome]:
-    """``action`` (pause or resume) on each target; what it did or refused for each."""
-    return [act(app, action, name) for name in targets.names]
+def bulk(app: Celery, action: Action, names: list[str]) -> list[Outcome]:
+    """``action`` (pause or resume) on each entry its confirmation listed (not a search made
+    again, which may pick others by then); what it did or refused for each."""
+    return [act(app, action, name) for name in names]

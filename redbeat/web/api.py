@@ -16,7 +16,7 @@ from ..client import get_store
 from ..entrydetails import entry_details
 from ..entrysearch import schedule_page
 from . import actions
-from .app import ApiResponse, csrf_of_json, dashboard_of, name_param, refused_without_csrf
+from .app import ApiResponse, csrf_of_json, dashboard_of, name_param, refused_without_csrf, with_links
 from .pages import BadQueryError, page_query
 from .rows import entry_data, rows_for
 from .security import csrf_token, remember_csrf
@@ -29,7 +29,8 @@ def _error(message: str, status: int) -> ApiResponse:
 
 
 def overview(request: Request) -> Response:
-    return ApiResponse(dashboard_of(request).readings.overview.get())
+    data = dashboard_of(request).readings.overview.get()  # shared between requests: copied, not changed
+    return ApiResponse({**data, "most_overdue": with_links(request, data["most_overdue"])})
 
 
 def entries(request: Request) -> Response:
@@ -41,7 +42,7 @@ def entries(request: Request) -> Response:
     now = get_store(app).time()
     found = schedule_page(app, query, now)
     return ApiResponse({"total": found.total, "capped": found.capped, "page": query.page, "size": query.size,
-                         "entries": rows_for(app, found.keys, now)})
+                         "entries": with_links(request, rows_for(app, found.keys, now))})
 
 
 def entry(request: Request) -> Response:
@@ -130,8 +131,9 @@ async def edit(request: Request) -> Response:
 
 
 async def bulk(request: Request) -> Response:
-    """Pause or resume every entry a search picks: ``{"action", "name", "task", "state"}``;
-    without ``"confirmed": true`` only says which entries it would change."""
+    """Pause or resume every entry a search picks: ``{"action", "name", "task", "state"}`` only
+    says which entries it would change (``would_change``, at most ``actions.BULK_LIMIT``);
+    ``{"action", "names": [...], "confirmed": true}`` acts on those names, not on a search made again."""
     body, refusal = await _body(request)
     if body is None:
         assert refusal is not None
@@ -144,10 +146,24 @@ async def bulk(request: Request) -> Response:
             raise BadQueryError("action is pause or resume")
     except (ValueError, BadQueryError) as exc:
         return _error(str(exc), 400)
+    if body.get("confirmed") is True:
+        return await _bulk_confirmed(request, chosen, body.get("names"))
     now = await run_in_threadpool(lambda: get_store(dashboard.app).time())
     targets = await run_in_threadpool(actions.bulk_targets, dashboard.app, query, now)
-    if body.get("confirmed") is not True:
-        return ApiResponse({"ok": True, "would_change": targets.names, "capped": targets.capped})
-    results = await run_in_threadpool(actions.bulk, dashboard.app, chosen, targets)
+    if targets.too_many:
+        return _error(actions.too_many_words(targets.matches), 422)
+    return ApiResponse({"ok": True, "would_change": targets.names})
+
+
+async def _bulk_confirmed(request: Request, chosen: actions.Action, names: Any) -> Response:
+    """The bulk action on the ``names`` given (those ``would_change`` listed)."""
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        return _error("give the names to act on, as would_change listed them: {\"names\": [...], "
+                      "\"confirmed\": true}", 400)
+    if len(names) > actions.BULK_LIMIT:
+        return _error(actions.too_many_words(len(names)), 422)
+    dashboard = dashboard_of(request)
+    results = await run_in_threadpool(actions.bulk, dashboard.app, chosen, names)
     dashboard.readings.forget()
-    return ApiResponse({"ok": all(r.ok for r in results), "results": [r.as_dict() for r in results]})
+    answers = [{"name": name, **result.as_dict()} for name, result in zip(names, results)]
+    return ApiResponse({"ok": all(r.ok for r in results), "results": answers})

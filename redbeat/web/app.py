@@ -27,7 +27,7 @@ from .readings import Readings
 from .security import CSRF_FIELD, CSRF_HEADER, Guard, WebSecurity, csrf_refusal, csrf_token, remember_csrf
 
 __all__ = ["create_app", "ApiResponse", "Dashboard", "dashboard_of", "render", "form_of", "name_param",
-           "name_of_form", "name_query", "url_quoted",
+           "name_of_form", "names_field", "names_of_form", "name_query", "url_quoted", "with_links",
            "refused_without_csrf", "MAX_BODY"]
 
 # A form or JSON body larger than this is refused: no entry needs more.
@@ -59,9 +59,30 @@ def name_of_form(form: dict[str, str]) -> str:
     return unquote(form.get("name", ""), errors="surrogateescape")
 
 
+def names_field(names: list[str]) -> str:
+    """Many names in one form field: each ``url_quoted`` (which leaves no comma), joined by commas."""
+    return ",".join(url_quoted(name) for name in names)
+
+
+def names_of_form(form: dict[str, str]) -> list[str]:
+    """The names a form's ``names`` field carries (``names_field``), exact as ``name_of_form``'s."""
+    given = form.get("names", "")
+    return [unquote(quoted, errors="surrogateescape") for quoted in given.split(",")] if given else []
+
+
 def name_query(name: str) -> str:
     """The query string naming the entry ``name``, whatever its bytes."""
     return urlencode({"name": name}, encoding="utf-8", errors="surrogateescape")
+
+
+def with_links(request: Request, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``entries`` (each with its ``name``) with ``link``, the path of its page, percent-encoded
+    here from the name's exact bytes, and ``shown``, its name as the pages show it (``printable``):
+    the page's script uses both as they are. It cannot encode a name itself: a name that is not
+    UTF-8 reaches it as a lone surrogate, on which ``encodeURIComponent`` throws."""
+    root = root_of(request)
+    return [{**entry, "link": f"{root}/entry?name={url_quoted(entry['name'])}", "shown": printable(entry["name"])}
+            for entry in entries]
 
 
 class ApiResponse(JSONResponse):

@@ -26,6 +26,8 @@ from .app import (
     name_of_form,
     name_param,
     name_query,
+    names_field,
+    names_of_form,
     refused_without_csrf,
     render,
     root_of,
@@ -118,7 +120,15 @@ def entry(request: Request, said: str | None = None, warning: str | None = None,
     data = entry_data(details, get_store(app).time())
     data["definition_json"] = Verbatim(data["definition_json"])
     return render(request, "entry.html", status, page="entry", poll="page", e=data, next_run_at=details.view.score,
-                  actions=ACTION_LABELS, said=said, warning=warning, refused=refused)
+                  actions=_actions_for(data.get("enabled")), said=said, warning=warning, refused=refused,
+                  overlap=details.overlap.lines() if details.overlap is not None else [])
+
+
+def _actions_for(enabled: bool | None) -> list[tuple[str, str]]:
+    """The entry page's buttons: pause or resume, whichever applies (both when the entry cannot
+    be read, so that the server says why it refuses), then the others."""
+    skipped = {True: "resume", False: "pause"}.get(enabled) if isinstance(enabled, bool) else None
+    return [(action, label) for action, label in ACTION_LABELS if action != skipped]
 
 
 def _as_typed(typed: dict[str, str]) -> dict[str, str]:
@@ -183,9 +193,9 @@ async def edit(request: Request) -> Response:
 
 
 def _confirm(request: Request, question: str, verb: str, fields: dict[str, str], action_url: str, back_url: str,
-             names: list[str] | None = None, more: int = 0) -> Response:
+             names: list[str] | None = None) -> Response:
     return render(request, "confirm.html", page="confirm", question=question, verb=verb,
-                  fields=list(fields.items()), action_url=action_url, back_url=back_url, names=names or [], more=more)
+                  fields=list(fields.items()), action_url=action_url, back_url=back_url, names=names or [])
 
 
 async def action(request: Request) -> Response:
@@ -215,7 +225,8 @@ async def action(request: Request) -> Response:
 
 
 async def bulk(request: Request) -> Response:
-    """Pause or resume every entry a search picks: confirmation first, listing them."""
+    """Pause or resume every entry a search picks: confirmation first, listing them (at most
+    ``actions.BULK_LIMIT``); the confirmed form carries those names, and only those are acted on."""
     form = await form_of(request)
     refusal = refused_without_csrf(request, csrf_of_form(form), as_json=False)
     if refusal is not None:
@@ -227,20 +238,33 @@ async def bulk(request: Request) -> Response:
         if chosen not in actions.BULK_ACTIONS:
             raise ValueError
     except ValueError as exc:
-        return render(request, "results.html", 400, heading="Refused", refused=str(exc) or "pause or resume only",
-                      results=[], back_url=root_of(request) + "/schedule")
+        return _refused(request, str(exc) or "pause or resume only", 400)
+    back = _query_url(request, query, 1)
+    if form.get("confirmed") == "yes":
+        return await _bulk_confirmed(request, chosen, names_of_form(form), back)
     now = await run_in_threadpool(lambda: get_store(dashboard.app).time())
     targets = await run_in_threadpool(actions.bulk_targets, dashboard.app, query, now)
-    back = _query_url(request, query, 1)
-    if form.get("confirmed") != "yes":
-        fields: dict[str, str] = {key: Verbatim(form.get(key, "")) for key in ("name", "task", "state", "action")}
-        return _confirm(request, f"{chosen.value.capitalize()} these {len(targets.names)} entries"
-                        f"{' (the first matches: narrow the search)' if targets.capped else ''}?", chosen.value,
-                        fields, f"{root_of(request)}/bulk", back, targets.shown,
-                        len(targets.names) - len(targets.shown))
-    results = await run_in_threadpool(actions.bulk, dashboard.app, chosen, targets)
+    if targets.too_many:
+        return _refused(request, actions.too_many_words(targets.matches), 422, back)
+    fields: dict[str, str] = {key: Verbatim(form.get(key, "")) for key in ("name", "task", "state", "action")}
+    fields["names"] = names_field(targets.names)
+    return _confirm(request, f"{chosen.value.capitalize()} these {len(targets.names)} entries? (A bulk action acts "
+                    f"on at most {actions.BULK_LIMIT:,} entries, the ones listed here.)", chosen.value, fields,
+                    f"{root_of(request)}/bulk", back, targets.names)
+
+
+async def _bulk_confirmed(request: Request, chosen: actions.Action, names: list[str], back: str) -> Response:
+    """The bulk action on the names its confirmation listed: no search made again."""
+    if len(names) > actions.BULK_LIMIT:
+        return _refused(request, actions.too_many_words(len(names)), 422, back)
+    dashboard = dashboard_of(request)
+    results = await run_in_threadpool(actions.bulk, dashboard.app, chosen, names)
     dashboard.readings.forget()
     return render(request, "results.html", page="results", heading=f"{chosen.value.capitalize()}: "
                   f"{sum(r.ok for r in results)} done, {sum(not r.ok for r in results)} refused",
                   results=results, back_url=back)
 
+
+def _refused(request: Request, why: str, status: int, back: str | None = None) -> Response:
+    return render(request, "results.html", status, heading="Refused", refused=why, results=[],
+                  back_url=back or root_of(request) + "/schedule")

@@ -156,5 +156,6 @@ def entry_data(details: EntryDetails, now: float) -> dict[str, Any]:
         "history": _history(details),
         "history_error": details.history_error,
         "worker_events_error": details.events_error,
+        "overlap": None if details.overlap is None else details.overlap.as_json(),
         "read_at": iso(now),
     }

@@ -53,9 +53,11 @@
       data.most_overdue.forEach(function (entry) {
         var item = document.createElement("li"), link = document.createElement("a");
         item.className = "overdue";
-        item.dataset.name = entry.name;
-        link.href = root + "/entry?name=" + encodeURIComponent(entry.name);
-        link.textContent = entry.name;
+        // The server sends the link ready-made from the name's exact bytes, and the name as
+        // the pages show it: encodeURIComponent throws on a name that is not UTF-8.
+        item.dataset.name = entry.shown;
+        link.href = entry.link;
+        link.textContent = entry.shown;
         item.append(link, " " + (entry.due_now ? "due now" : entry.overdue_seconds + " s"));
         list.append(item);
       });
