@@ -1,6 +1,6 @@
-"""A fresh-eyes review of the dashboard (issue 13): each test proves one finding against the
-session's real redis-server, through starlette's TestClient. A test still marked xfail is
-a bug found and not fixed yet (its reason says what goes wrong)."""
+"""Edge cases of the dashboard: odd names, odd values from other programs, forged requests.
+Each test proves one bug a review found (and that it stays fixed), against the session's
+real redis-server, through starlette's TestClient."""
 
 from __future__ import annotations
 
