@@ -292,6 +292,13 @@ def test_the_command_pauses_an_entry_named_by_bytes_that_are_not_utf8(redis_url,
     assert json.loads(schedule_redis.hget(key, "definition"))["enabled"] is False
 
 
+def test_a_bulk_pause_acts_on_an_entry_whose_name_is_not_utf8_too(run, schedule_redis):
+    key = store_not_utf8(schedule_redis)
+    assert run("pause", "--match", "bad*", "--yes").code == 0
+    assert json.loads(schedule_redis.hget(key, "definition"))["enabled"] is False
+    assert not schedule_redis.exists("redbeat:bad")
+
+
 # -- the task against the app's registry ----------------------------------------------------------
 
 def test_an_unknown_task_is_refused_where_the_app_knows_its_tasks(run_in_project, schedule_redis):

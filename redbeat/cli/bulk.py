@@ -76,8 +76,6 @@ def one_or_many(tool: Tool, name: str | None, selection: Selection, verb: str, a
     failed = 0
     for view in selection.entries(tool):
         try:
-            if not _named_in_utf8(view.name):
-                raise click.ClickException(NOT_UTF8)
             act(view.name)
         except click.ClickException as exc:
             failed += 1
@@ -87,25 +85,11 @@ def one_or_many(tool: Tool, name: str | None, selection: Selection, verb: str, a
         sys.exit(1)
 
 
-# The one-entry actions reach an entry by its name as text, which Redis gets as UTF-8.
-NOT_UTF8 = "its name is not valid UTF-8, so no command can name it: skipped (`import --prune` can remove it)"
-
-
-def _named_in_utf8(name: str) -> bool:
-    """Whether ``name`` (``admin.key_text``: bytes that are not UTF-8 as surrogates) is valid UTF-8."""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _preview(tool: Tool, selection: Selection, verb: str) -> None:
     """List the entries ``verb`` would touch, one a line, and say nothing changed."""
     count = 0
     for view in selection.entries(tool):
         count += 1
         task = view.entry.task if view.entry else "-"
-        skipped = "" if _named_in_utf8(view.name) else f"  (skipped: {NOT_UTF8.partition(':')[0]})"
-        click.echo(printable(f"would {verb}: {view.name}  ({task}){skipped}"))
+        click.echo(printable(f"would {verb}: {view.name}  ({task})"))
     click.echo(f"{count} entries; nothing changed (add --yes)")
