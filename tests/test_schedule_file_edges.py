@@ -130,13 +130,13 @@ def test_write_imported_refuses_one_of_redbeats_own_keys_and_writes_nothing(app,
 
 # -- bulk ---------------------------------------------------------------------------------
 
-def test_bulk_remove_over_a_name_that_is_not_utf8_says_so_and_goes_on(cli, schedule_redis):
+def test_bulk_remove_over_a_name_that_is_not_utf8_removes_it_with_the_others(cli, schedule_redis):
     for key in (b"redbeat:a1", b"redbeat:caf\xe9", b"redbeat:z1"):
         put(schedule_redis, key)
     result = cli("remove", "--match", "*", "--yes")
     assert no_traceback(result), repr(result.exception)
-    assert result.exit_code == 1
-    assert schedule_redis.zscore(SCHEDULE, "redbeat:z1") is None
+    assert result.exit_code == 0
+    assert schedule_redis.zcard(SCHEDULE) == 0 and not schedule_redis.exists(b"redbeat:caf\xe9")
 
 
 def test_bulk_pause_over_a_name_that_is_not_utf8_has_no_traceback(cli, schedule_redis):
