@@ -36,6 +36,11 @@ from newuser_app import app
 @app.task(name="newuser_tasks.limited", time_limit=100)
 def limited():
     return 1
+
+
+@app.task(name="newuser_tasks.plain")
+def plain():
+    return 1
 """
 
 
@@ -65,6 +70,19 @@ def test_show_gives_the_bound_of_the_task_s_own_time_limit_as_beat_uses_it(tmp_p
     as_json = json.loads(celery_redbeat("show", "lim", "--json").stdout)
     assert as_json["overlap"]["max_run_time"] == 130.0
     assert as_json["overlap"]["bound_source"] == "the task's time_limit plus a grace"
+
+
+def test_show_says_a_bound_from_the_app_s_task_time_limit_comes_from_the_app(tmp_path, redis_url, project_env):
+    """Celery copies ``task_time_limit`` onto every task that sets no limit of its own: the bound
+    of such a task's entry comes from the app's setting, and ``show`` must say so."""
+    _project(tmp_path, redis_url)
+    for args in (["add", "plain", "--task", "newuser_tasks.plain", "--every", "3600", "--option", "overlap=skip"],
+                 ["show", "plain"]):
+        done = subprocess.run([sys.executable, "-m", "celery", "-A", "newuser_app", "redbeat", *args],
+                              cwd=tmp_path, env=project_env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+    assert ("overlap: skip; a started run counts as finished after 80s (the app's task_time_limit plus a grace)"
+            in done.stdout), done.stdout
 
 
 # -- the dashboard's JSON API (docs/web.rst) ------------------------------------------------
