@@ -15,7 +15,10 @@ from pathlib import Path
 import pytest
 from celery.schedules import schedule as every
 
+from conftest import published, raw_entry, tick_until
+
 from redbeat import RedBeatSchedulerEntry
+from redbeat.records import RunEvent
 from redbeat.timeformat import iso
 
 # A project whose task sets its own hard time limit, in a module the app imports as a worker does
@@ -83,6 +86,27 @@ def test_show_says_a_bound_from_the_app_s_task_time_limit_comes_from_the_app(tmp
         assert done.returncode == 0, done.stderr
     assert ("overlap: skip; a started run counts as finished after 80s (the app's task_time_limit plus a grace)"
             in done.stdout), done.stdout
+
+
+@pytest.mark.xfail(strict=True, reason="once a started run's bound passed, a run beat published after it is not "
+                                       "seen as waiting in the queue: the next slot runs beside it")
+def test_a_run_published_after_a_killed_run_s_bound_passed_blocks_the_next_slot(schedule_redis, broker_redis,
+                                                                                scheduler_for):
+    """scheduling.rst, Overlap: a run is unfinished while the newest worker event is ``started``
+    *or* while a run beat published after that event has not started yet, within its bound. A
+    worker killed mid-task leaves ``started`` for good: once its bound passes, the next slot runs
+    (right), and that run, not started yet, must then hold back the slot after it."""
+    now = float(schedule_redis.execute_command("TIME")[0])
+    raw_entry(schedule_redis, "export", every=1, overlap="skip", max_run_time=5)
+    schedule_redis.lpush("redbeat::worker-events:export", RunEvent("killed-run", "started", now - 60).to_json())
+    scheduler = scheduler_for()
+
+    def slot_decided_after_the_first_run() -> bool:
+        history = [json.loads(raw) for raw in schedule_redis.lrange("redbeat::history:export", 0, -1)]
+        return len(published(broker_redis)) >= 2 or any(record["outcome"] == "missed" for record in history)
+
+    tick_until(scheduler, slot_decided_after_the_first_run, timeout=10, message="a second slot decided")
+    assert len(published(broker_redis)) == 1
 
 
 # -- the dashboard's JSON API (docs/web.rst) ------------------------------------------------
