@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 from celery.schedules import schedule as every
-
 from conftest import published, raw_entry, tick_until
 
 from redbeat import RedBeatSchedulerEntry
@@ -88,8 +87,6 @@ def test_show_says_a_bound_from_the_app_s_task_time_limit_comes_from_the_app(tmp
             in done.stdout), done.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="once a started run's bound passed, a run beat published after it is not "
-                                       "seen as waiting in the queue: the next slot runs beside it")
 def test_a_run_published_after_a_killed_run_s_bound_passed_blocks_the_next_slot(schedule_redis, broker_redis,
                                                                                 scheduler_for):
     """scheduling.rst, Overlap: a run is unfinished while the newest worker event is ``started``
