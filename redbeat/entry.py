@@ -432,8 +432,10 @@ def entry_run_bound(entry: RedBeatSchedulerEntry) -> RunBound:
     ``max_run_time``, else its task's hard time limit (as its app knows the task) plus a grace,
     else ``redbeat_max_run_time``."""
     task = entry.app.tasks.get(entry.task) if entry.task else None
-    return run_bound(entry.max_run_time, getattr(task, "time_limit", None), entry.app.conf.task_time_limit,
-                     ensure_conf(entry.app).max_run_time)
+    task_limit, app_limit = getattr(task, "time_limit", None), entry.app.conf.task_time_limit
+    if task_limit == app_limit:
+        task_limit = None  # Celery copies the app's limit onto a task that sets none: say it is the app's
+    return run_bound(entry.max_run_time, task_limit, app_limit, ensure_conf(entry.app).max_run_time)
 
 
 def bounded(entry: RedBeatSchedulerEntry) -> bool:

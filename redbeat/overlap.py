@@ -121,15 +121,15 @@ def blocker(newest: RunEvent | None, last_task_id: str | None, last_dispatched_a
     it was dispatched: a run dispatched after the newest event has not started yet."""
     if newest is None:
         return None
-    found: Blocker | None = None
+    found: list[Blocker] = []
     if newest.event in (RunEventKind.STARTED, RunEventKind.RETRIED):
-        found = Blocker(newest.task_id, newest.event, newest.at, newest.at + bound.seconds)
-    elif last_dispatched_at is not None and last_dispatched_at > newest.at and last_task_id != newest.task_id:
-        found = Blocker(last_task_id or "(unknown)", "published", last_dispatched_at,
-                        last_dispatched_at + bound.seconds)
-    if found is None or now >= found.until:
-        return None
-    return found
+        found.append(Blocker(newest.task_id, newest.event, newest.at, newest.at + bound.seconds))
+    if last_dispatched_at is not None and last_dispatched_at > newest.at and last_task_id != newest.task_id:
+        # Also after a started run whose bound passed (its worker was killed): the run published
+        # since then waits in the queue, and blocks the next slot within its own bound.
+        found.append(Blocker(last_task_id or "(unknown)", "published", last_dispatched_at,
+                             last_dispatched_at + bound.seconds))
+    return next((blocking for blocking in found if now < blocking.until), None)
 
 
 @dataclass

@@ -112,6 +112,9 @@ def _state_words(state: str, exception: str | None, retries: int = 0) -> str:
 @pass_tool
 def show(tool: Tool, name: str, as_json: bool) -> None:
     """The full definition and meta, the next 5 runs and the recent history."""
+    # The overlap bound comes from the task's own time limit when the app knows the task: import
+    # the app's task modules as beat does as it starts, so that show names the bound beat uses.
+    _ = tool.tasks_known  # the property imports them, once
     details = entry_details(tool.app, name)
     view = details.view
     if details.missing:
