@@ -13,6 +13,8 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 from celery import Celery
 from jinja2 import Environment, PackageLoader
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -21,7 +23,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..client import display_url
-from ..config import ensure_conf
+from ..config import ensure_conf, without_urls
 from ..printable import printable
 from .readings import Readings
 from .security import CSRF_FIELD, CSRF_HEADER, Guard, WebSecurity, csrf_refusal, csrf_token, remember_csrf
@@ -212,6 +214,17 @@ def _routes(read_only: bool) -> list[BaseRoute]:
     ]
 
 
+async def redis_out_of_reach(request: Request, exc: Exception) -> Response:
+    """What every route answers while the schedule's Redis cannot be reached: 503 and why, in
+    words (JSON under /api/, a page elsewhere), never a server error and its traceback."""
+    said = printable(f"cannot reach the schedule's Redis at {dashboard_of(request).redis}: "
+                     f"{without_urls(str(exc)) or type(exc).__name__}")
+    if request.url.path.startswith(root_of(request) + "/api/"):
+        return ApiResponse({"ok": False, "error": said}, 503)
+    return render(request, "results.html", 503, heading="Redis cannot be reached",
+                  results=[{"ok": False, "said": said}], back_url=root_of(request) + "/")
+
+
 def create_app(celery_app: Celery, read_only: bool = False, auth: str | None = None,
                allowed_hosts: tuple[str, ...] | None = None, require_known_tasks: bool = False) -> Starlette:
     """The dashboard of ``celery_app``'s schedule, as an ASGI application to serve or mount.
@@ -226,6 +239,8 @@ def create_app(celery_app: Celery, read_only: bool = False, auth: str | None = N
     templates = Environment(loader=PackageLoader("redbeat.web", "templates"), autoescape=True, finalize=_shown)
     templates.filters["urlencode"] = url_quoted
     app = Starlette(routes=_routes(read_only),
-                    middleware=[Middleware(Guard, security=WebSecurity(auth, allowed_hosts))])
+                    middleware=[Middleware(Guard, security=WebSecurity(auth, allowed_hosts))],
+                    exception_handlers={RedisConnectionError: redis_out_of_reach,
+                                        RedisTimeoutError: redis_out_of_reach})
     app.state.dashboard = Dashboard(celery_app, Readings(celery_app), templates, read_only, require_known_tasks)
     return app

@@ -5,6 +5,7 @@ the pages render and the API returns: built from ``admin``'s views and summaries
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -48,22 +49,36 @@ def _zone_name(view: admin.EntryView) -> str | None:
     return str(getattr(zone, "key", None) or zone)
 
 
+# How far back a row looks for its entry's last published run: slots an overlap or catch-up
+# policy skipped, and runs given up, come after it in the history.
+LAST_RUN_LOOKBACK = 10
+
+
 def _last_runs(app: Celery, keys: list[str]) -> dict[str, dict]:
-    """The newest history record of each entry: one pipelined read."""
+    """The newest record of a run that was published, of each entry (among its newest
+    ``LAST_RUN_LOOKBACK``): the run the row's ``last_run`` names. One pipelined read."""
     store = get_store(app)
     pipe = store.client.pipeline(transaction=False)
     for key in keys:
-        # LRANGE, not LINDEX: one command less for the ACL user.
-        pipe.lrange(admin.key_bytes(store.history_key(key)), 0, 0)
+        pipe.lrange(admin.key_bytes(store.history_key(key)), 0, LAST_RUN_LOOKBACK - 1)
     last = {}
     for key, raw in zip(keys, pipe.execute(raise_on_error=False)):
-        try:
-            record = json.loads(raw[0]) if isinstance(raw, list) and raw else None
-        except (ValueError, RecursionError):
-            record = None
-        if isinstance(record, dict):
-            last[key] = record
+        for record in _records(raw if isinstance(raw, list) else []):
+            if record.get("outcome") == "published":
+                last[key] = record
+                break
     return last
+
+
+def _records(raw: list[bytes]) -> Iterator[dict]:
+    """The readable records of a history, newest first; junk skipped."""
+    for item in raw:
+        try:
+            record = json.loads(item)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(record, dict):
+            yield record
 
 
 def _row(view: admin.EntryView, summary: dict, last: dict | None, now: float) -> dict[str, Any]:
