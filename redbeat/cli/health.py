@@ -178,7 +178,8 @@ def _print_failing(failing: dict | None, failing_key: str) -> None:
         return
     older = f" (and {failing['unchecked']} older, not checked)" if failing["unchecked"] else ""
     names = ", ".join(failing["names"]) + (", ..." if failing["count"] > len(failing["names"]) else "")
-    click.secho(f"{'failed runs':>13}: " + printable(f"{failing['count']} entries{older} whose last run failed, newest "
+    entries = "1 entry" if failing["count"] == 1 else f"{failing['count']} entries"
+    click.secho(f"{'failed runs':>13}: " + printable(f"{entries}{older} whose last run failed, newest "
                                                      f"first: {names} (`redbeat show NAME` says how; their tasks "
                                                      f"fail, not beat)"), fg="yellow")
 
