@@ -217,7 +217,7 @@ def test_counting_adds_to_the_status_as_read():
 
 @pytest.fixture
 def app_with_typed_task(app):
-    @app.task(name="tests.needs_two")
+    @app.task(name="tests.needs_two", shared=False)  # not handed to every later app
     def needs_two(x, y):
         return x + y
     return app

@@ -147,7 +147,7 @@ def test_a_published_runs_line_carries_its_entry_task_id_slot_and_lateness(sched
 
 
 def test_a_given_up_runs_line_carries_its_failure_class(app, scheduler_for, schedule_redis, caplog):
-    @app.task(name="tests.needs_two")
+    @app.task(name="tests.needs_two", shared=False)  # not handed to every later app
     def needs_two(x, y):
         return x + y
 
