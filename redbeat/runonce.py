@@ -14,6 +14,10 @@ a worker's main process builds them as its consumer starts, after
 ``worker_init``, where ``worker.py`` wraps the tasks; forked pool children
 inherit them wrapped; a child that imports the app afresh (spawn) builds
 them before ``worker_process_init``, where they are wrapped and built again.
+That rebuild calls ``celery.app.trace.build_tracer`` as it is then, not as it was
+when this module was imported: instrumentation set up later (sentry-sdk's Celery
+integration replaces it at ``sentry_sdk.init``) wraps the tracers it builds, and a
+tracer built by the original would run the task without it.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from celery import Celery
-from celery.app.trace import build_tracer
+from celery.app import trace
 from celery.exceptions import Ignore
 
 __all__ = ["DuplicateRun", "Claim", "claiming", "claim_before_running"]
@@ -71,6 +75,6 @@ def claim_before_running(app: Celery, claim: Claim, hostname: str | None = None)
             continue
         task.run = claiming(task, task.run, claim)
         if task.__trace__ is not None:
-            task.__trace__ = build_tracer(name, task, app.loader, hostname, app=app)
+            task.__trace__ = trace.build_tracer(name, task, app.loader, hostname, app=app)
         wrapped.append(name)
     return wrapped

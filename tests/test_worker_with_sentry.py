@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import Processes, wait_for
+from celery.app import trace
+from conftest import Processes, make_app, wait_for
 from test_run_once import (  # noqa: F401 (workers: the fixture)
     broker_empty,
     deliver,
@@ -23,6 +24,8 @@ from test_run_once import (  # noqa: F401 (workers: the fixture)
     workers,
 )
 from test_sentry import Envelopes, envelopes  # noqa: F401 (envelopes: the fixture)
+
+from redbeat.runonce import claim_before_running
 
 SENTRY_SETUP = textwrap.dedent('''
     import os
@@ -128,3 +131,19 @@ def test_under_sentry_a_failing_run_is_recorded_as_failed_and_reported_to_sentry
     assert exception_types(error) == ["ValueError"]
     assert error["tags"]["celery_task_id"] == "sentry-run-2"  # reported inside the task's scope
     assert [payload["contexts"]["trace"]["status"] for payload in transactions(envelopes)] == ["internal_error"]
+
+
+def test_the_tracers_rebuilt_for_the_claim_are_built_by_celerys_build_tracer_as_it_is_then(monkeypatch):
+    """Instrumentation that replaces ``celery.app.trace.build_tracer`` after redbeat.runonce was
+    imported (sentry_sdk.init after redbeat.worker) still wraps the tracers the claim rebuilds."""
+    app = make_app(None)
+
+    @app.task(name="tasks.body")
+    def body() -> None:
+        pass
+
+    built = []
+    monkeypatch.setattr(trace, "build_tracer", lambda name, *args, **kwargs: built.append(name) or "instrumented")
+    body.__trace__ = "built before the claim"
+    claim_before_running(app, lambda task: True)
+    assert body.__trace__ == "instrumented" and built == ["tasks.body"]
