@@ -138,7 +138,7 @@ def test_the_tracers_rebuilt_for_the_claim_are_built_by_celerys_build_tracer_as_
     imported (sentry_sdk.init after redbeat.worker) still wraps the tracers the claim rebuilds."""
     app = make_app(None)
 
-    @app.task(name="tasks.body")
+    @app.task(name="tasks.rebuilt", shared=False)  # this app's own: no other app is handed it
     def body() -> None:
         pass
 
@@ -146,4 +146,4 @@ def test_the_tracers_rebuilt_for_the_claim_are_built_by_celerys_build_tracer_as_
     monkeypatch.setattr(trace, "build_tracer", lambda name, *args, **kwargs: built.append(name) or "instrumented")
     body.__trace__ = "built before the claim"
     claim_before_running(app, lambda task: True)
-    assert body.__trace__ == "instrumented" and built == ["tasks.body"]
+    assert body.__trace__ == "instrumented" and built == ["tasks.rebuilt"]
