@@ -109,6 +109,20 @@ def test_the_overview_shows_the_active_beat(app, scheduler_for):
     assert client(app).get("/").text.count(f'id="beat-pid" data-field="beat.pid">{os.getpid()}<') == 1
 
 
+def test_the_overview_counts_entries_due_over_a_minute_as_late_and_those_whose_last_run_failed(
+        app, schedule_redis):
+    for name in ("long-due", "just-due", "due-now", "later"):
+        add(app, name)
+    now = float(schedule_redis.time()[0])
+    schedule_redis.zadd("redbeat::schedule", {"redbeat:long-due": now - 120, "redbeat:just-due": now - 10,
+                                              "redbeat:due-now": 0, "redbeat:later": now + 600})
+    schedule_redis.zadd("redbeat::failing", {"redbeat:later": now - 5, "redbeat:removed-since": now - 1})
+    counts = client(app).get("/api/overview").json()["counts"]
+    assert (counts["due"], counts["late"], counts["failing"]) == (3, 1, 1)
+    page = client(app).get("/").text
+    assert 'data-field="counts.late">1<' in page and 'data-field="counts.failing">1<' in page
+
+
 # -- paging, search and filters -------------------------------------------------------------
 
 def many(schedule_redis, count: int) -> list[str]:

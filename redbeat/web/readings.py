@@ -128,6 +128,7 @@ def overview(app: Celery, status: dict[str, Any], counted: Census) -> dict[str, 
         "standbys": status["standbys"],
         "counts": {**{state.value: count for state, count in counted.by_state().items()},
                    "orphans": counted.orphans, "entries": status["entries"], "due": status["due"],
+                   "late": late_count(app, now), "failing": counted.failing,
                    "in_flight": status["in_flight"], "given_up_recently": given_up["count"] if given_up else 0},
         "given_up_recently": given_up,
         "most_overdue_seconds": status["most_overdue_seconds"],
@@ -139,6 +140,18 @@ def _name(store: Any, key: bytes) -> str:
     text = key_text(key)
     prefix = store.conf.key_prefix
     return text[len(prefix):] if text.startswith(prefix) else text
+
+
+# An entry counts as late once it has been due this long: beat takes what is due at its next
+# tick (every second or so), so a minute means runs are not going out.
+LATE_AFTER = 60.0
+
+
+def late_count(app: Celery, now: float) -> int:
+    """How many entries have been due for more than ``LATE_AFTER`` seconds (score 0, due at
+    beat's next tick whenever it was written, is not counted: it says no moment). One ZCOUNT."""
+    store = get_store(app)
+    return int(store.client.zcount(store.conf.schedule_key, "(0", now - LATE_AFTER))
 
 
 def most_overdue(app: Celery, now: float, count: int = OVERDUE_SHOWN) -> list[dict[str, Any]]:
