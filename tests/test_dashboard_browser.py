@@ -16,11 +16,8 @@ import time
 import urllib.parse
 import urllib.request
 
-import pytest
-
-pytest.importorskip("starlette")
-
 import browser  # noqa: E402
+import pytest
 from conftest import ROOT, project_environment, wait_for  # noqa: E402
 from dashboard_stack import Stack, running_stack  # noqa: E402
 from selenium.common.exceptions import NoAlertPresentException  # noqa: E402

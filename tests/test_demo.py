@@ -14,8 +14,6 @@ import urllib.request
 import pytest
 from conftest import ROOT
 
-pytest.importorskip("starlette")
-
 pytestmark = pytest.mark.e2e
 
 

@@ -13,7 +13,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import pytest
 from celery.schedules import schedule as every
 from conftest import make_app, published, raw_entry, tick_until
 
@@ -109,8 +108,6 @@ def test_a_run_published_after_a_killed_run_s_bound_passed_blocks_the_next_slot(
 
 # -- the dashboard's JSON API (docs/web.rst) ------------------------------------------------
 
-starlette = pytest.importorskip("starlette")
-pytest.importorskip("httpx")
 
 from starlette.testclient import TestClient  # noqa: E402
 

@@ -15,10 +15,6 @@ import urllib.error
 import urllib.request
 
 import pytest
-
-pytest.importorskip("starlette")
-pytest.importorskip("httpx")
-
 from celery.schedules import schedule as every  # noqa: E402
 from conftest import wait_for  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402

@@ -15,10 +15,6 @@ from html import unescape
 from urllib.parse import quote
 
 import pytest
-
-pytest.importorskip("starlette")
-pytest.importorskip("httpx")
-
 from celery.schedules import schedule as every  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
