@@ -103,8 +103,10 @@ def test_buffer_one_runs_one_waiting_run_as_soon_as_the_previous_ended_and_never
     wait_for(lambda: waiting_run(schedule_server, "buffered"), timeout=30, message="list --json: a run waiting")
     runs = wait_for(lambda: ended(record, "buffered", 4), timeout=40, message="four runs of buffered to end")
     assert_one_at_a_time(runs)
-    # Each waiting run started soon after the previous one ended: beat looks again every second.
-    assert all(later["start"] - earlier["end"] < 2.0 for earlier, later in zip(runs, runs[1:])), runs
+    # Each waiting run started soon after the previous one ended (beat looks again every second).
+    # The bound is loose on purpose: a busy machine must not fail it, and the order of the runs is
+    # what the test proves.
+    assert all(later["start"] - earlier["end"] < 5.0 for earlier, later in zip(runs, runs[1:])), runs
     published = {run["task_id"]: run for run in history(schedule, "buffered") if run["outcome"] == "published"}
     for run in runs:  # each with its own slot's task id
         assert run["id"] == task_id_for("redbeat:buffered", published[run["id"]]["scheduled"])
