@@ -28,7 +28,7 @@ from ..printable import printable
 from .readings import Readings
 from .security import CSRF_FIELD, CSRF_HEADER, Guard, WebSecurity, csrf_refusal, csrf_token, remember_csrf
 
-__all__ = ["create_app", "ApiResponse", "Dashboard", "dashboard_of", "render", "form_of", "name_param",
+__all__ = ["create_app", "ApiResponse", "Dashboard", "dashboard_of", "render", "form_of", "posted_form", "name_param",
            "name_of_form", "names_field", "names_of_form", "name_query", "url_quoted", "with_links",
            "refused_without_csrf", "MAX_BODY"]
 
@@ -159,6 +159,13 @@ async def form_of(request: Request) -> dict[str, str]:
     """A urlencoded form's fields (the first value of each): no multipart, so no extra package."""
     body = await request.body()
     return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+
+
+async def posted_form(request: Request) -> tuple[dict[str, str], Response | None]:
+    """A form POST's fields, and the 403 answer refusing it when its CSRF token is not the
+    cookie's (None: it may go on): what every page that changes the schedule starts with."""
+    form = await form_of(request)
+    return form, refused_without_csrf(request, csrf_of_form(form), as_json=False)
 
 
 def refused_without_csrf(request: Request, given: str | None, as_json: bool) -> Response | None:

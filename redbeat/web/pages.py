@@ -20,15 +20,13 @@ from ..validation import OPTION_FIELDS, WRITABLE_FIELDS
 from . import actions
 from .app import (
     Verbatim,
-    csrf_of_form,
     dashboard_of,
-    form_of,
     name_of_form,
     name_param,
     name_query,
     names_field,
     names_of_form,
-    refused_without_csrf,
+    posted_form,
     render,
     root_of,
     url_quoted,
@@ -147,8 +145,7 @@ def new_form(request: Request) -> Response:
 
 
 async def new(request: Request) -> Response:
-    form = await form_of(request)
-    refusal = refused_without_csrf(request, csrf_of_form(form), as_json=False)
+    form, refusal = await posted_form(request)
     if refusal is not None:
         return refusal
     dashboard = dashboard_of(request)
@@ -178,8 +175,7 @@ def edit_form(request: Request) -> Response:
 
 
 async def edit(request: Request) -> Response:
-    form = await form_of(request)
-    refusal = refused_without_csrf(request, csrf_of_form(form), as_json=False)
+    form, refusal = await posted_form(request)
     if refusal is not None:
         return refusal
     dashboard, name = dashboard_of(request), name_of_form(form)
@@ -200,16 +196,14 @@ def _confirm(request: Request, question: str, verb: str, fields: dict[str, str],
 
 async def action(request: Request) -> Response:
     """Pause, resume, run now or remove one entry (remove asks for confirmation first)."""
-    form = await form_of(request)
-    refusal = refused_without_csrf(request, csrf_of_form(form), as_json=False)
+    form, refusal = await posted_form(request)
     if refusal is not None:
         return refusal
     dashboard, name = dashboard_of(request), name_of_form(form)
     try:
         chosen = actions.Action(form.get("action", ""))
     except ValueError:
-        return render(request, "results.html", 400, heading="Refused", refused="unknown action", results=[],
-                      back_url=root_of(request) + "/schedule")
+        return _refused(request, "unknown action", 400)
     back = f"{root_of(request)}/entry?{name_query(name)}"
     if chosen.destructive and form.get("confirmed") != "yes":
         return _confirm(request, f"Remove the entry {name!r}? This cannot be undone.", chosen.value,
@@ -227,8 +221,7 @@ async def action(request: Request) -> Response:
 async def bulk(request: Request) -> Response:
     """Pause or resume every entry a search picks: confirmation first, listing them (at most
     ``actions.BULK_LIMIT``); the confirmed form carries those names, and only those are acted on."""
-    form = await form_of(request)
-    refusal = refused_without_csrf(request, csrf_of_form(form), as_json=False)
+    form, refusal = await posted_form(request)
     if refusal is not None:
         return refusal
     dashboard = dashboard_of(request)
