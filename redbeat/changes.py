@@ -194,6 +194,18 @@ def static_warning(app: Celery, name: str, warning: str) -> str | None:
     return f"warning: {name} {warning}" if name in get_store(app).static_names() else None
 
 
+def edit_field(app: Celery, name: str, field: str, value: Any, said_value: str, require_known: bool,
+               force: bool = False) -> Change:
+    """``redbeat edit`` and the dashboard's edit: set one field to ``value`` (None unsets an optional
+    field, and gives ``enabled`` its default, true), said with ``said_value`` as it was typed."""
+    if field == "enabled" and value is None:
+        value, said_value = True, "true (null means the default)"  # stored as true, which every reader takes alike
+    patch_definition(app, name, field, value, require_known, force)
+    # Beat's re-sync keeps a paused state (statics.prepare_writes): said as pause says it.
+    warning = STATIC_PAUSE_WARNING if field == "enabled" else STATIC_EDIT_WARNING
+    return Change(f"{name}: {field} = {said_value}", static_warning(app, name, warning))
+
+
 def patch_definition(app: Celery, name: str, field: str, value: Any, require_known: bool,
                      force: bool = False) -> None:
     """Change one field of the stored definition (None unsets an optional field), keeping

@@ -204,17 +204,6 @@ def edit(tool: Tool, name: str, field: str, value: str, force: bool) -> None:
         changes.refuse_field(field)
     with said_in_one_line("VALUE"):
         parsed = value_from_text(field, value)
-    if field == "enabled" and parsed is None:
-        parsed, value = True, "true (null means the default)"  # stored as true, which every reader takes alike
-    _patch_definition(tool, name, field, parsed, force=force)
-    # Beat's re-sync keeps a paused state (statics.prepare_writes): said as pause says it.
-    warning = changes.static_warning(tool.app, name, changes.STATIC_PAUSE_WARNING if field == "enabled"
-                                     else changes.STATIC_EDIT_WARNING)
-    _said(changes.Change(f"{name}: {field} = {value}", warning))
-
-
-
-def _patch_definition(tool: Tool, name: str, field: str, value: Any, force: bool = False) -> None:
-    """Change one field of the stored definition (``changes.patch_definition``), refusals in one line."""
     with said_in_one_line():
-        changes.patch_definition(tool.app, name, field, value, tool.tasks_known, force)
+        change = changes.edit_field(tool.app, name, field, parsed, value, tool.tasks_known, force)
+    _said(change)

@@ -128,11 +128,7 @@ def edit(app: Celery, name: str, field_name: str, value: Any, require_known: boo
     def editing() -> changes.Change:
         changes.refuse_field(field_name)
         parsed = value_from_text(field_name, value) if as_text else value
-        if field_name == "enabled" and parsed is None:
-            parsed = True
-        changes.patch_definition(app, name, field_name, parsed, require_known)
-        warning = changes.STATIC_PAUSE_WARNING if field_name == "enabled" else changes.STATIC_EDIT_WARNING
-        return changes.Change(f"{name}: {field_name} = {value}", changes.static_warning(app, name, warning))
+        return changes.edit_field(app, name, field_name, parsed, str(value), require_known)
     return _outcome(editing)
 
 
