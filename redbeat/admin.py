@@ -39,7 +39,8 @@ GIVEN_UP_WINDOW = 15 * 60.0
 END_OF_TIME = MAX_TIMESTAMP
 
 __all__ = ["EntryView", "entries", "describe_schedule", "beat_status", "doctor", "Finding", "WrongType",
-           "wrong_types", "history", "key_text", "key_bytes", "in_flight_counts", "run_states_of"]
+           "wrong_types", "history", "key_text", "key_bytes", "in_flight_counts", "run_states_of",
+           "unhealthy_reasons", "degraded_reasons"]
 
 
 def key_text(raw: bytes | str) -> str:
@@ -176,15 +177,14 @@ def _last_worker_events(store: ScheduleStore, keys: list[bytes]) -> dict[bytes, 
 
 
 def _views(app: Celery, store: ScheduleStore, keys: list[bytes], worker_events: bool = False) -> Iterator[EntryView]:
-    prefix = store.conf.key_prefix
     last_events = _last_worker_events(store, keys) if worker_events else {}
     for raw_key, (score, raw) in zip(keys, store.read_entries(keys)):
         key = key_text(raw_key)
-        view = EntryView(key=key, name=key[len(prefix):] if key.startswith(prefix) else key, score=score,
+        view = EntryView(key=key, name=store.keys.name_of(key), score=score,
                          fields={}, last_worker_event=last_events.get(raw_key))
         if raw is None:
             view.kind = "foreign"
-            view.error = f"member outside the prefix {prefix!r}: no RedBeat entry (beat drops it)"
+            view.error = f"member outside the prefix {store.conf.key_prefix!r}: no RedBeat entry (beat drops it)"
         elif isinstance(raw, str):
             view.kind = raw
             view.error = f"the key is a {raw}, not an entry hash (beat drops the member)"
@@ -418,6 +418,37 @@ def beat_status(app: Celery, now: float | None = None) -> dict:
         "eviction_policy": policy,
         "eviction_warning": bool(policy and policy.startswith("allkeys")),
     }
+
+
+def unhealthy_reasons(report: dict, max_age: float) -> list[str]:
+    """Why no beat dispatches the schedule, if none does: what makes ``status`` and the
+    dashboard say unhealthy (a tick older than ``max_age`` seconds counts as none)."""
+    problems = []
+    if report["stopped_at"]:
+        problems.append("beat stopped")
+    elif report["failing_since"]:
+        # Failing now, however young its last completed tick: the next ones fail too, most likely.
+        problems.append(f"ticks failing for {max(report['failing_for'], 0):.0f}s: {report['error']}")
+    elif report["last_tick_age"] is None or report["last_tick_age"] > max_age:
+        problems.append(f"no tick within {max_age:g}s")
+    return problems + [w["explanation"] for w in report["wrong_types"] if w["stops_beat"]]
+
+
+def degraded_reasons(report: dict) -> list[str]:
+    """Why runs do not go out while beat ticks: a broker that is down or slower than the
+    schedule, most likely, which restarting beat would not mend."""
+    reasons = []
+    if report["claiming_paused"]:
+        reasons.append(f"claiming paused: {report['claiming_paused']}")
+    given_up = report["runs_given_up"]
+    if given_up:
+        reasons.append(f"{given_up['count']} run(s) given up since beat became active, the last of {given_up['key']} "
+                       f"{given_up['age']:.0f}s ago ({given_up['class']}: {given_up['reason']}); `redbeat doctor` "
+                       f"explains each entry")
+    if report["stuck_in_flight"]:
+        reasons.append(f"{report['stuck_in_flight']} runs in flight not published for over "
+                       f"{STUCK_AFTER:g}s")
+    return reasons
 
 
 def _given_up_recently(beat: Heartbeat | None, now: float) -> dict | None:

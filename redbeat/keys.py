@@ -93,6 +93,10 @@ class KeyNames:
     def entry(self, name: str) -> str:
         return self.prefix + name
 
+    def name_of(self, key: str) -> str:
+        """The entry name ``key`` holds after the prefix; a key not under it, whole."""
+        return key[len(self.prefix):] if key.startswith(self.prefix) else key
+
     def history(self, entry_key: str) -> str:
         """The run history of the entry under ``entry_key``."""
         return self.histories + entry_key[len(self.prefix):]

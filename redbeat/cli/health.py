@@ -50,8 +50,8 @@ def status(ctx: click.Context, max_age: float, timeout: float | None, as_json: b
     store = get_store(tool.app)
     failing = failing_entries(store.client, store.keys)
     report["failing_entries"] = failing.as_dict() if failing is not None else None
-    problems = _unhealthy(report, max_age)
-    degraded = _degraded(report)
+    problems = admin.unhealthy_reasons(report, max_age)
+    degraded = admin.degraded_reasons(report)
     report["healthy"], report["degraded"] = not problems, degraded
     report["beat"] = with_iso_times(report["beat"])  # the heartbeat as written, its moments as ISO 8601
     if as_json:
@@ -104,36 +104,6 @@ def liveness(ctx: click.Context, host: str, pid: int | None, max_age: float | No
         click.echo(printable(line))
     if not report.alive:
         sys.exit(ExitCode.FAILED)
-
-
-def _unhealthy(report: dict, max_age: float) -> list[str]:
-    """Why no beat dispatches the schedule, if none does."""
-    problems = []
-    if report["stopped_at"]:
-        problems.append("beat stopped")
-    elif report["failing_since"]:
-        # Failing now, however young its last completed tick: the next ones fail too, most likely.
-        problems.append(f"ticks failing for {max(report['failing_for'], 0):.0f}s: {report['error']}")
-    elif report["last_tick_age"] is None or report["last_tick_age"] > max_age:
-        problems.append(f"no tick within {max_age:g}s")
-    return problems + [w["explanation"] for w in report["wrong_types"] if w["stops_beat"]]
-
-
-def _degraded(report: dict) -> list[str]:
-    """Why runs do not go out while beat ticks: a broker that is down or slower than the
-    schedule, most likely, which restarting beat would not mend."""
-    reasons = []
-    if report["claiming_paused"]:
-        reasons.append(f"claiming paused: {report['claiming_paused']}")
-    given_up = report["runs_given_up"]
-    if given_up:
-        reasons.append(f"{given_up['count']} run(s) given up since beat became active, the last of {given_up['key']} "
-                       f"{given_up['age']:.0f}s ago ({given_up['class']}: {given_up['reason']}); `redbeat doctor` "
-                       f"explains each entry")
-    if report["stuck_in_flight"]:
-        reasons.append(f"{report['stuck_in_flight']} runs in flight not published for over "
-                       f"{admin.STUCK_AFTER:g}s")
-    return reasons
 
 
 def _print_status(report: dict) -> None:

@@ -13,11 +13,11 @@ from typing import Any, Generic, TypeVar, cast
 
 from celery import Celery
 
-from ..admin import beat_status, key_bytes, key_text
+from ..admin import beat_status, degraded_reasons, key_bytes, key_text, unhealthy_reasons
 from ..census import Census, census
-from ..cli.health import _degraded, _unhealthy
 from ..client import get_store
 from ..config import ensure_conf
+from ..store import ScheduleStore
 
 __all__ = ["Reading", "Readings", "Health", "Dispatch", "health_of", "overview", "most_overdue",
            "recent_dispatches", "STATUS_TTL", "CENSUS_TTL"]
@@ -90,10 +90,10 @@ class Health:
 
 
 def health_of(status: dict[str, Any]) -> Health:
-    problems = _unhealthy(status, MAX_TICK_AGE)
+    problems = unhealthy_reasons(status, MAX_TICK_AGE)
     if problems:
         return Health("unhealthy", tuple(problems))
-    degraded = _degraded(status)
+    degraded = degraded_reasons(status)
     return Health("degraded", tuple(degraded)) if degraded else Health("healthy")
 
 
@@ -136,10 +136,8 @@ def overview(app: Celery, status: dict[str, Any], counted: Census) -> dict[str, 
     }
 
 
-def _name(store: Any, key: bytes) -> str:
-    text = key_text(key)
-    prefix = store.conf.key_prefix
-    return text[len(prefix):] if text.startswith(prefix) else text
+def _name(store: ScheduleStore, key: bytes) -> str:
+    return store.keys.name_of(key_text(key))
 
 
 # An entry counts as late once it has been due this long: beat takes what is due at its next
