@@ -15,9 +15,8 @@ from datetime import datetime, timezone
 import pytest
 from celery import Celery
 
-from redbeat import RedBeatScheduler, RedBeatSchedulerEntry
+from redbeat import RedBeatScheduler, RedBeatSchedulerEntry, changes
 from redbeat.cli import Tool
-from redbeat.cli.changing import _patch_definition
 from redbeat.client import get_store
 from redbeat.decoder import meta_json
 from redbeat.entry import write_over
@@ -251,7 +250,8 @@ def _by_store_save(app, store, name, every, enabled=True):
 
 
 def _by_cli_edit(app, store, name, every, enabled=True):
-    _patch_definition(Tool(app), name, "schedule", {"__type__": "interval", "every": every})
+    # What `redbeat edit NAME schedule ...` runs (cli/changing.edit).
+    changes.edit_field(app, name, "schedule", {"__type__": "interval", "every": every}, "...", Tool(app).tasks_known)
 
 
 def _by_import(app, store, name, every, enabled=True):
