@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .overlap import CURRENT_WINDOW, current_event, mentions_overlap
+from .overlap import mentions_overlap
 from .records import Outcome
 from .stages import DueRecord
-from .storepart import StorePart
+from .workerevents import WorkerEvents
 
 __all__ = ["OverlapStore"]
 
 
-class OverlapStore(StorePart):
+class OverlapStore(WorkerEvents):
     """The overlap policies' reads and writes."""
 
     def newest_events(self, records: Sequence[DueRecord]) -> dict[bytes, bytes]:
@@ -27,14 +27,9 @@ class OverlapStore(StorePart):
         keys = [record.key for record in records if record.kind == "hash" and mentions_overlap(record.definition)]
         if not keys:
             return {}
-        pipe = self.client.pipeline(transaction=False)
-        for key in keys:
-            pipe.lrange(self.keys.worker_events(key.decode("utf-8", "surrogateescape")).encode(
-                "utf-8", "surrogateescape"), 0, CURRENT_WINDOW - 1)
-        replies = pipe.execute(raise_on_error=False)
-        # A list of another type (someone else's data) answers an error: no event, as without workers.
-        current = {key: current_event(reply) if isinstance(reply, list) else None for key, reply in zip(keys, replies)}
-        return {key: event for key, event in current.items() if event is not None}
+        # A list of another type (someone else's data) reads as no event, as without workers.
+        events = self.last_worker_events([key.decode("utf-8", "surrogateescape") for key in keys])
+        return {key: event for key, event in zip(keys, events) if event is not None}
 
     def record_skipped(self, skipped: Sequence[Outcome]) -> None:
         """Push the slots skipped for overlap onto their entries' histories, capped: one round

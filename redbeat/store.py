@@ -52,5 +52,5 @@ __all__ = ["ScheduleStore", "DueRecord", "Decision", "DueBatch", "Outcome", "NEV
            "WRONG_TYPE", "ON_TIME_WINDOW"]
 
 
-class ScheduleStore(DueReads, Claims, Statuses, Standbys, EntryWrites, ScheduleQueries, WorkerEvents, OverlapStore):
+class ScheduleStore(DueReads, Claims, Statuses, Standbys, EntryWrites, ScheduleQueries, OverlapStore, WorkerEvents):
     """Reads and writes one app's schedule in Redis: every part of the store, on one client."""
