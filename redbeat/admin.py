@@ -39,7 +39,7 @@ GIVEN_UP_WINDOW = 15 * 60.0
 END_OF_TIME = MAX_TIMESTAMP
 
 __all__ = ["EntryView", "entries", "describe_schedule", "beat_status", "doctor", "Finding", "WrongType",
-           "wrong_types", "history", "key_text", "key_bytes", "in_flight_counts", "run_states_of",
+           "wrong_types", "history", "history_dict", "key_text", "key_bytes", "in_flight_counts", "run_states_of",
            "unhealthy_reasons", "degraded_reasons"]
 
 
@@ -321,12 +321,18 @@ def history(app: Celery, key: str) -> tuple[list[Any], WrongType | None]:
         return [], WrongType("history", history_key, found, "list")
     records: list[Any] = []
     for record in raw:
-        try:
-            decoded = json.loads(record)
-        except (ValueError, RecursionError):
-            decoded = None
-        records.append(decoded if isinstance(decoded, dict) else {"unreadable": key_text(record)})
+        decoded = history_dict(record)
+        records.append(decoded if decoded is not None else {"unreadable": key_text(record)})
     return records, None
+
+
+def history_dict(raw: bytes) -> dict | None:
+    """A history record as beat wrote it; None for one that is no JSON object (another program's)."""
+    try:
+        decoded = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    return decoded if isinstance(decoded, dict) else None
 
 
 def run_states_of(app: Celery, key: str) -> tuple[dict[str, RunState], WrongType | None]:

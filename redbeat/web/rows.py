@@ -73,11 +73,8 @@ def _last_runs(app: Celery, keys: list[str]) -> dict[str, dict]:
 def _records(raw: list[bytes]) -> Iterator[dict]:
     """The readable records of a history, newest first; junk skipped."""
     for item in raw:
-        try:
-            record = json.loads(item)
-        except (ValueError, RecursionError):
-            continue
-        if isinstance(record, dict):
+        record = admin.history_dict(item)
+        if record is not None:
             yield record
 
 
